@@ -1,0 +1,257 @@
+//! The command line as the user types it: subcommands and flag groups, nothing checked yet.
+//!
+//! Every flag has an `HUPWATCH_*` environment twin so a systemd unit or a deploy script can set
+//! it without rewriting the command line. Values that clap can parse alone (durations, numbers)
+//! are parsed here so a bad one is refused with clap's message naming the flag and the value;
+//! everything that needs the file system or several flags at once is checked in `config`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hupwatch",
+    version,
+    about = "Watch a Python web app and gracefully reload the Gunicorn master that serves it",
+    long_about = "Watch a Python web app and gracefully reload the Gunicorn master that serves it.\n\n\
+        hupwatch finds the Gunicorn master (never a worker, never an unrelated process), signals it \
+        through a pidfd so a recycled PID can never receive the signal, and verifies the reload: \
+        the old workers are gone and as many new ones are up.\n\n\
+        Exit codes: 0 success, 1 a reload failed, 2 usage or configuration error, \
+        3 target not found, ambiguous or not a Gunicorn master."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch paths and reload the target master after each settled change (runs until stopped).
+    Watch(WatchArgs),
+    /// Reload the target master once, verify the reload, and exit with a code a script can trust.
+    Reload(ReloadCommandArgs),
+    /// List the Gunicorn masters on this host with their workers.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub debounce: DebounceArgs,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadCommandArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub reload: ReloadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Print a JSON array instead of text.
+    #[arg(long, env = "HUPWATCH_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Watching")]
+pub struct PathArgs {
+    /// Directory or file to watch recursively (repeatable). Default: the current directory.
+    #[arg(
+        long = "watch",
+        short = 'w',
+        value_name = "PATH",
+        env = "HUPWATCH_WATCH",
+        value_delimiter = ':'
+    )]
+    pub watch: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Filtering")]
+pub struct FilterArgs {
+    /// Only changes to files matching GLOB count (repeatable). A glob without `/` matches the
+    /// file name; one with `/` matches the path relative to the watched directory.
+    #[arg(
+        long,
+        value_name = "GLOB",
+        env = "HUPWATCH_INCLUDE",
+        value_delimiter = ','
+    )]
+    pub include: Vec<String>,
+
+    /// Changes to files matching GLOB never count (repeatable). A trailing `/` names a directory,
+    /// which is then not watched at all.
+    #[arg(
+        long,
+        value_name = "GLOB",
+        env = "HUPWATCH_EXCLUDE",
+        value_delimiter = ','
+    )]
+    pub exclude: Vec<String>,
+
+    /// Do not apply the built-in excludes (__pycache__/, *.pyc, .git/, editor swap files, ...).
+    #[arg(long, env = "HUPWATCH_NO_DEFAULT_EXCLUDES")]
+    pub no_default_excludes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Debounce")]
+pub struct DebounceArgs {
+    /// Quiet period: reload once no change has arrived for this long.
+    #[arg(long, value_name = "DURATION", default_value = "300ms", env = "HUPWATCH_DEBOUNCE", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Reload at the latest this long after the first change, even if changes keep coming.
+    #[arg(long, value_name = "DURATION", default_value = "5s", env = "HUPWATCH_MAX_WAIT", value_parser = parse_duration)]
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Target (default: the only Gunicorn master on this host)")]
+#[group(id = "selector", multiple = false)]
+pub struct TargetArgs {
+    /// Read the master's PID from this Gunicorn pidfile (`-p`/`--pid` of Gunicorn).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "HUPWATCH_PIDFILE",
+        group = "selector"
+    )]
+    pub pidfile: Option<PathBuf>,
+
+    /// The master's PID.
+    #[arg(long, value_name = "PID", env = "HUPWATCH_PID", group = "selector")]
+    pub pid: Option<i64>,
+
+    /// Select the master whose name / app spec, command line or working directory contains TEXT.
+    #[arg(
+        long = "match",
+        value_name = "TEXT",
+        env = "HUPWATCH_MATCH",
+        group = "selector"
+    )]
+    pub match_text: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Reloading")]
+pub struct ReloadArgs {
+    /// Signal that reloads the master: HUP (default), or USR1 / TTIN / TTOU.
+    #[arg(
+        long,
+        value_name = "SIGNAL",
+        default_value = "HUP",
+        env = "HUPWATCH_SIGNAL"
+    )]
+    pub signal: String,
+
+    /// How long to wait for the old workers to go and the new ones to come up.
+    #[arg(long, value_name = "DURATION", default_value = "30s", env = "HUPWATCH_VERIFY_TIMEOUT", value_parser = parse_duration)]
+    pub verify_timeout: Duration,
+
+    /// Log what would be signalled and send nothing.
+    #[arg(long, env = "HUPWATCH_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
+    /// More detail (-v debug, -vv trace). `HUPWATCH_LOG` (an env-filter) overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only warnings and errors.
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        env = "HUPWATCH_QUIET"
+    )]
+    pub quiet: bool,
+
+    /// Log line format.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        global = true,
+        env = "HUPWATCH_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Human durations (`300ms`, `2s`, `1m 30s`); a bare number is refused rather than guessed.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 300ms, 2s or 1m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_env_twin_has_the_hupwatch_prefix() {
+        fn walk(cmd: &clap::Command, seen: &mut usize) {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    let env = env.to_string_lossy();
+                    assert!(
+                        env.starts_with("HUPWATCH_"),
+                        "{} has env {env}",
+                        arg.get_id()
+                    );
+                    *seen += 1;
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, seen);
+            }
+        }
+        let mut seen = 0;
+        walk(&Cli::command(), &mut seen);
+        assert!(seen > 10, "expected env twins, saw {seen}");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("300").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

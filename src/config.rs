@@ -1,0 +1,200 @@
+//! The validated configuration: built once from the parsed command line, then only read.
+//!
+//! Everything that can be wrong with the user's input is found here, before anything is watched
+//! or signalled, and reported as one line naming the bad value (exit code 2).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::cli::{DebounceArgs, FilterArgs, PathArgs, ReloadArgs, TargetArgs};
+use crate::filter::{GlobError, PathFilter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("watch path {path} does not exist")]
+    WatchPathMissing { path: PathBuf },
+    #[error("cannot resolve watch path {path}: {source}")]
+    WatchPathUnusable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Glob(#[from] GlobError),
+    #[error("unknown signal {0:?}: use HUP (reload), USR1 (reopen logs), TTIN or TTOU")]
+    UnknownSignal(String),
+    #[error(
+        "--signal {0} would not reload Gunicorn ({1}); hupwatch only sends HUP, USR1, TTIN or TTOU"
+    )]
+    RefusedSignal(String, &'static str),
+    #[error("--verify-timeout must be more than zero")]
+    ZeroVerifyTimeout,
+    #[error("--match needs a non-empty TEXT")]
+    EmptyMatch,
+}
+
+/// Which master a command acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSelector {
+    Pidfile(PathBuf),
+    /// Kept signed so `--pid=0` or `--pid=-1` is refused by discovery with its own message.
+    Pid(i64),
+    Match(String),
+    /// No selector: the single master on the host, refused when there are several.
+    OnlyOne,
+}
+
+impl TargetSelector {
+    pub fn from_args(args: &TargetArgs) -> Result<Self, ConfigError> {
+        Ok(match (&args.pidfile, args.pid, &args.match_text) {
+            (Some(path), _, _) => Self::Pidfile(std::path::absolute(path).unwrap_or(path.clone())),
+            (_, Some(pid), _) => Self::Pid(pid),
+            (_, _, Some(text)) if text.is_empty() => return Err(ConfigError::EmptyMatch),
+            (_, _, Some(text)) => Self::Match(text.clone()),
+            _ => Self::OnlyOne,
+        })
+    }
+}
+
+/// How a reload is sent and checked.
+#[derive(Debug, Clone)]
+pub struct ReloadSettings {
+    pub signal: Signal,
+    pub verify_timeout: Duration,
+    pub dry_run: bool,
+}
+
+impl ReloadSettings {
+    pub fn from_args(args: &ReloadArgs) -> Result<Self, ConfigError> {
+        if args.verify_timeout.is_zero() {
+            return Err(ConfigError::ZeroVerifyTimeout);
+        }
+        Ok(Self {
+            signal: parse_signal(&args.signal)?,
+            verify_timeout: args.verify_timeout,
+            dry_run: args.dry_run,
+        })
+    }
+}
+
+/// Accept `HUP`, `SIGHUP`, `hup`; refuse signals that stop or replace the master, since a
+/// reloader that can take the site down by a typo is worse than none.
+pub fn parse_signal(text: &str) -> Result<Signal, ConfigError> {
+    let upper = text.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let refused = |why| Err(ConfigError::RefusedSignal(text.to_string(), why));
+    match name {
+        "HUP" => Ok(Signal::SIGHUP),
+        "USR1" => Ok(Signal::SIGUSR1),
+        "TTIN" => Ok(Signal::SIGTTIN),
+        "TTOU" => Ok(Signal::SIGTTOU),
+        "TERM" | "INT" | "QUIT" | "KILL" => refused("it stops the master"),
+        "USR2" => refused("it forks a second master; the upgrade strategy is not available yet"),
+        "WINCH" => refused("it stops the workers of a daemonized master"),
+        _ => Err(ConfigError::UnknownSignal(text.to_string())),
+    }
+}
+
+/// What `watch` watches and when a change has settled.
+#[derive(Debug)]
+pub struct WatchSettings {
+    /// Absolute, as given (not canonicalized): a root through a symlink stays on the link.
+    pub roots: Vec<PathBuf>,
+    /// Shared with the watcher's event thread.
+    pub filter: Arc<PathFilter>,
+    pub debounce: Duration,
+    pub max_wait: Duration,
+}
+
+impl WatchSettings {
+    pub fn from_args(
+        paths: &PathArgs,
+        filter: &FilterArgs,
+        debounce: &DebounceArgs,
+    ) -> Result<Self, ConfigError> {
+        let given = if paths.watch.is_empty() {
+            vec![PathBuf::from(".")]
+        } else {
+            paths.watch.clone()
+        };
+        let mut roots = Vec::with_capacity(given.len());
+        for path in given {
+            match std::fs::metadata(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(ConfigError::WatchPathMissing { path });
+                }
+                Err(source) => return Err(ConfigError::WatchPathUnusable { path, source }),
+            }
+            let absolute = std::path::absolute(&path)
+                .map_err(|source| ConfigError::WatchPathUnusable { path, source })?;
+            if !roots.contains(&absolute) {
+                roots.push(absolute);
+            }
+        }
+        Ok(Self {
+            roots,
+            filter: Arc::new(PathFilter::new(
+                &filter.include,
+                &filter.exclude,
+                !filter.no_default_excludes,
+            )?),
+            debounce: debounce.debounce,
+            max_wait: debounce.max_wait,
+        })
+    }
+}
+
+/// What every reload needs, validated; `watch` also gets a `WatchSettings`.
+#[derive(Debug)]
+pub struct Config {
+    pub target: TargetSelector,
+    pub reload: ReloadSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_any_common_spelling() {
+        for text in ["HUP", "hup", "SIGHUP", " sighup "] {
+            assert_eq!(parse_signal(text).unwrap(), Signal::SIGHUP, "{text}");
+        }
+        assert_eq!(parse_signal("TTIN").unwrap(), Signal::SIGTTIN);
+    }
+
+    #[test]
+    fn stopping_signals_are_refused_with_the_reason() {
+        for text in ["TERM", "SIGKILL", "quit", "INT", "USR2"] {
+            let err = parse_signal(text).unwrap_err().to_string();
+            assert!(err.contains(text), "{err}");
+        }
+        assert!(matches!(
+            parse_signal("BOGUS"),
+            Err(ConfigError::UnknownSignal(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_watch_path_is_named() {
+        let err = WatchSettings::from_args(
+            &PathArgs {
+                watch: vec!["/definitely/not/here".into()],
+            },
+            &FilterArgs {
+                include: vec![],
+                exclude: vec![],
+                no_default_excludes: false,
+            },
+            &DebounceArgs {
+                debounce: Duration::from_millis(300),
+                max_wait: Duration::from_secs(5),
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/definitely/not/here"), "{err}");
+    }
+}

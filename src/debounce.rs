@@ -1,0 +1,110 @@
+//! When a burst of changes has settled: a trailing quiet period bounded by a maximum wait.
+//!
+//! A fixed window from the first event (watchexec's model) turns a long deploy into several
+//! batches and so several HUPs; an ever-ticking timer (notify-debouncer-full) wakes an idle
+//! server forever. This debouncer is a pure state machine: it has a deadline only while a change
+//! is pending, and the caller sleeps until that deadline or the next change, nothing else.
+
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Debouncer {
+    quiet: Duration,
+    max_wait: Duration,
+    pending: Option<Pending>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    first: Instant,
+    last: Instant,
+}
+
+impl Debouncer {
+    pub fn new(quiet: Duration, max_wait: Duration) -> Self {
+        Self {
+            quiet,
+            max_wait,
+            pending: None,
+        }
+    }
+
+    /// Record a change seen at `now`; restarts the quiet period.
+    pub fn on_change(&mut self, now: Instant) {
+        let first = self.pending.map_or(now, |p| p.first);
+        self.pending = Some(Pending { first, last: now });
+    }
+
+    /// When the pending burst is due, or `None` when idle (the caller then sleeps on events only).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.pending
+            .map(|p| (p.last + self.quiet).min(p.first + self.max_wait))
+    }
+
+    /// If the burst is due at `now`, forget it and return true: the caller reloads once.
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        match self.deadline() {
+            Some(deadline) if now >= deadline => {
+                self.pending = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn debouncer() -> (Debouncer, Instant) {
+        (Debouncer::new(300 * MS, 5000 * MS), Instant::now())
+    }
+
+    #[test]
+    fn idle_has_no_deadline() {
+        let (d, t0) = debouncer();
+        assert_eq!(d.deadline(), None);
+        let mut d = d;
+        assert!(!d.take_due(t0 + 10_000 * MS));
+    }
+
+    #[test]
+    fn a_single_change_fires_after_the_quiet_period() {
+        let (mut d, t0) = debouncer();
+        d.on_change(t0);
+        assert_eq!(d.deadline(), Some(t0 + 300 * MS));
+        assert!(!d.take_due(t0 + 299 * MS));
+        assert!(d.take_due(t0 + 300 * MS));
+        assert_eq!(d.deadline(), None, "fired bursts are forgotten");
+    }
+
+    #[test]
+    fn each_change_restarts_the_quiet_period() {
+        let (mut d, t0) = debouncer();
+        for i in 0..10 {
+            d.on_change(t0 + i * 100 * MS);
+        }
+        assert_eq!(d.deadline(), Some(t0 + 1200 * MS));
+        assert!(!d.take_due(t0 + 1100 * MS));
+        assert!(d.take_due(t0 + 1200 * MS));
+        assert!(!d.take_due(t0 + 1300 * MS), "a burst fires once");
+    }
+
+    #[test]
+    fn an_endless_stream_still_fires_at_max_wait() {
+        let (mut d, t0) = debouncer();
+        let mut fired_at = None;
+        for i in 0..100u32 {
+            let now = t0 + i * 100 * MS;
+            if d.take_due(now) {
+                fired_at = Some(i);
+                break;
+            }
+            d.on_change(now);
+        }
+        assert_eq!(fired_at, Some(50), "fires 5s after the first change");
+    }
+}

@@ -1,0 +1,38 @@
+//! The one place where an error becomes a message and a documented exit code.
+//!
+//! 0 success · 1 a reload failed · 2 usage or configuration error · 3 target not found,
+//! ambiguous, or not a Gunicorn master. Deploy scripts branch on these, so they never change
+//! meaning.
+
+use crate::config::ConfigError;
+use crate::discover::DiscoverError;
+use crate::reload::ReloadError;
+use crate::watch::WatchError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(transparent)]
+    Target(#[from] DiscoverError),
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl AppError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) | Self::Watch(_) => 2,
+            Self::Target(_) => 3,
+            Self::Reload(e) if e.is_target_problem() => 3,
+            Self::Reload(_) | Self::Io { .. } => 1,
+        }
+    }
+}

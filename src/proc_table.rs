@@ -1,0 +1,165 @@
+//! Reading processes from /proc: only the few files discovery and verification need.
+//!
+//! A full process-table refresh (what `ps` or sysinfo's default does) reads memory, CPU, exe and
+//! every thread of every process. Discovery needs far less: `stat` for every process (parent,
+//! state, start time, and `comm` to skip non-Python processes cheaply), then `cmdline`, owner and
+//! `exe` only for the few candidates. The start time in clock ticks is what makes a PID an
+//! identity: a recycled PID has a different one.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The fields of `/proc/PID/stat` that hupwatch uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    /// Executable name, truncated by the kernel to 15 bytes (`gunicorn: maste` with setproctitle).
+    pub comm: String,
+    pub state: char,
+    pub ppid: u32,
+    /// Start time after boot, in clock ticks.
+    pub start_ticks: u64,
+}
+
+impl ProcStat {
+    /// Zombies (and dead tasks) are exited processes waiting to be reaped: never targets, never
+    /// workers.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Parse the text of `/proc/PID/stat`. `comm` may contain spaces and parentheses, so the fields
+/// after it are found from the *last* `)`.
+pub fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    // Fields 5..=21 sit between ppid (4) and starttime (22).
+    let start_ticks = rest.nth(17)?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+        start_ticks,
+    })
+}
+
+pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(pid, &text).ok_or_else(|| io::Error::other(format!("unparsable /proc/{pid}/stat")))
+}
+
+/// Every process visible in /proc (threads are not listed at the top level).
+pub fn all_stats() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| read_stat(pid).ok())
+        .collect()
+}
+
+/// The argument vector. setproctitle writes its title over argv and pads with NULs, so empty
+/// elements are dropped; invalid UTF-8 is kept lossily (it is only compared and shown).
+pub fn read_cmdline(pid: u32) -> io::Result<Vec<String>> {
+    let bytes = fs::read(format!("/proc/{pid}/cmdline"))?;
+    Ok(split_cmdline(&bytes))
+}
+
+pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .map(|part| String::from_utf8_lossy(part).trim().to_string())
+        .filter(|part| !part.is_empty())
+        .collect()
+}
+
+/// The real uid of the process (the owner of its /proc directory).
+pub fn read_uid(pid: u32) -> io::Result<u32> {
+    Ok(fs::metadata(format!("/proc/{pid}"))?.uid())
+}
+
+/// Needs ptrace access to the process (same user, or root/CAP_SYS_PTRACE); `None` otherwise.
+pub fn read_cwd(pid: u32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+pub fn read_exe(pid: u32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Name of a uid from the passwd database, or the number when there is none.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+/// How long ago a process with this start time started.
+pub fn age(start_ticks: u64) -> Option<Duration> {
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)? as f64;
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let started = start_ticks as f64 / ticks_per_sec;
+    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_comm() {
+        let text = "1910 (gunicorn: maste) S 1 1905 1080 0 -1 4194304 5908 0 2 0 12 3 0 0 20 0 2 0 15175 108146688 6624";
+        let stat = parse_stat(1910, text).unwrap();
+        assert_eq!(stat.comm, "gunicorn: maste");
+        assert_eq!(stat.state, 'S');
+        assert_eq!(stat.ppid, 1);
+        assert_eq!(stat.start_ticks, 15175);
+        let weird = "42 (a) b (c)) Z 7 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0";
+        let stat = parse_stat(42, weird).unwrap();
+        assert_eq!(stat.comm, "a) b (c)");
+        assert!(stat.is_dead());
+        assert_eq!((stat.ppid, stat.start_ticks), (7, 99));
+    }
+
+    #[test]
+    fn truncated_stat_is_rejected() {
+        assert_eq!(parse_stat(1, "1 (init) S 0 1"), None);
+        assert_eq!(parse_stat(1, "garbage"), None);
+    }
+
+    #[test]
+    fn cmdline_padding_from_setproctitle_is_dropped() {
+        let bytes = b"gunicorn: master [app:app]\0\0\0\0";
+        assert_eq!(split_cmdline(bytes), vec!["gunicorn: master [app:app]"]);
+        let bytes = b"/v/bin/python3\0/v/bin/gunicorn\0-w\x002\0app:app\0";
+        assert_eq!(split_cmdline(bytes).len(), 5);
+    }
+
+    #[test]
+    fn reads_our_own_process() {
+        let me = std::process::id();
+        let stat = read_stat(me).unwrap();
+        assert_eq!(stat.pid, me);
+        assert!(!stat.is_dead());
+        assert!(age(stat.start_ticks).is_some());
+        assert!(!read_cmdline(me).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,114 @@
+//! Sending the reload signal to exactly the master that was discovered, and nothing else.
+//!
+//! Between discovery and `kill(2)` the master can exit and its PID be handed to another process.
+//! So: open a pidfd (which pins the process it names), confirm through /proc that the PID still
+//! has the start time and Gunicorn-master shape seen at discovery, then signal through the fd. If
+//! the PID was recycled after the pidfd was opened, the fd names the old, dead process and the
+//! signal fails with ESRCH instead of reaching the newcomer.
+
+use std::os::fd::OwnedFd;
+
+use nix::sys::signal::Signal;
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
+
+use crate::discover::{self, MasterProcess};
+use crate::proc_table;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("master {pid} exited before it could be signalled")]
+    Gone { pid: u32 },
+    #[error("PID {pid} now belongs to another process (start time changed); nothing was sent")]
+    Recycled { pid: u32 },
+    #[error("PID {pid} is no longer a Gunicorn master ({reason}); nothing was sent")]
+    NoLongerMaster { pid: u32, reason: String },
+    #[error(
+        "not permitted to signal master {pid} (user {user}): run hupwatch as that user, or as root / with CAP_KILL"
+    )]
+    PermissionDenied { pid: u32, user: String },
+    #[error("pidfd_open/pidfd_send_signal unavailable ({0}): Linux 5.3 or later is required")]
+    Unsupported(Errno),
+    #[error("sending {signal} to master {pid} failed: {errno}")]
+    Other {
+        pid: u32,
+        signal: Signal,
+        errno: Errno,
+    },
+}
+
+impl SignalError {
+    /// True when the target itself is the problem (gone, recycled, not a master): exit code 3.
+    pub fn is_target_problem(&self) -> bool {
+        matches!(
+            self,
+            Self::Gone { .. } | Self::Recycled { .. } | Self::NoLongerMaster { .. }
+        )
+    }
+}
+
+/// Send `signal` to `master` if, and only if, it is still the same Gunicorn master.
+pub fn send(master: &MasterProcess, signal: Signal) -> Result<(), SignalError> {
+    let pid = master.pid;
+    let fd = open_pidfd(master)?;
+    confirm_identity(master)?;
+    let sig = rustix::process::Signal::from_named_raw(signal as i32).ok_or(SignalError::Other {
+        pid,
+        signal,
+        errno: Errno::INVAL,
+    })?;
+    pidfd_send_signal(&fd, sig).map_err(|errno| map_errno(master, signal, errno))
+}
+
+fn open_pidfd(master: &MasterProcess) -> Result<OwnedFd, SignalError> {
+    let raw = i32::try_from(master.pid).ok().and_then(Pid::from_raw);
+    let pid = raw.ok_or(SignalError::Gone { pid: master.pid })?;
+    pidfd_open(pid, PidfdFlags::empty()).map_err(|errno| match errno {
+        Errno::SRCH => SignalError::Gone { pid: master.pid },
+        Errno::NOSYS => SignalError::Unsupported(errno),
+        other => SignalError::Other {
+            pid: master.pid,
+            signal: Signal::SIGHUP,
+            errno: other,
+        },
+    })
+}
+
+/// The PID must still carry the discovered start time and still be a Gunicorn master.
+fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
+    let pid = master.pid;
+    let stat = proc_table::read_stat(pid).map_err(|_| SignalError::Gone { pid })?;
+    if stat.start_ticks != master.start_ticks {
+        return Err(SignalError::Recycled { pid });
+    }
+    if stat.is_dead() {
+        return Err(SignalError::Gone { pid });
+    }
+    discover::master_by_pid(pid)
+        .map(|_| ())
+        .map_err(|e| SignalError::NoLongerMaster {
+            pid,
+            reason: e.to_string(),
+        })
+}
+
+fn map_errno(master: &MasterProcess, signal: Signal, errno: Errno) -> SignalError {
+    match errno {
+        Errno::SRCH => SignalError::Gone { pid: master.pid },
+        Errno::PERM => SignalError::PermissionDenied {
+            pid: master.pid,
+            user: master.user.clone(),
+        },
+        Errno::NOSYS => SignalError::Unsupported(errno),
+        errno => SignalError::Other {
+            pid: master.pid,
+            signal,
+            errno,
+        },
+    }
+}
+
+/// Is the master with this identity still alive (same start time, not a zombie)?
+pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
+    proc_table::read_stat(pid).is_ok_and(|s| s.start_ticks == start_ticks && !s.is_dead())
+}

@@ -1,0 +1,179 @@
+//! Proving that a reload happened: the old workers are gone, as many new ones are up, and the
+//! master survived — the check people do by squinting at `ps` after `pkill -HUP`.
+//!
+//! A new worker exists as soon as it is forked, before it has imported the app. If the import
+//! fails the worker exits (code 3 or 4) and the master halts, so the new set must stay unchanged,
+//! with the master alive, for a short settle period before the reload counts as verified.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::discover::{self, DiscoverError};
+use crate::signal;
+
+/// How long the new workers must stay up, unchanged, before the reload counts. Gunicorn halts
+/// within a few hundred milliseconds of a worker failing to boot.
+pub const SETTLE: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(
+        "master {pid} exited during the reload (a worker failed to boot? see Gunicorn's log); workers before: {old:?}"
+    )]
+    MasterDied { pid: u32, old: Vec<u32> },
+    #[error(
+        "reload not confirmed after {timeout:?}: old workers still running {lingering:?}, new workers {new:?} (wanted {wanted})"
+    )]
+    Timeout {
+        timeout: Duration,
+        lingering: Vec<u32>,
+        new: Vec<u32>,
+        wanted: usize,
+    },
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+}
+
+/// What one look at the workers says about a HUP reload in progress.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Old workers all gone and at least as many new ones as before.
+    Replaced,
+    Waiting,
+    MasterGone,
+}
+
+/// Pure decision over one observation.
+pub fn judge(old: &BTreeSet<u32>, current: &BTreeSet<u32>, master_alive: bool) -> Progress {
+    if !master_alive {
+        return Progress::MasterGone;
+    }
+    let wanted = old.len().max(1);
+    if current.is_disjoint(old) && current.len() >= wanted {
+        Progress::Replaced
+    } else {
+        Progress::Waiting
+    }
+}
+
+/// The result of a verified reload.
+#[derive(Debug)]
+pub struct Replacement {
+    pub new: Vec<u32>,
+    /// From the signal until the new set was first seen (the settle period is not included).
+    pub elapsed: Duration,
+}
+
+/// Identity of the master being verified.
+#[derive(Debug, Clone, Copy)]
+pub struct MasterId {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// Poll until `old` workers are replaced and the new set has settled, or `timeout` passes.
+/// `replace_workers` is false for signals that keep the workers (USR1, TTIN, TTOU): then only
+/// the master's survival over the settle period is checked.
+pub fn await_reload(
+    master: MasterId,
+    old: &[u32],
+    replace_workers: bool,
+    timeout: Duration,
+    started: Instant,
+) -> Result<Replacement, VerifyError> {
+    let old: BTreeSet<u32> = old.iter().copied().collect();
+    let mut stable_since: Option<(Instant, BTreeSet<u32>)> = None;
+    loop {
+        let alive = signal::is_alive(master.pid, master.start_ticks);
+        let current: BTreeSet<u32> = if alive {
+            current_workers(master.pid)
+        } else {
+            BTreeSet::new()
+        };
+        let progress = if replace_workers {
+            judge(&old, &current, alive)
+        } else if alive {
+            Progress::Replaced
+        } else {
+            Progress::MasterGone
+        };
+        let now = Instant::now();
+        match progress {
+            Progress::MasterGone => {
+                return Err(VerifyError::MasterDied {
+                    pid: master.pid,
+                    old: old.into_iter().collect(),
+                });
+            }
+            Progress::Replaced => match &stable_since {
+                Some((since, set)) if *set == current => {
+                    if now.duration_since(*since) >= SETTLE {
+                        return Ok(Replacement {
+                            new: current.into_iter().collect(),
+                            elapsed: since.duration_since(started),
+                        });
+                    }
+                }
+                _ => stable_since = Some((now, current.clone())),
+            },
+            Progress::Waiting => stable_since = None,
+        }
+        // A set that is settling gets its full settle period even at the deadline.
+        let settling = if stable_since.is_some() {
+            SETTLE
+        } else {
+            Duration::ZERO
+        };
+        if now.duration_since(started) >= timeout + settling {
+            return Err(VerifyError::Timeout {
+                timeout,
+                lingering: current.intersection(&old).copied().collect(),
+                new: current.difference(&old).copied().collect(),
+                wanted: old.len(),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The master's live workers right now.
+fn current_workers(pid: u32) -> BTreeSet<u32> {
+    match discover::master_by_pid(pid) {
+        Ok(master) => master.worker_pids().into_iter().collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(pids: &[u32]) -> BTreeSet<u32> {
+        pids.iter().copied().collect()
+    }
+
+    #[test]
+    fn replaced_only_when_all_old_are_gone_and_enough_new_are_up() {
+        let old = set(&[10, 11]);
+        assert_eq!(judge(&old, &set(&[10, 11]), true), Progress::Waiting);
+        assert_eq!(
+            judge(&old, &set(&[10, 11, 20, 21]), true),
+            Progress::Waiting
+        );
+        assert_eq!(judge(&old, &set(&[11, 20, 21]), true), Progress::Waiting);
+        assert_eq!(judge(&old, &set(&[20]), true), Progress::Waiting);
+        assert_eq!(judge(&old, &set(&[20, 21]), true), Progress::Replaced);
+    }
+
+    #[test]
+    fn a_dead_master_is_a_failure_whatever_the_workers() {
+        assert_eq!(judge(&set(&[1]), &set(&[2]), false), Progress::MasterGone);
+    }
+
+    #[test]
+    fn a_master_without_workers_needs_at_least_one_new() {
+        assert_eq!(judge(&set(&[]), &set(&[]), true), Progress::Waiting);
+        assert_eq!(judge(&set(&[]), &set(&[5]), true), Progress::Replaced);
+    }
+}
