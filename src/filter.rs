@@ -12,7 +12,10 @@ use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 /// Excludes that are on unless `--no-default-excludes`: bytecode the new workers write while
 /// importing (counting it would reload forever), VCS metadata, editor swap/backup files (vim
-/// writes `4913` to probe a directory), and JavaScript dependencies.
+/// writes `4913` to probe a directory), and JavaScript dependencies. The last four are written by
+/// the reload itself when they sit in the app directory: Gunicorn rewrites its pidfile on every
+/// HUP through a `tempfile.mkstemp()` file (`tmp` + 8 characters) renamed over `*.pid`, and logs
+/// grow with every request; counting them turns one reload into an endless loop of reloads.
 pub const DEFAULT_EXCLUDES: &[&str] = &[
     "__pycache__/",
     "*.pyc",
@@ -25,6 +28,10 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     ".#*",
     "4913",
     "node_modules/",
+    "*.pid",
+    "*.pid.2",
+    "tmp????????",
+    "*.log",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +176,7 @@ mod tests {
         file_does_pass(&f, "app.py");
         file_does_pass(&f, "pkg/views.py");
         file_does_pass(&f, "templates/index.html");
+        file_does_pass(&f, "tmp_helpers.py");
         for noise in [
             "__pycache__/app.cpython-311.pyc",
             "pkg/__pycache__/x.cpython-311.pyc",
@@ -183,6 +191,10 @@ mod tests {
             "4913",
             "pkg/4913",
             "node_modules/left-pad/index.js",
+            "gunicorn.pid",
+            "run/gunicorn.pid.2",
+            "tmpa1b2_c3d",
+            "logs/access.log",
         ] {
             file_doesnt_pass(&f, noise);
         }

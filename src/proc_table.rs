@@ -96,6 +96,16 @@ pub fn read_exe(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Regular files the process holds open (its log files, typically); empty without access.
+pub fn read_open_files(pid: u32) -> Vec<PathBuf> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.is_absolute() && target.is_file())
+        .collect()
+}
+
 /// Name of a uid from the passwd database, or the number when there is none.
 pub fn user_name(uid: u32) -> String {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))

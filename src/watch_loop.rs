@@ -6,6 +6,8 @@
 //! that arrives while old workers drain, so a second HUP in flight would be a second full
 //! reload. Changes that arrive meanwhile wait in the channel and become exactly one follow-up.
 
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -14,8 +16,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, WatchSettings};
 use crate::debounce::Debouncer;
-use crate::discover;
+use crate::discover::{self, MasterProcess};
 use crate::error::AppError;
+use crate::proc_table;
 use crate::reload;
 use crate::report;
 use crate::watch::{TreeWatcher, WatchEvent};
@@ -47,7 +50,10 @@ pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppErr
         tree.directory_count(),
         roots.join(", ")
     );
-    log_initial_target(config);
+    let mut server_output = ServerOutput::default();
+    if let Some(master) = initial_target(config) {
+        server_output.refresh(&master);
+    }
 
     let mut debouncer = Debouncer::new(settings.debounce, settings.max_wait);
     loop {
@@ -58,6 +64,7 @@ pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppErr
             Some(event) = changes.recv() => {
                 if let WatchEvent::Changed(path) = event {
                     match &path {
+                        Some(p) if server_output.contains(p) => continue,
                         Some(p) => debug!(path = %p.display(), "change"),
                         None => debug!("event queue overflowed: treating as a change"),
                     }
@@ -66,8 +73,12 @@ pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppErr
             }
             Some(event) = control.recv() => handle_control(&mut tree, &mut debouncer, event)?,
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
-                if debouncer.take_due(Instant::now()) && !reload_now(config).await {
-                    break;
+                if debouncer.take_due(Instant::now()) {
+                    match reload_now(config).await {
+                        Some(Some(master)) => server_output.refresh(&master),
+                        Some(None) => {}
+                        None => break,
+                    }
                 }
             }
         }
@@ -96,10 +107,31 @@ fn handle_control(
     Ok(())
 }
 
-/// Run one reload off the async thread; returns false when a shutdown signal arrived meanwhile.
-/// A HUP already sent is Gunicorn's to finish: abandoning the verification leaves nothing half
-/// done.
-async fn reload_now(config: &Config) -> bool {
+/// Files the Gunicorn master writes while it serves (its error and access logs). When they
+/// live inside a watched tree, every reload and every request would count as a change and
+/// reload again, forever; they are learnt from the master's open file descriptors.
+#[derive(Debug, Default)]
+struct ServerOutput(HashSet<PathBuf>);
+
+impl ServerOutput {
+    fn refresh(&mut self, master: &MasterProcess) {
+        self.0 = proc_table::read_open_files(master.pid)
+            .into_iter()
+            .collect();
+        if !self.0.is_empty() {
+            debug!(files = ?self.0, "ignoring files the master writes");
+        }
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.0.contains(path)
+    }
+}
+
+/// Run one reload off the async thread. `None` when a shutdown signal arrived meanwhile, else
+/// the master that was reloaded, if any. A HUP already sent is Gunicorn's to finish: abandoning
+/// the verification leaves nothing half done.
+async fn reload_now(config: &Config) -> Option<Option<MasterProcess>> {
     let target = config.target.clone();
     let settings = config.reload.clone();
     let job = tokio::task::spawn_blocking(move || reload::reload_once(&target, &settings));
@@ -114,27 +146,39 @@ async fn reload_now(config: &Config) -> bool {
     tokio::select! {
         result = job => {
             match result {
-                Ok(Ok(outcome)) => report::reload_succeeded(&outcome),
-                Ok(Err(err)) => report::reload_failed(&err),
-                Err(join) => warn!("reload task failed: {join}"),
+                Ok(Ok(outcome)) => {
+                    report::reload_succeeded(&outcome);
+                    Some(Some(outcome.master))
+                }
+                Ok(Err(err)) => {
+                    report::reload_failed(&err);
+                    Some(None)
+                }
+                Err(join) => {
+                    warn!("reload task failed: {join}");
+                    Some(None)
+                }
             }
-            true
         }
         _ = stop => {
             info!("shutdown requested during a reload; the signal already sent is left to Gunicorn");
-            false
+            None
         }
     }
 }
 
 /// Say at start which master would be reloaded; not an error if there is none yet, since the
 /// target is looked up again at every reload.
-fn log_initial_target(config: &Config) {
+fn initial_target(config: &Config) -> Option<MasterProcess> {
     match discover::find_master(&config.target) {
         Ok(master) => {
-            info!(master = master.pid, name = %master.name, "target: master {}", master.describe())
+            info!(master = master.pid, name = %master.name, "target: master {}", master.describe());
+            Some(master)
         }
-        Err(e) => warn!("no target yet ({e}); will look again at each reload"),
+        Err(e) => {
+            warn!("no target yet ({e}); will look again at each reload");
+            None
+        }
     }
 }
 
