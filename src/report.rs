@@ -47,7 +47,10 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
 }
 
 pub fn reload_failed(err: &ReloadError) {
-    error!("reload failed: {err}");
+    match err {
+        ReloadError::Verify { .. } => error!("{err}"),
+        _ => error!("reload failed: {err}"),
+    }
 }
 
 fn human(d: Duration) -> String {

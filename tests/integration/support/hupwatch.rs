@@ -1,0 +1,410 @@
+//! Running the real `hupwatch` binary the way a user or a deploy script does: one-shot
+//! commands ([`HupwatchCommand::output`], with a ceiling) and the long-running `watch` daemon
+//! ([`HupwatchCommand::spawn`]), whose output a test can wait on line by line.
+//!
+//! The environment is scrubbed of everything that would let the developer's own setup leak
+//! into a test: every `HUPWATCH_*` variable (each flag has such a twin), `RUST_LOG`, and the
+//! systemd variables that switch hupwatch into journald / sd_notify mode (`JOURNAL_STREAM`,
+//! `NOTIFY_SOCKET`, `WATCHDOG_*`). `NO_COLOR=1` keeps output greppable. A failing assertion
+//! prints the command line, cwd, exit code, stdout and stderr.
+
+use std::ffi::OsStr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use super::capture::{self, Lines};
+use super::{poll_for, proc};
+
+#[allow(unused_imports)]
+pub use super::poll_until;
+
+/// A one-shot command that runs longer than this is killed and the test fails.
+const OUTPUT_CEILING: Duration = Duration::from_secs(60);
+/// How long [`Daemon::stop`] waits after SIGTERM.
+const STOP_CEILING: Duration = Duration::from_secs(10);
+/// How long to wait for the reader threads to see EOF once the process is gone.
+const DRAIN_CEILING: Duration = Duration::from_secs(2);
+
+/// Systemd hands these to a service; inherited, they would change how hupwatch logs and notifies.
+const SCRUBBED: &[&str] = &[
+    "RUST_LOG",
+    "JOURNAL_STREAM",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
+
+/// The `hupwatch` binary under test, with a scrubbed environment; see the module docs.
+pub fn hupwatch() -> HupwatchCommand {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hupwatch"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("HUPWATCH_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("HUPWATCH_LOG");
+    for key in SCRUBBED {
+        cmd.env_remove(key);
+    }
+    cmd.env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a kill also reaches anything it spawned (a preflight).
+        .process_group(0);
+    HupwatchCommand { cmd, cwd: None }
+}
+
+/// Builder for one run of `hupwatch`, in the style of `std::process::Command`.
+pub struct HupwatchCommand {
+    cmd: Command,
+    cwd: Option<PathBuf>,
+}
+
+impl HupwatchCommand {
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cmd.current_dir(dir.as_ref());
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Runs to completion (60 s at most: then kills it and panics). Output lines are echoed
+    /// to the test's stderr behind `[hupwatch] ` as they come, and returned in the [`Outcome`].
+    pub fn output(&mut self) -> Outcome {
+        let mut running = self.start("[hupwatch] ");
+        match running.wait_exit(OUTPUT_CEILING) {
+            Some(status) => running.finish(status),
+            None => {
+                let status = running.kill();
+                let outcome = running.finish(status);
+                panic!(
+                    "hupwatch still running after {OUTPUT_CEILING:?}, killed\n{}",
+                    outcome.report()
+                )
+            }
+        }
+    }
+
+    /// Starts a background `hupwatch` (normally `watch ...`); its output lines are echoed
+    /// to the test's stderr behind `[hupwatch] ` and collected.
+    pub fn spawn(&mut self) -> Daemon {
+        Daemon {
+            run: self.start("[hupwatch] "),
+        }
+    }
+
+    fn start(&mut self, prefix: &str) -> Running {
+        let command = self.describe();
+        let cwd = match &self.cwd {
+            Some(cwd) => cwd.clone(),
+            None => std::env::current_dir().unwrap_or_default(),
+        };
+        let mut child = self
+            .cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {command}: {e}"));
+        let (stdout, stderr, all) = (Lines::default(), Lines::default(), Lines::default());
+        let readers = vec![
+            capture::forward(
+                child.stdout.take().expect("piped stdout"),
+                prefix.to_string(),
+                vec![stdout.clone(), all.clone()],
+            ),
+            capture::forward(
+                child.stderr.take().expect("piped stderr"),
+                prefix.to_string(),
+                vec![stderr.clone(), all.clone()],
+            ),
+        ];
+        Running {
+            pid: child.id(),
+            child: Mutex::new(child),
+            stdout,
+            stderr,
+            all,
+            readers,
+            command,
+            cwd,
+            done: false,
+        }
+    }
+
+    /// `hupwatch ARGS`, with the variables the test set explicitly in front.
+    fn describe(&self) -> String {
+        let mut words: Vec<String> = self
+            .cmd
+            .get_envs()
+            .filter(|(key, _)| *key != "NO_COLOR")
+            .filter_map(|(key, value)| {
+                let value = value?;
+                Some(format!("{}={}", key.to_string_lossy(), quote(value)))
+            })
+            .collect();
+        words.push("hupwatch".to_string());
+        words.extend(self.cmd.get_args().map(quote));
+        words.join(" ")
+    }
+}
+
+fn quote(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if plain {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// How a finished `hupwatch` ended. `code` is the exit code, or 128 + N for a death by signal N.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    command: String,
+    cwd: PathBuf,
+}
+
+impl Outcome {
+    /// Panics, printing the command line, cwd, code, stdout and stderr, unless the exit code is `code`.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        if self.code != code {
+            panic!(
+                "expected exit code {code}, got {}\n{}",
+                self.code,
+                self.report()
+            );
+        }
+        self
+    }
+
+    pub fn assert_success(&self) -> &Self {
+        self.assert_code(0)
+    }
+
+    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+        if !self.stdout.contains(needle) {
+            panic!("stdout does not contain {needle:?}\n{}", self.report());
+        }
+        self
+    }
+
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        if !self.stderr.contains(needle) {
+            panic!("stderr does not contain {needle:?}\n{}", self.report());
+        }
+        self
+    }
+
+    /// Everything a reader of a failed test needs, as one block of text.
+    pub fn report(&self) -> String {
+        format!(
+            "command: {}\ncwd: {}\nexit code: {}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            self.command,
+            self.cwd.display(),
+            self.code,
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// A background `hupwatch`; SIGKILLed with its process group and reaped on drop if still running.
+pub struct Daemon {
+    run: Running,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.run.pid
+    }
+
+    /// Polls the collected output (stdout and stderr) for a line containing `needle` and
+    /// returns the first such line. Panics with all output after `ceiling`, or as soon as
+    /// hupwatch has exited without printing it.
+    pub fn wait_for_line(&self, needle: &str, ceiling: Duration) -> String {
+        self.wait_for_count(needle, 1, ceiling).swap_remove(0)
+    }
+
+    /// Polls until at least `n` lines contain `needle`; returns them all.
+    pub fn wait_for_count(&self, needle: &str, n: usize, ceiling: Duration) -> Vec<String> {
+        let found = poll_for(ceiling, || {
+            let lines = self.run.all.matching(needle);
+            if lines.len() >= n {
+                return Some(Ok(lines));
+            }
+            // Gone and fully read: the line will never come.
+            (self.run.exited() && self.run.drained()).then_some(Err(lines.len()))
+        });
+        match found {
+            Some(Ok(lines)) => lines,
+            Some(Err(seen)) => panic!(
+                "hupwatch exited ({:?}) after printing {seen} of {n} lines containing {needle:?}\n{}",
+                self.run.try_wait(),
+                self.run.report()
+            ),
+            None => panic!(
+                "hupwatch printed fewer than {n} lines containing {needle:?} within {ceiling:?}\n{}",
+                self.run.report()
+            ),
+        }
+    }
+
+    /// How many output lines so far contain `needle`.
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.run.all.count(needle)
+    }
+
+    /// All output so far, stdout and stderr interleaved as they arrived.
+    pub fn output(&self) -> String {
+        self.run.all.joined()
+    }
+
+    /// Still running (not exited, not a zombie).
+    pub fn is_running(&self) -> bool {
+        !self.run.exited()
+    }
+
+    /// Sends SIGTERM and waits up to 10 s for it to exit (else SIGKILL and panic).
+    pub fn stop(mut self) -> Outcome {
+        let _ = kill(Pid::from_raw(self.run.pid as i32), Signal::SIGTERM);
+        match self.run.wait_exit(STOP_CEILING) {
+            Some(status) => self.run.finish(status),
+            None => {
+                let status = self.run.kill();
+                let outcome = self.run.finish(status);
+                panic!(
+                    "hupwatch ignored SIGTERM for {STOP_CEILING:?}, killed\n{}",
+                    outcome.report()
+                )
+            }
+        }
+    }
+
+    /// Waits up to `ceiling` for hupwatch to exit by itself (a config error, a halted
+    /// master); panics with its output if it does not.
+    pub fn wait_for_exit(mut self, ceiling: Duration) -> Outcome {
+        match self.run.wait_exit(ceiling) {
+            Some(status) => self.run.finish(status),
+            None => panic!(
+                "hupwatch still running after {ceiling:?}\n{}",
+                self.run.report()
+            ),
+        }
+    }
+}
+
+/// A spawned hupwatch with its output readers: the part [`HupwatchCommand::output`] and
+/// [`Daemon`] share.
+struct Running {
+    child: Mutex<Child>,
+    pid: u32,
+    stdout: Lines,
+    stderr: Lines,
+    all: Lines,
+    readers: Vec<JoinHandle<()>>,
+    command: String,
+    cwd: PathBuf,
+    done: bool,
+}
+
+impl Running {
+    fn child(&self) -> MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_wait(&self) -> Option<ExitStatus> {
+        self.child().try_wait().ok().flatten()
+    }
+
+    /// Exited, whether or not reaped yet (a zombie counts).
+    fn exited(&self) -> bool {
+        !proc::is_live(self.pid)
+    }
+
+    fn drained(&self) -> bool {
+        self.readers.iter().all(|r| r.is_finished())
+    }
+
+    /// Waits up to `ceiling` for the process to exit; on exit, SIGKILLs whatever it left in
+    /// its process group (sent while the unreaped zombie still holds the group id, so it
+    /// cannot hit a recycled one), then reaps it.
+    fn wait_exit(&mut self, ceiling: Duration) -> Option<ExitStatus> {
+        poll_for(ceiling, || self.exited().then_some(()))?;
+        Some(self.kill())
+    }
+
+    /// SIGKILLs the process group and reaps the process.
+    fn kill(&mut self) -> ExitStatus {
+        let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        self.done = true;
+        self.child()
+            .wait()
+            .unwrap_or_else(|e| panic!("wait for hupwatch: {e}"))
+    }
+
+    fn finish(&mut self, status: ExitStatus) -> Outcome {
+        self.done = true;
+        // Ignore a straggler that keeps a pipe open; take what was read.
+        poll_for(DRAIN_CEILING, || self.drained().then_some(()));
+        Outcome {
+            code: status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            stdout: self.stdout.joined(),
+            stderr: self.stderr.joined(),
+            command: self.command.clone(),
+            cwd: self.cwd.clone(),
+        }
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "command: {}\ncwd: {}\n--- output ---\n{}--- end ---",
+            self.command,
+            self.cwd.display(),
+            self.all.joined()
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            let _ = self.child().wait();
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! `hupwatch watch` against a real Gunicorn: a save burst is one reload serving the new code,
+//! noise is ignored, changes during a reload coalesce into one more, and a restarted master is
+//! found again.
+
+use std::time::Duration;
+
+use crate::support::{AppDir, CEILING, Daemon, Gunicorn, Venv, host_shared, hupwatch};
+
+const RELOADED: &str = "reloaded master";
+const SENT: &str = "sent SIGHUP";
+
+fn watch(dir: &AppDir, selector: &[&str]) -> Daemon {
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--watch")
+        .arg(dir.path())
+        .args(["--debounce", "200ms"])
+        .args(selector)
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+    daemon
+}
+
+/// Let a quiet period pass that would have produced a reload had anything counted: debounce
+/// (200ms) plus a generous margin for a slow machine.
+fn quiet_spell() {
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+#[test]
+fn a_save_burst_gives_one_reload_and_the_new_code_is_served() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir)
+        .venv(Venv::WithSetproctitle)
+        .workers(2)
+        .start();
+    let old = g.workers();
+    let daemon = watch(&dir, &["--pid", &g.pid().to_string()]);
+
+    for version in ["v2", "v3", "v4", "v5", "v6"] {
+        dir.write_app(version);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let line = daemon.wait_for_line(RELOADED, CEILING);
+    assert!(line.contains(&format!("master {}", g.pid())), "{line}");
+    assert!(g.get().starts_with("v6 "), "the last save is served");
+    quiet_spell();
+    assert_eq!(
+        daemon.count_lines(SENT),
+        1,
+        "one burst, one HUP:\n{}",
+        daemon.output()
+    );
+    let new = g.workers();
+    assert!(new.iter().all(|w| !old.contains(w)), "{old:?} -> {new:?}");
+    let stopped = daemon.stop();
+    stopped.assert_code(0);
+}
+
+#[test]
+fn excluded_files_give_no_reload() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    for existing in ["__pycache__/keep", ".git/HEAD", "node_modules/x/index.js"] {
+        dir.write(existing, "x");
+    }
+    let g = Gunicorn::builder(&dir).workers(2).start();
+    let old = g.workers();
+    let daemon = watch(&dir, &["--pid", &g.pid().to_string(), "--exclude", "*.md"]);
+
+    for noise in [
+        "__pycache__/app.cpython-311.pyc",
+        "pkg_cache.pyc",
+        ".git/index",
+        ".git/objects/ab/cdef",
+        ".app.py.swp",
+        "app.py~",
+        "4913",
+        "node_modules/x/index.js",
+        "NOTES.md",
+        "gunicorn.pid",
+    ] {
+        dir.write(noise, "noise");
+    }
+    quiet_spell();
+    assert_eq!(
+        daemon.count_lines(SENT),
+        0,
+        "noise reloaded:\n{}",
+        daemon.output()
+    );
+    assert_eq!(g.workers(), old);
+
+    // The watcher was live all along: a real change still reloads.
+    dir.write_app("v2");
+    daemon.wait_for_line(RELOADED, CEILING);
+    assert!(g.get().starts_with("v2 "));
+}
+
+#[test]
+fn the_ready_line_counts_watched_directories_and_skips_excluded_ones() {
+    let dir = AppDir::new();
+    for file in [
+        "a/b/x.py",
+        "c/y.py",
+        "__pycache__/z.pyc",
+        ".git/objects/o",
+        "node_modules/m/i.js",
+    ] {
+        dir.write(file, "");
+    }
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--watch")
+        .arg(dir.path())
+        .args(["--pid", "999999999"])
+        .spawn();
+    let line = daemon.wait_for_line("ready", CEILING);
+    assert!(line.contains("watching 4 directories"), "{line}");
+    daemon.stop().assert_code(0);
+}
+
+#[test]
+fn changes_during_a_reload_give_exactly_one_more_reload() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(2).start();
+    let daemon = watch(&dir, &["--pid", &g.pid().to_string()]);
+
+    dir.write_app("v2");
+    daemon.wait_for_line(SENT, CEILING);
+    // Verification takes at least its settle period (1 s): these land while it is in flight.
+    for version in ["v3", "v4", "v5"] {
+        dir.write_app(version);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.wait_for_count(RELOADED, 2, CEILING);
+    quiet_spell();
+    assert_eq!(daemon.count_lines(SENT), 2, "{}", daemon.output());
+    assert!(g.get().starts_with("v5 "));
+}
+
+#[test]
+fn a_master_restarted_under_watch_is_found_again() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let needle = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let first = Gunicorn::builder(&dir).workers(1).start();
+    let first_pid = first.pid();
+    let daemon = watch(&dir, &["--match", &needle]);
+    drop(first);
+
+    let second = Gunicorn::builder(&dir)
+        .venv(Venv::WithSetproctitle)
+        .workers(1)
+        .start();
+    assert_ne!(second.pid(), first_pid);
+    dir.write_app("v2");
+    let line = daemon.wait_for_line(RELOADED, CEILING);
+    assert!(line.contains(&format!("master {}", second.pid())), "{line}");
+    assert!(second.get().starts_with("v2 "));
+
+    // A failure in between is reported, and watching goes on.
+    drop(second);
+    dir.write_app("v3");
+    daemon.wait_for_line("reload failed", CEILING);
+    let third = Gunicorn::builder(&dir).workers(1).start();
+    dir.write_app("v4");
+    daemon.wait_for_line(&format!("reloaded master {}", third.pid()), CEILING);
+    assert!(third.get().starts_with("v4 "));
+}
