@@ -45,6 +45,8 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub paths: PathArgs,
     #[command(flatten)]
+    pub release: ReleaseArgs,
+    #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
     pub debounce: DebounceArgs,
@@ -52,20 +54,29 @@ pub struct WatchArgs {
     pub target: TargetArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ReloadCommandArgs {
     #[command(flatten)]
+    pub release: ReleaseArgs,
+    #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
     pub reload: ReloadArgs,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub release: ReleaseArgs,
 
     /// Print a JSON array instead of text.
     #[arg(long, env = "HUPWATCH_JSON")]
@@ -84,6 +95,15 @@ pub struct PathArgs {
         value_delimiter = ':'
     )]
     pub watch: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Release directories")]
+pub struct ReleaseArgs {
+    /// The `current` symlink of a releases/ + current deploy. `watch` reloads when it is swapped;
+    /// every reload checks that the new workers run its target.
+    #[arg(long, value_name = "PATH", env = "HUPWATCH_RELEASE_LINK")]
+    pub release_link: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +176,11 @@ pub struct TargetArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Reloading")]
 pub struct ReloadArgs {
+    /// `hup`: HUP, new workers from the same master. `upgrade`: USR2 starts a new master
+    /// (needed with preload_app, where HUP loads no new code), then TERM retires the old one.
+    #[arg(long, value_enum, default_value = "hup", env = "HUPWATCH_STRATEGY")]
+    pub strategy: Strategy,
+
     /// Signal that reloads the master: HUP (default), or USR1 / TTIN / TTOU.
     #[arg(
         long,
@@ -172,6 +197,39 @@ pub struct ReloadArgs {
     /// Log what would be signalled and send nothing.
     #[arg(long, env = "HUPWATCH_DRY_RUN")]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Preflight (prove the new code loads before any signal)")]
+pub struct PreflightArgs {
+    /// The app spec for the default check (`module:callable`), when the master's command line
+    /// or title does not show it.
+    #[arg(long, value_name = "MODULE:CALLABLE", env = "HUPWATCH_APP")]
+    pub app: Option<String>,
+
+    /// Shell command replacing the default check (run as the master's user, in the new
+    /// release, with HUPWATCH_RELEASE set); exit status 0 means the release may go out.
+    #[arg(
+        long,
+        value_name = "CMD",
+        env = "HUPWATCH_PREFLIGHT",
+        conflicts_with = "no_preflight"
+    )]
+    pub preflight: Option<String>,
+
+    /// Send the signal without checking that the new code loads.
+    #[arg(long, env = "HUPWATCH_NO_PREFLIGHT")]
+    pub no_preflight: bool,
+
+    /// Give up on (and fail) a preflight that runs longer than this.
+    #[arg(long, value_name = "DURATION", default_value = "60s", env = "HUPWATCH_PREFLIGHT_TIMEOUT", value_parser = parse_duration)]
+    pub preflight_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    Hup,
+    Upgrade,
 }
 
 #[derive(Debug, Args)]

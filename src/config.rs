@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::cli::{DebounceArgs, FilterArgs, PathArgs, ReloadArgs, TargetArgs};
+use crate::cli::{
+    DebounceArgs, FilterArgs, PathArgs, PreflightArgs, ReleaseArgs, ReloadArgs, Strategy,
+    TargetArgs,
+};
 use crate::filter::{GlobError, PathFilter};
+use crate::release::ReleaseLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -33,6 +37,14 @@ pub enum ConfigError {
     ZeroVerifyTimeout,
     #[error("--match needs a non-empty TEXT")]
     EmptyMatch,
+    #[error("--release-link {0}")]
+    ReleaseLink(String),
+    #[error("--strategy upgrade sends USR2 then TERM; it cannot be combined with --signal {0}")]
+    SignalWithUpgrade(String),
+    #[error("--preflight needs a non-empty command")]
+    EmptyPreflight,
+    #[error("--preflight-timeout must be more than zero")]
+    ZeroPreflightTimeout,
 }
 
 /// Which master a command acts on.
@@ -61,22 +73,83 @@ impl TargetSelector {
 /// How a reload is sent and checked.
 #[derive(Debug, Clone)]
 pub struct ReloadSettings {
+    pub strategy: Strategy,
+    /// The signal of the `hup` strategy (HUP unless `--signal`).
     pub signal: Signal,
     pub verify_timeout: Duration,
     pub dry_run: bool,
+    pub preflight: PreflightSettings,
+    pub release_link: Option<ReleaseLink>,
+}
+
+/// What proves, before any signal, that the new code loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreflightCheck {
+    Off,
+    /// `python -m gunicorn --check-config APP` with the master's interpreter.
+    Gunicorn {
+        app: Option<String>,
+    },
+    /// A shell command of the user's.
+    Command(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PreflightSettings {
+    pub check: PreflightCheck,
+    pub timeout: Duration,
+}
+
+impl PreflightSettings {
+    pub fn from_args(args: &PreflightArgs) -> Result<Self, ConfigError> {
+        if args.preflight_timeout.is_zero() {
+            return Err(ConfigError::ZeroPreflightTimeout);
+        }
+        let check = match (&args.preflight, args.no_preflight) {
+            (_, true) => PreflightCheck::Off,
+            (Some(cmd), _) if cmd.trim().is_empty() => return Err(ConfigError::EmptyPreflight),
+            (Some(cmd), _) => PreflightCheck::Command(cmd.clone()),
+            (None, false) => PreflightCheck::Gunicorn {
+                app: args.app.clone().filter(|a| !a.trim().is_empty()),
+            },
+        };
+        Ok(Self {
+            check,
+            timeout: args.preflight_timeout,
+        })
+    }
 }
 
 impl ReloadSettings {
-    pub fn from_args(args: &ReloadArgs) -> Result<Self, ConfigError> {
+    pub fn from_args(
+        args: &ReloadArgs,
+        preflight: &PreflightArgs,
+        release: &ReleaseArgs,
+    ) -> Result<Self, ConfigError> {
         if args.verify_timeout.is_zero() {
             return Err(ConfigError::ZeroVerifyTimeout);
         }
+        let signal = parse_signal(&args.signal)?;
+        if args.strategy == Strategy::Upgrade && signal != Signal::SIGHUP {
+            return Err(ConfigError::SignalWithUpgrade(args.signal.clone()));
+        }
         Ok(Self {
-            signal: parse_signal(&args.signal)?,
+            strategy: args.strategy,
+            signal,
             verify_timeout: args.verify_timeout,
             dry_run: args.dry_run,
+            preflight: PreflightSettings::from_args(preflight)?,
+            release_link: release_link(release)?,
         })
     }
+}
+
+pub fn release_link(args: &ReleaseArgs) -> Result<Option<ReleaseLink>, ConfigError> {
+    args.release_link
+        .as_deref()
+        .map(ReleaseLink::new)
+        .transpose()
+        .map_err(ConfigError::ReleaseLink)
 }
 
 /// Accept `HUP`, `SIGHUP`, `hup`; refuse signals that stop or replace the master, since a
@@ -91,7 +164,7 @@ pub fn parse_signal(text: &str) -> Result<Signal, ConfigError> {
         "TTIN" => Ok(Signal::SIGTTIN),
         "TTOU" => Ok(Signal::SIGTTOU),
         "TERM" | "INT" | "QUIT" | "KILL" => refused("it stops the master"),
-        "USR2" => refused("it forks a second master; the upgrade strategy is not available yet"),
+        "USR2" => refused("it forks a second master; use --strategy upgrade"),
         "WINCH" => refused("it stops the workers of a daemonized master"),
         _ => Err(ConfigError::UnknownSignal(text.to_string())),
     }
@@ -113,8 +186,10 @@ impl WatchSettings {
         paths: &PathArgs,
         filter: &FilterArgs,
         debounce: &DebounceArgs,
+        release: &ReleaseArgs,
     ) -> Result<Self, ConfigError> {
-        let given = if paths.watch.is_empty() {
+        // With a release link and no --watch, the swap alone is the signal to reload.
+        let given = if paths.watch.is_empty() && release.release_link.is_none() {
             vec![PathBuf::from(".")]
         } else {
             paths.watch.clone()
@@ -193,6 +268,7 @@ mod tests {
                 debounce: Duration::from_millis(300),
                 max_wait: Duration::from_secs(5),
             },
+            &ReleaseArgs { release_link: None },
         )
         .unwrap_err();
         assert!(err.to_string().contains("/definitely/not/here"), "{err}");

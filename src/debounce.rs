@@ -17,7 +17,8 @@ pub struct Debouncer {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     first: Instant,
-    last: Instant,
+    /// When the quiet period of the latest change ends.
+    quiet_until: Instant,
 }
 
 impl Debouncer {
@@ -31,14 +32,23 @@ impl Debouncer {
 
     /// Record a change seen at `now`; restarts the quiet period.
     pub fn on_change(&mut self, now: Instant) {
+        self.on_change_with(now, self.quiet);
+    }
+
+    /// Record a change that needs only `quiet` of silence: a release-link swap is atomic, so
+    /// it waits just long enough to coalesce swaps in quick succession into one reload.
+    pub fn on_change_with(&mut self, now: Instant, quiet: Duration) {
         let first = self.pending.map_or(now, |p| p.first);
-        self.pending = Some(Pending { first, last: now });
+        self.pending = Some(Pending {
+            first,
+            quiet_until: now + quiet,
+        });
     }
 
     /// When the pending burst is due, or `None` when idle (the caller then sleeps on events only).
     pub fn deadline(&self) -> Option<Instant> {
         self.pending
-            .map(|p| (p.last + self.quiet).min(p.first + self.max_wait))
+            .map(|p| p.quiet_until.min(p.first + self.max_wait))
     }
 
     /// If the burst is due at `now`, forget it and return true: the caller reloads once.
@@ -91,6 +101,22 @@ mod tests {
         assert!(!d.take_due(t0 + 1100 * MS));
         assert!(d.take_due(t0 + 1200 * MS));
         assert!(!d.take_due(t0 + 1300 * MS), "a burst fires once");
+    }
+
+    #[test]
+    fn swaps_settle_quickly_and_the_latest_quiet_period_counts() {
+        let (mut d, t0) = debouncer();
+        d.on_change(t0);
+        d.on_change_with(t0 + 10 * MS, 50 * MS);
+        assert_eq!(d.deadline(), Some(t0 + 60 * MS));
+        for i in 0..50 {
+            d.on_change_with(t0 + 100 * MS + i * 20 * MS, 50 * MS);
+            assert!(!d.take_due(t0 + 100 * MS + i * 20 * MS + 19 * MS));
+        }
+        assert!(
+            d.take_due(t0 + 1130 * MS),
+            "fires once, after the last swap"
+        );
     }
 
     #[test]

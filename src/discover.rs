@@ -17,6 +17,7 @@ use crate::proc_table::{self, ProcStat};
 #[derive(Debug, Clone)]
 pub struct MasterProcess {
     pub pid: u32,
+    pub ppid: u32,
     pub start_ticks: u64,
     pub uid: u32,
     pub user: String,
@@ -314,6 +315,7 @@ fn build_master(pid: u32, all: &HashMap<u32, Candidate>) -> MasterProcess {
     });
     MasterProcess {
         pid,
+        ppid: me.stat.ppid,
         start_ticks: me.stat.start_ticks,
         uid,
         user: proc_table::user_name(uid),

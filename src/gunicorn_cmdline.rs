@@ -108,7 +108,7 @@ pub fn parse(argv: &[String]) -> Option<GunicornCmdline> {
 
 /// Gunicorn's own arguments, when argv runs Gunicorn: `gunicorn ARGS`,
 /// `python [opts] /path/gunicorn ARGS` or `python [opts] -m gunicorn ARGS`.
-fn gunicorn_args(argv: &[String]) -> Option<&[String]> {
+pub fn gunicorn_args(argv: &[String]) -> Option<&[String]> {
     let base = |s: &str| Path::new(s).file_name()?.to_str().map(str::to_owned);
     let argv0 = base(&argv[0])?;
     if argv0 == "gunicorn" {

@@ -11,10 +11,14 @@ mod error;
 mod filter;
 mod gunicorn_cmdline;
 mod logging;
+mod master_runtime;
+mod preflight;
 mod proc_table;
+mod release;
 mod reload;
 mod report;
 mod signal;
+mod upgrade;
 mod verify;
 mod watch;
 mod watch_loop;
@@ -46,10 +50,11 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<(), AppError> {
     match command {
         Command::Watch(args) => {
-            let watch = WatchSettings::from_args(&args.paths, &args.filter, &args.debounce)?;
+            let watch =
+                WatchSettings::from_args(&args.paths, &args.filter, &args.debounce, &args.release)?;
             let config = Config {
                 target: TargetSelector::from_args(&args.target)?,
-                reload: ReloadSettings::from_args(&args.reload)?,
+                reload: ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -62,7 +67,7 @@ fn run(command: Command) -> Result<(), AppError> {
         }
         Command::Reload(args) => {
             let target = TargetSelector::from_args(&args.target)?;
-            let settings = ReloadSettings::from_args(&args.reload)?;
+            let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
             let outcome = reload::reload_once(&target, &settings)?;
             report::reload_succeeded(&outcome);
             Ok(())
@@ -70,9 +75,16 @@ fn run(command: Command) -> Result<(), AppError> {
         Command::Status(args) => {
             let target = TargetSelector::from_args(&args.target)?;
             let masters = discover::list_masters(&target)?;
-            report::print_status(&masters, args.json).map_err(|source| AppError::Io {
-                context: "writing status",
-                source,
+            let link = config::release_link(&args.release)?;
+            let link_target = match &link {
+                Some(link) => Some(link.target().map_err(reload::ReloadError::from)?),
+                None => None,
+            };
+            report::print_status(&masters, args.json, link_target.as_deref()).map_err(|source| {
+                AppError::Io {
+                    context: "writing status",
+                    source,
+                }
             })
         }
     }

@@ -1,18 +1,27 @@
-//! One reload, start to finish: discover the master, signal it, verify the result.
+//! One reload, start to finish: discover → preflight → signal (or upgrade) → verify.
 //!
 //! Shared by `hupwatch reload` (once, exit code from the result) and `hupwatch watch` (after
 //! every settled change; a failure is reported and watching goes on). The target is resolved
 //! here, at each reload, so a master restarted under a new PID is found.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tracing::{debug, info};
 
+use crate::cli::Strategy;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::discover::{self, DiscoverError, MasterProcess};
+use crate::master_runtime;
+use crate::preflight::{self, PreflightError};
+use crate::release::{self, ReleaseError};
 use crate::signal::{self, SignalError};
+use crate::upgrade::{self, UpgradeError};
 use crate::verify::{self, MasterId, VerifyError};
+
+/// How often the preflight is redone when the release link keeps moving while it runs.
+const MAX_PREFLIGHT_ROUNDS: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -20,12 +29,37 @@ pub enum ReloadError {
     Target(#[from] DiscoverError),
     #[error(transparent)]
     Signal(#[from] SignalError),
+    #[error("release held back: {0}")]
+    Preflight(#[from] PreflightError),
+    #[error("{0}; not acting on it")]
+    Release(#[from] ReleaseError),
+    #[error(
+        "master {pid} ({name}) preloads the app (preload_app): HUP would restart the workers with the old code; use --strategy upgrade"
+    )]
+    PreloadNeedsUpgrade { pid: u32, name: String },
     #[error("reload of master {pid} ({name}) failed: {source}")]
     Verify {
         pid: u32,
         name: String,
         #[source]
         source: VerifyError,
+    },
+    #[error("upgrade of master {pid} ({name}) failed: {source}")]
+    Upgrade {
+        pid: u32,
+        name: String,
+        #[source]
+        source: UpgradeError,
+    },
+    #[error(
+        "reload of master {pid} ran, but {what} still run {running}, not the release link's target {expected}: the master is pinned to the old release; start Gunicorn with --chdir {link} (or, under systemd, Environment=PWD={link})"
+    )]
+    StaleRelease {
+        pid: u32,
+        what: String,
+        running: PathBuf,
+        expected: PathBuf,
+        link: PathBuf,
     },
 }
 
@@ -35,7 +69,7 @@ impl ReloadError {
         match self {
             Self::Target(_) => true,
             Self::Signal(e) => e.is_target_problem(),
-            Self::Verify { .. } => false,
+            _ => false,
         }
     }
 }
@@ -43,12 +77,16 @@ impl ReloadError {
 /// What a finished reload did, for the report line.
 #[derive(Debug)]
 pub struct ReloadOutcome {
+    /// The master serving after the reload (a new one after an upgrade).
     pub master: MasterProcess,
+    pub old_master: u32,
     pub signal: Signal,
     pub old: Vec<u32>,
     /// Empty for a dry run.
     pub new: Vec<u32>,
     pub elapsed: Duration,
+    pub preflight: Option<Duration>,
+    pub release: Option<PathBuf>,
     pub dry_run: bool,
 }
 
@@ -59,6 +97,19 @@ pub fn reload_once(
     let master = discover::find_master(target)?;
     let old = master.worker_pids();
     debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
+    let hup = settings.strategy == Strategy::Hup;
+    if hup && settings.signal == Signal::SIGHUP && master_runtime::preloads_app(&master) {
+        return Err(ReloadError::PreloadNeedsUpgrade {
+            pid: master.pid,
+            name: master.name.clone(),
+        });
+    }
+    let signal = if hup {
+        settings.signal
+    } else {
+        Signal::SIGUSR2
+    };
+    let (release, preflight_time) = preflight_until_stable(settings, &master)?;
     if settings.dry_run {
         info!(
             master = master.pid,
@@ -66,20 +117,93 @@ pub fn reload_once(
             user = %master.user,
             workers = ?old,
             "dry run: would send SIG{} to master {}; nothing sent",
-            signal_name(settings.signal),
+            signal_name(signal),
             master.pid
         );
         return Ok(ReloadOutcome {
+            old_master: master.pid,
             master,
-            signal: settings.signal,
+            signal,
             old,
             new: Vec::new(),
             elapsed: Duration::ZERO,
+            preflight: preflight_time,
+            release,
             dry_run: true,
         });
     }
+    let (serving, new, elapsed) = if hup {
+        let (new, elapsed) = hup_and_verify(&master, &old, settings)?;
+        (master.clone(), new, elapsed)
+    } else {
+        let up = upgrade::upgrade(&master, settings.verify_timeout).map_err(|source| {
+            ReloadError::Upgrade {
+                pid: master.pid,
+                name: master.name.clone(),
+                source,
+            }
+        })?;
+        let new = up.master.worker_pids();
+        (up.master, new, up.elapsed)
+    };
+    if let (Some(expected), Some(link)) = (&release, &settings.release_link) {
+        check_release(&serving, &new, hup, expected, link.path())?;
+    }
+    Ok(ReloadOutcome {
+        old_master: master.pid,
+        master: serving,
+        signal,
+        old,
+        new,
+        elapsed,
+        preflight: preflight_time,
+        release,
+        dry_run: false,
+    })
+}
+
+/// Run the preflight in the release the new workers will load; if the release link moved
+/// meanwhile, check the newer release instead, so the signal always goes out for the release
+/// that was checked and is current.
+fn preflight_until_stable(
+    settings: &ReloadSettings,
+    master: &MasterProcess,
+) -> Result<(Option<PathBuf>, Option<Duration>), ReloadError> {
+    let link = settings.release_link.as_ref();
+    let mut release = link.map(|l| l.target()).transpose()?;
+    for _ in 0..MAX_PREFLIGHT_ROUNDS {
+        let dir = release
+            .clone()
+            .or_else(|| master_runtime::worker_start_dir(master))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let Some(plan) = preflight::plan(&settings.preflight, master, &dir)? else {
+            return Ok((release, None));
+        };
+        info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
+        let took = preflight::run(&plan, settings.preflight.timeout)?;
+        info!(
+            master = master.pid,
+            elapsed_ms = took.as_millis() as u64,
+            "preflight passed in {}ms",
+            took.as_millis()
+        );
+        let now = link.map(|l| l.target()).transpose()?;
+        if now == release {
+            return Ok((release, Some(took)));
+        }
+        info!("release link moved during the preflight; checking the new release");
+        release = now;
+    }
+    Err(ReleaseError::Unstable.into())
+}
+
+fn hup_and_verify(
+    master: &MasterProcess,
+    old: &[u32],
+    settings: &ReloadSettings,
+) -> Result<(Vec<u32>, Duration), ReloadError> {
     let started = Instant::now();
-    signal::send(&master, settings.signal)?;
+    signal::send(master, settings.signal)?;
     info!(
         master = master.pid,
         name = %master.name,
@@ -93,22 +217,44 @@ pub fn reload_once(
         start_ticks: master.start_ticks,
     };
     let replace_workers = settings.signal == Signal::SIGHUP;
-    let verified =
-        verify::await_reload(id, &old, replace_workers, settings.verify_timeout, started).map_err(
-            |source| ReloadError::Verify {
-                pid: master.pid,
-                name: master.name.clone(),
-                source,
-            },
-        )?;
-    Ok(ReloadOutcome {
-        master,
-        signal: settings.signal,
-        old,
-        new: verified.new,
-        elapsed: verified.elapsed,
-        dry_run: false,
-    })
+    let verified = verify::await_reload(id, old, replace_workers, settings.verify_timeout, started)
+        .map_err(|source| ReloadError::Verify {
+            pid: master.pid,
+            name: master.name.clone(),
+            source,
+        })?;
+    Ok((verified.new, verified.elapsed))
+}
+
+/// Each new worker (HUP) or the new master (upgrade) must run the link's target.
+fn check_release(
+    serving: &MasterProcess,
+    new: &[u32],
+    hup: bool,
+    expected: &Path,
+    link: &Path,
+) -> Result<(), ReloadError> {
+    let checks: Vec<(String, u32)> = if hup {
+        new.iter().map(|w| (format!("worker {w}"), *w)).collect()
+    } else {
+        vec![(format!("the new master {}", serving.pid), serving.pid)]
+    };
+    for (what, pid) in checks {
+        let Some(cwd) = crate::proc_table::read_cwd(pid) else {
+            continue;
+        };
+        let running = release::release_of(&cwd);
+        if running != expected {
+            return Err(ReloadError::StaleRelease {
+                pid: serving.pid,
+                what: if hup { "new workers".into() } else { what },
+                running,
+                expected: expected.to_path_buf(),
+                link: link.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `HUP` for `SIGHUP`: Gunicorn's own log says `Handling signal: hup`.

@@ -4,13 +4,16 @@
 //! index); `status` output is the command's result and goes to stdout.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use tracing::{error, info};
 
 use crate::discover::MasterProcess;
+use crate::master_runtime;
 use crate::proc_table;
+use crate::release;
 use crate::reload::{ReloadError, ReloadOutcome, signal_name};
 
 fn pids(list: &[u32]) -> String {
@@ -29,16 +32,27 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         return;
     }
     let m = &outcome.master;
+    let masters = if m.pid == outcome.old_master {
+        format!("master {}", m.pid)
+    } else {
+        format!("master {} -> new master {}", outcome.old_master, m.pid)
+    };
+    let release = outcome
+        .release
+        .as_ref()
+        .map_or(String::new(), |r| format!(", release {}", r.display()));
     info!(
         master = m.pid,
+        old_master = outcome.old_master,
         name = %m.name,
         user = %m.user,
         signal = signal_name(outcome.signal),
         old = %pids(&outcome.old),
         new = %pids(&outcome.new),
         elapsed_ms = outcome.elapsed.as_millis() as u64,
-        "reloaded master {} ({}): workers {} -> {} in {}",
-        m.pid,
+        preflight_ms = outcome.preflight.map(|d| d.as_millis() as u64),
+        release = outcome.release.as_ref().map(|r| r.display().to_string()),
+        "reloaded {masters} ({}): workers {} -> {} in {}{release}",
         m.name,
         pids(&outcome.old),
         pids(&outcome.new),
@@ -48,7 +62,10 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
 
 pub fn reload_failed(err: &ReloadError) {
     match err {
-        ReloadError::Verify { .. } => error!("{err}"),
+        ReloadError::Verify { .. }
+        | ReloadError::Upgrade { .. }
+        | ReloadError::Preflight(_)
+        | ReloadError::StaleRelease { .. } => error!("{err}"),
         _ => error!("reload failed: {err}"),
     }
 }
@@ -72,6 +89,9 @@ struct MasterJson<'a> {
     pidfile: Option<String>,
     titled: bool,
     cmdline: &'a [String],
+    /// The release directory the master runs (its cwd, resolved).
+    release: Option<String>,
+    preload_app: bool,
     workers: Vec<u32>,
     worker_details: Vec<WorkerJson>,
 }
@@ -80,13 +100,33 @@ struct MasterJson<'a> {
 struct WorkerJson {
     pid: u32,
     age_secs: Option<u64>,
+    release: Option<String>,
+    /// True when a release link was given and this worker runs another release than its target.
+    stale: bool,
+}
+
+/// A worker's release, and whether it differs from the link's current target.
+fn worker_release(pid: u32, link_target: Option<&Path>) -> (Option<PathBuf>, bool) {
+    let release = proc_table::read_cwd(pid).map(|c| release::release_of(&c));
+    let stale = match (&release, link_target) {
+        (Some(r), Some(t)) => r != t,
+        _ => false,
+    };
+    (release, stale)
 }
 
 /// `status`: text for people, `--json` for scripts.
-pub fn print_status(masters: &[MasterProcess], json: bool) -> std::io::Result<()> {
+pub fn print_status(
+    masters: &[MasterProcess],
+    json: bool,
+    link_target: Option<&Path>,
+) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        let list: Vec<_> = masters.iter().map(master_json).collect();
+        let list: Vec<_> = masters
+            .iter()
+            .map(|m| master_json(m, link_target))
+            .collect();
         serde_json::to_writer_pretty(&mut out, &list)?;
         return writeln!(out);
     }
@@ -97,24 +137,43 @@ pub fn print_status(masters: &[MasterProcess], json: bool) -> std::io::Result<()
         let show = |p: Option<&std::path::Path>| {
             p.map_or_else(|| "?".to_string(), |p| p.display().to_string())
         };
+        let release = m.cwd.as_deref().map(release::release_of);
+        let preload = if master_runtime::preloads_app(m) {
+            "  preload_app (HUP loads no new code: use --strategy upgrade)"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "master {}  {}  user {}  cwd {}  pidfile {}",
+            "master {}  {}  user {}  cwd {}  release {}  pidfile {}{preload}",
             m.pid,
             m.name,
             m.user,
             show(m.cwd.as_deref()),
+            show(release.as_deref()),
             show(m.pidfile.as_deref())
         )?;
         for w in &m.workers {
             let age = proc_table::age(w.start_ticks).map_or_else(|| "?".into(), human_age);
-            writeln!(out, "  worker {}  up {}", w.pid, age)?;
+            let (release, stale) = worker_release(w.pid, link_target);
+            let mark = if stale {
+                "  STALE (not the release link's target)"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "  worker {}  up {}  release {}{mark}",
+                w.pid,
+                age,
+                show(release.as_deref())
+            )?;
         }
     }
     Ok(())
 }
 
-fn master_json(m: &MasterProcess) -> MasterJson<'_> {
+fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJson<'a> {
     MasterJson {
         pid: m.pid,
         user: &m.user,
@@ -125,13 +184,23 @@ fn master_json(m: &MasterProcess) -> MasterJson<'_> {
         pidfile: m.pidfile.as_ref().map(|p| p.display().to_string()),
         titled: m.parsed.title_name.is_some(),
         cmdline: &m.cmdline,
+        release: m
+            .cwd
+            .as_deref()
+            .map(|c| release::release_of(c).display().to_string()),
+        preload_app: master_runtime::preloads_app(m),
         workers: m.worker_pids(),
         worker_details: m
             .workers
             .iter()
-            .map(|w| WorkerJson {
-                pid: w.pid,
-                age_secs: proc_table::age(w.start_ticks).map(|d| d.as_secs()),
+            .map(|w| {
+                let (release, stale) = worker_release(w.pid, link_target);
+                WorkerJson {
+                    pid: w.pid,
+                    age_secs: proc_table::age(w.start_ticks).map(|d| d.as_secs()),
+                    release: release.map(|r| r.display().to_string()),
+                    stale,
+                }
             })
             .collect(),
     }

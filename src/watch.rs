@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::filter::PathFilter;
+use crate::release;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -46,6 +47,9 @@ pub enum WatchEvent {
     NewDir(PathBuf),
     /// A directory went away (deleted or moved out).
     DirGone(PathBuf),
+    /// A tracked symlink (the release link, or one on the way to a watch root) was touched:
+    /// compare its target.
+    LinkTouched(PathBuf),
     Error(String),
 }
 
@@ -62,6 +66,8 @@ struct Root {
 struct Scope {
     roots: Vec<Root>,
     filter: Arc<PathFilter>,
+    /// Symlinks whose swaps matter, watched through their parent directories.
+    links: Vec<PathBuf>,
 }
 
 impl Scope {
@@ -97,6 +103,10 @@ impl Scope {
             return;
         }
         for path in event.paths {
+            if self.links.contains(&path) {
+                emit(WatchEvent::LinkTouched(path));
+                continue;
+            }
             let Some((root, rel)) = self.relative(&path) else {
                 continue;
             };
@@ -145,6 +155,7 @@ impl TreeWatcher {
     /// full a reload is already pending, so dropping more loses nothing); the rest to `control`.
     pub fn start(
         roots: &[PathBuf],
+        release_link: Option<&Path>,
         filter: Arc<PathFilter>,
         changes: mpsc::Sender<WatchEvent>,
         control: mpsc::UnboundedSender<WatchEvent>,
@@ -156,7 +167,19 @@ impl TreeWatcher {
                 is_file: !path.is_dir(),
             })
             .collect();
-        let scope = Arc::new(Scope { roots, filter });
+        let mut links: Vec<PathBuf> = release_link.map(Path::to_path_buf).into_iter().collect();
+        for root in &roots {
+            for link in release::symlinks_on_path(&root.path) {
+                if !links.contains(&link) {
+                    links.push(link);
+                }
+            }
+        }
+        let scope = Arc::new(Scope {
+            roots,
+            filter,
+            links,
+        });
         let callback_scope = Arc::clone(&scope);
         let watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
             let mut emit = |event: WatchEvent| match event {
@@ -178,6 +201,16 @@ impl TreeWatcher {
             scope: Arc::clone(&scope),
             watched: HashSet::new(),
         };
+        for link in &scope.links {
+            // The link's own directory, not the link: inotify would follow the link.
+            let parent = link.parent().unwrap_or(Path::new("/"));
+            tree.watcher
+                .watch(parent, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError::Notify {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+        }
         for root in &scope.roots {
             if root.is_file {
                 let parent = root.path.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -191,6 +224,44 @@ impl TreeWatcher {
 
     pub fn directory_count(&self) -> usize {
         self.watched.len()
+    }
+
+    pub fn links(&self) -> &[PathBuf] {
+        &self.scope.links
+    }
+
+    /// After `link` was swapped, move the watches of every root that passes through it to the
+    /// new target: the old watches follow inodes of the old release, so they are dropped, and
+    /// the same paths are watched again, now resolving into the new release.
+    pub fn rearm_through(&mut self, link: &Path) -> Result<usize, WatchError> {
+        let roots: Vec<Root> = self
+            .scope
+            .roots
+            .iter()
+            .filter(|r| r.path.starts_with(link))
+            .cloned()
+            .collect();
+        let mut directories = 0;
+        for root in roots {
+            let stale: Vec<PathBuf> = self
+                .watched
+                .iter()
+                .filter(|w| w.starts_with(&root.path))
+                .cloned()
+                .collect();
+            for dir in stale {
+                let _ = self.watcher.unwatch(&dir);
+                self.watched.remove(&dir);
+            }
+            if root.is_file {
+                let parent = root.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+                self.watch_dir(&parent)?;
+                directories += 1;
+            } else if root.path.is_dir() {
+                directories += self.add_tree(&root.path)?.directories;
+            }
+        }
+        Ok(directories)
     }
 
     /// Watch `dir` and every directory below it that the filter does not skip. Unreadable

@@ -8,32 +8,41 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, WatchSettings};
+use crate::cli::Strategy;
+use crate::config::{Config, ReloadSettings, TargetSelector, WatchSettings};
 use crate::debounce::Debouncer;
 use crate::discover::{self, MasterProcess};
 use crate::error::AppError;
 use crate::proc_table;
-use crate::reload;
+use crate::release::ReleaseLink;
+use crate::reload::{self, ReloadOutcome};
 use crate::report;
 use crate::watch::{TreeWatcher, WatchEvent};
 
 /// Changes queued while a reload is in flight; more than this adds nothing (one reload follows).
 const CHANGE_QUEUE: usize = 256;
 
+/// A swap is atomic and needs no quiet period; this only coalesces swaps in quick succession
+/// (a script that swaps twice, or 50 swaps in a second) into one reload for the last target.
+const SWAP_SETTLE: Duration = Duration::from_millis(50);
+
 pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?;
+    let mut shutdown = Shutdown::install()?;
+    // Follows the master across upgrades: `--pid` names the old one after a USR2 upgrade.
+    let mut target = config.target.clone();
 
     let (change_tx, mut changes) = mpsc::channel(CHANGE_QUEUE);
     let (control_tx, mut control) = mpsc::unbounded_channel();
+    let release_link = config.reload.release_link.as_ref().map(|l| l.path());
     let mut tree = TreeWatcher::start(
         &settings.roots,
+        release_link,
         settings.filter.clone(),
         change_tx,
         control_tx,
@@ -43,13 +52,23 @@ pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppErr
         .iter()
         .map(|r| r.display().to_string())
         .collect();
+    let under = if roots.is_empty() {
+        String::new()
+    } else {
+        format!(" under {}", roots.join(", "))
+    };
     info!(
         directories = tree.directory_count(),
+        links = tree.links().len(),
         roots = %roots.join(","),
-        "ready: watching {} directories under {}",
+        "ready: watching {} directories{under} and {} symlinks",
         tree.directory_count(),
-        roots.join(", ")
+        tree.links().len(),
     );
+    let mut links = LinkTargets::new(tree.links());
+    if !tree.links().is_empty() {
+        info!(links = ?tree.links(), "following symlinks: {}", links.describe());
+    }
     let mut server_output = ServerOutput::default();
     if let Some(master) = initial_target(config) {
         server_output.refresh(&master);
@@ -59,8 +78,7 @@ pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppErr
     loop {
         let deadline = debouncer.deadline();
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = shutdown.recv() => break,
             Some(event) = changes.recv() => {
                 if let WatchEvent::Changed(path) = event {
                     match &path {
@@ -71,11 +89,31 @@ pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppErr
                     debouncer.on_change(Instant::now());
                 }
             }
-            Some(event) = control.recv() => handle_control(&mut tree, &mut debouncer, event)?,
+            Some(event) = control.recv() => {
+                if let WatchEvent::LinkTouched(link) = &event {
+                    if links.swapped(link) {
+                        let directories = tree.rearm_through(link)?;
+                        if directories > 0 {
+                            info!(link = %link.display(), directories, "watches moved to the new target");
+                        }
+                        debouncer.on_change_with(Instant::now(), SWAP_SETTLE);
+                    }
+                } else {
+                    handle_control(&mut tree, &mut debouncer, event)?;
+                }
+            }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 if debouncer.take_due(Instant::now()) {
-                    match reload_now(config).await {
-                        Some(Some(master)) => server_output.refresh(&master),
+                    match reload_now(&mut shutdown, &target, &config.reload).await {
+                        Some(Some(outcome)) => {
+                            if target == TargetSelector::Pid(i64::from(outcome.old_master))
+                                && outcome.master.pid != outcome.old_master
+                            {
+                                info!(master = outcome.master.pid, "following the new master {}", outcome.master.pid);
+                                target = TargetSelector::Pid(i64::from(outcome.master.pid));
+                            }
+                            server_output.refresh(&outcome.master);
+                        }
                         Some(None) => {}
                         None => break,
                     }
@@ -103,8 +141,62 @@ fn handle_control(
         WatchEvent::DirGone(dir) => tree.forget(&dir),
         WatchEvent::Error(message) => warn!("watch error: {message}"),
         WatchEvent::Changed(_) => debouncer.on_change(Instant::now()),
+        WatchEvent::LinkTouched(_) => {}
     }
     Ok(())
+}
+
+/// The last target seen for each tracked symlink, so a touch without a real change (or a swap
+/// back and forth already seen) does not reload.
+struct LinkTargets(Vec<(PathBuf, Option<PathBuf>)>);
+
+impl LinkTargets {
+    fn new(links: &[PathBuf]) -> Self {
+        Self(links.iter().map(|l| (l.clone(), resolve(l))).collect())
+    }
+
+    fn describe(&self) -> String {
+        let shown: Vec<String> = self
+            .0
+            .iter()
+            .map(|(l, t)| match t {
+                Some(t) => format!("{} -> {}", l.display(), t.display()),
+                None => format!("{} -> (nowhere)", l.display()),
+            })
+            .collect();
+        shown.join(", ")
+    }
+
+    /// True when `link` now names another existing directory. A link to nowhere or to a
+    /// non-directory is reported and not acted on.
+    fn swapped(&mut self, link: &Path) -> bool {
+        let Some(entry) = self.0.iter_mut().find(|(l, _)| l == link) else {
+            return false;
+        };
+        let now = resolve(link);
+        if now == entry.1 {
+            return false;
+        }
+        entry.1 = now.clone();
+        match ReleaseLink::new(link).map(|l| l.target()) {
+            Ok(Ok(target)) => {
+                info!(link = %link.display(), target = %target.display(), "release link swapped: {} -> {}", link.display(), target.display());
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(link = %link.display(), "{e}; not acting on it");
+                false
+            }
+            Err(e) => {
+                warn!(link = %link.display(), "release link {e}; not acting on it");
+                false
+            }
+        }
+    }
+}
+
+fn resolve(link: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(link).ok()
 }
 
 /// Files the Gunicorn master writes while it serves (its error and access logs). When they
@@ -128,40 +220,70 @@ impl ServerOutput {
     }
 }
 
+/// SIGTERM and SIGINT, as one stream.
+struct Shutdown {
+    term: Signal,
+    int: Signal,
+}
+
+impl Shutdown {
+    fn install() -> Result<Self, AppError> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?,
+            int: signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
 /// Run one reload off the async thread. `None` when a shutdown signal arrived meanwhile, else
-/// the master that was reloaded, if any. A HUP already sent is Gunicorn's to finish: abandoning
-/// the verification leaves nothing half done.
-async fn reload_now(config: &Config) -> Option<Option<MasterProcess>> {
-    let target = config.target.clone();
-    let settings = config.reload.clone();
-    let job = tokio::task::spawn_blocking(move || reload::reload_once(&target, &settings));
-    let mut sigterm = signal(SignalKind::terminate()).ok();
-    let mut sigint = signal(SignalKind::interrupt()).ok();
-    let stop = async {
-        match (&mut sigterm, &mut sigint) {
-            (Some(t), Some(i)) => tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} },
-            _ => std::future::pending().await,
+/// the outcome if it succeeded. A HUP already sent is Gunicorn's to finish, so its verification
+/// is abandoned; an upgrade is always finished (or rolled back) first, so that two masters are
+/// never left serving.
+async fn reload_now(
+    shutdown: &mut Shutdown,
+    target: &TargetSelector,
+    settings: &ReloadSettings,
+) -> Option<Option<ReloadOutcome>> {
+    let (target, settings) = (target.clone(), settings.clone());
+    let finish_on_shutdown = settings.strategy == Strategy::Upgrade;
+    let mut job = tokio::task::spawn_blocking(move || reload::reload_once(&target, &settings));
+    let result = tokio::select! {
+        result = &mut job => result,
+        _ = shutdown.recv() => {
+            if !finish_on_shutdown {
+                info!("shutdown requested during a reload; the signal already sent is left to Gunicorn");
+                return None;
+            }
+            info!("shutdown requested during an upgrade; finishing it first");
+            let result = job.await;
+            report_result(result);
+            return None;
         }
     };
-    tokio::select! {
-        result = job => {
-            match result {
-                Ok(Ok(outcome)) => {
-                    report::reload_succeeded(&outcome);
-                    Some(Some(outcome.master))
-                }
-                Ok(Err(err)) => {
-                    report::reload_failed(&err);
-                    Some(None)
-                }
-                Err(join) => {
-                    warn!("reload task failed: {join}");
-                    Some(None)
-                }
-            }
+    Some(report_result(result))
+}
+
+fn report_result(
+    result: Result<Result<ReloadOutcome, reload::ReloadError>, tokio::task::JoinError>,
+) -> Option<ReloadOutcome> {
+    match result {
+        Ok(Ok(outcome)) => {
+            report::reload_succeeded(&outcome);
+            Some(outcome)
         }
-        _ = stop => {
-            info!("shutdown requested during a reload; the signal already sent is left to Gunicorn");
+        Ok(Err(err)) => {
+            report::reload_failed(&err);
+            None
+        }
+        Err(join) => {
+            warn!("reload task failed: {join}");
             None
         }
     }

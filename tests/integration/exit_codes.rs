@@ -137,10 +137,21 @@ fn success_exits_0_and_a_failed_reload_exits_1() {
     out.assert_code(0).assert_stderr_contains("dry run");
     assert_eq!(g.workers(), before);
 
-    // A release that cannot import: without a preflight, HUP halts the master (Gunicorn's own
-    // behaviour), and hupwatch must say the reload failed rather than claim success.
+    // A release that cannot import is held back by the preflight: exit 1, nothing sent.
     dir.write("app.py", "import no_such_module_anywhere\n");
+    let before = g.workers();
     let out = hupwatch().args(["reload", "--pid", &pid]).output();
+    out.assert_code(1)
+        .assert_stderr_contains("release held back")
+        .assert_stderr_contains("no_such_module_anywhere");
+    assert_eq!(g.workers(), before);
+    assert!(g.get().starts_with("v2 "));
+
+    // Without the preflight, HUP halts the master (Gunicorn's own behaviour), and hupwatch
+    // must say the reload failed rather than claim success.
+    let out = hupwatch()
+        .args(["reload", "--no-preflight", "--pid", &pid])
+        .output();
     out.assert_code(1)
         .assert_stderr_contains(&format!("reload of master {pid} (app:app) failed"))
         .assert_stderr_contains("exited during the reload");

@@ -5,6 +5,7 @@
 
 mod discovery;
 mod exit_codes;
+mod releases;
 mod support;
 mod watch;
 

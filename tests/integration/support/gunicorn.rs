@@ -41,9 +41,16 @@ pub struct GunicornBuilder<'a> {
     cwd: Option<PathBuf>,
     app: String,
     env: Vec<(OsString, OsString)>,
+    user: Option<(u32, u32)>,
 }
 
 impl GunicornBuilder<'_> {
+    /// Run the master as this uid and gid (the test must run as root).
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
     /// Default [`Venv::Plain`].
     pub fn venv(mut self, venv: Venv) -> Self {
         self.venv = venv;
@@ -157,6 +164,9 @@ impl GunicornBuilder<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", script.display()));
@@ -201,6 +211,7 @@ impl Gunicorn {
             cwd: None,
             app: "app:app".to_string(),
             env: Vec::new(),
+            user: None,
         }
     }
 

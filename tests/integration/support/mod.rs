@@ -15,6 +15,7 @@ pub mod gunicorn;
 pub mod http;
 pub mod hupwatch;
 pub mod proc;
+pub mod releases;
 pub mod venv;
 
 use std::fs::File;
@@ -29,6 +30,8 @@ pub use gunicorn::{AppDir, Gunicorn, app_source};
 pub use http::{Load, LoadReport};
 #[allow(unused_imports)]
 pub use hupwatch::{Daemon, HupwatchCommand, Outcome, hupwatch};
+#[allow(unused_imports)]
+pub use releases::ReleaseTree;
 #[allow(unused_imports)]
 pub use venv::Venv;
 

@@ -28,6 +28,10 @@ pub enum Venv {
     WithSetproctitle,
     /// `gunicorn==27.0.1` only: process command lines stay `…/bin/python …/bin/gunicorn ARGS`.
     Plain,
+    /// Like `Plain`, but built from the system interpreter (`$HUPWATCH_TEST_SYSTEM_PYTHON`,
+    /// default `/usr/bin/python3`), so a master can run as another user: a pyenv interpreter
+    /// under `/root` is not reachable by `nobody`.
+    SystemPlain,
 }
 
 pub const GUNICORN: &str = "gunicorn==27.0.1";
@@ -39,22 +43,25 @@ impl Venv {
         match self {
             Venv::WithSetproctitle => "gunicorn-27.0.1-setproctitle",
             Venv::Plain => "gunicorn-27.0.1-plain",
+            Venv::SystemPlain => "gunicorn-27.0.1-system",
         }
     }
 
     fn requirements(self) -> &'static [&'static str] {
         match self {
             Venv::WithSetproctitle => &[GUNICORN, SETPROCTITLE],
-            Venv::Plain => &[GUNICORN],
+            Venv::Plain | Venv::SystemPlain => &[GUNICORN],
         }
     }
 
     fn cell(self) -> &'static OnceLock<PathBuf> {
         static WITH_SETPROCTITLE: OnceLock<PathBuf> = OnceLock::new();
         static PLAIN: OnceLock<PathBuf> = OnceLock::new();
+        static SYSTEM: OnceLock<PathBuf> = OnceLock::new();
         match self {
             Venv::WithSetproctitle => &WITH_SETPROCTITLE,
             Venv::Plain => &PLAIN,
+            Venv::SystemPlain => &SYSTEM,
         }
     }
 }
@@ -103,8 +110,11 @@ fn provision(kind: Venv) -> PathBuf {
         Err(e) => panic!("remove stale venv {}: {e}", dir.display()),
     }
 
-    let base =
-        std::env::var_os("HUPWATCH_TEST_PYTHON").unwrap_or_else(|| OsString::from("python3"));
+    let base = match kind {
+        Venv::SystemPlain => std::env::var_os("HUPWATCH_TEST_SYSTEM_PYTHON")
+            .unwrap_or_else(|| OsString::from("/usr/bin/python3")),
+        _ => std::env::var_os("HUPWATCH_TEST_PYTHON").unwrap_or_else(|| OsString::from("python3")),
+    };
     let mut venv = Command::new(&base);
     venv.arg("-m").arg("venv").arg(&dir);
     run(&mut venv, "python -m venv");

@@ -1,0 +1,204 @@
+//! The `upgrade` strategy: USR2 forks a new master running the new code, TERM retires the old.
+//!
+//! Gunicorn's USR2 re-executes the master as a child of the old one (title `master [NAME.2]`,
+//! pidfile `PIDFILE.2`); both serve the same listening socket. Only when the new master has all
+//! its workers up is the old one stopped with TERM (WINCH is ignored unless daemonized); the new
+//! master then notices its parent is gone, is "promoted", and renames the pidfile back. If the
+//! new master fails to boot, the old one never stopped serving: no outage, a failed reload.
+//! This is the only strategy that loads new code with `preload_app`.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tracing::{info, warn};
+
+use crate::discover::{self, MasterProcess};
+use crate::master_runtime;
+use crate::signal::{self, SignalError};
+use crate::verify::SETTLE;
+
+const POLL: Duration = Duration::from_millis(50);
+/// Gunicorn's master loop waits up to 1 s for signals between promotion checks.
+const PROMOTION_GRACE: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error(
+        "master {pid} is the main process of {unit}: a USR2 child would be torn down with the unit when the old master exits; use --strategy hup (with --chdir <link> for release links) or restart the unit"
+    )]
+    SystemdMain { pid: u32, unit: String },
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error(
+        "the new master {pid} exited while booting (the new code failed to load?); the old master {old} keeps serving"
+    )]
+    NewMasterDied { pid: u32, old: u32 },
+    #[error(
+        "no new master booted {wanted} workers within {timeout:?}{rollback}; the old master {old} keeps serving"
+    )]
+    BootTimeout {
+        timeout: Duration,
+        wanted: usize,
+        old: u32,
+        rollback: String,
+    },
+    #[error("the old master {old} exited before the new one was ready")]
+    OldMasterDied { old: u32 },
+    #[error(
+        "the old master {old} did not exit within {timeout:?} after TERM; two masters are serving"
+    )]
+    OldMasterLingers { old: u32, timeout: Duration },
+    #[error("the new master {pid} exited after the old one was stopped")]
+    NewMasterLost { pid: u32 },
+    #[error("the new master {pid} was not promoted within {timeout:?} (pidfile not renamed back)")]
+    NotPromoted { pid: u32, timeout: Duration },
+}
+
+/// The master that took over.
+#[derive(Debug)]
+pub struct Upgraded {
+    pub master: MasterProcess,
+    pub elapsed: Duration,
+}
+
+pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, UpgradeError> {
+    if let Some(unit) = master_runtime::is_systemd_service_main(old.pid, old.ppid) {
+        return Err(UpgradeError::SystemdMain { pid: old.pid, unit });
+    }
+    let started = Instant::now();
+    let wanted = old.workers.len().max(1);
+    signal::send(old, Signal::SIGUSR2)?;
+    info!(
+        master = old.pid,
+        "sent SIGUSR2 to master {}; waiting for the new master", old.pid
+    );
+    let new = await_new_master(old, wanted, timeout)?;
+    info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), "new master {} is up; sending SIGTERM to the old master {}", new.pid, old.pid);
+    signal::send(old, Signal::SIGTERM)?;
+    await_takeover(old, &new, timeout)?;
+    let master = discover::master_by_pid(new.pid)
+        .map_err(|_| UpgradeError::NewMasterLost { pid: new.pid })?;
+    Ok(Upgraded {
+        master,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The child master of `old` once it has `wanted` workers that stayed up for the settle period.
+fn await_new_master(
+    old: &MasterProcess,
+    wanted: usize,
+    timeout: Duration,
+) -> Result<MasterProcess, UpgradeError> {
+    let started = Instant::now();
+    let mut seen: Option<MasterProcess> = None;
+    let mut stable_since: Option<(Instant, Vec<u32>)> = None;
+    loop {
+        if !signal::is_alive(old.pid, old.start_ticks) {
+            return Err(UpgradeError::OldMasterDied { old: old.pid });
+        }
+        let child = discover::all_masters()
+            .into_iter()
+            .find(|m| m.ppid == old.pid);
+        match (&child, &seen) {
+            (None, Some(gone)) if !signal::is_alive(gone.pid, gone.start_ticks) => {
+                return Err(UpgradeError::NewMasterDied {
+                    pid: gone.pid,
+                    old: old.pid,
+                });
+            }
+            (Some(child), _) if child.workers.len() >= wanted => {
+                let pids = child.worker_pids();
+                match &stable_since {
+                    Some((since, set)) if *set == pids && since.elapsed() >= SETTLE => {
+                        return Ok(child.clone());
+                    }
+                    Some((_, set)) if *set == pids => {}
+                    _ => stable_since = Some((Instant::now(), pids)),
+                }
+            }
+            _ => stable_since = None,
+        }
+        if child.is_some() {
+            seen = child;
+        }
+        if started.elapsed() >= timeout + SETTLE {
+            return Err(UpgradeError::BootTimeout {
+                timeout,
+                wanted,
+                old: old.pid,
+                rollback: roll_back(seen.as_ref()),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A new master that never finished booting is stopped, so two masters are never left serving.
+fn roll_back(new: Option<&MasterProcess>) -> String {
+    let Some(new) = new else { return String::new() };
+    match signal::send(new, Signal::SIGTERM) {
+        Ok(()) => format!(
+            " (stopped the half-booted new master {} with TERM)",
+            new.pid
+        ),
+        Err(e) => {
+            warn!("could not stop the half-booted new master {}: {e}", new.pid);
+            format!(
+                " (the half-booted new master {} could not be stopped: {e})",
+                new.pid
+            )
+        }
+    }
+}
+
+/// Wait for the old master to exit and the new one to be promoted. Promotion happens at the
+/// top of the new master's main loop, which waits up to 1 s for signals: a USR2 that arrives
+/// before it is ignored ("Parent exists"). It is seen in the pidfile (renamed back) or the title
+/// (`NAME.2` → `NAME`); with neither, a full loop period after the old master's exit is waited.
+fn await_takeover(
+    old: &MasterProcess,
+    new: &MasterProcess,
+    timeout: Duration,
+) -> Result<(), UpgradeError> {
+    let started = Instant::now();
+    let mut old_gone_at: Option<Instant> = None;
+    loop {
+        if !signal::is_alive(new.pid, new.start_ticks) {
+            return Err(UpgradeError::NewMasterLost { pid: new.pid });
+        }
+        if old_gone_at.is_none() && !signal::is_alive(old.pid, old.start_ticks) {
+            old_gone_at = Some(Instant::now());
+        }
+        if let Some(gone_at) = old_gone_at {
+            let promoted = match (&old.pidfile, &new.parsed.title_name) {
+                (Some(pidfile), _) => {
+                    discover::read_pidfile(pidfile).is_ok_and(|pid| pid == new.pid)
+                }
+                (None, Some(_)) => title_name(new.pid).is_some_and(|t| !t.ends_with(".2")),
+                (None, None) => gone_at.elapsed() >= PROMOTION_GRACE,
+            };
+            if promoted {
+                return Ok(());
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(match old_gone_at {
+                None => UpgradeError::OldMasterLingers {
+                    old: old.pid,
+                    timeout,
+                },
+                Some(_) => UpgradeError::NotPromoted {
+                    pid: new.pid,
+                    timeout,
+                },
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn title_name(pid: u32) -> Option<String> {
+    let cmdline = crate::proc_table::read_cmdline(pid).ok()?;
+    crate::gunicorn_cmdline::parse(&cmdline)?.title_name
+}
