@@ -1,0 +1,142 @@
+//! Guards the shipped systemd units, `systemd/hupwatch.service` and `systemd/hupwatch@.service`:
+//! the settings hupwatch relies on at runtime (`Type=notify`, `watch --config`, reload by HUP,
+//! the capabilities it needs and none it must not have), that the two units share one sandbox,
+//! and — where `systemd-analyze` is installed — that each scores an overall exposure of at most
+//! 3.0 in `systemd-analyze security --offline=true`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const UNITS: [&str; 2] = ["hupwatch.service", "hupwatch@.service"];
+const MAX_EXPOSURE: f64 = 3.0;
+
+fn unit_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(name)
+}
+
+/// `(section, key, value)` for every assignment, in file order.
+fn parse(name: &str) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(unit_path(name)).expect("unit file is readable");
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        assert!(
+            !line.ends_with('\\'),
+            "{name}: keep assignments on one line"
+        );
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{name}: not an assignment: {line}"));
+        out.push((
+            section.clone(),
+            key.trim().to_string(),
+            value.trim().to_string(),
+        ));
+    }
+    out
+}
+
+/// The last value of a `[Service]` key: a later assignment wins, as in systemd.
+fn service<'a>(unit: &'a [(String, String, String)], key: &str) -> &'a str {
+    unit.iter()
+        .rev()
+        .find(|(s, k, _)| s == "Service" && k == key)
+        .map(|(_, _, v)| v.as_str())
+        .unwrap_or_else(|| panic!("[Service] has no {key}="))
+}
+
+#[test]
+fn units_keep_the_settings_hupwatch_relies_on() {
+    for (name, config) in UNITS
+        .iter()
+        .zip(["/etc/hupwatch.toml", "/etc/hupwatch/%i.toml"])
+    {
+        let unit = parse(name);
+        let check = |key: &str, want: &str| {
+            assert_eq!(service(&unit, key), want, "{name}: {key}=");
+        };
+        check("Type", "notify");
+        check(
+            "ExecStart",
+            &format!("/usr/bin/hupwatch watch --config {config}"),
+        );
+        check("ExecReload", "/bin/kill -HUP $MAINPID");
+        check("User", "root");
+        check("NoNewPrivileges", "yes");
+        check("ProtectSystem", "strict");
+        check("ProtectProc", "invisible");
+        let caps: Vec<&str> = service(&unit, "CapabilityBoundingSet")
+            .split_whitespace()
+            .collect();
+        for needed in ["CAP_KILL", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"] {
+            assert!(caps.contains(&needed), "{name}: {needed} is needed");
+        }
+        for never in ["CAP_SYS_ADMIN", "CAP_DAC_OVERRIDE", "CAP_NET_ADMIN"] {
+            assert!(!caps.contains(&never), "{name}: {never} must stay out");
+        }
+        assert!(
+            unit.iter()
+                .any(|(s, k, _)| s == "Install" && k == "WantedBy"),
+            "{name}: [Install] WantedBy= is missing"
+        );
+    }
+}
+
+#[test]
+fn both_units_share_one_sandbox() {
+    let sandbox = |name: &str| -> Vec<(String, String, String)> {
+        parse(name)
+            .into_iter()
+            .filter(|(s, k, _)| s == "Service" && k != "ExecStart")
+            .collect()
+    };
+    assert_eq!(sandbox(UNITS[0]), sandbox(UNITS[1]));
+}
+
+#[test]
+fn exposure_score_is_at_most_3() {
+    for name in UNITS {
+        let output = match Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(unit_path(name))
+            .env("SYSTEMD_COLORS", "0")
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("note: systemd-analyze is not on PATH; exposure scores not checked");
+                return;
+            }
+            Err(e) => panic!("running systemd-analyze: {e}"),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("unrecognized option") {
+            eprintln!("note: this systemd-analyze has no --offline (systemd < 250); not checked");
+            return;
+        }
+        let score = stdout
+            .lines()
+            .find_map(|l| {
+                l.split_once("Overall exposure level for ")?
+                    .1
+                    .split_once(": ")
+            })
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name}: no overall exposure in:\n{stdout}\n{stderr}"));
+        println!("{name}: overall exposure {score}");
+        assert!(
+            score <= MAX_EXPOSURE,
+            "{name}: exposure {score} > {MAX_EXPOSURE:.1}:\n{stdout}"
+        );
+    }
+}
