@@ -30,6 +30,16 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
+/// Defaults shared by the flags and the config file.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const DEBOUNCE: Duration = Duration::from_millis(300);
+    pub const MAX_WAIT: Duration = Duration::from_secs(5);
+    pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch paths and reload the target master after each settled change (runs until stopped).
@@ -38,10 +48,30 @@ pub enum Command {
     Reload(ReloadCommandArgs),
     /// List the Gunicorn masters on this host with their workers.
     Status(StatusArgs),
+    /// Validate a config file; print what each app would watch and which master it resolves to.
+    CheckConfig(CheckConfigArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The TOML file to check (default: /etc/hupwatch.toml).
+    #[arg(long, short = 'c', value_name = "FILE", env = "HUPWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
+    /// Read the apps to watch from this TOML file (`[[app]]` sections with the flags' keys).
+    /// Default: /etc/hupwatch.toml, when it exists and no app is given by flags.
+    #[arg(long, short = 'c', value_name = "FILE", env = "HUPWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub paths: PathArgs,
     #[command(flatten)]
@@ -95,6 +125,10 @@ pub struct PathArgs {
         value_delimiter = ':'
     )]
     pub watch: Vec<PathBuf>,
+
+    /// Poll for changes at this interval instead of using inotify (NFS, some container mounts).
+    #[arg(long, value_name = "DURATION", env = "HUPWATCH_POLL", value_parser = parse_duration)]
+    pub poll: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -226,7 +260,8 @@ pub struct PreflightArgs {
     pub preflight_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Strategy {
     Hup,
     Upgrade,

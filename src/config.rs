@@ -179,6 +179,8 @@ pub struct WatchSettings {
     pub filter: Arc<PathFilter>,
     pub debounce: Duration,
     pub max_wait: Duration,
+    /// Poll at this interval instead of using inotify.
+    pub poll: Option<Duration>,
 }
 
 impl WatchSettings {
@@ -218,15 +220,45 @@ impl WatchSettings {
             )?),
             debounce: debounce.debounce,
             max_wait: debounce.max_wait,
+            poll: paths.poll,
         })
     }
 }
 
-/// What every reload needs, validated; `watch` also gets a `WatchSettings`.
+/// One app of `watch`: what to watch, which master, how to reload it. Validated.
 #[derive(Debug)]
-pub struct Config {
+pub struct AppConfig {
+    pub name: String,
     pub target: TargetSelector,
     pub reload: ReloadSettings,
+    pub watch: WatchSettings,
+}
+
+/// The flag groups of one app, as the command line would give them.
+pub struct AppArgs {
+    pub paths: PathArgs,
+    pub release: ReleaseArgs,
+    pub filter: FilterArgs,
+    pub debounce: DebounceArgs,
+    pub target: TargetArgs,
+    pub reload: ReloadArgs,
+    pub preflight: PreflightArgs,
+}
+
+impl AppConfig {
+    pub fn from_args(name: String, args: &AppArgs) -> Result<Self, ConfigError> {
+        Ok(Self {
+            name,
+            target: TargetSelector::from_args(&args.target)?,
+            reload: ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?,
+            watch: WatchSettings::from_args(
+                &args.paths,
+                &args.filter,
+                &args.debounce,
+                &args.release,
+            )?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +290,7 @@ mod tests {
         let err = WatchSettings::from_args(
             &PathArgs {
                 watch: vec!["/definitely/not/here".into()],
+                poll: None,
             },
             &FilterArgs {
                 include: vec![],

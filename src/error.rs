@@ -5,6 +5,7 @@
 //! meaning.
 
 use crate::config::ConfigError;
+use crate::config_file::ConfigFileError;
 use crate::discover::DiscoverError;
 use crate::reload::ReloadError;
 use crate::watch::WatchError;
@@ -13,6 +14,12 @@ use crate::watch::WatchError;
 pub enum AppError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigFileError),
+    #[error(
+        "--config describes the apps: it cannot be combined with --watch, --release-link, --pidfile, --pid or --match"
+    )]
+    ConfigWithFlags,
     #[error(transparent)]
     Watch(#[from] WatchError),
     #[error(transparent)]
@@ -29,7 +36,7 @@ pub enum AppError {
 impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Watch(_) => 2,
+            Self::Config(_) | Self::ConfigFile(_) | Self::ConfigWithFlags | Self::Watch(_) => 2,
             Self::Target(_) => 3,
             Self::Reload(e) if e.is_target_problem() => 3,
             Self::Reload(_) | Self::Io { .. } => 1,

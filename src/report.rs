@@ -60,6 +60,17 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
     );
 }
 
+/// Short form of the outcome for systemd's STATUS.
+pub fn status_line(outcome: &ReloadOutcome) -> String {
+    format!(
+        "reloaded master {} at {} ({} -> {} workers)",
+        outcome.master.pid,
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        outcome.old.len(),
+        outcome.new.len()
+    )
+}
+
 pub fn reload_failed(err: &ReloadError) {
     match err {
         ReloadError::Verify { .. }

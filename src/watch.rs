@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use notify::event::{EventKind, ModifyKind};
-use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::config::WatchSettings;
 use crate::filter::PathFilter;
 use crate::release;
 
@@ -144,8 +145,11 @@ pub struct AddedTree {
     pub counting_files: usize,
 }
 
+/// Tags a watcher's events with the app they belong to (one process serves several apps).
+pub type AppTag = u64;
+
 pub struct TreeWatcher {
-    watcher: RecommendedWatcher,
+    watcher: Box<dyn Watcher + Send>,
     scope: Arc<Scope>,
     watched: HashSet<PathBuf>,
 }
@@ -154,12 +158,13 @@ impl TreeWatcher {
     /// Arm every watch under `roots`. Counting changes go to `changes` (bounded: when it is
     /// full a reload is already pending, so dropping more loses nothing); the rest to `control`.
     pub fn start(
-        roots: &[PathBuf],
+        settings: &WatchSettings,
         release_link: Option<&Path>,
-        filter: Arc<PathFilter>,
-        changes: mpsc::Sender<WatchEvent>,
-        control: mpsc::UnboundedSender<WatchEvent>,
+        tag: AppTag,
+        changes: mpsc::Sender<(AppTag, WatchEvent)>,
+        control: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
     ) -> Result<Self, WatchError> {
+        let (roots, filter) = (&settings.roots, Arc::clone(&settings.filter));
         let roots: Vec<Root> = roots
             .iter()
             .map(|path| Root {
@@ -181,21 +186,34 @@ impl TreeWatcher {
             links,
         });
         let callback_scope = Arc::clone(&scope);
-        let watcher = notify::recommended_watcher(move |res: notify::Result<Event>| {
+        let handler = move |res: notify::Result<Event>| {
             let mut emit = |event: WatchEvent| match event {
                 WatchEvent::Changed(_) => {
-                    let _ = changes.try_send(event);
+                    let _ = changes.try_send((tag, event));
                 }
                 other => {
-                    let _ = control.send(other);
+                    let _ = control.send((tag, other));
                 }
             };
             match res {
                 Ok(event) => callback_scope.classify(event, &mut emit),
                 Err(e) => emit(WatchEvent::Error(e.to_string())),
             }
-        })
-        .map_err(WatchError::Start)?;
+        };
+        let watcher: Box<dyn Watcher + Send> = match settings.poll {
+            // For file systems without inotify (NFS, some container mounts).
+            Some(interval) => Box::new(
+                PollWatcher::new(
+                    handler,
+                    notify::Config::default().with_poll_interval(interval),
+                )
+                .map_err(WatchError::Start)?,
+            ),
+            None => Box::new(
+                RecommendedWatcher::new(handler, notify::Config::default())
+                    .map_err(WatchError::Start)?,
+            ),
+        };
         let mut tree = Self {
             watcher,
             scope: Arc::clone(&scope),

@@ -1,309 +1,214 @@
-//! `hupwatch watch`: changes → debounce → one reload at a time, until SIGINT/SIGTERM.
+//! `hupwatch watch`: changes → debounce → one reload at a time per app, until SIGINT/SIGTERM.
 //!
-//! The loop sleeps on three things only — file events, the debounce deadline (which exists only
-//! while a change is pending), and the shutdown signals — so an idle hupwatch causes no wakeups.
-//! A reload runs to completion before the next one starts: Gunicorn ≥ 24 queues every signal
-//! that arrives while old workers drain, so a second HUP in flight would be a second full
-//! reload. Changes that arrive meanwhile wait in the channel and become exactly one follow-up.
+//! The loop sleeps on file events, the earliest debounce deadline (which exists only while a
+//! change is pending), finished reloads and signals — so an idle hupwatch causes no wakeups.
+//! Each app has at most one reload in flight: Gunicorn ≥ 24 queues every signal that arrives
+//! while old workers drain, so a second HUP would be a second full reload. Changes that arrive
+//! meanwhile stay pending and become exactly one follow-up. Reloads of different apps run side
+//! by side, and a change in one app reloads only that app's master.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
 
+use crate::app_runtime::AppRuntime;
 use crate::cli::Strategy;
-use crate::config::{Config, ReloadSettings, TargetSelector, WatchSettings};
-use crate::debounce::Debouncer;
-use crate::discover::{self, MasterProcess};
+use crate::config::AppConfig;
+use crate::config_file;
 use crate::error::AppError;
-use crate::proc_table;
-use crate::release::ReleaseLink;
-use crate::reload::{self, ReloadOutcome};
+use crate::reload::{self, ReloadError, ReloadOutcome};
 use crate::report;
-use crate::watch::{TreeWatcher, WatchEvent};
+use crate::service::{self, ServiceStatus};
+use crate::watch::{AppTag, WatchEvent};
 
 /// Changes queued while a reload is in flight; more than this adds nothing (one reload follows).
 const CHANGE_QUEUE: usize = 256;
 
-/// A swap is atomic and needs no quiet period; this only coalesces swaps in quick succession
-/// (a script that swaps twice, or 50 swaps in a second) into one reload for the last target.
-const SWAP_SETTLE: Duration = Duration::from_millis(50);
+type ReloadResult = (String, Result<ReloadOutcome, ReloadError>);
 
-pub async fn run(config: &Config, settings: &WatchSettings) -> Result<(), AppError> {
-    let mut shutdown = Shutdown::install()?;
-    // Follows the master across upgrades: `--pid` names the old one after a USR2 upgrade.
-    let mut target = config.target.clone();
+struct Channels {
+    changes_tx: mpsc::Sender<(AppTag, WatchEvent)>,
+    changes: mpsc::Receiver<(AppTag, WatchEvent)>,
+    control_tx: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
+    control: mpsc::UnboundedReceiver<(AppTag, WatchEvent)>,
+    next_tag: AppTag,
+}
 
-    let (change_tx, mut changes) = mpsc::channel(CHANGE_QUEUE);
-    let (control_tx, mut control) = mpsc::unbounded_channel();
-    let release_link = config.reload.release_link.as_ref().map(|l| l.path());
-    let mut tree = TreeWatcher::start(
-        &settings.roots,
-        release_link,
-        settings.filter.clone(),
-        change_tx,
+impl Channels {
+    /// Arm every app; all or nothing, so a bad config reload leaves the old one in force.
+    fn start_all(&mut self, configs: Vec<AppConfig>) -> Result<Vec<AppRuntime>, AppError> {
+        configs
+            .into_iter()
+            .map(|config| {
+                self.next_tag += 1;
+                let (tx, ctl) = (self.changes_tx.clone(), self.control_tx.clone());
+                AppRuntime::start(config, self.next_tag, tx, ctl).map_err(AppError::from)
+            })
+            .collect()
+    }
+}
+
+/// Run until SIGINT/SIGTERM. `source` is the config file that SIGHUP re-reads, if any.
+pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(), AppError> {
+    let mut signals = Signals::install()?;
+    let (changes_tx, changes) = mpsc::channel(CHANGE_QUEUE);
+    let (control_tx, control) = mpsc::unbounded_channel();
+    let mut ch = Channels {
+        changes_tx,
+        changes,
         control_tx,
-    )?;
-    let roots: Vec<_> = settings
-        .roots
-        .iter()
-        .map(|r| r.display().to_string())
-        .collect();
-    let under = if roots.is_empty() {
-        String::new()
-    } else {
-        format!(" under {}", roots.join(", "))
+        control,
+        next_tag: 0,
     };
-    info!(
-        directories = tree.directory_count(),
-        links = tree.links().len(),
-        roots = %roots.join(","),
-        "ready: watching {} directories{under} and {} symlinks",
-        tree.directory_count(),
-        tree.links().len(),
-    );
-    let mut links = LinkTargets::new(tree.links());
-    if !tree.links().is_empty() {
-        info!(links = ?tree.links(), "following symlinks: {}", links.describe());
-    }
-    let mut server_output = ServerOutput::default();
-    if let Some(master) = initial_target(config) {
-        server_output.refresh(&master);
-    }
+    let mut apps = ch.start_all(configs)?;
+    service::ready(apps.len());
+    service::spawn_watchdog();
 
-    let mut debouncer = Debouncer::new(settings.debounce, settings.max_wait);
+    let mut status = ServiceStatus::default();
+    let mut reloads: JoinSet<ReloadResult> = JoinSet::new();
+    let mut in_flight: HashMap<String, Strategy> = HashMap::new();
     loop {
-        let deadline = debouncer.deadline();
+        let deadline = apps
+            .iter()
+            .filter(|a| !in_flight.contains_key(&a.config.name))
+            .filter_map(AppRuntime::deadline)
+            .min();
         tokio::select! {
-            _ = shutdown.recv() => break,
-            Some(event) = changes.recv() => {
-                if let WatchEvent::Changed(path) = event {
-                    match &path {
-                        Some(p) if server_output.contains(p) => continue,
-                        Some(p) => debug!(path = %p.display(), "change"),
-                        None => debug!("event queue overflowed: treating as a change"),
-                    }
-                    debouncer.on_change(Instant::now());
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.hangup.recv() => {
+                if let Some(path) = &source {
+                    reload_config(path, &mut ch, &mut apps);
+                } else {
+                    warn!("SIGHUP: no config file to re-read (started without --config)");
                 }
             }
-            Some(event) = control.recv() => {
-                if let WatchEvent::LinkTouched(link) = &event {
-                    if links.swapped(link) {
-                        let directories = tree.rearm_through(link)?;
-                        if directories > 0 {
-                            info!(link = %link.display(), directories, "watches moved to the new target");
-                        }
-                        debouncer.on_change_with(Instant::now(), SWAP_SETTLE);
-                    }
-                } else {
-                    handle_control(&mut tree, &mut debouncer, event)?;
-                }
+            Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event)?,
+            Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event)?,
+            Some(done) = reloads.join_next() => {
+                let Ok((name, result)) = done else { continue };
+                in_flight.remove(&name);
+                finish(&mut apps, &mut status, &name, result);
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
-                if debouncer.take_due(Instant::now()) {
-                    match reload_now(&mut shutdown, &target, &config.reload).await {
-                        Some(Some(outcome)) => {
-                            if target == TargetSelector::Pid(i64::from(outcome.old_master))
-                                && outcome.master.pid != outcome.old_master
-                            {
-                                info!(master = outcome.master.pid, "following the new master {}", outcome.master.pid);
-                                target = TargetSelector::Pid(i64::from(outcome.master.pid));
-                            }
-                            server_output.refresh(&outcome.master);
-                        }
-                        Some(None) => {}
-                        None => break,
+                let now = Instant::now();
+                for app in apps.iter_mut() {
+                    if !in_flight.contains_key(&app.config.name) && app.take_due(now) {
+                        let (name, target, settings) = (app.config.name.clone(), app.target.clone(), app.config.reload.clone());
+                        in_flight.insert(name.clone(), settings.strategy);
+                        reloads.spawn_blocking(move || {
+                            let result = reload::reload_once(&target, &settings);
+                            (name, result)
+                        });
                     }
                 }
             }
         }
+    }
+    service::stopping();
+    // A HUP already sent is Gunicorn's to finish, so its verification is abandoned; an upgrade
+    // is always finished (or rolled back) first, so two masters are never left serving.
+    if in_flight.values().any(|s| *s == Strategy::Upgrade) {
+        info!("stopping: finishing the upgrade in flight first");
+        while let Some(done) = reloads.join_next().await {
+            if let Ok((name, result)) = done {
+                finish(&mut apps, &mut status, &name, result);
+            }
+        }
+    } else if !in_flight.is_empty() {
+        info!("stopping during a reload; the signal already sent is left to Gunicorn");
     }
     info!("stopping");
     Ok(())
 }
 
-fn handle_control(
-    tree: &mut TreeWatcher,
-    debouncer: &mut Debouncer,
-    event: WatchEvent,
-) -> Result<(), AppError> {
-    match event {
-        WatchEvent::NewDir(dir) => {
-            let added = tree.add_tree(&dir)?;
-            debug!(path = %dir.display(), directories = added.directories, files = added.counting_files, "new directory watched");
-            if added.counting_files > 0 {
-                debouncer.on_change(Instant::now());
-            }
-        }
-        WatchEvent::DirGone(dir) => tree.forget(&dir),
-        WatchEvent::Error(message) => warn!("watch error: {message}"),
-        WatchEvent::Changed(_) => debouncer.on_change(Instant::now()),
-        WatchEvent::LinkTouched(_) => {}
+fn dispatch(apps: &mut [AppRuntime], tag: AppTag, event: WatchEvent) -> Result<(), AppError> {
+    match apps.iter_mut().find(|a| a.tag == tag) {
+        Some(app) => app.on_event(event).map_err(AppError::from),
+        None => Ok(()), // from an app replaced by a config reload
     }
-    Ok(())
 }
 
-/// The last target seen for each tracked symlink, so a touch without a real change (or a swap
-/// back and forth already seen) does not reload.
-struct LinkTargets(Vec<(PathBuf, Option<PathBuf>)>);
-
-impl LinkTargets {
-    fn new(links: &[PathBuf]) -> Self {
-        Self(links.iter().map(|l| (l.clone(), resolve(l))).collect())
-    }
-
-    fn describe(&self) -> String {
-        let shown: Vec<String> = self
-            .0
-            .iter()
-            .map(|(l, t)| match t {
-                Some(t) => format!("{} -> {}", l.display(), t.display()),
-                None => format!("{} -> (nowhere)", l.display()),
-            })
-            .collect();
-        shown.join(", ")
-    }
-
-    /// True when `link` now names another existing directory. A link to nowhere or to a
-    /// non-directory is reported and not acted on.
-    fn swapped(&mut self, link: &Path) -> bool {
-        let Some(entry) = self.0.iter_mut().find(|(l, _)| l == link) else {
-            return false;
-        };
-        let now = resolve(link);
-        if now == entry.1 {
-            return false;
+fn finish(
+    apps: &mut [AppRuntime],
+    status: &mut ServiceStatus,
+    name: &str,
+    result: Result<ReloadOutcome, ReloadError>,
+) {
+    match result {
+        Ok(outcome) => {
+            report::reload_succeeded(&outcome);
+            status.set(name, report::status_line(&outcome));
+            if let Some(app) = apps.iter_mut().find(|a| a.config.name == name) {
+                app.apply(&outcome);
+            }
         }
-        entry.1 = now.clone();
-        match ReleaseLink::new(link).map(|l| l.target()) {
-            Ok(Ok(target)) => {
-                info!(link = %link.display(), target = %target.display(), "release link swapped: {} -> {}", link.display(), target.display());
-                true
-            }
-            Ok(Err(e)) => {
-                warn!(link = %link.display(), "{e}; not acting on it");
-                false
-            }
-            Err(e) => {
-                warn!(link = %link.display(), "release link {e}; not acting on it");
-                false
-            }
+        Err(err) => {
+            report::reload_failed(&err);
+            status.set(
+                name,
+                format!(
+                    "reload failed: {}",
+                    err.to_string().lines().next().unwrap_or("")
+                ),
+            );
         }
     }
 }
 
-fn resolve(link: &Path) -> Option<PathBuf> {
-    std::fs::canonicalize(link).ok()
-}
-
-/// Files the Gunicorn master writes while it serves (its error and access logs). When they
-/// live inside a watched tree, every reload and every request would count as a change and
-/// reload again, forever; they are learnt from the master's open file descriptors.
-#[derive(Debug, Default)]
-struct ServerOutput(HashSet<PathBuf>);
-
-impl ServerOutput {
-    fn refresh(&mut self, master: &MasterProcess) {
-        self.0 = proc_table::read_open_files(master.pid)
-            .into_iter()
-            .collect();
-        if !self.0.is_empty() {
-            debug!(files = ?self.0, "ignoring files the master writes");
+/// SIGHUP: re-read the file; a bad new file is reported and the old config stays in force.
+/// Pending changes are carried over to the app of the same name.
+fn reload_config(path: &std::path::Path, ch: &mut Channels, apps: &mut Vec<AppRuntime>) {
+    service::reloading();
+    info!(path = %path.display(), "SIGHUP: re-reading the config file");
+    let fresh = config_file::load(path)
+        .map_err(AppError::from)
+        .and_then(|configs| ch.start_all(configs));
+    match fresh {
+        Ok(mut fresh) => {
+            let pending: HashSet<String> = apps
+                .iter()
+                .filter(|a| a.is_pending())
+                .map(|a| a.config.name.clone())
+                .collect();
+            for app in fresh
+                .iter_mut()
+                .filter(|a| pending.contains(&a.config.name))
+            {
+                app.mark_pending();
+            }
+            info!(
+                apps = fresh.len(),
+                "config reloaded: {} app(s)",
+                fresh.len()
+            );
+            *apps = fresh;
         }
+        Err(e) => error!("config reload failed, keeping the config in force: {e}"),
     }
-
-    fn contains(&self, path: &Path) -> bool {
-        self.0.contains(path)
-    }
+    service::ready(apps.len());
 }
 
-/// SIGTERM and SIGINT, as one stream.
-struct Shutdown {
+/// SIGTERM, SIGINT (stop) and SIGHUP (re-read the config).
+struct Signals {
     term: Signal,
     int: Signal,
+    hangup: Signal,
 }
 
-impl Shutdown {
+impl Signals {
     fn install() -> Result<Self, AppError> {
+        let install =
+            |kind, context| signal(kind).map_err(|source| AppError::Io { context, source });
         Ok(Self {
-            term: signal(SignalKind::terminate()).map_err(io("installing SIGTERM handler"))?,
-            int: signal(SignalKind::interrupt()).map_err(io("installing SIGINT handler"))?,
+            term: install(SignalKind::terminate(), "installing the SIGTERM handler")?,
+            int: install(SignalKind::interrupt(), "installing the SIGINT handler")?,
+            hangup: install(SignalKind::hangup(), "installing the SIGHUP handler")?,
         })
     }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
-}
-
-/// Run one reload off the async thread. `None` when a shutdown signal arrived meanwhile, else
-/// the outcome if it succeeded. A HUP already sent is Gunicorn's to finish, so its verification
-/// is abandoned; an upgrade is always finished (or rolled back) first, so that two masters are
-/// never left serving.
-async fn reload_now(
-    shutdown: &mut Shutdown,
-    target: &TargetSelector,
-    settings: &ReloadSettings,
-) -> Option<Option<ReloadOutcome>> {
-    let (target, settings) = (target.clone(), settings.clone());
-    let finish_on_shutdown = settings.strategy == Strategy::Upgrade;
-    let mut job = tokio::task::spawn_blocking(move || reload::reload_once(&target, &settings));
-    let result = tokio::select! {
-        result = &mut job => result,
-        _ = shutdown.recv() => {
-            if !finish_on_shutdown {
-                info!("shutdown requested during a reload; the signal already sent is left to Gunicorn");
-                return None;
-            }
-            info!("shutdown requested during an upgrade; finishing it first");
-            let result = job.await;
-            report_result(result);
-            return None;
-        }
-    };
-    Some(report_result(result))
-}
-
-fn report_result(
-    result: Result<Result<ReloadOutcome, reload::ReloadError>, tokio::task::JoinError>,
-) -> Option<ReloadOutcome> {
-    match result {
-        Ok(Ok(outcome)) => {
-            report::reload_succeeded(&outcome);
-            Some(outcome)
-        }
-        Ok(Err(err)) => {
-            report::reload_failed(&err);
-            None
-        }
-        Err(join) => {
-            warn!("reload task failed: {join}");
-            None
-        }
-    }
-}
-
-/// Say at start which master would be reloaded; not an error if there is none yet, since the
-/// target is looked up again at every reload.
-fn initial_target(config: &Config) -> Option<MasterProcess> {
-    match discover::find_master(&config.target) {
-        Ok(master) => {
-            info!(master = master.pid, name = %master.name, "target: master {}", master.describe());
-            Some(master)
-        }
-        Err(e) => {
-            warn!("no target yet ({e}); will look again at each reload");
-            None
-        }
-    }
-}
-
-fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> AppError {
-    move |source| AppError::Io { context, source }
 }

@@ -1,0 +1,225 @@
+//! One app's live state in `watch`: its watches, its debouncer, the targets of its symlinks, the
+//! files its master writes, and the master it follows. The loop in `watch_loop` owns several.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::{AppConfig, TargetSelector};
+use crate::debounce::Debouncer;
+use crate::discover::{self, MasterProcess};
+use crate::proc_table;
+use crate::release::ReleaseLink;
+use crate::reload::ReloadOutcome;
+use crate::watch::{AppTag, TreeWatcher, WatchError, WatchEvent};
+
+/// A swap is atomic and needs no quiet period; this only coalesces swaps in quick succession
+/// (a script that swaps twice, or 50 swaps in a second) into one reload for the last target.
+pub const SWAP_SETTLE: Duration = Duration::from_millis(50);
+
+pub struct AppRuntime {
+    pub config: AppConfig,
+    pub tag: AppTag,
+    tree: TreeWatcher,
+    debouncer: Debouncer,
+    links: LinkTargets,
+    server_output: ServerOutput,
+    /// Follows the master across upgrades: `--pid` names the old one after a USR2 upgrade.
+    pub target: TargetSelector,
+}
+
+impl AppRuntime {
+    /// Arm every watch of the app; logs its `ready` line.
+    pub fn start(
+        config: AppConfig,
+        tag: AppTag,
+        changes: mpsc::Sender<(AppTag, WatchEvent)>,
+        control: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
+    ) -> Result<Self, WatchError> {
+        let release_link = config.reload.release_link.as_ref().map(|l| l.path());
+        let tree = TreeWatcher::start(&config.watch, release_link, tag, changes, control)?;
+        let links = LinkTargets::new(tree.links());
+        let roots: Vec<_> = config
+            .watch
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        let under = if roots.is_empty() {
+            String::new()
+        } else {
+            format!(" under {}", roots.join(", "))
+        };
+        info!(
+            app = %config.name,
+            directories = tree.directory_count(),
+            links = tree.links().len(),
+            "ready: watching {} directories{under} and {} symlinks",
+            tree.directory_count(),
+            tree.links().len(),
+        );
+        if !tree.links().is_empty() {
+            info!(app = %config.name, "following symlinks: {}", links.describe());
+        }
+        let mut server_output = ServerOutput::default();
+        match discover::find_master(&config.target) {
+            Ok(master) => {
+                info!(app = %config.name, master = master.pid, "target: master {}", master.describe());
+                server_output.refresh(&master);
+            }
+            Err(e) => {
+                warn!(app = %config.name, "no target yet ({e}); will look again at each reload")
+            }
+        }
+        Ok(Self {
+            debouncer: Debouncer::new(config.watch.debounce, config.watch.max_wait),
+            target: config.target.clone(),
+            config,
+            tag,
+            tree,
+            links,
+            server_output,
+        })
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.debouncer.deadline()
+    }
+
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        self.debouncer.take_due(now)
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.debouncer.deadline().is_some()
+    }
+
+    /// Carry a pending change over (config reload must not lose it).
+    pub fn mark_pending(&mut self) {
+        self.debouncer.on_change(Instant::now());
+    }
+
+    pub fn on_event(&mut self, event: WatchEvent) -> Result<(), WatchError> {
+        let now = Instant::now();
+        match event {
+            WatchEvent::Changed(Some(path)) if self.server_output.contains(&path) => {}
+            WatchEvent::Changed(path) => {
+                match &path {
+                    Some(p) => debug!(app = %self.config.name, path = %p.display(), "change"),
+                    None => {
+                        debug!(app = %self.config.name, "event queue overflowed: treating as a change")
+                    }
+                }
+                self.debouncer.on_change(now);
+            }
+            WatchEvent::NewDir(dir) => {
+                let added = self.tree.add_tree(&dir)?;
+                debug!(path = %dir.display(), directories = added.directories, files = added.counting_files, "new directory watched");
+                if added.counting_files > 0 {
+                    self.debouncer.on_change(now);
+                }
+            }
+            WatchEvent::DirGone(dir) => self.tree.forget(&dir),
+            WatchEvent::LinkTouched(link) => {
+                if self.links.swapped(&link) {
+                    let directories = self.tree.rearm_through(&link)?;
+                    if directories > 0 {
+                        info!(link = %link.display(), directories, "watches moved to the new target");
+                    }
+                    self.debouncer.on_change_with(now, SWAP_SETTLE);
+                }
+            }
+            WatchEvent::Error(message) => warn!(app = %self.config.name, "watch error: {message}"),
+        }
+        Ok(())
+    }
+
+    /// After a successful reload: follow a new master, learn the files it writes.
+    pub fn apply(&mut self, outcome: &ReloadOutcome) {
+        let master = &outcome.master;
+        if self.target == TargetSelector::Pid(i64::from(outcome.old_master))
+            && master.pid != outcome.old_master
+        {
+            info!(app = %self.config.name, master = master.pid, "following the new master {}", master.pid);
+            self.target = TargetSelector::Pid(i64::from(master.pid));
+        }
+        self.server_output.refresh(master);
+    }
+}
+
+/// The last target seen for each tracked symlink, so a touch without a real change (or a swap
+/// back and forth already seen) does not reload.
+struct LinkTargets(Vec<(PathBuf, Option<PathBuf>)>);
+
+impl LinkTargets {
+    fn new(links: &[PathBuf]) -> Self {
+        Self(links.iter().map(|l| (l.clone(), resolve(l))).collect())
+    }
+
+    fn describe(&self) -> String {
+        let shown: Vec<String> = self
+            .0
+            .iter()
+            .map(|(l, t)| match t {
+                Some(t) => format!("{} -> {}", l.display(), t.display()),
+                None => format!("{} -> (nowhere)", l.display()),
+            })
+            .collect();
+        shown.join(", ")
+    }
+
+    /// True when `link` now names another existing directory. A link to nowhere or to a
+    /// non-directory is reported and not acted on.
+    fn swapped(&mut self, link: &Path) -> bool {
+        let Some(entry) = self.0.iter_mut().find(|(l, _)| l == link) else {
+            return false;
+        };
+        let now = resolve(link);
+        if now == entry.1 {
+            return false;
+        }
+        entry.1 = now;
+        match ReleaseLink::new(link).map(|l| l.target()) {
+            Ok(Ok(target)) => {
+                info!(link = %link.display(), target = %target.display(), "release link swapped: {} -> {}", link.display(), target.display());
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(link = %link.display(), "{e}; not acting on it");
+                false
+            }
+            Err(e) => {
+                warn!(link = %link.display(), "release link {e}; not acting on it");
+                false
+            }
+        }
+    }
+}
+
+fn resolve(link: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(link).ok()
+}
+
+/// Files the Gunicorn master writes while it serves (its error and access logs). When they
+/// live inside a watched tree, every reload and every request would count as a change and
+/// reload again, forever; they are learnt from the master's open file descriptors.
+#[derive(Debug, Default)]
+struct ServerOutput(HashSet<PathBuf>);
+
+impl ServerOutput {
+    fn refresh(&mut self, master: &MasterProcess) {
+        self.0 = proc_table::read_open_files(master.pid)
+            .into_iter()
+            .collect();
+        if !self.0.is_empty() {
+            debug!(files = ?self.0, "ignoring files the master writes");
+        }
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.0.contains(path)
+    }
+}

@@ -1,0 +1,156 @@
+//! The subcommands, each from parsed arguments to a `Result`; `main` turns that into an exit code.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+
+use crate::cli::{CheckConfigArgs, Cli, Command, ReloadCommandArgs, StatusArgs, WatchArgs};
+use crate::config::{self, AppArgs, AppConfig, ReloadSettings, TargetSelector};
+use crate::config_file;
+use crate::discover;
+use crate::error::AppError;
+use crate::release;
+use crate::reload::{self, ReloadError};
+use crate::report;
+use crate::watch_loop;
+
+pub fn run(command: Command) -> Result<(), AppError> {
+    match command {
+        Command::Watch(args) => watch(args),
+        Command::Reload(args) => reload(args),
+        Command::Status(args) => status(args),
+        Command::CheckConfig(args) => check_config(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hupwatch",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(io("writing the man page")),
+    }
+}
+
+fn watch(args: WatchArgs) -> Result<(), AppError> {
+    let WatchArgs {
+        config,
+        paths,
+        release,
+        filter,
+        debounce,
+        target,
+        reload,
+        preflight,
+    } = args;
+    let app_flags = !paths.watch.is_empty()
+        || release.release_link.is_some()
+        || target.pidfile.is_some()
+        || target.pid.is_some()
+        || target.match_text.is_some();
+    let file = match config {
+        Some(_) if app_flags => return Err(AppError::ConfigWithFlags),
+        Some(path) => Some(path),
+        None if !app_flags && Path::new(config_file::DEFAULT_PATH).exists() => {
+            Some(PathBuf::from(config_file::DEFAULT_PATH))
+        }
+        None => None,
+    };
+    let apps = match &file {
+        Some(path) => config_file::load(path)?,
+        None => {
+            let args = AppArgs {
+                paths,
+                release,
+                filter,
+                debounce,
+                target,
+                reload,
+                preflight,
+            };
+            vec![AppConfig::from_args("app".into(), &args)?]
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("starting the async runtime"))?;
+    let result = runtime.block_on(watch_loop::run(apps, file));
+    // Do not wait for an abandoned verification still polling on a blocking thread.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
+}
+
+fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
+    let target = TargetSelector::from_args(&args.target)?;
+    let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
+    let outcome = reload::reload_once(&target, &settings)?;
+    report::reload_succeeded(&outcome);
+    Ok(())
+}
+
+fn status(args: StatusArgs) -> Result<(), AppError> {
+    let target = TargetSelector::from_args(&args.target)?;
+    let masters = discover::list_masters(&target)?;
+    let link = config::release_link(&args.release)?;
+    let link_target = match &link {
+        Some(link) => Some(link.target().map_err(ReloadError::from)?),
+        None => None,
+    };
+    report::print_status(&masters, args.json, link_target.as_deref()).map_err(io("writing status"))
+}
+
+/// Validate the file, then show what each app would watch and which master it resolves to.
+fn check_config(args: CheckConfigArgs) -> Result<(), AppError> {
+    let path = args
+        .config
+        .unwrap_or_else(|| PathBuf::from(config_file::DEFAULT_PATH));
+    let apps = config_file::load(&path)?;
+    let mut out = std::io::stdout().lock();
+    let mut print = || -> std::io::Result<()> {
+        writeln!(out, "{}: {} app(s), valid", path.display(), apps.len())?;
+        for app in &apps {
+            writeln!(out, "[{}]", app.name)?;
+            for root in &app.watch.roots {
+                writeln!(out, "  watch        {}", root.display())?;
+            }
+            if let Some(link) = &app.reload.release_link {
+                let target = link
+                    .target()
+                    .map_or_else(|e| format!("({e})"), |t| t.display().to_string());
+                writeln!(out, "  release link {} -> {target}", link.path().display())?;
+            }
+            for link in app
+                .watch
+                .roots
+                .iter()
+                .flat_map(|r| release::symlinks_on_path(r))
+            {
+                writeln!(
+                    out,
+                    "  follows      {} (symlink on a watch path)",
+                    link.display()
+                )?;
+            }
+            writeln!(
+                out,
+                "  strategy     {:?}, preflight {:?}",
+                app.reload.strategy, app.reload.preflight.check
+            )?;
+            match discover::find_master(&app.target) {
+                Ok(m) => writeln!(out, "  master       {}", m.describe())?,
+                Err(e) => writeln!(out, "  master       none: {e}")?,
+            }
+        }
+        Ok(())
+    };
+    print().map_err(io("writing the report"))
+}
+
+fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> AppError {
+    move |source| AppError::Io { context, source }
+}
