@@ -296,17 +296,18 @@ fn key_of(e: &ConfigError) -> &'static str {
     }
 }
 
-/// The line of `key = …` inside the section at `span`, else the section's first line.
+/// The line of `key = …` inside the section starting at `span` (up to the next table header;
+/// toml's span of an `[[app]]` element may cover only its header), else the section's first line.
 fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
     let start = span.start.min(text.len());
-    let section = &text[start..span.end.min(text.len())];
-    let offset = section
+    let offset = text[start..]
         .lines()
         .scan(0, |pos, line| {
             let here = *pos;
             *pos += line.len() + 1;
             Some((here, line))
         })
+        .take_while(|(pos, line)| *pos == 0 || !line.trim_start().starts_with('['))
         .find(|(_, line)| {
             let line = line.trim_start();
             line.strip_prefix(key)
@@ -314,4 +315,177 @@ fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
         })
         .map_or(0, |(pos, _)| pos);
     text[..start + offset].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PreflightCheck, TargetSelector};
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "hupwatch-cfg-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(dir.join("shop/src")).unwrap();
+        std::fs::create_dir_all(dir.join("blog")).unwrap();
+        dir
+    }
+
+    fn parse_in(dir: &Path, text: &str) -> Result<Vec<AppConfig>, ConfigFileError> {
+        parse(&dir.join("hupwatch.toml"), text)
+    }
+
+    fn error_in(dir: &Path, text: &str) -> String {
+        match parse_in(dir, text) {
+            Ok(apps) => panic!("expected an error, parsed {} apps", apps.len()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn several_apps_with_top_level_defaults() {
+        let dir = scratch();
+        let apps = parse_in(
+            &dir,
+            r#"
+debounce = "1s"
+exclude = ["*.md"]
+
+[[app]]
+name = "shop"
+watch = ["shop/src"]
+pidfile = "/run/shop.pid"
+strategy = "upgrade"
+
+[[app]]
+name = "blog"
+watch = ["blog"]
+match = "blog"
+debounce = "200ms"
+wsgi_app = "blog.wsgi:application"
+"#,
+        )
+        .unwrap();
+        assert_eq!(apps.len(), 2);
+        let (shop, blog) = (&apps[0], &apps[1]);
+        assert_eq!(shop.name, "shop");
+        assert_eq!(
+            shop.watch.roots,
+            vec![dir.join("shop/src")],
+            "relative to the file"
+        );
+        assert_eq!(shop.target, TargetSelector::Pidfile("/run/shop.pid".into()));
+        assert_eq!(shop.reload.strategy, Strategy::Upgrade);
+        assert_eq!(
+            shop.watch.debounce,
+            Duration::from_secs(1),
+            "top-level default"
+        );
+        assert_eq!(
+            blog.watch.debounce,
+            Duration::from_millis(200),
+            "app override"
+        );
+        assert_eq!(blog.target, TargetSelector::Match("blog".into()));
+        assert_eq!(
+            blog.reload.preflight.check,
+            PreflightCheck::Gunicorn {
+                app: Some("blog.wsgi:application".into())
+            }
+        );
+        assert!(
+            !blog.watch.filter.counts(Path::new("README.md")),
+            "top-level exclude applies"
+        );
+    }
+
+    #[test]
+    fn a_file_without_app_sections_is_one_app() {
+        let dir = scratch();
+        let apps = parse_in(
+            &dir,
+            "watch = [\"blog\"]\npid = 4242\nno_preflight = true\n",
+        )
+        .unwrap();
+        assert_eq!(apps.len(), 1);
+        assert_eq!(apps[0].target, TargetSelector::Pid(4242));
+        assert_eq!(apps[0].reload.preflight.check, PreflightCheck::Off);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_line_and_key() {
+        let dir = scratch();
+        let err = error_in(
+            &dir,
+            "[[app]]\nname = \"shop\"\nwatch = [\"shop\"]\ndebounse = \"1s\"\n",
+        );
+        assert!(err.contains("hupwatch.toml"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("debounse"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_line_and_key() {
+        let dir = scratch();
+        let cases = [
+            (
+                "[[app]]\nwatch = [\"shop\"]\n\ndebounce = \"soon\"\n",
+                "line 4",
+                "soon",
+            ),
+            (
+                "[[app]]\nwatch = [\"shop\"]\nsignal = \"KILL\"\n",
+                "line 3",
+                "KILL",
+            ),
+            (
+                "[[app]]\nwatch = [\"shop\"]\nstrategy = \"sideways\"\n",
+                "line 3",
+                "sideways",
+            ),
+            (
+                "[[app]]\nwatch = [\"shop\"]\ninclude = [\"src/[\"]\n",
+                "line 3",
+                "src/[",
+            ),
+            (
+                "[[app]]\nname = \"a\"\nwatch = [\"shop\"]\n[[app]]\nname = \"b\"\n\nwatch = [\"nope\"]\n",
+                "line 7",
+                "nope",
+            ),
+            (
+                "[[app]]\nwatch = [\"shop\"]\nrelease_link = \"blog\"\n",
+                "line 3",
+                "not a symlink",
+            ),
+            (
+                "[[app]]\nwatch = [\"shop\"]\npid = 12\nmatch = \"x\"\n",
+                "key `pidfile`",
+                "choose one",
+            ),
+            (
+                "[[app]]\nname = \"x\"\nwatch = [\"shop\"]\n[[app]]\nname = \"x\"\nwatch = [\"blog\"]\n",
+                "line 5",
+                "two apps",
+            ),
+            ("watch = 3\n", "line 1", "watch"),
+        ];
+        for (text, line, needle) in cases {
+            let err = error_in(&dir, text);
+            assert!(
+                err.contains(line) && err.contains(needle),
+                "{text:?}\n=> {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn line_of_key_finds_the_key_inside_its_section() {
+        let text = "a = 1\n[[app]]\nwatch = 1\n[[app]]\nx = 2\nwatch = 3\n";
+        let second = text.find("[[app]]\nx").unwrap()..text.len();
+        assert_eq!(line_of_key(text, &second, "watch"), 6);
+        assert_eq!(line_of_key(text, &second, "missing"), 4);
+    }
 }

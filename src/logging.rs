@@ -1,11 +1,18 @@
-//! Log output: human lines on a terminal, no timestamps under journald, JSON for log shippers.
+//! Log output: human lines on a terminal, priorities without timestamps under journald, JSON for
+//! log shippers.
 //!
 //! journald stamps every line itself and sets `JOURNAL_STREAM` for a service's stdout/stderr,
-//! so printing our own timestamps there only doubles them.
+//! so printing our own timestamps there only doubles them; a `<N>` prefix (sd-daemon(3)) gives
+//! each line its syslog priority, so `journalctl -p warning` shows failed reloads.
 
+use std::fmt;
 use std::io::IsTerminal;
 
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::cli::{LogArgs, LogFormat};
 
@@ -27,7 +34,44 @@ pub fn init(args: &LogArgs) {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match (args.log_format, journald) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).init(),
+        (LogFormat::Text, true) => {
+            let format = tracing_subscriber::fmt::format()
+                .without_time()
+                .with_target(false)
+                .with_level(false)
+                .with_ansi(false);
+            builder.event_format(JournalPriority(format)).init()
+        }
         (LogFormat::Text, false) => builder.with_ansi(color).init(),
+    }
+}
+
+/// Prefixes each line with its syslog priority for journald.
+struct JournalPriority<F>(F);
+
+/// syslog priorities: err, warning, info, debug.
+pub fn priority(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "<{}>", priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
     }
 }

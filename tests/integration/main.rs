@@ -6,6 +6,7 @@
 mod discovery;
 mod exit_codes;
 mod releases;
+mod service;
 mod support;
 mod watch;
 
