@@ -482,6 +482,20 @@ wsgi_app = "blog.wsgi:application"
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        // The example names /srv and /run paths: lay them out in a scratch root.
+        let root = scratch().join("example-root");
+        std::fs::create_dir_all(root.join("srv/shop/releases/1")).unwrap();
+        std::fs::create_dir_all(root.join("srv/blog/src")).unwrap();
+        let _ = std::os::unix::fs::symlink("releases/1", root.join("srv/shop/current"));
+        let text = include_str!("../examples/hupwatch.toml");
+        let local = text.replace("\"/srv/", &format!("\"{}/srv/", root.display()));
+        let apps = parse(Path::new("examples/hupwatch.toml"), &local).unwrap();
+        let names: Vec<_> = apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["shop", "blog"]);
+    }
+
+    #[test]
     fn line_of_key_finds_the_key_inside_its_section() {
         let text = "a = 1\n[[app]]\nwatch = 1\n[[app]]\nx = 2\nwatch = 3\n";
         let second = text.find("[[app]]\nx").unwrap()..text.len();

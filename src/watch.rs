@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use notify::event::{EventKind, ModifyKind};
+use notify::event::{EventKind, MetadataKind, ModifyKind};
 use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -25,10 +25,18 @@ use crate::release;
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error(
-        "out of inotify watches while watching {path}: raise the limit, e.g. \
-         `sysctl fs.inotify.max_user_watches=524288` (and max_user_instances), or exclude large directories"
+        "out of inotify watches at {path}: {armed} armed, about {needed} needed, and \
+         fs.inotify.max_user_watches is {limit} (shared by all of this user's programs). Raise it: \
+         `sysctl fs.inotify.max_user_watches={suggested}` (persist it in /etc/sysctl.d/), \
+         exclude large directories, or use --poll"
     )]
-    TooManyWatches { path: PathBuf },
+    TooManyWatches {
+        path: PathBuf,
+        armed: usize,
+        needed: usize,
+        limit: String,
+        suggested: usize,
+    },
     #[error("cannot watch {path}: {source}")]
     Notify {
         path: PathBuf,
@@ -99,6 +107,8 @@ impl Scope {
                 event.kind,
                 EventKind::Remove(_)
                     | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
+                    // The polling watcher reports a write as a new modification time.
+                    | EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime))
             );
         if !counts {
             return;
@@ -201,11 +211,15 @@ impl TreeWatcher {
             }
         };
         let watcher: Box<dyn Watcher + Send> = match settings.poll {
-            // For file systems without inotify (NFS, some container mounts).
+            // For file systems without inotify (NFS, some container mounts). notify's poller
+            // keeps mtimes in whole seconds, so a second save within the same second would be
+            // missed without comparing contents: correctness over the cost of reading the files.
             Some(interval) => Box::new(
                 PollWatcher::new(
                     handler,
-                    notify::Config::default().with_poll_interval(interval),
+                    notify::Config::default()
+                        .with_poll_interval(interval)
+                        .with_compare_contents(true),
                 )
                 .map_err(WatchError::Start)?,
             ),
@@ -297,6 +311,16 @@ impl TreeWatcher {
                     warn!(path = %path.display(), "not watching {}: {source}", path.display());
                     continue;
                 }
+                Err(WatchError::TooManyWatches { path, .. }) => {
+                    let needed = self.watched.len() + 1 + self.count_unwatched(&stack);
+                    return Err(WatchError::TooManyWatches {
+                        path,
+                        armed: self.watched.len(),
+                        needed,
+                        limit: watch_limit(),
+                        suggested: (needed * 2).max(524_288),
+                    });
+                }
                 Err(fatal) => return Err(fatal),
             }
             let entries = match std::fs::read_dir(&dir) {
@@ -325,6 +349,27 @@ impl TreeWatcher {
         Ok(added)
     }
 
+    /// How many directories the walk would still have watched (for the out-of-watches hint).
+    fn count_unwatched(&self, stack: &[PathBuf]) -> usize {
+        let mut stack = stack.to_vec();
+        let mut count = 0;
+        while let Some(dir) = stack.pop() {
+            count += 1;
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                let skipped = self
+                    .scope
+                    .relative(&path)
+                    .is_none_or(|(_, rel)| self.scope.filter.skips_dir(rel));
+                if is_dir && !skipped {
+                    stack.push(path);
+                }
+            }
+        }
+        count
+    }
+
     /// Forget a directory that is gone, and everything that was below it.
     pub fn forget(&mut self, dir: &Path) {
         let before = self.watched.len();
@@ -344,12 +389,29 @@ impl TreeWatcher {
             }
             Err(e) if is_out_of_watches(&e) => Err(WatchError::TooManyWatches {
                 path: dir.to_path_buf(),
+                armed: self.watched.len(),
+                needed: 0,
+                limit: String::new(),
+                suggested: 0,
             }),
             Err(source) => Err(WatchError::Notify {
                 path: dir.to_path_buf(),
                 source,
             }),
         }
+    }
+}
+
+/// The effective limit: the sysctl, or the user namespace's own (`/proc/sys/user/`) if lower.
+fn watch_limit() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
+    match (
+        read("/proc/sys/fs/inotify/max_user_watches"),
+        read("/proc/sys/user/max_inotify_watches"),
+    ) {
+        (Some(a), Some(b)) => a.min(b).to_string(),
+        (Some(a), None) | (None, Some(a)) => a.to_string(),
+        (None, None) => "unknown".into(),
     }
 }
 

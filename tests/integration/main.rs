@@ -5,6 +5,7 @@
 
 mod discovery;
 mod exit_codes;
+mod limits;
 mod releases;
 mod service;
 mod support;

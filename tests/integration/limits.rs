@@ -1,0 +1,79 @@
+//! Watching at the limits: out of inotify watches is a clear error (never a silent partial
+//! watch), `--poll` works where inotify does not; and the packaging helpers print what they say.
+
+use std::process::Command;
+
+use crate::support::{AppDir, CEILING, Gunicorn, host_shared, hupwatch};
+
+#[test]
+fn out_of_inotify_watches_is_an_error_saying_how_many_are_needed() {
+    let dir = AppDir::new();
+    for i in 0..30 {
+        dir.write(&format!("pkg{i}/sub/mod.py"), "");
+    }
+    // A user namespace has its own inotify limit (/proc/sys/user/max_inotify_watches), so the
+    // test can lower it without touching the host's.
+    let bin = env!("CARGO_BIN_EXE_hupwatch");
+    let script = format!(
+        "echo 10 > /proc/sys/user/max_inotify_watches && exec {bin} watch --watch {} --pid 999999999",
+        dir.path().display()
+    );
+    let Ok(out) = Command::new("unshare")
+        .args(["-Ur", "sh", "-c", &script])
+        .output()
+    else {
+        eprintln!("skipped: no unshare");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("unshare:") {
+        eprintln!("skipped: user namespaces unavailable: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("out of inotify watches"), "{stderr}");
+    assert!(stderr.contains("10 armed, about 61 needed"), "{stderr}");
+    assert!(
+        stderr.contains("sysctl fs.inotify.max_user_watches="),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ready"), "no partial watch: {stderr}");
+}
+
+#[test]
+fn poll_mode_sees_changes_without_inotify() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--watch")
+        .arg(dir.path())
+        .args([
+            "--poll",
+            "100ms",
+            "--debounce",
+            "200ms",
+            "--pid",
+            &g.pid().to_string(),
+        ])
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    dir.write_app("v2-polled");
+    daemon.wait_for_line("reloaded master", CEILING);
+    assert!(g.get().starts_with("v2-polled "));
+}
+
+#[test]
+fn completions_and_man_page_are_generated_from_the_flags() {
+    let bash = hupwatch().args(["completions", "bash"]).output();
+    bash.assert_code(0).assert_stdout_contains("--release-link");
+    let man = hupwatch().arg("man").output();
+    man.assert_code(0).assert_stdout_contains(".TH hupwatch");
+    hupwatch()
+        .args(["completions", "tcsh"])
+        .output()
+        .assert_code(2);
+}
