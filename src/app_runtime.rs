@@ -42,28 +42,6 @@ impl AppRuntime {
         let release_link = config.reload.release_link.as_ref().map(|l| l.path());
         let tree = TreeWatcher::start(&config.watch, release_link, tag, changes, control)?;
         let links = LinkTargets::new(tree.links());
-        let roots: Vec<_> = config
-            .watch
-            .roots
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect();
-        let under = if roots.is_empty() {
-            String::new()
-        } else {
-            format!(" under {}", roots.join(", "))
-        };
-        info!(
-            app = %config.name,
-            directories = tree.directory_count(),
-            links = tree.links().len(),
-            "ready: watching {} directories{under} and {} symlinks",
-            tree.directory_count(),
-            tree.links().len(),
-        );
-        if !tree.links().is_empty() {
-            info!(app = %config.name, "following symlinks: {}", links.describe());
-        }
         let mut server_output = ServerOutput::default();
         match discover::find_master(&config.target) {
             Ok(master) => {
@@ -74,6 +52,13 @@ impl AppRuntime {
                 warn!(app = %config.name, "no target yet ({e}); will look again at each reload")
             }
         }
+        info!(
+            app = %config.name,
+            directories = tree.directory_count(),
+            links = tree.links().len(),
+            "ready: {}",
+            describe_watches(&config, &tree, &links)
+        );
         Ok(Self {
             debouncer: Debouncer::new(config.watch.debounce, config.watch.max_wait),
             target: config.target.clone(),
@@ -148,6 +133,31 @@ impl AppRuntime {
         }
         self.server_output.refresh(master);
     }
+}
+
+/// "watching 12 directories under /srv/app/src; following the symlink /srv/app/current -> …".
+fn describe_watches(config: &AppConfig, tree: &TreeWatcher, links: &LinkTargets) -> String {
+    let mut parts = Vec::new();
+    if !config.watch.roots.is_empty() {
+        let n = tree.directory_count();
+        let roots: Vec<_> = config
+            .watch
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        let noun = if n == 1 { "directory" } else { "directories" };
+        parts.push(format!("watching {n} {noun} under {}", roots.join(", ")));
+    }
+    if !tree.links().is_empty() {
+        let noun = if tree.links().len() == 1 {
+            "symlink"
+        } else {
+            "symlinks"
+        };
+        parts.push(format!("following the {noun} {}", links.describe()));
+    }
+    parts.join("; ")
 }
 
 /// The last target seen for each tracked symlink, so a touch without a real change (or a swap

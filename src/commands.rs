@@ -72,7 +72,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
                 reload,
                 preflight,
             };
-            vec![AppConfig::from_args("app".into(), &args)?]
+            vec![AppConfig::from_args(app_name(&args), &args)?]
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -83,6 +83,38 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
+}
+
+/// A name for the one app given by flags, for log lines: what the user selected it by.
+fn app_name(args: &AppArgs) -> String {
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let from_link = args
+        .release
+        .release_link
+        .as_deref()
+        .and_then(|l| l.parent())
+        .and_then(file_name);
+    let from_pidfile = args
+        .target
+        .pidfile
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .map(|s| s.to_string_lossy().into_owned());
+    let from_root = args
+        .paths
+        .watch
+        .first()
+        .and_then(|p| std::path::absolute(p).ok())
+        .as_deref()
+        .and_then(file_name);
+    args.target
+        .match_text
+        .clone()
+        .or(from_link)
+        .or(from_pidfile)
+        .or_else(|| args.target.pid.map(|p| format!("pid-{p}")))
+        .or(from_root)
+        .unwrap_or_else(|| "app".into())
 }
 
 fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {

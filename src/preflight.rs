@@ -27,11 +27,13 @@ const TAIL_LINES: usize = 20;
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "preflight failed in {dir} ({status}); nothing was sent, the old workers keep serving:\n{tail}"
+        "preflight failed in {dir} ({status}: {last}); nothing was sent, the old workers keep serving:\n{tail}"
     )]
     Failed {
         dir: PathBuf,
         status: String,
+        /// The check's last line: with a traceback, the exception.
+        last: String,
         tail: String,
     },
     #[error("preflight timed out after {timeout:?} in {dir}; nothing was sent:\n{tail}")]
@@ -253,12 +255,14 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let tail = tail(&output.join().unwrap_or_default());
+    let output = output.join().unwrap_or_default();
+    let tail = tail(&output);
     match status {
         Some(s) if s.success() => Ok(started.elapsed()),
         Some(s) => Err(PreflightError::Failed {
             dir: plan.dir.clone(),
             status: s.to_string(),
+            last: last_line(&output),
             tail,
         }),
         None => Err(PreflightError::TimedOut {
@@ -267,6 +271,16 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
             tail,
         }),
     }
+}
+
+fn last_line(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output");
+    line.trim().chars().take(200).collect()
 }
 
 fn tail(output: &[u8]) -> String {

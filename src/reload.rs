@@ -29,8 +29,11 @@ pub enum ReloadError {
     Target(#[from] DiscoverError),
     #[error(transparent)]
     Signal(#[from] SignalError),
-    #[error("release held back: {0}")]
-    Preflight(#[from] PreflightError),
+    #[error("release held back: {source}{hint}")]
+    Preflight {
+        source: PreflightError,
+        hint: String,
+    },
     #[error("{0}; not acting on it")]
     Release(#[from] ReleaseError),
     #[error(
@@ -176,11 +179,28 @@ fn preflight_until_stable(
             .clone()
             .or_else(|| master_runtime::worker_start_dir(master))
             .unwrap_or_else(|| PathBuf::from("/"));
-        let Some(plan) = preflight::plan(&settings.preflight, master, &dir)? else {
+        let plan = preflight::plan(&settings.preflight, master, &dir).map_err(|source| {
+            ReloadError::Preflight {
+                source,
+                hint: String::new(),
+            }
+        })?;
+        let Some(plan) = plan else {
+            debug!(master = master.pid, "preflight off");
             return Ok((release, None));
         };
         info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let took = preflight::run(&plan, settings.preflight.timeout)?;
+        let took = preflight::run(&plan, settings.preflight.timeout).map_err(|source| {
+            // The link already names the broken release while the old one still serves.
+            let hint = link.map_or(String::new(), |l| {
+                format!(
+                    "\n  note: {} points at this release while the master still runs the previous one; \
+                     a restart or any other HUP would load it: fix the release or swap the link back",
+                    l.path().display()
+                )
+            });
+            ReloadError::Preflight { source, hint }
+        })?;
         info!(
             master = master.pid,
             elapsed_ms = took.as_millis() as u64,

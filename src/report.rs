@@ -52,11 +52,12 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         elapsed_ms = outcome.elapsed.as_millis() as u64,
         preflight_ms = outcome.preflight.map(|d| d.as_millis() as u64),
         release = outcome.release.as_ref().map(|r| r.display().to_string()),
-        "reloaded {masters} ({}): workers {} -> {} in {}{release}",
+        "reloaded {masters} ({}): workers {} -> {}, replaced in {} and stable for {}s{release}",
         m.name,
         pids(&outcome.old),
         pids(&outcome.new),
         human(outcome.elapsed),
+        crate::verify::SETTLE.as_secs(),
     );
 }
 
@@ -75,7 +76,7 @@ pub fn reload_failed(err: &ReloadError) {
     match err {
         ReloadError::Verify { .. }
         | ReloadError::Upgrade { .. }
-        | ReloadError::Preflight(_)
+        | ReloadError::Preflight { .. }
         | ReloadError::StaleRelease { .. } => error!("{err}"),
         _ => error!("reload failed: {err}"),
     }

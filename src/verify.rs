@@ -19,11 +19,14 @@ const POLL: Duration = Duration::from_millis(50);
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(
-        "master {pid} exited during the reload (a worker failed to boot? see Gunicorn's log); workers before: {old:?}"
+        "master {pid} exited during the reload (a worker failed to boot? see Gunicorn's log); workers before: {}",
+        join(old)
     )]
     MasterDied { pid: u32, old: Vec<u32> },
     #[error(
-        "reload not confirmed after {timeout:?}: old workers still running {lingering:?}, new workers {new:?} (wanted {wanted})"
+        "reload not confirmed after {timeout:?}: old workers still running: {}; new workers: {} (wanted {wanted})",
+        join(lingering),
+        join(new)
     )]
     Timeout {
         timeout: Duration,
@@ -33,6 +36,16 @@ pub enum VerifyError {
     },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
+}
+
+fn join(pids: &[u32]) -> String {
+    if pids.is_empty() {
+        return "none".into();
+    }
+    pids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What one look at the workers says about a HUP reload in progress.

@@ -192,7 +192,11 @@ fn ready_status_and_stopping_reach_the_notify_socket() {
         .spawn();
     wait_for("READY=1");
     app.write_app("v2");
-    wait_for(&format!("STATUS=app: reloaded master {}", g.pid()));
+    wait_for(&format!(
+        "STATUS=pid-{}: reloaded master {}",
+        g.pid(),
+        g.pid()
+    ));
     daemon.stop().assert_code(0);
     wait_for("STOPPING=1");
 }

@@ -1,0 +1,13 @@
+# Gunicorn settings for the demo app. Gunicorn reads ./gunicorn.conf.py from its working
+# directory by default, so starting it in the deploy's `current` link picks this file up,
+# and every HUP reads it again from the release `current` then points at.
+import os
+
+# Loopback only; demo.sh picks a free port and passes it in DEMO_PORT.
+bind = f"127.0.0.1:{os.environ.get('DEMO_PORT', '8000')}"
+workers = 2
+# A HUP blocks the master until the old workers have drained (or this many seconds passed).
+graceful_timeout = 5
+# Gunicorn >= 25.1 opens a control socket shared by every master of the user
+# (~/.gunicorn/gunicorn.ctl); the demo does not need it and must not take it over.
+control_socket_disable = True
