@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::{AppConfig, TargetSelector};
+use crate::config::{AppConfig, By, TargetSelector};
 use crate::debounce::Debouncer;
 use crate::discover::{self, MasterProcess};
 use crate::proc_table;
@@ -117,6 +117,16 @@ impl AppRuntime {
                     self.debouncer.on_change_with(now, SWAP_SETTLE);
                 }
             }
+            WatchEvent::RootTouched(root) => {
+                if root.is_dir() {
+                    let directories = self.tree.rearm_through(&root)?;
+                    info!(app = %self.config.name, root = %root.display(), directories, "watch root replaced: watches re-armed");
+                    self.debouncer.on_change(now);
+                } else {
+                    self.tree.forget(&root);
+                    warn!(app = %self.config.name, root = %root.display(), "watch root {} is gone; watching for it to come back", root.display());
+                }
+            }
             WatchEvent::Error(message) => warn!(app = %self.config.name, "watch error: {message}"),
         }
         Ok(())
@@ -125,11 +135,11 @@ impl AppRuntime {
     /// After a successful reload: follow a new master, learn the files it writes.
     pub fn apply(&mut self, outcome: &ReloadOutcome) {
         let master = &outcome.master;
-        if self.target == TargetSelector::Pid(i64::from(outcome.old_master))
+        if self.target.by == By::Pid(i64::from(outcome.old_master))
             && master.pid != outcome.old_master
         {
             info!(app = %self.config.name, master = master.pid, "following the new master {}", master.pid);
-            self.target = TargetSelector::Pid(i64::from(master.pid));
+            self.target.by = By::Pid(i64::from(master.pid));
         }
         self.server_output.refresh(master);
     }

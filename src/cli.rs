@@ -182,19 +182,19 @@ pub struct DebounceArgs {
 
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Target (default: the only Gunicorn master on this host)")]
-#[group(id = "selector", multiple = false)]
+#[group(skip)]
 pub struct TargetArgs {
     /// Read the master's PID from this Gunicorn pidfile (`-p`/`--pid` of Gunicorn).
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "HUPWATCH_PIDFILE",
-        group = "selector"
-    )]
+    #[arg(long, value_name = "PATH", env = "HUPWATCH_PIDFILE")]
     pub pidfile: Option<PathBuf>,
 
     /// The master's PID.
-    #[arg(long, value_name = "PID", env = "HUPWATCH_PID", group = "selector")]
+    #[arg(
+        long,
+        value_name = "PID",
+        env = "HUPWATCH_PID",
+        conflicts_with = "pidfile"
+    )]
     pub pid: Option<i64>,
 
     /// Select the master whose name / app spec, command line or working directory contains TEXT.
@@ -202,9 +202,13 @@ pub struct TargetArgs {
         long = "match",
         value_name = "TEXT",
         env = "HUPWATCH_MATCH",
-        group = "selector"
+        conflicts_with_all = ["pidfile", "pid"]
     )]
     pub match_text: Option<String>,
+
+    /// Only masters run by this user (name or uid) are ever targets, whatever the selector.
+    #[arg(long, value_name = "USER", env = "HUPWATCH_USER")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Args)]

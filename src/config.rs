@@ -45,11 +45,20 @@ pub enum ConfigError {
     EmptyPreflight,
     #[error("--preflight-timeout must be more than zero")]
     ZeroPreflightTimeout,
+    #[error("--user {0:?}: no such user on this host")]
+    UnknownUser(String),
 }
 
-/// Which master a command acts on.
+/// Which master a command acts on: how it is named, and optionally whose it must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetSelector {
+pub struct TargetSelector {
+    pub by: By,
+    /// `--user`: only masters run by this user are ever targets.
+    pub user: Option<UserFilter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum By {
     Pidfile(PathBuf),
     /// Kept signed so `--pid=0` or `--pid=-1` is refused by discovery with its own message.
     Pid(i64),
@@ -58,16 +67,39 @@ pub enum TargetSelector {
     OnlyOne,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserFilter {
+    pub uid: u32,
+    pub name: String,
+}
+
 impl TargetSelector {
     pub fn from_args(args: &TargetArgs) -> Result<Self, ConfigError> {
-        Ok(match (&args.pidfile, args.pid, &args.match_text) {
-            (Some(path), _, _) => Self::Pidfile(std::path::absolute(path).unwrap_or(path.clone())),
-            (_, Some(pid), _) => Self::Pid(pid),
+        let by = match (&args.pidfile, args.pid, &args.match_text) {
+            (Some(path), _, _) => By::Pidfile(std::path::absolute(path).unwrap_or(path.clone())),
+            (_, Some(pid), _) => By::Pid(pid),
             (_, _, Some(text)) if text.is_empty() => return Err(ConfigError::EmptyMatch),
-            (_, _, Some(text)) => Self::Match(text.clone()),
-            _ => Self::OnlyOne,
-        })
+            (_, _, Some(text)) => By::Match(text.clone()),
+            _ => By::OnlyOne,
+        };
+        let user = args.user.as_deref().map(user_filter).transpose()?;
+        Ok(Self { by, user })
     }
+}
+
+/// A user name or numeric uid that exists on this host.
+fn user_filter(text: &str) -> Result<UserFilter, ConfigError> {
+    use nix::unistd::{Uid, User};
+    let found = match text.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => User::from_name(text).ok().flatten(),
+    };
+    found
+        .map(|u| UserFilter {
+            uid: u.uid.as_raw(),
+            name: u.name,
+        })
+        .ok_or_else(|| ConfigError::UnknownUser(text.to_string()))
 }
 
 /// How a reload is sent and checked.

@@ -62,6 +62,7 @@ struct Section {
     pid: Option<i64>,
     #[serde(rename = "match")]
     match_text: Option<String>,
+    user: Option<String>,
     strategy: Option<Strategy>,
     #[serde(default, deserialize_with = "signal")]
     signal: Option<String>,
@@ -193,12 +194,14 @@ impl SourceFile<'_> {
                 pidfile: app.pidfile.clone().map(resolve),
                 pid: app.pid,
                 match_text: app.match_text.clone(),
+                user: pick!(user),
             }
         } else {
             TargetArgs {
                 pidfile: top.pidfile.clone().map(resolve),
                 pid: top.pid,
                 match_text: top.match_text.clone(),
+                user: pick!(user),
             }
         };
         let chosen = [
@@ -293,6 +296,7 @@ fn key_of(e: &ConfigError) -> &'static str {
         ConfigError::ReleaseLink(_) => "release_link",
         ConfigError::EmptyPreflight => "preflight",
         ConfigError::ZeroPreflightTimeout => "preflight_timeout",
+        ConfigError::UnknownUser(_) => "user",
     }
 }
 
@@ -320,7 +324,7 @@ fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{PreflightCheck, TargetSelector};
+    use crate::config::{By, PreflightCheck};
 
     fn scratch() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -376,7 +380,7 @@ wsgi_app = "blog.wsgi:application"
             vec![dir.join("shop/src")],
             "relative to the file"
         );
-        assert_eq!(shop.target, TargetSelector::Pidfile("/run/shop.pid".into()));
+        assert_eq!(shop.target.by, By::Pidfile("/run/shop.pid".into()));
         assert_eq!(shop.reload.strategy, Strategy::Upgrade);
         assert_eq!(
             shop.watch.debounce,
@@ -388,7 +392,7 @@ wsgi_app = "blog.wsgi:application"
             Duration::from_millis(200),
             "app override"
         );
-        assert_eq!(blog.target, TargetSelector::Match("blog".into()));
+        assert_eq!(blog.target.by, By::Match("blog".into()));
         assert_eq!(
             blog.reload.preflight.check,
             PreflightCheck::Gunicorn {
@@ -410,7 +414,7 @@ wsgi_app = "blog.wsgi:application"
         )
         .unwrap();
         assert_eq!(apps.len(), 1);
-        assert_eq!(apps[0].target, TargetSelector::Pid(4242));
+        assert_eq!(apps[0].target.by, By::Pid(4242));
         assert_eq!(apps[0].reload.preflight.check, PreflightCheck::Off);
     }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::TargetSelector;
+use crate::config::{By, TargetSelector};
 use crate::gunicorn_cmdline::{self, GunicornCmdline, TitledRole};
 use crate::proc_table::{self, ProcStat};
 
@@ -60,8 +60,14 @@ impl MasterProcess {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
-    #[error("no Gunicorn master is running on this host")]
-    NoneRunning,
+    #[error("no Gunicorn master{0} is running on this host")]
+    NoneRunning(String),
+    #[error("PID {pid} is run by {actual}, not by {wanted} (--user); nothing was sent")]
+    WrongUser {
+        pid: u32,
+        actual: String,
+        wanted: String,
+    },
     #[error("no Gunicorn master matches {0:?} (name/app spec, command line or cwd)")]
     NoMatch(String),
     #[error(
@@ -100,19 +106,19 @@ const PIDFILE_GRACE: Duration = Duration::from_secs(2);
 
 /// Resolve the selector to exactly one master.
 pub fn find_master(selector: &TargetSelector) -> Result<MasterProcess, DiscoverError> {
-    match selector {
-        TargetSelector::Pid(pid) => master_by_pid(checked_pid(*pid)?),
-        TargetSelector::Pidfile(path) => {
+    let master = match &selector.by {
+        By::Pid(pid) => master_by_pid(checked_pid(*pid)?)?,
+        By::Pidfile(path) => {
             let pid = read_pidfile(path)?;
             let mut master = master_by_pid(pid).map_err(|e| DiscoverError::PidfileStale {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
             master.pidfile = Some(path.clone());
-            Ok(master)
+            master
         }
-        TargetSelector::Match(text) => {
-            let matching: Vec<_> = all_masters()
+        By::Match(text) => {
+            let matching: Vec<_> = masters_of(selector)
                 .into_iter()
                 .filter(|m| matches_text(m, text))
                 .collect();
@@ -120,22 +126,46 @@ pub fn find_master(selector: &TargetSelector) -> Result<MasterProcess, DiscoverE
                 matching,
                 || DiscoverError::NoMatch(text.clone()),
                 &format!("match {text:?}"),
-            )
+            )?
         }
-        TargetSelector::OnlyOne => only_one(
-            all_masters(),
-            || DiscoverError::NoneRunning,
+        By::OnlyOne => only_one(
+            masters_of(selector),
+            || DiscoverError::NoneRunning(user_note(selector)),
             "are running on this host",
-        ),
+        )?,
+    };
+    match &selector.user {
+        Some(user) if user.uid != master.uid => Err(DiscoverError::WrongUser {
+            pid: master.pid,
+            actual: master.user,
+            wanted: user.name.clone(),
+        }),
+        _ => Ok(master),
     }
+}
+
+/// Every master, restricted to `--user` when given.
+fn masters_of(selector: &TargetSelector) -> Vec<MasterProcess> {
+    let mut masters = all_masters();
+    if let Some(user) = &selector.user {
+        masters.retain(|m| m.uid == user.uid);
+    }
+    masters
+}
+
+fn user_note(selector: &TargetSelector) -> String {
+    selector
+        .user
+        .as_ref()
+        .map_or(String::new(), |u| format!(" run by {}", u.name))
 }
 
 /// The masters the selector names (all of them for `OnlyOne`), for `status`.
 pub fn list_masters(selector: &TargetSelector) -> Result<Vec<MasterProcess>, DiscoverError> {
-    match selector {
-        TargetSelector::OnlyOne => Ok(all_masters()),
-        TargetSelector::Match(text) => {
-            let found: Vec<_> = all_masters()
+    match &selector.by {
+        By::OnlyOne => Ok(masters_of(selector)),
+        By::Match(text) => {
+            let found: Vec<_> = masters_of(selector)
                 .into_iter()
                 .filter(|m| matches_text(m, text))
                 .collect();
@@ -144,7 +174,7 @@ pub fn list_masters(selector: &TargetSelector) -> Result<Vec<MasterProcess>, Dis
             }
             Ok(found)
         }
-        other => find_master(other).map(|m| vec![m]),
+        _ => find_master(selector).map(|m| vec![m]),
     }
 }
 

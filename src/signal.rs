@@ -112,3 +112,59 @@ fn map_errno(master: &MasterProcess, signal: Signal, errno: Errno) -> SignalErro
 pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
     proc_table::read_stat(pid).is_ok_and(|s| s.start_ticks == start_ticks && !s.is_dead())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gunicorn_cmdline::GunicornCmdline;
+
+    /// A master as discovery would have described it, for the process `pid`.
+    fn described(pid: u32, start_ticks: u64) -> MasterProcess {
+        MasterProcess {
+            pid,
+            ppid: std::process::id(),
+            start_ticks,
+            uid: 0,
+            user: "root".into(),
+            name: "app:app".into(),
+            cmdline: vec![],
+            parsed: GunicornCmdline::default(),
+            cwd: None,
+            pidfile: None,
+            workers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_recycled_pid_is_refused_and_its_new_owner_left_alone() {
+        let mut newcomer = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = newcomer.id();
+        let real_start = proc_table::read_stat(pid).unwrap().start_ticks;
+        // Discovery saw a master with this PID that started earlier: the PID was recycled.
+        let err = send(&described(pid, real_start - 1), Signal::SIGHUP).unwrap_err();
+        assert!(matches!(err, SignalError::Recycled { .. }), "{err}");
+        assert!(err.is_target_problem());
+        // Same start time but not a Gunicorn master: refused too.
+        let err = send(&described(pid, real_start), Signal::SIGHUP).unwrap_err();
+        assert!(matches!(err, SignalError::NoLongerMaster { .. }), "{err}");
+        assert!(is_alive(pid, real_start), "nothing was delivered");
+        newcomer.kill().unwrap();
+        newcomer.wait().unwrap();
+        assert!(!is_alive(pid, real_start));
+    }
+
+    #[test]
+    fn a_gone_process_is_reported_as_gone() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let err = send(&described(pid, 1), Signal::SIGHUP).unwrap_err();
+        assert!(
+            matches!(err, SignalError::Gone { .. } | SignalError::Recycled { .. }),
+            "{err}"
+        );
+    }
+}

@@ -59,6 +59,9 @@ pub enum WatchEvent {
     /// A tracked symlink (the release link, or one on the way to a watch root) was touched:
     /// compare its target.
     LinkTouched(PathBuf),
+    /// A watch root itself was deleted, re-created or replaced (a `git checkout` of another
+    /// branch, `rsync --delete`, a directory swapped for a symlink): its watches must move.
+    RootTouched(PathBuf),
     Error(String),
 }
 
@@ -116,6 +119,10 @@ impl Scope {
         for path in event.paths {
             if self.links.contains(&path) {
                 emit(WatchEvent::LinkTouched(path));
+                continue;
+            }
+            if self.roots.iter().any(|r| !r.is_file && r.path == path) {
+                emit(WatchEvent::RootTouched(path));
                 continue;
             }
             let Some((root, rel)) = self.relative(&path) else {
@@ -244,11 +251,15 @@ impl TreeWatcher {
                 })?;
         }
         for root in &scope.roots {
+            let parent = root.path.parent().unwrap_or(Path::new("/")).to_path_buf();
             if root.is_file {
-                let parent = root.path.parent().unwrap_or(Path::new("/")).to_path_buf();
                 tree.watch_dir(&parent)?;
             } else {
                 tree.add_tree(&root.path.clone())?;
+                // The root's own directory, to see the root itself replaced (see RootTouched).
+                if !tree.watched.contains(&parent) {
+                    let _ = tree.watcher.watch(&parent, RecursiveMode::NonRecursive);
+                }
             }
         }
         Ok(tree)

@@ -5,9 +5,12 @@
 
 mod discovery;
 mod exit_codes;
+mod faults;
+mod hostile;
 mod limits;
 mod releases;
 mod service;
+mod soak;
 mod support;
 mod watch;
 

@@ -96,6 +96,13 @@ impl HupwatchCommand {
         self
     }
 
+    /// Run as this uid and gid (the test must run as root).
+    pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        std::os::unix::process::CommandExt::uid(&mut self.cmd, uid);
+        std::os::unix::process::CommandExt::gid(&mut self.cmd, gid);
+        self
+    }
+
     /// Runs to completion (60 s at most: then kills it and panics). Output lines are echoed
     /// to the test's stderr behind `[hupwatch] ` as they come, and returned in the [`Outcome`].
     pub fn output(&mut self) -> Outcome {

@@ -1,0 +1,286 @@
+//! The cases that break reloaders in production, against real Gunicorn and real processes:
+//! masters that die or are replaced, trees deleted and re-created, swap storms, unreadable
+//! directories, and hupwatch stopped in the middle of an upgrade.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::{
+    AppDir, CEILING, Daemon, Gunicorn, ReleaseTree, Venv, app_source, host_shared, hupwatch,
+    poll_until, proc,
+};
+
+const RELOADED: &str = "reloaded master";
+const NOBODY: u32 = 65534;
+
+fn quiet_spell() {
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+fn watch(root: &std::path::Path, selector: &[&str]) -> Daemon {
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--watch")
+        .arg(root)
+        .args(["--debounce", "200ms"])
+        .args(selector)
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+    daemon
+}
+
+fn slow_app(version: &str, seconds: u32) -> String {
+    format!(
+        "import time\ntime.sleep({seconds})\n{}",
+        app_source(version)
+    )
+}
+
+#[test]
+fn a_stale_pidfile_naming_another_process_is_never_signalled() {
+    let dir = AppDir::new();
+    let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+    let pidfile = dir.join("gunicorn.pid");
+    std::fs::write(&pidfile, format!("{}\n", sleeper.id())).unwrap();
+    let out = hupwatch()
+        .arg("reload")
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .output();
+    out.assert_code(3)
+        .assert_stderr_contains("is stale")
+        .assert_stderr_contains("not a Gunicorn master");
+    assert!(
+        proc::is_live(sleeper.id()),
+        "the recycled PID's process must survive"
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+#[test]
+fn a_master_killed_mid_reload_is_reported_and_the_restarted_one_is_reloaded() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write("app.py", &slow_app("v1", 3));
+    let first = Gunicorn::builder(&dir).workers(1).start();
+    let needle = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let daemon = watch(dir.path(), &["--match", &needle, "--no-preflight"]);
+
+    dir.write("app.py", &slow_app("v2", 3));
+    daemon.wait_for_line("sent SIGHUP", CEILING);
+    kill(Pid::from_raw(first.pid() as i32), Signal::SIGKILL).unwrap();
+    let line = daemon.wait_for_line("failed", CEILING);
+    assert!(
+        line.contains(&format!("master {}", first.pid())) && line.contains("exited"),
+        "{line}"
+    );
+    drop(first);
+    assert!(daemon.is_running(), "a failed reload must not stop watch");
+
+    dir.write_app("v3");
+    let second = Gunicorn::builder(&dir).workers(1).start();
+    dir.write_app("v4");
+    daemon.wait_for_line(&format!("{RELOADED} {}", second.pid()), CEILING);
+    assert!(second.get().starts_with("v4 "));
+}
+
+#[test]
+fn a_deleted_and_recreated_watch_root_and_subdirectory_are_watched_again() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    dir.write("src/pkg/views.py", "X = 1\n");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let src = dir.join("src");
+    let daemon = watch(&src, &["--pid", &g.pid().to_string()]);
+
+    // `git checkout other-branch` / `rsync --delete`: the whole root goes and comes back.
+    std::fs::remove_dir_all(&src).unwrap();
+    dir.write("src/pkg/views.py", "X = 2\n");
+    daemon.wait_for_count(RELOADED, 1, CEILING);
+    quiet_spell();
+    let settled = daemon.count_lines(RELOADED);
+    dir.write("src/pkg/models.py", "Y = 1\n");
+    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
+
+    // A subdirectory deleted and re-created.
+    quiet_spell();
+    let settled = daemon.count_lines(RELOADED);
+    std::fs::remove_dir_all(src.join("pkg")).unwrap();
+    dir.write("src/pkg/new.py", "Z = 1\n");
+    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
+    quiet_spell();
+    let settled = daemon.count_lines(RELOADED);
+    dir.write("src/pkg/newer.py", "Z = 2\n");
+    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
+}
+
+#[test]
+fn a_watch_root_replaced_by_a_symlink_is_followed() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    dir.write("code/a.py", "A = 1\n");
+    dir.write("other/b.py", "B = 1\n");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let code = dir.join("code");
+    let daemon = watch(&code, &["--pid", &g.pid().to_string()]);
+
+    std::fs::rename(&code, dir.join("code.old")).unwrap();
+    symlink(dir.join("other"), &code).unwrap();
+    daemon.wait_for_count(RELOADED, 1, CEILING);
+    quiet_spell();
+    let settled = daemon.count_lines(RELOADED);
+    dir.write("code.old/a.py", "A = 2\n");
+    quiet_spell();
+    assert_eq!(
+        daemon.count_lines(RELOADED),
+        settled,
+        "the replaced tree is not watched"
+    );
+    dir.write("other/b.py", "B = 2\n");
+    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
+}
+
+#[test]
+fn fifty_swaps_in_one_second_give_one_reload_for_the_last_target() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "r0");
+    for i in 1..=50 {
+        tree.good(&format!("r{i}"));
+    }
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .workers(2)
+        .start();
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--release-link")
+        .arg(tree.current())
+        .args(["--pid", &g.pid().to_string()])
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+    for i in 1..=50 {
+        tree.swap(&format!("r{i}"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = daemon.wait_for_line(RELOADED, CEILING);
+    assert!(line.contains("releases/r50"), "{line}");
+    quiet_spell();
+    assert_eq!(daemon.count_lines("sent SIGHUP"), 1, "{}", daemon.output());
+    assert!(g.get().starts_with("r50 "));
+}
+
+#[test]
+fn unreadable_directories_are_skipped_with_one_warning_each_and_the_rest_is_watched() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to run hupwatch as another user");
+        return;
+    }
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    for secret in ["secret-a/x.py", "secret-b/y.py", "open/z.py"] {
+        dir.write(secret, "");
+    }
+    for secret in ["secret-a", "secret-b"] {
+        std::fs::set_permissions(dir.join(secret), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let g = Gunicorn::builder(&dir)
+        .venv(Venv::SystemPlain)
+        .user(NOBODY, NOBODY)
+        .workers(1)
+        .start();
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--watch")
+        .arg(dir.path())
+        .args([
+            "--debounce",
+            "200ms",
+            "--no-preflight",
+            "--pid",
+            &g.pid().to_string(),
+        ])
+        .user(NOBODY, NOBODY)
+        .spawn();
+    let ready = daemon.wait_for_line("ready", CEILING);
+    assert!(
+        ready.contains("watching 2 directories"),
+        "root and open/: {ready}"
+    );
+    for secret in ["secret-a", "secret-b"] {
+        let warnings = daemon
+            .output()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(secret))
+            .count();
+        assert_eq!(
+            warnings,
+            1,
+            "one warning for {secret}:\n{}",
+            daemon.output()
+        );
+    }
+    dir.write("open/z.py", "Z = 1\n");
+    daemon.wait_for_line(RELOADED, CEILING);
+}
+
+#[test]
+fn sigterm_during_an_upgrade_finishes_it_and_leaves_one_master() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    dir.write("releases/release-2/app.py", &slow_app("release-2", 2));
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .pidfile(true)
+        .workers(1)
+        .start();
+    let pidfile = g.pidfile().unwrap();
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--release-link")
+        .arg(tree.current())
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .args(["--strategy", "upgrade", "--no-preflight"])
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+    tree.swap("release-2");
+    daemon.wait_for_line("sent SIGUSR2", CEILING);
+    let stopped = daemon.stop();
+    stopped
+        .assert_code(0)
+        .assert_stderr_contains("finishing the upgrade");
+    let outcome = format!("{}{}", stopped.stdout, stopped.stderr);
+    assert!(
+        outcome.contains(RELOADED),
+        "the upgrade was finished:\n{outcome}"
+    );
+
+    // Exactly one master serves, and it is the new one.
+    let new_master: u32 = poll_until(CEILING, "pidfile renamed back", || {
+        std::fs::read_to_string(&pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p != g.pid())
+    });
+    assert!(!g.is_alive(), "the old master must be gone");
+    assert!(proc::is_live(new_master));
+    assert!(g.get().starts_with("release-2 "));
+}
