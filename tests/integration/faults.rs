@@ -10,28 +10,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::{
-    AppDir, CEILING, Daemon, Gunicorn, ReleaseTree, Venv, app_source, host_shared, hupwatch,
-    poll_until, proc,
+    AppDir, CEILING, Gunicorn, ReleaseTree, Venv, app_source, host_shared, hupwatch, poll_until,
+    proc, quiet_spell, watch_tree,
 };
 
 const RELOADED: &str = "reloaded master";
 const NOBODY: u32 = 65534;
-
-fn quiet_spell() {
-    std::thread::sleep(Duration::from_millis(1500));
-}
-
-fn watch(root: &std::path::Path, selector: &[&str]) -> Daemon {
-    let daemon = hupwatch()
-        .arg("watch")
-        .arg("--watch")
-        .arg(root)
-        .args(["--debounce", "200ms"])
-        .args(selector)
-        .spawn();
-    daemon.wait_for_line("ready", CEILING);
-    daemon
-}
 
 fn slow_app(version: &str, seconds: u32) -> String {
     format!(
@@ -75,7 +59,7 @@ fn a_master_killed_mid_reload_is_reported_and_the_restarted_one_is_reloaded() {
         .to_str()
         .unwrap()
         .to_string();
-    let daemon = watch(dir.path(), &["--match", &needle, "--no-preflight"]);
+    let daemon = watch_tree(dir.path(), &["--match", &needle, "--no-preflight"]);
 
     dir.write("app.py", &slow_app("v2", 3));
     daemon.wait_for_line("sent SIGHUP", CEILING);
@@ -103,7 +87,7 @@ fn a_deleted_and_recreated_watch_root_and_subdirectory_are_watched_again() {
     dir.write("src/pkg/views.py", "X = 1\n");
     let g = Gunicorn::builder(&dir).workers(1).start();
     let src = dir.join("src");
-    let daemon = watch(&src, &["--pid", &g.pid().to_string()]);
+    let daemon = watch_tree(&src, &["--pid", &g.pid().to_string()]);
 
     // `git checkout other-branch` / `rsync --delete`: the whole root goes and comes back.
     std::fs::remove_dir_all(&src).unwrap();
@@ -135,7 +119,7 @@ fn a_watch_root_replaced_by_a_symlink_is_followed() {
     dir.write("other/b.py", "B = 1\n");
     let g = Gunicorn::builder(&dir).workers(1).start();
     let code = dir.join("code");
-    let daemon = watch(&code, &["--pid", &g.pid().to_string()]);
+    let daemon = watch_tree(&code, &["--pid", &g.pid().to_string()]);
 
     std::fs::rename(&code, dir.join("code.old")).unwrap();
     symlink(dir.join("other"), &code).unwrap();

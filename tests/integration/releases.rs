@@ -2,10 +2,8 @@
 //! no failed request, broken ones are held back by the preflight while the old release keeps
 //! answering, for both the HUP and the USR2-upgrade strategies.
 
-use std::time::Duration;
-
 use crate::support::{
-    AppDir, CEILING, Daemon, Gunicorn, Load, ReleaseTree, Venv, host_shared, hupwatch,
+    AppDir, CEILING, Daemon, Gunicorn, Load, ReleaseTree, Venv, host_shared, hupwatch, quiet_spell,
 };
 
 const RELOADED: &str = "reloaded master";
@@ -21,10 +19,6 @@ fn watch_link(tree: &ReleaseTree, g: &Gunicorn, extra: &[&str]) -> Daemon {
         .spawn();
     daemon.wait_for_line("ready", CEILING);
     daemon
-}
-
-fn quiet_spell() {
-    std::thread::sleep(Duration::from_millis(1500));
 }
 
 /// Good swap → served; broken swap → held back, old release answers; good swap → served. All

@@ -4,28 +4,12 @@
 
 use std::time::Duration;
 
-use crate::support::{AppDir, CEILING, Daemon, Gunicorn, Venv, host_shared, hupwatch};
+use crate::support::{
+    AppDir, CEILING, Gunicorn, Venv, host_shared, hupwatch, quiet_spell, watch_tree,
+};
 
 const RELOADED: &str = "reloaded master";
 const SENT: &str = "sent SIGHUP";
-
-fn watch(dir: &AppDir, selector: &[&str]) -> Daemon {
-    let daemon = hupwatch()
-        .arg("watch")
-        .arg("--watch")
-        .arg(dir.path())
-        .args(["--debounce", "200ms"])
-        .args(selector)
-        .spawn();
-    daemon.wait_for_line("ready", CEILING);
-    daemon
-}
-
-/// Let a quiet period pass that would have produced a reload had anything counted: debounce
-/// (200ms) plus a generous margin for a slow machine.
-fn quiet_spell() {
-    std::thread::sleep(Duration::from_millis(1500));
-}
 
 #[test]
 fn a_save_burst_gives_one_reload_and_the_new_code_is_served() {
@@ -37,7 +21,7 @@ fn a_save_burst_gives_one_reload_and_the_new_code_is_served() {
         .workers(2)
         .start();
     let old = g.workers();
-    let daemon = watch(&dir, &["--pid", &g.pid().to_string()]);
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
 
     for version in ["v2", "v3", "v4", "v5", "v6"] {
         dir.write_app(version);
@@ -69,7 +53,10 @@ fn excluded_files_give_no_reload() {
     }
     let g = Gunicorn::builder(&dir).workers(2).start();
     let old = g.workers();
-    let daemon = watch(&dir, &["--pid", &g.pid().to_string(), "--exclude", "*.md"]);
+    let daemon = watch_tree(
+        dir.path(),
+        &["--pid", &g.pid().to_string(), "--exclude", "*.md"],
+    );
 
     for noise in [
         "__pycache__/app.cpython-311.pyc",
@@ -129,7 +116,7 @@ fn changes_during_a_reload_give_exactly_one_more_reload() {
     let dir = AppDir::new();
     dir.write_app("v1");
     let g = Gunicorn::builder(&dir).workers(2).start();
-    let daemon = watch(&dir, &["--pid", &g.pid().to_string()]);
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
 
     dir.write_app("v2");
     daemon.wait_for_line(SENT, CEILING);
@@ -158,7 +145,7 @@ fn a_master_restarted_under_watch_is_found_again() {
         .to_string();
     let first = Gunicorn::builder(&dir).workers(1).start();
     let first_pid = first.pid();
-    let daemon = watch(&dir, &["--match", &needle]);
+    let daemon = watch_tree(dir.path(), &["--match", &needle]);
     drop(first);
 
     let second = Gunicorn::builder(&dir)

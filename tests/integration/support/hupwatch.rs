@@ -64,6 +64,19 @@ pub fn hupwatch() -> HupwatchCommand {
     HupwatchCommand { cmd, cwd: None }
 }
 
+/// `hupwatch watch --watch ROOT --debounce 200ms EXTRA…`, once its `ready` line is out.
+pub fn watch_tree(root: &Path, extra: &[&str]) -> Daemon {
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--watch")
+        .arg(root)
+        .args(["--debounce", "200ms"])
+        .args(extra)
+        .spawn();
+    daemon.wait_for_line("ready", super::CEILING);
+    daemon
+}
+
 /// Builder for one run of `hupwatch`, in the style of `std::process::Command`.
 pub struct HupwatchCommand {
     cmd: Command,

@@ -29,7 +29,7 @@ pub use gunicorn::{AppDir, Gunicorn, app_source};
 #[allow(unused_imports)]
 pub use http::{Load, LoadReport};
 #[allow(unused_imports)]
-pub use hupwatch::{Daemon, HupwatchCommand, Outcome, hupwatch};
+pub use hupwatch::{Daemon, HupwatchCommand, Outcome, hupwatch, watch_tree};
 #[allow(unused_imports)]
 pub use releases::ReleaseTree;
 #[allow(unused_imports)]
@@ -66,6 +66,12 @@ pub fn poll_for<T>(ceiling: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// Let a quiet period pass that would have produced a reload had anything counted: the tests'
+/// debounce (at most 300 ms) plus a generous margin for a slow machine.
+pub fn quiet_spell() {
+    std::thread::sleep(Duration::from_millis(1500));
 }
 
 /// Calls `f` every 50 ms until it returns `Some`; panics naming `what` after `ceiling`.
