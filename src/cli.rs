@@ -306,9 +306,17 @@ pub enum LogFormat {
 }
 
 /// Human durations (`300ms`, `2s`, `1m 30s`); a bare number is refused rather than guessed.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e} (expected a duration such as 300ms, 2s or 1m)"))
+/// Longest duration any setting takes: beyond it a deadline (`Instant + duration`) could
+/// overflow, and no debounce or timeout that long is meant.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e} (expected a duration such as 300ms, 2s or 1m)"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("{text:?} is longer than the maximum of 7 days"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]

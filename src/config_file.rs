@@ -79,13 +79,9 @@ struct Section {
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim())
+    crate::cli::parse_duration(&text)
         .map(Some)
-        .map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?}: {e} (expected e.g. 300ms, 2s)"
-            ))
-        })
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
 }
 
 fn globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -304,11 +300,12 @@ fn key_of(e: &ConfigError) -> &'static str {
 /// toml's span of an `[[app]]` element may cover only its header), else the section's first line.
 fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
     let start = span.start.min(text.len());
+    // `split_inclusive` keeps each line's own terminator, `\n` or `\r\n`, in the offsets.
     let offset = text[start..]
-        .lines()
+        .split_inclusive('\n')
         .scan(0, |pos, line| {
             let here = *pos;
-            *pos += line.len() + 1;
+            *pos += line.len();
             Some((here, line))
         })
         .take_while(|(pos, line)| *pos == 0 || !line.trim_start().starts_with('['))

@@ -41,14 +41,14 @@ impl Debouncer {
         let first = self.pending.map_or(now, |p| p.first);
         self.pending = Some(Pending {
             first,
-            quiet_until: now + quiet,
+            quiet_until: later(now, quiet),
         });
     }
 
     /// When the pending burst is due, or `None` when idle (the caller then sleeps on events only).
     pub fn deadline(&self) -> Option<Instant> {
         self.pending
-            .map(|p| p.quiet_until.min(p.first + self.max_wait))
+            .map(|p| p.quiet_until.min(later(p.first, self.max_wait)))
     }
 
     /// If the burst is due at `now`, forget it and return true: the caller reloads once.
@@ -61,6 +61,14 @@ impl Debouncer {
             _ => false,
         }
     }
+}
+
+/// `at + d`, saturating far in the future: the config caps durations at 7 days, but a
+/// deadline must never panic whatever it is given.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(at)
 }
 
 #[cfg(test)]

@@ -147,9 +147,11 @@ fn parse_args(args: &[String]) -> GunicornCmdline {
         let (flag, value) = match arg.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
             _ if VALUELESS_FLAGS.contains(&arg.as_str()) => continue,
-            _ if !arg.starts_with("--") && arg.len() > 2 => {
-                // `-pPIDFILE`, `-w4`: a short flag with its value attached.
-                (&arg[..2], Some(arg[2..].to_string()))
+            _ if !arg.starts_with("--") && arg.chars().count() > 2 => {
+                // `-pPIDFILE`, `-w4`: a short flag with its value attached. The flag letter
+                // may be any character (a cmdline is anyone's text): split on a char boundary.
+                let cut = arg.char_indices().nth(2).map_or(arg.len(), |(i, _)| i);
+                (&arg[..cut], Some(arg[cut..].to_string()))
             }
             _ => {
                 i += 1;

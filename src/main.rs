@@ -12,11 +12,14 @@ mod debounce;
 mod discover;
 mod error;
 mod filter;
+#[cfg(test)]
+mod fuzz_tests;
 mod gunicorn_cmdline;
 mod logging;
 mod master_runtime;
 mod preflight;
 mod proc_table;
+mod process_tree;
 mod release;
 mod reload;
 mod report;

@@ -1,0 +1,192 @@
+//! The Gunicorn process tree: which live processes are Gunicorn at all, which of them are
+//! masters, and which are each master's workers.
+//!
+//! A process counts as Gunicorn when its command line or title says so *and* its executable is
+//! a Python interpreter; a worker is told from its master by the title, or, untitled, by its
+//! place in the tree (a worker's parent is a master running the same command line).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::gunicorn_cmdline::{self, GunicornCmdline, TitledRole};
+use crate::proc_table::{self, ProcStat};
+
+/// A Gunicorn master as seen at discovery time. `pid` + `start_ticks` is its identity.
+#[derive(Debug, Clone)]
+pub struct MasterProcess {
+    pub pid: u32,
+    pub ppid: u32,
+    pub start_ticks: u64,
+    pub uid: u32,
+    pub user: String,
+    /// The title's NAME, `--name` or the app spec; `?` when the cmdline shows none of them.
+    pub name: String,
+    pub cmdline: Vec<String>,
+    pub parsed: GunicornCmdline,
+    pub cwd: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    pub workers: Vec<WorkerProcess>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerProcess {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+impl MasterProcess {
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.pid).collect()
+    }
+
+    /// One line naming the master for lists and error messages.
+    pub fn describe(&self) -> String {
+        let cwd = self
+            .cwd
+            .as_deref()
+            .map_or_else(|| "?".into(), |p| p.display().to_string());
+        format!(
+            "pid {} ({}, user {}, cwd {}, {} workers)",
+            self.pid,
+            self.name,
+            self.user,
+            cwd,
+            self.workers.len()
+        )
+    }
+}
+
+/// One Gunicorn process from the process table, before roles are decided.
+struct Candidate {
+    stat: ProcStat,
+    cmdline: Vec<String>,
+    parsed: GunicornCmdline,
+}
+
+/// Every live Gunicorn process on the host, by PID.
+fn gunicorn_processes() -> HashMap<u32, Candidate> {
+    let stats = proc_table::all_stats();
+    stats
+        .into_iter()
+        .filter(|s| !s.is_dead() && could_be_gunicorn(&s.comm))
+        .filter_map(|stat| {
+            let cmdline = proc_table::read_cmdline(stat.pid).ok()?;
+            let parsed = gunicorn_cmdline::parse(&cmdline)?;
+            if !runs_python(stat.pid) {
+                return None;
+            }
+            Some((
+                stat.pid,
+                Candidate {
+                    stat,
+                    cmdline,
+                    parsed,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// `comm` is the executable's name (for a shebang script, the script's), or the title's first
+/// 15 bytes with setproctitle: a cheap pre-filter before reading any cmdline.
+fn could_be_gunicorn(comm: &str) -> bool {
+    comm.starts_with("gunicorn") || gunicorn_cmdline::is_python_name(comm)
+}
+
+/// A forged title (`exec -a 'gunicorn: master [x]' sleep 100`) is not a Python interpreter.
+/// When the exe link is unreadable (another user's process, no privileges) the title stands.
+fn runs_python(pid: u32) -> bool {
+    match proc_table::read_exe(pid) {
+        None => true,
+        Some(exe) => exe
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(gunicorn_cmdline::is_python_name),
+    }
+}
+
+/// Decide whether a Gunicorn process is a master. Untitled workers look exactly like their
+/// master, and a freshly forked worker keeps the master's title until it sets its own, so
+/// besides the title the tree decides: a childless child of a Gunicorn process running the same
+/// command line is a worker. A USR2 child master has workers of its own, so it stays a master.
+fn is_master(pid: u32, all: &HashMap<u32, Candidate>) -> bool {
+    let me = &all[&pid];
+    if me.parsed.role == Some(TitledRole::Worker) {
+        return false;
+    }
+    match all.get(&me.stat.ppid) {
+        Some(parent) if parent.cmdline == me.cmdline => has_children(pid, all),
+        _ => true,
+    }
+}
+
+fn has_children(pid: u32, all: &HashMap<u32, Candidate>) -> bool {
+    all.values().any(|c| c.stat.ppid == pid)
+}
+
+fn build_master(pid: u32, all: &HashMap<u32, Candidate>) -> MasterProcess {
+    let me = &all[&pid];
+    let uid = proc_table::read_uid(pid).unwrap_or(u32::MAX);
+    let mut workers: Vec<_> = all
+        .values()
+        .filter(|c| c.stat.ppid == pid && !is_master(c.stat.pid, all))
+        .map(|c| WorkerProcess {
+            pid: c.stat.pid,
+            start_ticks: c.stat.start_ticks,
+        })
+        .collect();
+    workers.sort_by_key(|w| w.pid);
+    let cwd = proc_table::read_cwd(pid);
+    let pidfile = me.parsed.pidfile.as_ref().map(|p| match &cwd {
+        Some(cwd) if p.is_relative() => cwd.join(p),
+        _ => p.clone(),
+    });
+    MasterProcess {
+        pid,
+        ppid: me.stat.ppid,
+        start_ticks: me.stat.start_ticks,
+        uid,
+        user: proc_table::user_name(uid),
+        name: me.parsed.display_name().unwrap_or("?").to_string(),
+        cmdline: me.cmdline.clone(),
+        parsed: me.parsed.clone(),
+        cwd,
+        pidfile,
+        workers,
+    }
+}
+
+/// Every Gunicorn master on the host, ordered by PID.
+pub fn all_masters() -> Vec<MasterProcess> {
+    let all = gunicorn_processes();
+    let mut masters: Vec<_> = all
+        .keys()
+        .filter(|pid| is_master(**pid, &all))
+        .map(|pid| build_master(*pid, &all))
+        .collect();
+    masters.sort_by_key(|m| m.pid);
+    masters
+}
+
+/// One scan of /proc: every live Gunicorn process, roles decided on demand.
+pub struct ProcessTree(HashMap<u32, Candidate>);
+
+impl ProcessTree {
+    pub fn scan() -> Self {
+        Self(gunicorn_processes())
+    }
+
+    pub fn is_gunicorn(&self, pid: u32) -> bool {
+        self.0.contains_key(&pid)
+    }
+
+    /// Only for a PID that `is_gunicorn`.
+    pub fn is_master(&self, pid: u32) -> bool {
+        is_master(pid, &self.0)
+    }
+
+    /// Only for a PID that `is_master`.
+    pub fn master(&self, pid: u32) -> MasterProcess {
+        build_master(pid, &self.0)
+    }
+}
