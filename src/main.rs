@@ -29,6 +29,7 @@ mod upgrade;
 mod verify;
 mod watch;
 mod watch_loop;
+mod watch_scope;
 
 use std::process::ExitCode;
 

@@ -4,23 +4,21 @@
 //! included. Walking the tree ourselves (as watchexec ≥ 8.4 does) means excluded directories
 //! are never watched at all — fewer watches, a faster start, no noise — at the price of adding
 //! watches for directories created later, which the event callback reports.
-//!
-//! Only create / modify (data, name) / remove count: inotify also reports file *opens*, and new
-//! workers importing the code open every file, so a reloader counting opens reloads forever.
+//! What each event means is decided in `watch_scope`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use notify::event::{EventKind, MetadataKind, ModifyKind};
 use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::config::WatchSettings;
-use crate::filter::PathFilter;
 use crate::release;
+pub use crate::watch_scope::WatchEvent;
+use crate::watch_scope::{Root, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -45,113 +43,6 @@ pub enum WatchError {
     },
     #[error("cannot start the file watcher: {0}")]
     Start(#[source] notify::Error),
-}
-
-/// A change that counts, or bookkeeping the watcher needs from the event thread.
-#[derive(Debug)]
-pub enum WatchEvent {
-    /// A file that passes the filter changed (None: the kernel queue overflowed, rescan).
-    Changed(Option<PathBuf>),
-    /// A directory appeared (created or moved in) and needs watches.
-    NewDir(PathBuf),
-    /// A directory went away (deleted or moved out).
-    DirGone(PathBuf),
-    /// A tracked symlink (the release link, or one on the way to a watch root) was touched:
-    /// compare its target.
-    LinkTouched(PathBuf),
-    /// A watch root itself was deleted, re-created or replaced (a `git checkout` of another
-    /// branch, `rsync --delete`, a directory swapped for a symlink): its watches must move.
-    RootTouched(PathBuf),
-    Error(String),
-}
-
-/// A watch root: a directory watched recursively, or a single file.
-#[derive(Debug, Clone)]
-struct Root {
-    path: PathBuf,
-    is_file: bool,
-}
-
-/// Maps an event path to the root it belongs to and applies the filter; shared with the
-/// notify callback thread.
-#[derive(Debug)]
-struct Scope {
-    roots: Vec<Root>,
-    filter: Arc<PathFilter>,
-    /// Symlinks whose swaps matter, watched through their parent directories.
-    links: Vec<PathBuf>,
-}
-
-impl Scope {
-    /// The path relative to its root; `None` when outside every root.
-    fn relative<'a>(&self, path: &'a Path) -> Option<(&Root, &'a Path)> {
-        self.roots
-            .iter()
-            .filter_map(|root| {
-                if root.is_file {
-                    (path == root.path).then_some((root, Path::new(path.file_name()?)))
-                } else {
-                    path.strip_prefix(&root.path).ok().map(|rel| (root, rel))
-                }
-            })
-            .max_by_key(|(root, _)| root.path.as_os_str().len())
-    }
-
-    fn classify(&self, event: Event, emit: &mut impl FnMut(WatchEvent)) {
-        if event.need_rescan() {
-            emit(WatchEvent::Changed(None));
-        }
-        let appears = matches!(
-            event.kind,
-            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
-        );
-        let counts = appears
-            || matches!(
-                event.kind,
-                EventKind::Remove(_)
-                    | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
-                    // The polling watcher reports a write as a new modification time.
-                    | EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime))
-            );
-        if !counts {
-            return;
-        }
-        for path in event.paths {
-            if self.links.contains(&path) {
-                emit(WatchEvent::LinkTouched(path));
-                continue;
-            }
-            if self.roots.iter().any(|r| !r.is_file && r.path == path) {
-                emit(WatchEvent::RootTouched(path));
-                continue;
-            }
-            let Some((root, rel)) = self.relative(&path) else {
-                continue;
-            };
-            if root.is_file {
-                emit(WatchEvent::Changed(Some(path)));
-                continue;
-            }
-            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-            if is_dir {
-                if appears && !self.filter.skips_dir(rel) {
-                    emit(WatchEvent::NewDir(path));
-                }
-            } else if matches!(
-                event.kind,
-                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
-            ) && !path.exists()
-            {
-                // Gone: a file or a directory, we cannot tell any more; both are handled.
-                emit(WatchEvent::DirGone(path.clone()));
-                if self.filter.counts(rel) {
-                    emit(WatchEvent::Changed(Some(path)));
-                }
-            } else if self.filter.counts(rel) {
-                emit(WatchEvent::Changed(Some(path)));
-            }
-        }
-    }
 }
 
 /// What adding a subtree found.

@@ -1,0 +1,185 @@
+//! Tests of the config file: several apps, defaults, and errors that name file, line and key.
+
+use super::*;
+use crate::config::{By, PreflightCheck};
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "hupwatch-cfg-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(dir.join("shop/src")).unwrap();
+    std::fs::create_dir_all(dir.join("blog")).unwrap();
+    dir
+}
+
+fn parse_in(dir: &Path, text: &str) -> Result<Vec<AppConfig>, ConfigFileError> {
+    parse(&dir.join("hupwatch.toml"), text)
+}
+
+fn error_in(dir: &Path, text: &str) -> String {
+    match parse_in(dir, text) {
+        Ok(apps) => panic!("expected an error, parsed {} apps", apps.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn several_apps_with_top_level_defaults() {
+    let dir = scratch();
+    let apps = parse_in(
+        &dir,
+        r#"
+debounce = "1s"
+exclude = ["*.md"]
+
+[[app]]
+name = "shop"
+watch = ["shop/src"]
+pidfile = "/run/shop.pid"
+strategy = "upgrade"
+
+[[app]]
+name = "blog"
+watch = ["blog"]
+match = "blog"
+debounce = "200ms"
+wsgi_app = "blog.wsgi:application"
+"#,
+    )
+    .unwrap();
+    assert_eq!(apps.len(), 2);
+    let (shop, blog) = (&apps[0], &apps[1]);
+    assert_eq!(shop.name, "shop");
+    assert_eq!(
+        shop.watch.roots,
+        vec![dir.join("shop/src")],
+        "relative to the file"
+    );
+    assert_eq!(shop.target.by, By::Pidfile("/run/shop.pid".into()));
+    assert_eq!(shop.reload.strategy, Strategy::Upgrade);
+    assert_eq!(
+        shop.watch.debounce,
+        Duration::from_secs(1),
+        "top-level default"
+    );
+    assert_eq!(
+        blog.watch.debounce,
+        Duration::from_millis(200),
+        "app override"
+    );
+    assert_eq!(blog.target.by, By::Match("blog".into()));
+    assert_eq!(
+        blog.reload.preflight.check,
+        PreflightCheck::Gunicorn {
+            app: Some("blog.wsgi:application".into())
+        }
+    );
+    assert!(
+        !blog.watch.filter.counts(Path::new("README.md")),
+        "top-level exclude applies"
+    );
+}
+
+#[test]
+fn a_file_without_app_sections_is_one_app() {
+    let dir = scratch();
+    let apps = parse_in(
+        &dir,
+        "watch = [\"blog\"]\npid = 4242\nno_preflight = true\n",
+    )
+    .unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].target.by, By::Pid(4242));
+    assert_eq!(apps[0].reload.preflight.check, PreflightCheck::Off);
+}
+
+#[test]
+fn unknown_keys_name_the_file_line_and_key() {
+    let dir = scratch();
+    let err = error_in(
+        &dir,
+        "[[app]]\nname = \"shop\"\nwatch = [\"shop\"]\ndebounse = \"1s\"\n",
+    );
+    assert!(err.contains("hupwatch.toml"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+    assert!(err.contains("debounse"), "{err}");
+}
+
+#[test]
+fn bad_values_name_the_line_and_key() {
+    let dir = scratch();
+    let cases = [
+        (
+            "[[app]]\nwatch = [\"shop\"]\n\ndebounce = \"soon\"\n",
+            "line 4",
+            "soon",
+        ),
+        (
+            "[[app]]\nwatch = [\"shop\"]\nsignal = \"KILL\"\n",
+            "line 3",
+            "KILL",
+        ),
+        (
+            "[[app]]\nwatch = [\"shop\"]\nstrategy = \"sideways\"\n",
+            "line 3",
+            "sideways",
+        ),
+        (
+            "[[app]]\nwatch = [\"shop\"]\ninclude = [\"src/[\"]\n",
+            "line 3",
+            "src/[",
+        ),
+        (
+            "[[app]]\nname = \"a\"\nwatch = [\"shop\"]\n[[app]]\nname = \"b\"\n\nwatch = [\"nope\"]\n",
+            "line 7",
+            "nope",
+        ),
+        (
+            "[[app]]\nwatch = [\"shop\"]\nrelease_link = \"blog\"\n",
+            "line 3",
+            "not a symlink",
+        ),
+        (
+            "[[app]]\nwatch = [\"shop\"]\npid = 12\nmatch = \"x\"\n",
+            "key `pidfile`",
+            "choose one",
+        ),
+        (
+            "[[app]]\nname = \"x\"\nwatch = [\"shop\"]\n[[app]]\nname = \"x\"\nwatch = [\"blog\"]\n",
+            "line 5",
+            "two apps",
+        ),
+        ("watch = 3\n", "line 1", "watch"),
+    ];
+    for (text, line, needle) in cases {
+        let err = error_in(&dir, text);
+        assert!(
+            err.contains(line) && err.contains(needle),
+            "{text:?}\n=> {err}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    // The example names /srv and /run paths: lay them out in a scratch root.
+    let root = scratch().join("example-root");
+    std::fs::create_dir_all(root.join("srv/shop/releases/1")).unwrap();
+    std::fs::create_dir_all(root.join("srv/blog/src")).unwrap();
+    let _ = std::os::unix::fs::symlink("releases/1", root.join("srv/shop/current"));
+    let text = include_str!("../examples/hupwatch.toml");
+    let local = text.replace("\"/srv/", &format!("\"{}/srv/", root.display()));
+    let apps = parse(Path::new("examples/hupwatch.toml"), &local).unwrap();
+    let names: Vec<_> = apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["shop", "blog"]);
+}
+
+#[test]
+fn line_of_key_finds_the_key_inside_its_section() {
+    let text = "a = 1\n[[app]]\nwatch = 1\n[[app]]\nx = 2\nwatch = 3\n";
+    let second = text.find("[[app]]\nx").unwrap()..text.len();
+    assert_eq!(line_of_key(text, &second, "watch"), 6);
+    assert_eq!(line_of_key(text, &second, "missing"), 4);
+}

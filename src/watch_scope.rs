@@ -1,0 +1,120 @@
+//! Deciding, on notify's event thread, what an event means for one app: a change that counts,
+//! a directory to watch or forget, a tracked symlink or watch root touched — or nothing.
+//!
+//! Only create / modify (data, name) / remove count: inotify also reports file *opens*, and new
+//! workers importing the code open every file, so a reloader counting opens reloads forever.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use notify::Event;
+use notify::event::{EventKind, MetadataKind, ModifyKind};
+
+use crate::filter::PathFilter;
+
+/// A change that counts, or bookkeeping the watcher needs from the event thread.
+#[derive(Debug)]
+pub enum WatchEvent {
+    /// A file that passes the filter changed (None: the kernel queue overflowed, rescan).
+    Changed(Option<PathBuf>),
+    /// A directory appeared (created or moved in) and needs watches.
+    NewDir(PathBuf),
+    /// A directory went away (deleted or moved out).
+    DirGone(PathBuf),
+    /// A tracked symlink (the release link, or one on the way to a watch root) was touched:
+    /// compare its target.
+    LinkTouched(PathBuf),
+    /// A watch root itself was deleted, re-created or replaced (a `git checkout` of another
+    /// branch, `rsync --delete`, a directory swapped for a symlink): its watches must move.
+    RootTouched(PathBuf),
+    Error(String),
+}
+
+/// A watch root: a directory watched recursively, or a single file.
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub path: PathBuf,
+    pub is_file: bool,
+}
+
+/// Maps an event path to the root it belongs to and applies the filter; shared with the
+/// notify callback thread.
+#[derive(Debug)]
+pub struct Scope {
+    pub roots: Vec<Root>,
+    pub filter: Arc<PathFilter>,
+    /// Symlinks whose swaps matter, watched through their parent directories.
+    pub links: Vec<PathBuf>,
+}
+
+impl Scope {
+    /// The path relative to its root; `None` when outside every root.
+    pub fn relative<'a>(&self, path: &'a Path) -> Option<(&Root, &'a Path)> {
+        self.roots
+            .iter()
+            .filter_map(|root| {
+                if root.is_file {
+                    (path == root.path).then_some((root, Path::new(path.file_name()?)))
+                } else {
+                    path.strip_prefix(&root.path).ok().map(|rel| (root, rel))
+                }
+            })
+            .max_by_key(|(root, _)| root.path.as_os_str().len())
+    }
+
+    pub fn classify(&self, event: Event, emit: &mut impl FnMut(WatchEvent)) {
+        if event.need_rescan() {
+            emit(WatchEvent::Changed(None));
+        }
+        let appears = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+        );
+        let counts = appears
+            || matches!(
+                event.kind,
+                EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
+                    // The polling watcher reports a write as a new modification time.
+                    | EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime))
+            );
+        if !counts {
+            return;
+        }
+        for path in event.paths {
+            if self.links.contains(&path) {
+                emit(WatchEvent::LinkTouched(path));
+                continue;
+            }
+            if self.roots.iter().any(|r| !r.is_file && r.path == path) {
+                emit(WatchEvent::RootTouched(path));
+                continue;
+            }
+            let Some((root, rel)) = self.relative(&path) else {
+                continue;
+            };
+            if root.is_file {
+                emit(WatchEvent::Changed(Some(path)));
+                continue;
+            }
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            if is_dir {
+                if appears && !self.filter.skips_dir(rel) {
+                    emit(WatchEvent::NewDir(path));
+                }
+            } else if matches!(
+                event.kind,
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+            ) && !path.exists()
+            {
+                // Gone: a file or a directory, we cannot tell any more; both are handled.
+                emit(WatchEvent::DirGone(path.clone()));
+                if self.filter.counts(rel) {
+                    emit(WatchEvent::Changed(Some(path)));
+                }
+            } else if self.filter.counts(rel) {
+                emit(WatchEvent::Changed(Some(path)));
+            }
+        }
+    }
+}
