@@ -16,9 +16,12 @@ use crate::release::ReleaseLink;
 use crate::reload::ReloadOutcome;
 use crate::watch::{AppTag, TreeWatcher, WatchError, WatchEvent};
 
-/// A swap is atomic and needs no quiet period; this only coalesces swaps in quick succession
-/// (a script that swaps twice, or 50 swaps in a second) into one reload for the last target.
-pub const SWAP_SETTLE: Duration = Duration::from_millis(50);
+/// A swap is atomic and needs no quiet period, so it is acted on at once. Swaps in quick
+/// succession still give one reload for the last target: the preflight re-checks the newest
+/// release when the link moved while it ran, and swaps that arrive during a reload which then
+/// deployed the link's current target are dropped (`apply`). With `--no-preflight` a swap storm
+/// can give one extra reload: the first target, then the last.
+pub const SWAP_SETTLE: Duration = Duration::ZERO;
 
 pub struct AppRuntime {
     pub config: AppConfig,
@@ -29,6 +32,8 @@ pub struct AppRuntime {
     server_output: ServerOutput,
     /// Follows the master across upgrades: `--pid` names the old one after a USR2 upgrade.
     pub target: TargetSelector,
+    /// A file change (not only a swap) arrived since the last reload started.
+    files_changed: bool,
 }
 
 impl AppRuntime {
@@ -67,6 +72,7 @@ impl AppRuntime {
             tree,
             links,
             server_output,
+            files_changed: false,
         })
     }
 
@@ -75,7 +81,11 @@ impl AppRuntime {
     }
 
     pub fn take_due(&mut self, now: Instant) -> bool {
-        self.debouncer.take_due(now)
+        let due = self.debouncer.take_due(now);
+        if due {
+            self.files_changed = false;
+        }
+        due
     }
 
     pub fn is_pending(&self) -> bool {
@@ -84,6 +94,7 @@ impl AppRuntime {
 
     /// Carry a pending change over (config reload must not lose it).
     pub fn mark_pending(&mut self) {
+        self.files_changed = true;
         self.debouncer.on_change(Instant::now());
     }
 
@@ -98,12 +109,14 @@ impl AppRuntime {
                         debug!(app = %self.config.name, "event queue overflowed: treating as a change")
                     }
                 }
+                self.files_changed = true;
                 self.debouncer.on_change(now);
             }
             WatchEvent::NewDir(dir) => {
                 let added = self.tree.add_tree(&dir)?;
                 debug!(path = %dir.display(), directories = added.directories, files = added.counting_files, "new directory watched");
                 if added.counting_files > 0 {
+                    self.files_changed = true;
                     self.debouncer.on_change(now);
                 }
             }
@@ -121,6 +134,7 @@ impl AppRuntime {
                 if root.is_dir() {
                     let directories = self.tree.rearm_through(&root)?;
                     info!(app = %self.config.name, root = %root.display(), directories, "watch root replaced: watches re-armed");
+                    self.files_changed = true;
                     self.debouncer.on_change(now);
                 } else {
                     self.tree.forget(&root);
@@ -135,6 +149,17 @@ impl AppRuntime {
     /// After a successful reload: follow a new master, learn the files it writes.
     pub fn apply(&mut self, outcome: &ReloadOutcome) {
         let master = &outcome.master;
+        let link_target = self
+            .config
+            .reload
+            .release_link
+            .as_ref()
+            .and_then(|l| l.target().ok());
+        if !self.files_changed && link_target.is_some() && link_target == outcome.release {
+            // Only swaps arrived meanwhile, and the release deployed is the link's target now.
+            debug!(app = %self.config.name, "swaps during the reload were deployed by it");
+            self.debouncer.cancel();
+        }
         if self.target.by == By::Pid(i64::from(outcome.old_master))
             && master.pid != outcome.old_master
         {

@@ -45,6 +45,11 @@ impl Debouncer {
         });
     }
 
+    /// Forget a pending burst that turned out to be served already.
+    pub fn cancel(&mut self) {
+        self.pending = None;
+    }
+
     /// When the pending burst is due, or `None` when idle (the caller then sleeps on events only).
     pub fn deadline(&self) -> Option<Instant> {
         self.pending

@@ -20,9 +20,6 @@ use crate::signal::{self, SignalError};
 use crate::upgrade::{self, UpgradeError};
 use crate::verify::{self, MasterId, VerifyError};
 
-/// How often the preflight is redone when the release link keeps moving while it runs.
-const MAX_PREFLIGHT_ROUNDS: usize = 5;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error(transparent)]
@@ -174,7 +171,9 @@ fn preflight_until_stable(
 ) -> Result<(Option<PathBuf>, Option<Duration>), ReloadError> {
     let link = settings.release_link.as_ref();
     let mut release = link.map(|l| l.target()).transpose()?;
-    for _ in 0..MAX_PREFLIGHT_ROUNDS {
+    // A swap storm restarts the check for the newest release, within one preflight timeout.
+    let deadline = Instant::now() + settings.preflight.timeout;
+    while Instant::now() < deadline {
         let dir = release
             .clone()
             .or_else(|| master_runtime::worker_start_dir(master))
