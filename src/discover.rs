@@ -222,7 +222,7 @@ pub fn master_by_pid(pid: u32) -> Result<MasterProcess, DiscoverError> {
             what: "it has exited (zombie)".into(),
         });
     }
-    let tree = ProcessTree::scan();
+    let tree = ProcessTree::around(pid);
     if !tree.is_gunicorn(pid) {
         let cmdline = proc_table::read_cmdline(pid).unwrap_or_default().join(" ");
         return Err(DiscoverError::NotGunicorn {

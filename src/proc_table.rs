@@ -67,6 +67,21 @@ pub fn all_stats() -> Vec<ProcStat> {
         .collect()
 }
 
+/// Children of every thread of `pid` (a process forks from any of its threads); `None` when
+/// the kernel does not provide `/proc/PID/task/TID/children`.
+pub fn read_children(pid: u32) -> Option<Vec<u32>> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let text = fs::read_to_string(task.path().join("children")).ok()?;
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    Some(children)
+}
+
 /// The argument vector. setproctitle writes its title over argv and pads with NULs, so empty
 /// elements are dropped; invalid UTF-8 is kept lossily (it is only compared and shown).
 pub fn read_cmdline(pid: u32) -> io::Result<Vec<String>> {

@@ -65,7 +65,10 @@ struct Candidate {
 
 /// Every live Gunicorn process on the host, by PID.
 fn gunicorn_processes() -> HashMap<u32, Candidate> {
-    let stats = proc_table::all_stats();
+    candidates(proc_table::all_stats())
+}
+
+fn candidates(stats: impl IntoIterator<Item = ProcStat>) -> HashMap<u32, Candidate> {
     stats
         .into_iter()
         .filter(|s| !s.is_dead() && could_be_gunicorn(&s.comm))
@@ -85,6 +88,22 @@ fn gunicorn_processes() -> HashMap<u32, Candidate> {
             ))
         })
         .collect()
+}
+
+/// The processes that decide what `pid` is: itself, its parent, its children and theirs.
+/// `None` when the kernel does not list children (no CONFIG_PROC_CHILDREN).
+fn neighbourhood(pid: u32) -> Option<HashMap<u32, Candidate>> {
+    let stat = proc_table::read_stat(pid).ok()?;
+    let children = proc_table::read_children(pid)?;
+    let mut pids = vec![pid, stat.ppid];
+    for child in &children {
+        pids.push(*child);
+        pids.extend(proc_table::read_children(*child).unwrap_or_default());
+    }
+    Some(candidates(
+        pids.into_iter()
+            .filter_map(|p| proc_table::read_stat(p).ok()),
+    ))
 }
 
 /// `comm` is the executable's name (for a shebang script, the script's), or the title's first
@@ -174,6 +193,13 @@ pub struct ProcessTree(HashMap<u32, Candidate>);
 impl ProcessTree {
     pub fn scan() -> Self {
         Self(gunicorn_processes())
+    }
+
+    /// Just enough of the tree to judge `pid` and list its workers: a few files instead of
+    /// every process on the host (discovery by PID or pidfile, identity checks before a
+    /// signal, and the verification polls all run this). Falls back to a full scan.
+    pub fn around(pid: u32) -> Self {
+        neighbourhood(pid).map_or_else(Self::scan, Self)
     }
 
     pub fn is_gunicorn(&self, pid: u32) -> bool {
