@@ -167,3 +167,25 @@ fn a_master_restarted_under_watch_is_found_again() {
     daemon.wait_for_line(&format!("reloaded master {}", third.pid()), CEILING);
     assert!(third.get().starts_with("v4 "));
 }
+
+#[test]
+fn a_ten_thousand_file_burst_is_one_reload() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+    // An rsync of a release: 10,000 files in 100 new directories, as fast as the disk allows.
+    for d in 0..100 {
+        let sub = dir.join(format!("static/d{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..100 {
+            std::fs::write(sub.join(format!("f{f}.txt")), "x").unwrap();
+        }
+    }
+    dir.write_app("v2");
+    daemon.wait_for_line(RELOADED, CEILING);
+    quiet_spell();
+    assert_eq!(daemon.count_lines(SENT), 1, "{}", daemon.output());
+    assert!(g.get().starts_with("v2 "));
+}
