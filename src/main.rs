@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod config;
 mod config_file;
+mod deadline_timer;
 mod debounce;
 mod discover;
 mod error;

@@ -1,6 +1,6 @@
 //! `hupwatch watch`: changes → debounce → one reload at a time per app, until SIGINT/SIGTERM.
 //!
-//! The loop sleeps on file events, the earliest debounce deadline (which exists only while a
+//! The loop sleeps on file events, the earliest debounce deadline (a timerfd, armed only while a
 //! change is pending), finished reloads and signals — so an idle hupwatch causes no wakeups.
 //! Each app has at most one reload in flight: Gunicorn ≥ 24 queues every signal that arrives
 //! while old workers drain, so a second HUP would be a second full reload. Changes that arrive
@@ -20,6 +20,7 @@ use crate::app_runtime::AppRuntime;
 use crate::cli::Strategy;
 use crate::config::AppConfig;
 use crate::config_file;
+use crate::deadline_timer::DeadlineTimer;
 use crate::error::AppError;
 use crate::reload::{self, ReloadError, ReloadOutcome};
 use crate::report;
@@ -72,12 +73,20 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     let mut status = ServiceStatus::default();
     let mut reloads: JoinSet<ReloadResult> = JoinSet::new();
     let mut in_flight: HashMap<String, Strategy> = HashMap::new();
+    let mut timer = DeadlineTimer::new().map_err(|source| AppError::Io {
+        context: "creating the debounce timer",
+        source,
+    })?;
     loop {
         let deadline = apps
             .iter()
             .filter(|a| !in_flight.contains_key(&a.config.name))
             .filter_map(AppRuntime::deadline)
             .min();
+        timer.arm(deadline).map_err(|source| AppError::Io {
+            context: "arming the debounce timer",
+            source,
+        })?;
         tokio::select! {
             _ = signals.term.recv() => break,
             _ = signals.int.recv() => break,
@@ -95,7 +104,8 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
                 in_flight.remove(&name);
                 finish(&mut apps, &mut status, &name, result);
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+            fired = timer.fired(), if deadline.is_some() => {
+                fired.map_err(|source| AppError::Io { context: "waiting for the debounce timer", source })?;
                 let now = Instant::now();
                 for app in apps.iter_mut() {
                     if !in_flight.contains_key(&app.config.name) && app.take_due(now) {
