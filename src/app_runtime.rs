@@ -131,13 +131,18 @@ impl AppRuntime {
                 }
             }
             WatchEvent::RootTouched(root) => {
+                if !root.is_dir() {
+                    self.tree.forget(&root);
+                    self.tree.await_root(&root);
+                }
+                // It may have come back before the parent's watch was armed.
                 if root.is_dir() {
                     let directories = self.tree.rearm_through(&root)?;
+                    self.tree.root_back(&root);
                     info!(app = %self.config.name, root = %root.display(), directories, "watch root replaced: watches re-armed");
                     self.files_changed = true;
                     self.debouncer.on_change(now);
                 } else {
-                    self.tree.forget(&root);
                     warn!(app = %self.config.name, root = %root.display(), "watch root {} is gone; watching for it to come back", root.display());
                 }
             }

@@ -122,11 +122,19 @@ pub fn read_open_files(pid: u32) -> Vec<PathBuf> {
 }
 
 /// Name of a uid from the passwd database, or the number when there is none.
+/// Cached: verification polls every 50 ms, and each lookup reads /etc/passwd (or asks NSS).
 pub fn user_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+    static NAMES: std::sync::Mutex<Vec<(u32, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, name)) = names.iter().find(|(u, _)| *u == uid) {
+        return name.clone();
+    }
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
-        .map_or_else(|| uid.to_string(), |u| u.name)
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    names.push((uid, name.clone()));
+    name
 }
 
 /// How long ago a process with this start time started.

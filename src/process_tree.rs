@@ -143,9 +143,7 @@ fn has_children(pid: u32, all: &HashMap<u32, Candidate>) -> bool {
     all.values().any(|c| c.stat.ppid == pid)
 }
 
-fn build_master(pid: u32, all: &HashMap<u32, Candidate>) -> MasterProcess {
-    let me = &all[&pid];
-    let uid = proc_table::read_uid(pid).unwrap_or(u32::MAX);
+fn workers(pid: u32, all: &HashMap<u32, Candidate>) -> Vec<WorkerProcess> {
     let mut workers: Vec<_> = all
         .values()
         .filter(|c| c.stat.ppid == pid && !is_master(c.stat.pid, all))
@@ -155,6 +153,13 @@ fn build_master(pid: u32, all: &HashMap<u32, Candidate>) -> MasterProcess {
         })
         .collect();
     workers.sort_by_key(|w| w.pid);
+    workers
+}
+
+fn build_master(pid: u32, all: &HashMap<u32, Candidate>) -> MasterProcess {
+    let me = &all[&pid];
+    let uid = proc_table::read_uid(pid).unwrap_or(u32::MAX);
+    let workers = workers(pid, all);
     let cwd = proc_table::read_cwd(pid);
     let pidfile = me.parsed.pidfile.as_ref().map(|p| match &cwd {
         Some(cwd) if p.is_relative() => cwd.join(p),
@@ -214,5 +219,13 @@ impl ProcessTree {
     /// Only for a PID that `is_master`.
     pub fn master(&self, pid: u32) -> MasterProcess {
         build_master(pid, &self.0)
+    }
+
+    /// The live workers of `pid`, without the rest of `master` (for verification polls).
+    pub fn workers_of(&self, pid: u32) -> Vec<u32> {
+        if !self.is_gunicorn(pid) || !self.is_master(pid) {
+            return Vec::new();
+        }
+        workers(pid, &self.0).into_iter().map(|w| w.pid).collect()
     }
 }

@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::discover::{self, DiscoverError};
+use crate::discover::DiscoverError;
+use crate::process_tree::ProcessTree;
 use crate::signal;
 
 /// How long the new workers must stay up, unchanged, before the reload counts. Gunicorn halts
@@ -152,10 +153,10 @@ pub fn await_reload(
 
 /// The master's live workers right now.
 fn current_workers(pid: u32) -> BTreeSet<u32> {
-    match discover::master_by_pid(pid) {
-        Ok(master) => master.worker_pids().into_iter().collect(),
-        Err(_) => BTreeSet::new(),
-    }
+    ProcessTree::around(pid)
+        .workers_of(pid)
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ pub struct TreeWatcher {
     watcher: Box<dyn Watcher + Send>,
     scope: Arc<Scope>,
     watched: HashSet<PathBuf>,
+    /// Parents of watch roots that are gone, watched until the root comes back.
+    waiting_parents: HashSet<PathBuf>,
 }
 
 impl TreeWatcher {
@@ -130,6 +132,7 @@ impl TreeWatcher {
             watcher,
             scope: Arc::clone(&scope),
             watched: HashSet::new(),
+            waiting_parents: HashSet::new(),
         };
         for link in &scope.links {
             // The link's own directory, not the link: inotify would follow the link.
@@ -147,10 +150,6 @@ impl TreeWatcher {
                 tree.watch_dir(&parent)?;
             } else {
                 tree.add_tree(&root.path.clone())?;
-                // The root's own directory, to see the root itself replaced (see RootTouched).
-                if !tree.watched.contains(&parent) {
-                    let _ = tree.watcher.watch(&parent, RecursiveMode::NonRecursive);
-                }
             }
         }
         Ok(tree)
@@ -270,6 +269,32 @@ impl TreeWatcher {
             }
         }
         count
+    }
+
+    /// Watch the directory holding `root` (non-recursively) until the root comes back: only
+    /// while it is gone, since a busy parent (a home directory, /tmp) would otherwise wake
+    /// hupwatch for every unrelated file written next to the app.
+    pub fn await_root(&mut self, root: &Path) {
+        let parent = root.parent().unwrap_or(Path::new("/")).to_path_buf();
+        if !self.watched.contains(&parent) && self.waiting_parents.insert(parent.clone()) {
+            let _ = self.watcher.watch(&parent, RecursiveMode::NonRecursive);
+        }
+    }
+
+    /// The root is back: stop watching its parent (unless it is watched for other reasons).
+    pub fn root_back(&mut self, root: &Path) {
+        let parent = root.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let is_link_parent = self
+            .scope
+            .links
+            .iter()
+            .any(|l| l.parent() == Some(parent.as_path()));
+        if self.waiting_parents.remove(&parent)
+            && !self.watched.contains(&parent)
+            && !is_link_parent
+        {
+            let _ = self.watcher.unwatch(&parent);
+        }
     }
 
     /// Forget a directory that is gone, and everything that was below it.
