@@ -113,9 +113,9 @@ impl AppRuntime {
                 self.debouncer.on_change(now);
             }
             WatchEvent::NewDir(dir) => {
-                let added = self.tree.add_tree(&dir)?;
-                debug!(path = %dir.display(), directories = added.directories, files = added.counting_files, "new directory watched");
-                if added.counting_files > 0 {
+                let added = self.tree.add_tree(&dir, true)?;
+                debug!(path = %dir.display(), directories = added.directories, files = added.has_counting_file, "new directory watched");
+                if added.has_counting_file {
                     self.files_changed = true;
                     self.debouncer.on_change(now);
                 }

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
 
-use crate::discover::{self, MasterProcess};
+use crate::discover::MasterProcess;
 use crate::proc_table;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,9 @@ fn open_pidfd(master: &MasterProcess) -> Result<OwnedFd, SignalError> {
     })
 }
 
-/// The PID must still carry the discovered start time and still be a Gunicorn master.
+/// The PID must still carry the discovered start time and the command line (or title) that
+/// made discovery take it for a Gunicorn master: the same start time and the same cmdline are
+/// the same process. Cheap on purpose: this sits between the debounce and the signal.
 fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
     let pid = master.pid;
     let stat = proc_table::read_stat(pid).map_err(|_| SignalError::Gone { pid })?;
@@ -84,12 +86,14 @@ fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
     if stat.is_dead() {
         return Err(SignalError::Gone { pid });
     }
-    discover::master_by_pid(pid)
-        .map(|_| ())
-        .map_err(|e| SignalError::NoLongerMaster {
+    match proc_table::read_cmdline(pid) {
+        Ok(cmdline) if cmdline == master.cmdline => Ok(()),
+        Ok(cmdline) => Err(SignalError::NoLongerMaster {
             pid,
-            reason: e.to_string(),
-        })
+            reason: format!("its command line is now {:?}", cmdline.join(" ")),
+        }),
+        Err(_) => Err(SignalError::Gone { pid }),
+    }
 }
 
 fn map_errno(master: &MasterProcess, signal: Signal, errno: Errno) -> SignalError {

@@ -49,8 +49,9 @@ pub enum WatchError {
 #[derive(Debug, Default)]
 pub struct AddedTree {
     pub directories: usize,
-    /// Files in it that pass the filter: created before the watch was armed, they are changes.
-    pub counting_files: usize,
+    /// Whether a file in it passes the filter (asked for with `count_files`): created before
+    /// the watch was armed, such a file is a change.
+    pub has_counting_file: bool,
 }
 
 /// Tags a watcher's events with the app they belong to (one process serves several apps).
@@ -149,7 +150,7 @@ impl TreeWatcher {
             if root.is_file {
                 tree.watch_dir(&parent)?;
             } else {
-                tree.add_tree(&root.path.clone())?;
+                tree.add_tree(&root.path.clone(), false)?;
             }
         }
         Ok(tree)
@@ -191,7 +192,7 @@ impl TreeWatcher {
                 self.watch_dir(&parent)?;
                 directories += 1;
             } else if root.path.is_dir() {
-                directories += self.add_tree(&root.path)?.directories;
+                directories += self.add_tree(&root.path, false)?.directories;
             }
         }
         Ok(directories)
@@ -199,13 +200,13 @@ impl TreeWatcher {
 
     /// Watch `dir` and every directory below it that the filter does not skip. Unreadable
     /// directories are skipped with a warning; running out of watches is an error.
-    pub fn add_tree(&mut self, dir: &Path) -> Result<AddedTree, WatchError> {
+    pub fn add_tree(&mut self, dir: &Path, count_files: bool) -> Result<AddedTree, WatchError> {
         let mut added = AddedTree::default();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            if self.watched.contains(&dir) {
-                continue;
-            }
+            // No "already watched" shortcut: a directory deleted and re-created at once can
+            // still be listed here (its removal was seen after the new one existed), and its
+            // old watch followed the old inode. Watching the path again is idempotent.
             match self.watch_dir(&dir) {
                 Ok(()) => added.directories += 1,
                 Err(WatchError::Notify { path, source }) => {
@@ -242,8 +243,10 @@ impl TreeWatcher {
                     if !self.scope.filter.skips_dir(rel) {
                         stack.push(path);
                     }
-                } else if self.scope.filter.counts(rel) {
-                    added.counting_files += 1;
+                } else if count_files && !added.has_counting_file && self.scope.filter.counts(rel) {
+                    // One is enough to know the new tree holds a change; globbing every file
+                    // of a large tree is most of the start-up time.
+                    added.has_counting_file = true;
                 }
             }
         }
