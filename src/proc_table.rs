@@ -7,7 +7,7 @@
 //! identity: a recycled PID has a different one.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,8 +53,25 @@ pub fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
 }
 
 pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bytes = read_small(&format!("/proc/{pid}/stat"))?;
+    let text = String::from_utf8_lossy(&bytes);
     parse_stat(pid, &text).ok_or_else(|| io::Error::other(format!("unparsable /proc/{pid}/stat")))
+}
+
+/// open + read + close, nothing else: `fs::read` also stats the file for a size hint, which
+/// /proc files do not have. Discovery reads thousands of these, so the syscalls add up.
+fn read_small(path: &str) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Every process visible in /proc (threads are not listed at the top level).
@@ -85,7 +102,7 @@ pub fn read_children(pid: u32) -> Option<Vec<u32>> {
 /// The argument vector. setproctitle writes its title over argv and pads with NULs, so empty
 /// elements are dropped; invalid UTF-8 is kept lossily (it is only compared and shown).
 pub fn read_cmdline(pid: u32) -> io::Result<Vec<String>> {
-    let bytes = fs::read(format!("/proc/{pid}/cmdline"))?;
+    let bytes = read_small(&format!("/proc/{pid}/cmdline"))?;
     Ok(split_cmdline(&bytes))
 }
 
