@@ -87,7 +87,8 @@ fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
         return Err(SignalError::Gone { pid });
     }
     match proc_table::read_cmdline(pid) {
-        Ok(cmdline) if cmdline == master.cmdline => Ok(()),
+        // An empty read (a process mid-exec, or exiting) proves nothing: refuse.
+        Ok(cmdline) if !cmdline.is_empty() && cmdline == master.cmdline => Ok(()),
         Ok(cmdline) => Err(SignalError::NoLongerMaster {
             pid,
             reason: format!("its command line is now {:?}", cmdline.join(" ")),
@@ -131,7 +132,7 @@ mod tests {
             uid: 0,
             user: "root".into(),
             name: "app:app".into(),
-            cmdline: vec![],
+            cmdline: vec!["gunicorn: master [app:app]".into()],
             parsed: GunicornCmdline::default(),
             cwd: None,
             pidfile: None,
@@ -146,6 +147,15 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = newcomer.id();
+        // Until exec has happened the child still shows our own command line.
+        while proc_table::read_cmdline(pid)
+            .unwrap_or_default()
+            .first()
+            .map(String::as_str)
+            != Some("sleep")
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let real_start = proc_table::read_stat(pid).unwrap().start_ticks;
         // Discovery saw a master with this PID that started earlier: the PID was recycled.
         let err = send(&described(pid, real_start - 1), Signal::SIGHUP).unwrap_err();
