@@ -101,8 +101,8 @@ impl AppRuntime {
     pub fn on_event(&mut self, event: WatchEvent) -> Result<(), WatchError> {
         let now = Instant::now();
         match event {
-            WatchEvent::Changed(Some(path)) if self.server_output.contains(&path) => {}
-            WatchEvent::Changed(path) => {
+            WatchEvent::Changed(Some(path), _) if self.server_output.contains(&path) => {}
+            WatchEvent::Changed(path, seen) => {
                 match &path {
                     Some(p) => debug!(app = %self.config.name, path = %p.display(), "change"),
                     None => {
@@ -110,7 +110,7 @@ impl AppRuntime {
                     }
                 }
                 self.files_changed = true;
-                self.debouncer.on_change(now);
+                self.debouncer.on_change(seen);
             }
             WatchEvent::NewDir(dir) => {
                 let added = self.tree.add_tree(&dir, true)?;

@@ -17,6 +17,9 @@ pub struct Debouncer {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     first: Instant,
+    /// The latest change seen (changes can be reported slightly out of order: file events are
+    /// stamped on the event thread, others when the loop handles them).
+    last: Instant,
     /// When the quiet period of the latest change ends.
     quiet_until: Instant,
 }
@@ -36,12 +39,16 @@ impl Debouncer {
     }
 
     /// Record a change that needs only `quiet` of silence: a release-link swap is atomic, so
-    /// it waits just long enough to coalesce swaps in quick succession into one reload.
+    /// it needs none.
     pub fn on_change_with(&mut self, now: Instant, quiet: Duration) {
-        let first = self.pending.map_or(now, |p| p.first);
+        let (first, last) = match self.pending {
+            Some(p) => (p.first.min(now), p.last.max(now)),
+            None => (now, now),
+        };
         self.pending = Some(Pending {
             first,
-            quiet_until: later(now, quiet),
+            last,
+            quiet_until: later(last, quiet),
         });
     }
 
@@ -130,6 +137,14 @@ mod tests {
             d.take_due(t0 + 1130 * MS),
             "fires once, after the last swap"
         );
+    }
+
+    #[test]
+    fn a_change_reported_late_does_not_shorten_the_quiet_period() {
+        let (mut d, t0) = debouncer();
+        d.on_change(t0 + 100 * MS);
+        d.on_change(t0 + 50 * MS); // stamped earlier on another thread, handled later
+        assert_eq!(d.deadline(), Some(t0 + 400 * MS));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tracing::{debug, info};
 
 use crate::cli::Strategy;
-use crate::config::{ReloadSettings, TargetSelector};
+use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
 use crate::discover::{self, DiscoverError, MasterProcess};
 use crate::master_runtime;
 use crate::preflight::{self, PreflightError};
@@ -90,10 +90,37 @@ pub struct ReloadOutcome {
     pub dry_run: bool,
 }
 
+/// A master found, checked and preflighted: everything before the signal.
+#[derive(Debug)]
+pub struct Prepared {
+    master: MasterProcess,
+    old: Vec<u32>,
+    signal: Signal,
+    release: Option<PathBuf>,
+    preflight: Option<Duration>,
+}
+
 pub fn reload_once(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
+    let prepared = prepare(target, settings)?;
+    if settings.dry_run {
+        return Ok(dry_run(prepared));
+    }
+    if settings.strategy == Strategy::Hup {
+        let started = send_hup(&prepared, settings)?;
+        finish_hup(prepared, started, settings)
+    } else {
+        upgrade_and_check(prepared, settings)
+    }
+}
+
+/// Discover the master, refuse what cannot work, run the preflight.
+pub fn prepare(
+    target: &TargetSelector,
+    settings: &ReloadSettings,
+) -> Result<Prepared, ReloadError> {
     let master = discover::find_master(target)?;
     let old = master.worker_pids();
     debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
@@ -109,55 +136,115 @@ pub fn reload_once(
     } else {
         Signal::SIGUSR2
     };
-    let (release, preflight_time) = preflight_until_stable(settings, &master)?;
-    if settings.dry_run {
-        info!(
-            master = master.pid,
-            name = %master.name,
-            user = %master.user,
-            workers = ?old,
-            "dry run: would send SIG{} to master {}; nothing sent",
-            signal_name(signal),
-            master.pid
-        );
-        return Ok(ReloadOutcome {
-            old_master: master.pid,
-            master,
-            signal,
-            old,
-            new: Vec::new(),
-            elapsed: Duration::ZERO,
-            preflight: preflight_time,
-            release,
-            dry_run: true,
-        });
+    let (release, preflight) = preflight_until_stable(settings, &master)?;
+    Ok(Prepared {
+        master,
+        old,
+        signal,
+        release,
+        preflight,
+    })
+}
+
+fn dry_run(p: Prepared) -> ReloadOutcome {
+    info!(
+        master = p.master.pid,
+        name = %p.master.name,
+        user = %p.master.user,
+        workers = ?p.old,
+        "dry run: would send SIG{} to master {}; nothing sent",
+        signal_name(p.signal),
+        p.master.pid
+    );
+    ReloadOutcome {
+        old_master: p.master.pid,
+        master: p.master,
+        signal: p.signal,
+        old: p.old,
+        new: Vec::new(),
+        elapsed: Duration::ZERO,
+        preflight: p.preflight,
+        release: p.release,
+        dry_run: true,
     }
-    let (serving, new, elapsed) = if hup {
-        let (new, elapsed) = hup_and_verify(&master, &old, settings)?;
-        (master.clone(), new, elapsed)
-    } else {
-        let up = upgrade::upgrade(&master, settings.verify_timeout).map_err(|source| {
-            ReloadError::Upgrade {
-                pid: master.pid,
-                name: master.name.clone(),
-                source,
-            }
-        })?;
-        let new = up.master.worker_pids();
-        (up.master, new, up.elapsed)
+}
+
+/// Send the `hup` strategy's signal; returns when it was sent.
+pub fn send_hup(p: &Prepared, settings: &ReloadSettings) -> Result<Instant, ReloadError> {
+    let started = Instant::now();
+    signal::send(&p.master, settings.signal)?;
+    info!(
+        master = p.master.pid,
+        name = %p.master.name,
+        user = %p.master.user,
+        "sent SIG{} to master {}; verifying",
+        signal_name(settings.signal),
+        p.master.pid
+    );
+    Ok(started)
+}
+
+/// Verify a sent HUP (blocking: polls for seconds).
+pub fn finish_hup(
+    p: Prepared,
+    started: Instant,
+    settings: &ReloadSettings,
+) -> Result<ReloadOutcome, ReloadError> {
+    let id = MasterId {
+        pid: p.master.pid,
+        start_ticks: p.master.start_ticks,
     };
-    if let (Some(expected), Some(link)) = (&release, &settings.release_link) {
+    let replace_workers = settings.signal == Signal::SIGHUP;
+    let verified = verify::await_reload(
+        id,
+        &p.old,
+        replace_workers,
+        settings.verify_timeout,
+        started,
+    )
+    .map_err(|source| ReloadError::Verify {
+        pid: p.master.pid,
+        name: p.master.name.clone(),
+        source,
+    })?;
+    outcome(p, None, verified.new, verified.elapsed, settings, true)
+}
+
+fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOutcome, ReloadError> {
+    let up = upgrade::upgrade(&p.master, settings.verify_timeout).map_err(|source| {
+        ReloadError::Upgrade {
+            pid: p.master.pid,
+            name: p.master.name.clone(),
+            source,
+        }
+    })?;
+    let new = up.master.worker_pids();
+    outcome(p, Some(up.master), new, up.elapsed, settings, false)
+}
+
+/// Check the release the new code runs, then describe the finished reload.
+fn outcome(
+    p: Prepared,
+    new_master: Option<MasterProcess>,
+    new: Vec<u32>,
+    elapsed: Duration,
+    settings: &ReloadSettings,
+    hup: bool,
+) -> Result<ReloadOutcome, ReloadError> {
+    let old_master = p.master.pid;
+    let serving = new_master.unwrap_or(p.master);
+    if let (Some(expected), Some(link)) = (&p.release, &settings.release_link) {
         check_release(&serving, &new, hup, expected, link.path())?;
     }
     Ok(ReloadOutcome {
-        old_master: master.pid,
+        old_master,
         master: serving,
-        signal,
-        old,
+        signal: p.signal,
+        old: p.old,
         new,
         elapsed,
-        preflight: preflight_time,
-        release,
+        preflight: p.preflight,
+        release: p.release,
         dry_run: false,
     })
 }
@@ -171,6 +258,9 @@ fn preflight_until_stable(
 ) -> Result<(Option<PathBuf>, Option<Duration>), ReloadError> {
     let link = settings.release_link.as_ref();
     let mut release = link.map(|l| l.target()).transpose()?;
+    if settings.preflight.check == PreflightCheck::Off {
+        return Ok((release, None));
+    }
     // A swap storm restarts the check for the newest release, within one preflight timeout.
     let deadline = Instant::now() + settings.preflight.timeout;
     while Instant::now() < deadline {
@@ -214,35 +304,6 @@ fn preflight_until_stable(
         release = now;
     }
     Err(ReleaseError::Unstable.into())
-}
-
-fn hup_and_verify(
-    master: &MasterProcess,
-    old: &[u32],
-    settings: &ReloadSettings,
-) -> Result<(Vec<u32>, Duration), ReloadError> {
-    let started = Instant::now();
-    signal::send(master, settings.signal)?;
-    info!(
-        master = master.pid,
-        name = %master.name,
-        user = %master.user,
-        "sent SIG{} to master {}; verifying",
-        signal_name(settings.signal),
-        master.pid
-    );
-    let id = MasterId {
-        pid: master.pid,
-        start_ticks: master.start_ticks,
-    };
-    let replace_workers = settings.signal == Signal::SIGHUP;
-    let verified = verify::await_reload(id, old, replace_workers, settings.verify_timeout, started)
-        .map_err(|source| ReloadError::Verify {
-            pid: master.pid,
-            name: master.name.clone(),
-            source,
-        })?;
-    Ok((verified.new, verified.elapsed))
 }
 
 /// Each new worker (HUP) or the new master (upgrade) must run the link's target.

@@ -99,7 +99,7 @@ impl TreeWatcher {
         let callback_scope = Arc::clone(&scope);
         let handler = move |res: notify::Result<Event>| {
             let mut emit = |event: WatchEvent| match event {
-                WatchEvent::Changed(_) => {
+                WatchEvent::Changed(..) => {
                     let _ = changes.try_send((tag, event));
                 }
                 other => {

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::app_runtime::AppRuntime;
 use crate::cli::Strategy;
-use crate::config::AppConfig;
+use crate::config::{AppConfig, PreflightCheck, ReloadSettings, TargetSelector};
 use crate::config_file;
 use crate::deadline_timer::DeadlineTimer;
 use crate::error::AppError;
@@ -107,15 +107,20 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             fired = timer.fired(), if deadline.is_some() => {
                 fired.map_err(|source| AppError::Io { context: "waiting for the debounce timer", source })?;
                 let now = Instant::now();
+                let mut failed = Vec::new();
                 for app in apps.iter_mut() {
                     if !in_flight.contains_key(&app.config.name) && app.take_due(now) {
                         let (name, target, settings) = (app.config.name.clone(), app.target.clone(), app.config.reload.clone());
-                        in_flight.insert(name.clone(), settings.strategy);
-                        reloads.spawn_blocking(move || {
-                            let result = reload::reload_once(&target, &settings);
-                            (name, result)
-                        });
+                        match start_reload(&mut reloads, name.clone(), target, settings) {
+                            Ok(strategy) => {
+                                in_flight.insert(name, strategy);
+                            }
+                            Err(err) => failed.push((name, err)),
+                        }
                     }
+                }
+                for (name, err) in failed {
+                    finish(&mut apps, &mut status, &name, Err(err));
                 }
             }
         }
@@ -135,6 +140,30 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     }
     info!("stopping");
     Ok(())
+}
+
+/// Start one reload. Without a preflight, discovery and the signal are a few /proc reads and
+/// one syscall: they run right here, and only the verification (seconds of polling) goes to a
+/// blocking thread, sparing a thread hand-off between the debounce and the signal. Anything
+/// that may take long (a preflight, an upgrade) runs wholly off the loop.
+fn start_reload(
+    reloads: &mut JoinSet<ReloadResult>,
+    name: String,
+    target: TargetSelector,
+    settings: ReloadSettings,
+) -> Result<Strategy, ReloadError> {
+    let strategy = settings.strategy;
+    let inline = strategy == Strategy::Hup
+        && settings.preflight.check == PreflightCheck::Off
+        && !settings.dry_run;
+    if inline {
+        let prepared = reload::prepare(&target, &settings)?;
+        let started = reload::send_hup(&prepared, &settings)?;
+        reloads.spawn_blocking(move || (name, reload::finish_hup(prepared, started, &settings)));
+    } else {
+        reloads.spawn_blocking(move || (name, reload::reload_once(&target, &settings)));
+    }
+    Ok(strategy)
 }
 
 fn dispatch(apps: &mut [AppRuntime], tag: AppTag, event: WatchEvent) -> Result<(), AppError> {

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use notify::Event;
 use notify::event::{EventKind, MetadataKind, ModifyKind};
@@ -15,8 +16,10 @@ use crate::filter::PathFilter;
 /// A change that counts, or bookkeeping the watcher needs from the event thread.
 #[derive(Debug)]
 pub enum WatchEvent {
-    /// A file that passes the filter changed (None: the kernel queue overflowed, rescan).
-    Changed(Option<PathBuf>),
+    /// A file that passes the filter changed (None: the kernel queue overflowed, rescan), seen
+    /// by the event thread at `seen`: the quiet period runs from there, not from whenever the
+    /// main loop gets to it.
+    Changed(Option<PathBuf>, Instant),
     /// A directory appeared (created or moved in) and needs watches.
     NewDir(PathBuf),
     /// A directory went away (deleted or moved out).
@@ -63,8 +66,9 @@ impl Scope {
     }
 
     pub fn classify(&self, event: Event, emit: &mut impl FnMut(WatchEvent)) {
+        let seen = Instant::now();
         if event.need_rescan() {
-            emit(WatchEvent::Changed(None));
+            emit(WatchEvent::Changed(None, seen));
         }
         let appears = matches!(
             event.kind,
@@ -94,7 +98,7 @@ impl Scope {
                 continue;
             };
             if root.is_file {
-                emit(WatchEvent::Changed(Some(path)));
+                emit(WatchEvent::Changed(Some(path), seen));
                 continue;
             }
             let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
@@ -110,10 +114,10 @@ impl Scope {
                 // Gone: a file or a directory, we cannot tell any more; both are handled.
                 emit(WatchEvent::DirGone(path.clone()));
                 if self.filter.counts(rel) {
-                    emit(WatchEvent::Changed(Some(path)));
+                    emit(WatchEvent::Changed(Some(path), seen));
                 }
             } else if self.filter.counts(rel) {
-                emit(WatchEvent::Changed(Some(path)));
+                emit(WatchEvent::Changed(Some(path), seen));
             }
         }
     }
