@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# hupwatch benchmarks: builds the release binaries, provisions the peers, runs every scenario
+# with interleaved rounds, prints the results table and writes bench/results/latest.{md,json}.
+#
+#   bench/run.sh                       # everything, ~10-15 min on 2 cores once tools are built
+#   BENCH_SCENARIOS=save,swap bench/run.sh
+#
+# Not part of `cargo test`. Needs root only to raise fs.inotify.max_user_watches when it is too
+# low for the 100k-file tree (the original value is recorded). Loopback only. Knobs (defaults):
+#   BENCH_SCENARIOS=tree,discovery,save,swap,e2e,oneshot   BENCH_DEBOUNCE_MS=100
+#   BENCH_SAVES=30 BENCH_SWAPS=30 BENCH_SWAPS_PREFLIGHT=10 BENCH_E2E=15 BENCH_ONESHOT=8
+#   BENCH_FILES=100000 BENCH_DIRS=2000 BENCH_READY_ROUNDS=3 BENCH_IDLE_SECS=60
+#   BENCH_PROCS=2000 BENCH_DISCOVERY_RUNS=20 BENCH_POLL_MS=5 BENCH_KEEP=0 BENCH_OUT=bench/results
+#   BENCH_QUIET_WAIT=90 (s to wait for <25% CPU before a scenario; 2x that per run at most)
+#   BENCH_TIMEOUT=1200 (s, hard bound on the measuring part)
+#   BENCH_SETTLE_VARIANT=1  also build a copy of the source with SWAP_SETTLE flipped 50ms<->0 (in /tmp)
+#   BENCH_HUPWATCH_ALT=/path/to/hupwatch BENCH_HUPWATCH_ALT_LABEL=name  an extra build (e.g. a proposed
+#                     patch) measured side by side in the save and swap scenarios
+#   CARGO_TARGET_DIR=/tmp/bench-target  BENCH_TOOLS=/tmp/bench-tools  BENCH_VENV=/tmp/bench-venv
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/bench-target}"
+tools="${BENCH_TOOLS:-/tmp/bench-tools}"
+venv="${BENCH_VENV:-/tmp/bench-venv}"
+bin_dir="$CARGO_TARGET_DIR/bench-bin"
+mkdir -p "$bin_dir"
+
+say() { printf '[run.sh] %s\n' "$*" >&2; }
+
+# 1. hupwatch, release. The working tree is built; if it does not compile (someone is mid-edit),
+#    the last commit is built instead, from a `git archive` copy under /tmp.
+rev="$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
+say "building hupwatch ($rev) into $CARGO_TARGET_DIR"
+if ! (cd "$repo" && cargo build --release --locked --quiet); then
+    say "working tree does not build; building HEAD instead"
+    src="$(mktemp -d /tmp/bench-src.XXXXXX)"
+    git -C "$repo" archive HEAD | tar -x -C "$src"
+    (cd "$src" && cargo build --release --locked --quiet)
+    rm -rf "$src"
+    rev="$(git -C "$repo" rev-parse --short HEAD) (HEAD; working tree did not build)"
+fi
+cp "$CARGO_TARGET_DIR/release/hupwatch" "$bin_dir/hupwatch"
+export BENCH_HUPWATCH="$bin_dir/hupwatch" BENCH_HUPWATCH_REV="$rev"
+
+# 2. The same source with SWAP_SETTLE flipped (50 ms <-> 0), built from a copy under /tmp (src/
+#    is never touched): swap-to-signal with and without the settle period, in the same run.
+if [[ "${BENCH_SETTLE_VARIANT:-1}" == 1 ]]; then
+    src=/tmp/bench-src-settle
+    rm -rf "$src" && mkdir -p "$src"
+    (cd "$repo" && tar -c --exclude=./target --exclude=./bench --exclude=./.git . ) | tar -x -C "$src"
+    decl='SWAP_SETTLE: Duration = '
+    file="$(grep -rl "$decl" "$src/src" | head -1 || true)"
+    label=""
+    if [[ -n "$file" ]] && grep -q "${decl}Duration::from_millis(50)" "$file"; then
+        sed -i "s/${decl}Duration::from_millis(50)/${decl}Duration::ZERO/" "$file"; label="SWAP_SETTLE=0"
+    elif [[ -n "$file" ]] && grep -q "${decl}Duration::ZERO" "$file"; then
+        sed -i "s/${decl}Duration::ZERO/${decl}Duration::from_millis(50)/" "$file"; label="SWAP_SETTLE=50ms"
+    fi
+    if [[ -n "$label" ]]; then
+        say "building the $label variant"
+        if (cd "$src" && CARGO_TARGET_DIR="$CARGO_TARGET_DIR-settle" cargo build --release --locked --quiet); then
+            cp "$CARGO_TARGET_DIR-settle/release/hupwatch" "$bin_dir/hupwatch-settle"
+            export BENCH_HUPWATCH_SETTLE="$bin_dir/hupwatch-settle" BENCH_HUPWATCH_SETTLE_LABEL="$label"
+        else
+            say "$label variant did not build; skipped"
+        fi
+    else
+        say "no SWAP_SETTLE of 50ms or ZERO in the source; settle variant skipped"
+    fi
+    rm -rf "$src"
+fi
+
+# 3. watchexec, compiled from crates.io (a few minutes on 2 cores, once).
+export BENCH_WATCHEXEC="$tools/bin/watchexec"
+if [[ ! -x "$BENCH_WATCHEXEC" ]]; then
+    say "installing watchexec-cli into $tools (compiles for a few minutes)"
+    CARGO_INSTALL_ROOT="$tools" CARGO_TARGET_DIR=/tmp/bench-watchexec-target \
+        cargo install watchexec-cli --locked --quiet
+fi
+
+# 4. Gunicorn 27.0.1 (+ setproctitle, so masters are titled) in a venv of its own.
+export BENCH_VENV="$venv"
+want="gunicorn==27.0.1 setproctitle==1.3.8"
+if [[ "$(cat "$venv/.bench-ready" 2>/dev/null)" != "$want" ]]; then
+    say "creating $venv ($want)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet $want
+    echo "$want" > "$venv/.bench-ready"
+fi
+
+# 5. inotify: each watcher needs one watch per directory (~2k); raise the per-user limit if it
+#    could not hold a watch per file and directory for two watchers at once.
+files="${BENCH_FILES:-100000}"
+need=$(( 2 * (files + ${BENCH_DIRS:-2000}) + 20000 ))
+have="$(sysctl -n fs.inotify.max_user_watches)"
+if (( have < need )); then
+    if sysctl -q -w fs.inotify.max_user_watches="$need"; then
+        say "raised fs.inotify.max_user_watches from $have to $need"
+        export BENCH_INOTIFY_RAISED_FROM="$have -> $need"
+    else
+        say "fs.inotify.max_user_watches is $have (< $need) and cannot be raised"
+    fi
+fi
+
+# 6. The run itself, bounded: on BENCH_TIMEOUT (s) it is sent TERM, stops every process it
+#    started, removes its files and still writes the results it has.
+exec timeout --signal=TERM --kill-after=30 "${BENCH_TIMEOUT:-1200}" "$venv/bin/python3" "$here/bench.py"
