@@ -221,6 +221,17 @@ impl ProcessTree {
         build_master(pid, &self.0)
     }
 
+    /// A master forked by `pid` (a USR2 upgrade's new master), if there is one.
+    pub fn child_master_of(&self, pid: u32) -> Option<MasterProcess> {
+        let child = self
+            .0
+            .values()
+            .map(|c| c.stat.pid)
+            .filter(|c| *c != pid && self.0[c].stat.ppid == pid && self.is_master(*c))
+            .min()?;
+        Some(self.master(child))
+    }
+
     /// The live workers of `pid`, without the rest of `master` (for verification polls).
     pub fn workers_of(&self, pid: u32) -> Vec<u32> {
         if !self.is_gunicorn(pid) || !self.is_master(pid) {

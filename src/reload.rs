@@ -314,12 +314,12 @@ fn check_release(
     expected: &Path,
     link: &Path,
 ) -> Result<(), ReloadError> {
-    let checks: Vec<(String, u32)> = if hup {
-        new.iter().map(|w| (format!("worker {w}"), *w)).collect()
+    let pids: &[u32] = if hup {
+        new
     } else {
-        vec![(format!("the new master {}", serving.pid), serving.pid)]
+        std::slice::from_ref(&serving.pid)
     };
-    for (what, pid) in checks {
+    for &pid in pids {
         let Some(cwd) = crate::proc_table::read_cwd(pid) else {
             continue;
         };
@@ -327,7 +327,11 @@ fn check_release(
         if running != expected {
             return Err(ReloadError::StaleRelease {
                 pid: serving.pid,
-                what: if hup { "new workers".into() } else { what },
+                what: if hup {
+                    "new workers".into()
+                } else {
+                    format!("the new master {}", serving.pid)
+                },
                 running,
                 expected: expected.to_path_buf(),
                 link: link.to_path_buf(),

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::discover::{self, MasterProcess};
 use crate::master_runtime;
+use crate::process_tree::ProcessTree;
 use crate::signal::{self, SignalError};
 use crate::verify::SETTLE;
 
@@ -97,9 +98,9 @@ fn await_new_master(
         if !signal::is_alive(old.pid, old.start_ticks) {
             return Err(UpgradeError::OldMasterDied { old: old.pid });
         }
-        let child = discover::all_masters()
-            .into_iter()
-            .find(|m| m.ppid == old.pid);
+        // The old master's neighbourhood holds its children and theirs: enough to see the new
+        // master and its workers without scanning every process 20 times a second.
+        let child = ProcessTree::around(old.pid).child_master_of(old.pid);
         match (&child, &seen) {
             (None, Some(gone)) if !signal::is_alive(gone.pid, gone.start_ticks) => {
                 return Err(UpgradeError::NewMasterDied {
