@@ -73,6 +73,14 @@ pub struct WatchArgs {
     #[arg(long, short = 'c', value_name = "FILE", env = "HUPWATCH_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
+    pub app: AppArgs,
+}
+
+/// The flag groups of one app: `watch` takes them from the command line, the config file
+/// builds one per `[[app]]` section.
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    #[command(flatten)]
     pub paths: PathArgs,
     #[command(flatten)]
     pub release: ReleaseArgs,

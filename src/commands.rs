@@ -37,21 +37,12 @@ pub fn run(command: Command) -> Result<(), AppError> {
 }
 
 fn watch(args: WatchArgs) -> Result<(), AppError> {
-    let WatchArgs {
-        config,
-        paths,
-        release,
-        filter,
-        debounce,
-        target,
-        reload,
-        preflight,
-    } = args;
-    let app_flags = !paths.watch.is_empty()
-        || release.release_link.is_some()
-        || target.pidfile.is_some()
-        || target.pid.is_some()
-        || target.match_text.is_some();
+    let WatchArgs { config, app } = args;
+    let app_flags = !app.paths.watch.is_empty()
+        || app.release.release_link.is_some()
+        || app.target.pidfile.is_some()
+        || app.target.pid.is_some()
+        || app.target.match_text.is_some();
     let file = match config {
         Some(_) if app_flags => return Err(AppError::ConfigWithFlags),
         Some(path) => Some(path),
@@ -62,18 +53,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
     };
     let apps = match &file {
         Some(path) => config_file::load(path)?,
-        None => {
-            let args = AppArgs {
-                paths,
-                release,
-                filter,
-                debounce,
-                target,
-                reload,
-                preflight,
-            };
-            vec![AppConfig::from_args(app_name(&args), &args)?]
-        }
+        None => vec![AppConfig::from_args(app_name(&app), &app)?],
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+pub use crate::cli::AppArgs;
 use crate::cli::{
     DebounceArgs, FilterArgs, PathArgs, PreflightArgs, ReleaseArgs, ReloadArgs, Strategy,
     TargetArgs,
@@ -264,17 +265,6 @@ pub struct AppConfig {
     pub target: TargetSelector,
     pub reload: ReloadSettings,
     pub watch: WatchSettings,
-}
-
-/// The flag groups of one app, as the command line would give them.
-pub struct AppArgs {
-    pub paths: PathArgs,
-    pub release: ReleaseArgs,
-    pub filter: FilterArgs,
-    pub debounce: DebounceArgs,
-    pub target: TargetArgs,
-    pub reload: ReloadArgs,
-    pub preflight: PreflightArgs,
 }
 
 impl AppConfig {
