@@ -161,14 +161,39 @@ fn sighup_rereads_the_config_and_a_bad_file_keeps_the_old_one() {
     daemon.stop().assert_code(0);
 }
 
+/// A datagram socket standing in for systemd's `/run/systemd/notify`. It lives in the system
+/// temp directory, not in the test's directory under `target/`: a socket path must fit in
+/// `sun_path` (108 bytes), and a checkout's path can be any length.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl NotifySocket {
+    fn bind() -> NotifySocket {
+        let path =
+            std::env::temp_dir().join(format!("hupwatch-notify-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket =
+            UnixDatagram::bind(&path).unwrap_or_else(|e| panic!("binding {}: {e}", path.display()));
+        NotifySocket { socket, path }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[test]
 fn ready_status_and_stopping_reach_the_notify_socket() {
     let _host = host_shared();
-    let (app, etc) = (AppDir::new(), AppDir::new());
+    let app = AppDir::new();
     app.write_app("v1");
     let g = Gunicorn::builder(&app).workers(1).start();
-    let socket_path = etc.join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let notify = NotifySocket::bind();
+    let (socket, socket_path) = (&notify.socket, &notify.path);
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -188,7 +213,7 @@ fn ready_status_and_stopping_reach_the_notify_socket() {
         .arg("--watch")
         .arg(app.path())
         .args(["--pid", &g.pid().to_string(), "--debounce", "200ms"])
-        .env("NOTIFY_SOCKET", &socket_path)
+        .env("NOTIFY_SOCKET", socket_path)
         .spawn();
     wait_for("READY=1");
     app.write_app("v2");
