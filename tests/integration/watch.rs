@@ -120,9 +120,10 @@ fn changes_during_a_reload_give_exactly_one_more_reload() {
 
     dir.write_app("v2");
     daemon.wait_for_line(SENT, CEILING);
-    // Verification takes at least its settle period (1 s): these land while it is in flight.
+    // Verification takes at least its settle period (1 s): these land while it is in flight,
+    // and while new workers import app.py, so they replace the file rather than rewrite it.
     for version in ["v3", "v4", "v5"] {
-        dir.write_app(version);
+        dir.replace_app(version);
         std::thread::sleep(Duration::from_millis(50));
     }
     daemon.wait_for_count(RELOADED, 2, CEILING);

@@ -79,6 +79,18 @@ impl AppDir {
     pub fn write_app(&self, version: &str) {
         self.write("app.py", &app_source(version));
     }
+
+    /// Like `write_app`, but written beside (under an excluded `~` name) and renamed over, as
+    /// editors with atomic saves and deploy tools do. For saves that land while workers boot:
+    /// an in-place write truncates first, and a worker importing at that instant finds no
+    /// `app`, which halts the master ("App failed to load").
+    pub fn replace_app(&self, version: &str) {
+        let (tmp, path) = (self.path.join(".app.py.new~"), self.path.join("app.py"));
+        let _ = fs::remove_dir_all(self.path.join("__pycache__"));
+        fs::write(&tmp, app_source(version))
+            .unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+    }
 }
 
 impl Drop for AppDir {
