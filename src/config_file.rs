@@ -206,10 +206,16 @@ impl SourceFile<'_> {
             target.match_text.is_some(),
         ];
         if chosen.iter().filter(|s| **s).count() > 1 {
+            // Both come from the same place (the app, else the defaults): point at the first.
+            let key = if target.pidfile.is_some() {
+                "pidfile"
+            } else {
+                "pid"
+            };
             return Err(self.invalid(
                 &span,
                 &name,
-                "pidfile",
+                key,
                 "choose one of pidfile, pid and match".into(),
             ));
         }
@@ -296,26 +302,47 @@ fn key_of(e: &ConfigError) -> &'static str {
     }
 }
 
-/// The line of `key = …` inside the section starting at `span` (up to the next table header;
-/// toml's span of an `[[app]]` element may cover only its header), else the section's first line.
+/// The line a validation error points at: `key = …` inside the app's section starting at `span`
+/// (up to the next table header; toml's span of an `[[app]]` element may cover only its
+/// header), else in the top-level defaults the app inherited the value from, else the section's
+/// first line.
 fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
     let start = span.start.min(text.len());
+    let offset = key_offset(text, start, key, true)
+        .or_else(|| key_offset(text, 0, key, false))
+        .unwrap_or(start);
+    text[..offset].matches('\n').count() + 1
+}
+
+/// The offset of the first line from `start` on that sets `key` before the next table header
+/// (with `at_header`, the line at `start` is the section's own header). A line sets the key when it starts
+/// with `key =`, or, in an inline table, has `key =` right after a `{` or a `,`.
+fn key_offset(text: &str, start: usize, key: &str, at_header: bool) -> Option<usize> {
+    let sets_key = |line: &str| {
+        let line = line.trim_start();
+        let assigns = |rest: &str| {
+            rest.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        assigns(line)
+            || line
+                .match_indices(['{', ','])
+                .any(|(i, _)| assigns(&line[i + 1..]))
+    };
     // `split_inclusive` keeps each line's own terminator, `\n` or `\r\n`, in the offsets.
-    let offset = text[start..]
+    text[start..]
         .split_inclusive('\n')
-        .scan(0, |pos, line| {
+        .scan(start, |pos, line| {
             let here = *pos;
             *pos += line.len();
             Some((here, line))
         })
-        .take_while(|(pos, line)| *pos == 0 || !line.trim_start().starts_with('['))
-        .find(|(_, line)| {
-            let line = line.trim_start();
-            line.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        .take_while(|(pos, line)| {
+            (at_header && *pos == start) || !line.trim_start().starts_with('[')
         })
-        .map_or(0, |(pos, _)| pos);
-    text[..start + offset].matches('\n').count() + 1
+        .find(|(_, line)| sets_key(line))
+        .map(|(pos, _)| pos)
 }
 
 #[cfg(test)]

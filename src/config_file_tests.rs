@@ -143,8 +143,8 @@ fn bad_values_name_the_line_and_key() {
         ),
         (
             "[[app]]\nwatch = [\"shop\"]\npid = 12\nmatch = \"x\"\n",
-            "key `pidfile`",
-            "choose one",
+            "line 3",
+            "key `pid`: choose one",
         ),
         (
             "[[app]]\nname = \"x\"\nwatch = [\"shop\"]\n[[app]]\nname = \"x\"\nwatch = [\"blog\"]\n",
@@ -182,4 +182,26 @@ fn line_of_key_finds_the_key_inside_its_section() {
     let second = text.find("[[app]]\nx").unwrap()..text.len();
     assert_eq!(line_of_key(text, &second, "watch"), 6);
     assert_eq!(line_of_key(text, &second, "missing"), 4);
+}
+
+#[test]
+fn a_bad_inherited_value_points_at_the_top_level_line_that_set_it() {
+    let dir = scratch();
+    let cases = [
+        // Found by the fuzz test: `app = [{}]` is an app, and its `watch` comes from line 1.
+        ("watch = [\"nope\"]\napp = [{}]\n", "line 1"),
+        ("watch = [\"nope\"]\n\n[[app]]\nname = \"a\"\n", "line 1"),
+        // Written in the inline table itself: its own line.
+        (
+            "watch = [\"shop\"]\napp = [{name = \"a\", watch = [\"nope\"]}]\n",
+            "line 2",
+        ),
+    ];
+    for (text, line) in cases {
+        let err = error_in(&dir, text);
+        assert!(
+            err.contains(line) && err.contains("key `watch`"),
+            "{text:?}\n=> {err}"
+        );
+    }
 }

@@ -168,21 +168,47 @@ fn check_config(dir: &Path, text: &str) -> Result<(), TestCaseError> {
                     line >= 1 && line <= text.lines().count() + 1,
                     "{line}: {msg}"
                 );
-                // The line shown is the key's own line or its section's first line.
+                // The line shown sets the key (at its start, or inside an inline table), or is
+                // the first line of the app's section.
                 {
                     let shown = text.lines().nth(line - 1).unwrap_or("").trim_start();
-                    let on_key = shown
-                        .strip_prefix(key)
-                        .is_some_and(|rest| rest.trim_start().starts_with('='));
+                    let sets = |s: &str| {
+                        s.trim_start()
+                            .strip_prefix(key)
+                            .is_some_and(|rest| rest.trim_start().starts_with('='))
+                    };
+                    let on_key = sets(shown)
+                        || shown
+                            .match_indices(['{', ','])
+                            .any(|(i, _)| sets(&shown[i + 1..]));
+                    let inline_app = shown.starts_with("app") && shown.contains('{');
                     prop_assert!(
-                        on_key || shown.starts_with('[') || line == 1,
+                        on_key || shown.starts_with('[') || inline_app || line == 1,
                         "line {line} is {shown:?}: {msg}"
                     );
+                    // A key set at the top level only is shown there, not at an app inheriting it.
+                    let top_level: Vec<&str> = text
+                        .lines()
+                        .take_while(|l| !l.trim_start().starts_with('['))
+                        .collect();
+                    if !on_key && top_level.iter().any(|l| sets(l)) {
+                        prop_assert!(
+                            false,
+                            "{key} is set at the top level, but line {line} is shown: {msg}"
+                        );
+                    }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Found by `config_tomlish_text_never_panics`: the app's `watch` comes from line 1.
+#[test]
+fn an_inherited_bad_value_is_shown_on_its_own_line() {
+    let dir = config_dir();
+    check_config(&dir.0, "watch = [\"nope\"]\napp = [{}]").unwrap();
 }
 
 /// What a parse came to, without line numbers or positions.
