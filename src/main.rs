@@ -28,6 +28,7 @@ mod service;
 mod signal;
 mod upgrade;
 mod verify;
+mod wake_lead;
 mod watch;
 mod watch_loop;
 mod watch_scope;

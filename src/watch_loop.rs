@@ -22,9 +22,10 @@ use crate::config::{AppConfig, PreflightCheck, ReloadSettings, TargetSelector};
 use crate::config_file;
 use crate::deadline_timer::DeadlineTimer;
 use crate::error::AppError;
-use crate::reload::{self, ReloadError, ReloadOutcome};
+use crate::reload::{self, Prepared, ReloadError, ReloadOutcome};
 use crate::report;
 use crate::service::{self, ServiceStatus};
+use crate::wake_lead::{self, WakeLead};
 use crate::watch::{AppTag, WatchEvent};
 
 /// Changes queued while a reload is in flight; more than this adds nothing (one reload follows).
@@ -73,6 +74,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     let mut status = ServiceStatus::default();
     let mut reloads: JoinSet<ReloadResult> = JoinSet::new();
     let mut in_flight: HashMap<String, Strategy> = HashMap::new();
+    let mut lead = WakeLead::default();
     let mut timer = DeadlineTimer::new().map_err(|source| AppError::Io {
         context: "creating the debounce timer",
         source,
@@ -83,10 +85,12 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             .filter(|a| !in_flight.contains_key(&a.config.name))
             .filter_map(AppRuntime::deadline)
             .min();
-        timer.arm(deadline).map_err(|source| AppError::Io {
-            context: "arming the debounce timer",
-            source,
-        })?;
+        timer
+            .arm(deadline.map(|d| lead.wake_at(d)))
+            .map_err(|source| AppError::Io {
+                context: "arming the debounce timer",
+                source,
+            })?;
         tokio::select! {
             _ = signals.term.recv() => break,
             _ = signals.int.recv() => break,
@@ -106,12 +110,19 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             }
             fired = timer.fired(), if deadline.is_some() => {
                 fired.map_err(|source| AppError::Io { context: "waiting for the debounce timer", source })?;
+                let mut early = prepare_due_soon(&apps, &in_flight, &mut lead);
+                // Changes that came in during the lead restart their app's quiet period before
+                // anything is sent.
+                while let Ok((tag, event)) = ch.changes.try_recv() {
+                    dispatch(&mut apps, tag, event)?;
+                }
                 let now = Instant::now();
                 let mut failed = Vec::new();
                 for app in apps.iter_mut() {
                     if !in_flight.contains_key(&app.config.name) && app.take_due(now) {
                         let (name, target, settings) = (app.config.name.clone(), app.target.clone(), app.config.reload.clone());
-                        match start_reload(&mut reloads, name.clone(), target, settings) {
+                        let found = early.remove(&name);
+                        match start_reload(&mut reloads, name.clone(), target, settings, found) {
                             Ok(strategy) => {
                                 in_flight.insert(name, strategy);
                             }
@@ -142,27 +153,79 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     Ok(())
 }
 
-/// Start one reload. Without a preflight, discovery and the signal are a few /proc reads and
-/// one syscall: they run right here, and only the verification (seconds of polling) goes to a
-/// blocking thread, sparing a thread hand-off between the debounce and the signal. Anything
+/// Woken `lead` before the earliest deadline: find the masters of the apps due within the lead
+/// (those that will signal right from the loop), then spin to the last of their deadlines.
+/// A discovery that fails here is simply done again at the deadline.
+fn prepare_due_soon(
+    apps: &[AppRuntime],
+    in_flight: &HashMap<String, Strategy>,
+    lead: &mut WakeLead,
+) -> HashMap<String, Prepared> {
+    let horizon = Instant::now() + lead.lead();
+    let (mut found, mut latest, mut discovery) = (HashMap::new(), None, None);
+    for app in apps
+        .iter()
+        .filter(|a| !in_flight.contains_key(&a.config.name))
+    {
+        let Some(deadline) = app.deadline().filter(|d| *d <= horizon) else {
+            continue;
+        };
+        latest = latest.max(Some(deadline));
+        if signals_inline(&app.config.reload) {
+            let started = Instant::now();
+            if let Ok(prepared) = reload::prepare(&app.target, &app.config.reload) {
+                found.insert(app.config.name.clone(), prepared);
+            }
+            discovery = Some(discovery.unwrap_or_default() + started.elapsed());
+        }
+    }
+    if let Some(took) = discovery {
+        lead.record_discovery(took);
+    }
+    if let Some(latest) = latest {
+        wake_lead::spin_until(latest);
+    }
+    found
+}
+
+/// Without a preflight, discovery and the signal are a few /proc reads and one syscall: they
+/// run on the loop, sparing a thread hand-off between the debounce and the signal. Anything
 /// that may take long (a preflight, an upgrade) runs wholly off the loop.
+fn signals_inline(settings: &ReloadSettings) -> bool {
+    settings.strategy == Strategy::Hup
+        && settings.preflight.check == PreflightCheck::Off
+        && !settings.dry_run
+}
+
+/// Start one reload; `found` is the master discovered during the wake-up lead, if any. Only the
+/// verification (seconds of polling) of an inline reload goes to a blocking thread.
 fn start_reload(
     reloads: &mut JoinSet<ReloadResult>,
     name: String,
     target: TargetSelector,
     settings: ReloadSettings,
+    found: Option<Prepared>,
 ) -> Result<Strategy, ReloadError> {
     let strategy = settings.strategy;
-    let inline = strategy == Strategy::Hup
-        && settings.preflight.check == PreflightCheck::Off
-        && !settings.dry_run;
-    if inline {
-        let prepared = reload::prepare(&target, &settings)?;
-        let started = reload::send_hup(&prepared, &settings)?;
-        reloads.spawn_blocking(move || (name, reload::finish_hup(prepared, started, &settings)));
-    } else {
+    if !signals_inline(&settings) {
         reloads.spawn_blocking(move || (name, reload::reload_once(&target, &settings)));
+        return Ok(strategy);
     }
+    let prepare_and_send = || -> Result<(Prepared, Instant), ReloadError> {
+        let prepared = reload::prepare(&target, &settings)?;
+        let sent = reload::send_hup(&prepared, &settings)?;
+        Ok((prepared, sent))
+    };
+    let (prepared, sent) = match found {
+        Some(prepared) => match reload::send_hup(&prepared, &settings) {
+            Ok(sent) => (prepared, sent),
+            // That master went away in the last fraction of a millisecond: look again.
+            Err(ReloadError::Signal(e)) if e.is_target_problem() => prepare_and_send()?,
+            Err(e) => return Err(e),
+        },
+        None => prepare_and_send()?,
+    };
+    reloads.spawn_blocking(move || (name, reload::finish_hup(prepared, sent, &settings)));
     Ok(strategy)
 }
 
