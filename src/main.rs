@@ -16,6 +16,7 @@ mod filter;
 #[cfg(test)]
 mod fuzz_tests;
 mod gunicorn_cmdline;
+mod inotify_watcher;
 mod logging;
 mod master_runtime;
 mod preflight;

@@ -3,7 +3,8 @@
 //! notify's recursive mode watches everything, `.git`, `node_modules` and `__pycache__`
 //! included. Walking the tree ourselves (as watchexec ≥ 8.4 does) means excluded directories
 //! are never watched at all — fewer watches, a faster start, no noise — at the price of adding
-//! watches for directories created later, which the event callback reports.
+//! watches for directories created later, which the event callback reports. The watches are
+//! `inotify_watcher`'s (only the events that mean a change), or notify's poller with `--poll`.
 //! What each event means is decided in `watch_scope`.
 
 use std::collections::HashSet;
@@ -11,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use notify::{Event, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{Event, PollWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::config::WatchSettings;
+use crate::inotify_watcher::InotifyWatcher;
 use crate::release;
 pub use crate::watch_scope::WatchEvent;
 use crate::watch_scope::{Root, Scope};
@@ -125,7 +127,7 @@ impl TreeWatcher {
                 .map_err(WatchError::Start)?,
             ),
             None => Box::new(
-                RecommendedWatcher::new(handler, notify::Config::default())
+                InotifyWatcher::new(handler, notify::Config::default())
                     .map_err(WatchError::Start)?,
             ),
         };

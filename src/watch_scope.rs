@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use notify::Event;
-use notify::event::{EventKind, MetadataKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 
 use crate::filter::PathFilter;
 
@@ -79,8 +79,10 @@ impl Scope {
                 event.kind,
                 EventKind::Remove(_)
                     | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
-                    // The polling watcher reports a write as a new modification time.
-                    | EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime))
+                    // A file closed after writing: a save is whole only then.
+                    | EventKind::Access(AccessKind::Close(AccessMode::Write))
+                    // New attributes (`touch app.py`); the poller reports a write this way.
+                    | EventKind::Modify(ModifyKind::Metadata(_))
             );
         if !counts {
             return;

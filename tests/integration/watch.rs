@@ -2,6 +2,7 @@
 //! noise is ignored, changes during a reload coalesce into one more, and a restarted master is
 //! found again.
 
+use std::io::Write;
 use std::time::Duration;
 
 use crate::support::{
@@ -107,6 +108,57 @@ fn the_ready_line_counts_watched_directories_and_skips_excluded_ones() {
         .spawn();
     let line = daemon.wait_for_line("ready", CEILING);
     assert!(line.contains("watching 4 directories"), "{line}");
+    daemon.stop().assert_code(0);
+}
+
+#[test]
+fn touching_a_file_reloads() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let old = g.workers();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    // `touch` on an existing file only sets its timestamps: the usual way to ask for a reload.
+    let touched = std::process::Command::new("touch")
+        .arg(dir.join("app.py"))
+        .status()
+        .expect("run touch");
+    assert!(touched.success());
+    daemon.wait_for_line(RELOADED, CEILING);
+    let new = g.workers();
+    assert!(new.iter().all(|w| !old.contains(w)), "{old:?} -> {new:?}");
+    daemon.stop().assert_code(0);
+}
+
+#[test]
+fn a_file_held_open_for_writing_is_a_change_only_once_closed() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    dir.write("events.txt", "start\n");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let old = g.workers();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    // A program writing into the tree, as an app logging next to its code does: until the
+    // file is closed there is no finished save to load.
+    let mut events = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("events.txt"))
+        .unwrap();
+    for i in 0..20 {
+        writeln!(events, "event {i}").unwrap();
+        events.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    quiet_spell();
+    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+    assert_eq!(g.workers(), old);
+
+    drop(events);
+    daemon.wait_for_line(RELOADED, CEILING);
     daemon.stop().assert_code(0);
 }
 
