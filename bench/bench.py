@@ -46,6 +46,7 @@ CONFIG = {
     "hupwatch_alt": os.environ.get("BENCH_HUPWATCH_ALT", ""),
     "hupwatch_alt_label": os.environ.get("BENCH_HUPWATCH_ALT_LABEL", "hupwatch (alt build)"),
     "watchexec": os.environ.get("BENCH_WATCHEXEC", "/tmp/bench-tools/bin/watchexec"),
+    "floor": os.environ.get("BENCH_FLOOR", ""),
     "venv": os.environ.get("BENCH_VENV", "/tmp/bench-venv"),
     "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot"),
     "debounce_ms": env_int("BENCH_DEBOUNCE_MS", 100),
@@ -495,6 +496,10 @@ def wait_quiet_watchexec(child, dir_, timeout=10.0):
 # Scenario: save-to-signal (goal 1)
 
 
+FLOOR_DEBOUNCED = "C inotify reader, sleep the debounce, kill"
+FLOOR_WAKE = "C inotify reader, kill on wake (no debounce: the floor)"
+
+
 def scenario_save():
     d = CONFIG["debounce_ms"]
     res = {"debounce_ms": d, "tools": {}}
@@ -503,11 +508,22 @@ def scenario_save():
     if CONFIG["hupwatch_alt"]:
         tools.insert(1, CONFIG["hupwatch_alt_label"])
         binaries[CONFIG["hupwatch_alt_label"]] = CONFIG["hupwatch_alt"]
+    # The machine's floor (bench/floor/inotify_floor.c): the plainest debouncing reloader, and the
+    # same reader signalling at once, whose whole latency is one wake-up plus signal delivery.
+    floors = {}
+    if CONFIG["floor"] and Path(CONFIG["floor"]).is_file():
+        floors = {FLOOR_DEBOUNCED: d, FLOOR_WAKE: 0}
+        tools += list(floors)
+    else:
+        note("no inotify_floor binary (BENCH_FLOOR): the floor rows are skipped")
     setup = {}
     for j, tool in enumerate(tools):
         dir_ = make_app_dir(WORK / "save" / f"t{j}")
         master = StandIn(f"save-standin-{j}", dir_)
-        if tool in binaries:
+        if tool in floors:
+            w = Child(f"save-floor-{j}", [CONFIG["floor"], str(dir_), str(master.pid), str(floors[tool])])
+            w.wait_line(r"\bready\b", timeout=10)
+        elif tool in binaries:
             w = hupwatch_watch(f"save-hupwatch-{j}", binaries[tool], [
                 "-w", dir_, "--debounce", f"{d}ms", "--no-preflight", "--pid", master.pid,
                 "--verify-timeout", "10s",
@@ -536,8 +552,9 @@ def scenario_save():
             log(f"save: {i + 1}/{n} rounds")
     for tool, values in lat.items():
         s = summary(values)
-        s["overhead_median_ms"] = round(s["median_ms"] - d, 3)
-        s["overhead_p99_ms"] = round(s["p99_ms"] - d, 3)
+        own = floors.get(tool, d)
+        s["overhead_median_ms"] = round(s["median_ms"] - own, 3)
+        s["overhead_p99_ms"] = round(s["p99_ms"] - own, 3)
         s["extra_signals"] = extra[tool]
         res["tools"][tool] = s
     res["raw_ns"] = lat

@@ -72,6 +72,13 @@ if [[ "${BENCH_SETTLE_VARIANT:-1}" == 1 ]]; then
     rm -rf "$src"
 fi
 
+# 2b. The floor: a bare inotify reader in C (bench/floor/inotify_floor.c), if a C compiler exists.
+if command -v cc >/dev/null && cc -O2 -o "$bin_dir/inotify_floor" "$here/floor/inotify_floor.c"; then
+    export BENCH_FLOOR="$bin_dir/inotify_floor"
+else
+    say "no C compiler: the save scenario's floor rows are skipped"
+fi
+
 # 3. watchexec, compiled from crates.io (a few minutes on 2 cores, once).
 export BENCH_WATCHEXEC="$tools/bin/watchexec"
 if [[ ! -x "$BENCH_WATCHEXEC" ]]; then
