@@ -68,6 +68,7 @@ fi
 if [[ "$what" == all || "$what" == save ]]; then
     say "save → SIGHUP breakdown (no tracer attached)"
     "$venv/bin/python3" "$here/profile/inotify_wake.py"
+    "$venv/bin/python3" "$here/profile/inotify_mask.py"
     "$venv/bin/python3" "$here/profile/save_breakdown.py" "$H"
 fi
 

@@ -33,12 +33,21 @@ try:
         return sum(int(open(f"/proc/{h.pid}/task/{t}/schedstat").read().split()[0])
                    for t in os.listdir(f"/proc/{h.pid}/task"))
 
+    def append_held_open():
+        with open(f"{d}/app/events.txt", "a") as f:
+            for _ in range(1000):
+                f.write("event\n")
+                f.flush()
+
+    open(f"{d}/app/events.txt", "w").close()
+    time.sleep(0.3)
     cases = [
         ("idle 2 s", lambda: time.sleep(2)),
         ("1000 appends to ../access.log (beside the root)",
          lambda: [open(f"{d}/access.log", "a").write("GET /\n") for _ in range(1000)]),
         ("1000 reads of ../notes.txt (beside the root)", lambda: [open(f"{d}/notes.txt").read() for _ in range(1000)]),
         ("1000 reads of app/app.py (inside the root)", lambda: [open(f"{d}/app/app.py").read() for _ in range(1000)]),
+        ("1000 flushed appends to app/events.txt, held open", append_held_open),
     ]
     for label, act in cases:
         s, c = switches(), cpu_ns()
