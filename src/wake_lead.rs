@@ -4,9 +4,9 @@
 //! the 2-core VM the benchmarks run on, a timer fires a few hundred microseconds late, and
 //! finding the master costs more /proc reads on top. Both used to come after the deadline,
 //! above the debounce the user chose. So the timer is armed `lead` early: the master is found
-//! in that margin, the rest of it is spun away (microseconds, once per reload), changes that
-//! arrived meanwhile are taken into account, and only then is anything sent. Nothing is ever
-//! sent before the deadline.
+//! in that margin, the rest of it is spun away (a fraction of a millisecond, once per reload),
+//! changes that arrived meanwhile are taken into account, and only then is anything sent.
+//! Nothing is ever sent before the deadline.
 
 use std::time::{Duration, Instant};
 

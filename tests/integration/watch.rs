@@ -112,6 +112,36 @@ fn the_ready_line_counts_watched_directories_and_skips_excluded_ones() {
 }
 
 #[test]
+fn a_never_ending_stream_of_saves_still_reloads_at_max_wait() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let daemon = watch_tree(
+        dir.path(),
+        &["--pid", &g.pid().to_string(), "--max-wait", "1s"],
+    );
+
+    // A save every 100 ms never leaves the 200 ms quiet period: only --max-wait reloads.
+    let mut sent_during_stream = false;
+    for i in 0..40 {
+        dir.replace_app(&format!("s{i}"));
+        std::thread::sleep(Duration::from_millis(100));
+        if daemon.count_lines(SENT) > 0 {
+            sent_during_stream = true;
+            break;
+        }
+    }
+    assert!(
+        sent_during_stream,
+        "no reload during 4 s of saves:\n{}",
+        daemon.output()
+    );
+    daemon.wait_for_line(RELOADED, CEILING);
+    daemon.stop().assert_code(0);
+}
+
+#[test]
 fn touching_a_file_reloads() {
     let _host = host_shared();
     let dir = AppDir::new();
