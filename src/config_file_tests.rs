@@ -2,13 +2,10 @@
 
 use super::*;
 use crate::config::{By, PreflightCheck};
+use crate::scratch_dir::ScratchDir;
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "hupwatch-cfg-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
+fn scratch() -> ScratchDir {
+    let dir = ScratchDir::new("config-file");
     std::fs::create_dir_all(dir.join("shop/src")).unwrap();
     std::fs::create_dir_all(dir.join("blog")).unwrap();
     dir
@@ -165,7 +162,8 @@ fn bad_values_name_the_line_and_key() {
 #[test]
 fn the_shipped_example_config_is_valid() {
     // The example names /srv and /run paths: lay them out in a scratch root.
-    let root = scratch().join("example-root");
+    let scratch = scratch();
+    let root = scratch.join("example-root");
     std::fs::create_dir_all(root.join("srv/shop/releases/1")).unwrap();
     std::fs::create_dir_all(root.join("srv/blog/src")).unwrap();
     let _ = std::os::unix::fs::symlink("releases/1", root.join("srv/shop/current"));

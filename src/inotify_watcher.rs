@@ -225,14 +225,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("hupwatch-inotify-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::scratch_dir::ScratchDir;
 
     /// Every event until none arrives for 200 ms.
     fn drain(rx: &mpsc::Receiver<notify::Result<Event>>) -> Vec<(EventKind, PathBuf)> {
@@ -246,7 +239,7 @@ mod tests {
 
     #[test]
     fn reports_finished_saves_and_tree_changes_but_not_reads_or_open_writes() {
-        let dir = scratch("events");
+        let dir = ScratchDir::new("inotify");
         let file = dir.join("app.py");
         std::fs::write(&file, "v1").unwrap();
         let (tx, rx) = mpsc::channel();
@@ -285,8 +278,6 @@ mod tests {
         watcher.unwatch(&dir).unwrap();
         std::fs::write(dir.join("after.py"), "x").unwrap();
         assert_eq!(drain(&rx), []);
-        drop(watcher);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

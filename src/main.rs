@@ -25,6 +25,8 @@ mod process_tree;
 mod release;
 mod reload;
 mod report;
+#[cfg(test)]
+mod scratch_dir;
 mod service;
 mod signal;
 mod upgrade;

@@ -85,12 +85,11 @@ pub fn release_of(cwd: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scratch_dir::ScratchDir;
     use std::os::unix::fs::symlink;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("hupwatch-release-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn scratch(name: &str) -> ScratchDir {
+        let dir = ScratchDir::new(name);
         std::fs::create_dir_all(dir.join("releases/1/src")).unwrap();
         dir
     }
@@ -125,7 +124,6 @@ mod tests {
             "a directory is not a link"
         );
         assert!(ReleaseLink::new(&dir.join("missing")).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -137,8 +135,7 @@ mod tests {
         assert!(
             symlinks_on_path(&dir.join("releases/1/src"))
                 .iter()
-                .all(|l| !l.starts_with(&dir))
+                .all(|l| !l.starts_with(dir.as_path()))
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -31,6 +30,7 @@ use crate::cli::{Cli, Command};
 use crate::config_file::ConfigFileError;
 use crate::debounce::Debouncer;
 use crate::filter::PathFilter;
+use crate::scratch_dir::ScratchDir as Scratch;
 use crate::verify::{Progress, judge};
 
 /// Modest case counts so the whole module runs in a few seconds on 2 cores; no regression
@@ -40,27 +40,6 @@ fn cases(n: u32) -> ProptestConfig {
         cases: n,
         failure_persistence: None,
         ..ProptestConfig::default()
-    }
-}
-
-/// A directory of our own under the temp dir, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    /// Unique per call: the properties run on parallel threads.
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("hupwatch-fuzz-{}-{tag}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
