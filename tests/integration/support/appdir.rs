@@ -66,13 +66,35 @@ impl AppDir {
     /// source mtime (whole seconds) and size match, and `VERSION = "v1"` rewritten as
     /// `VERSION = "v2"` within the same second matches both — the worker would load v1 again.
     pub fn write(&self, rel: &str, contents: &str) {
+        let path = self.make_room_for(rel);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// Like `write`, but written beside (under an excluded `~` name) and renamed over, as
+    /// editors with atomic saves and deploy tools do. For saves that land while workers boot:
+    /// an in-place write truncates first, and a worker importing at that instant finds no
+    /// `app`, which halts the master ("App failed to load").
+    pub fn replace(&self, rel: &str, contents: &str) {
+        let path = self.make_room_for(rel);
+        let name = path
+            .file_name()
+            .expect("a file path has a name")
+            .to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.new~"));
+        fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+    }
+
+    /// The path of `rel`, its parent directories created and, for a `.py` file, the
+    /// `__pycache__` beside it removed (see `write`).
+    fn make_room_for(&self, rel: &str) -> PathBuf {
         let path = self.path.join(rel);
         let parent = path.parent().expect("a file path has a parent");
         fs::create_dir_all(parent).unwrap_or_else(|e| panic!("create {}: {e}", parent.display()));
         if path.extension().is_some_and(|ext| ext == "py") {
             let _ = fs::remove_dir_all(parent.join("__pycache__"));
         }
-        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
     }
 
     /// Writes `app.py`, a WSGI app answering `"{version} pid={worker pid}\n"`.
@@ -80,16 +102,9 @@ impl AppDir {
         self.write("app.py", &app_source(version));
     }
 
-    /// Like `write_app`, but written beside (under an excluded `~` name) and renamed over, as
-    /// editors with atomic saves and deploy tools do. For saves that land while workers boot:
-    /// an in-place write truncates first, and a worker importing at that instant finds no
-    /// `app`, which halts the master ("App failed to load").
+    /// `write_app` by rename (see `replace`).
     pub fn replace_app(&self, version: &str) {
-        let (tmp, path) = (self.path.join(".app.py.new~"), self.path.join("app.py"));
-        let _ = fs::remove_dir_all(self.path.join("__pycache__"));
-        fs::write(&tmp, app_source(version))
-            .unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
-        fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+        self.replace("app.py", &app_source(version));
     }
 }
 
