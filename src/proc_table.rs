@@ -58,6 +58,21 @@ pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
     parse_stat(pid, &text).ok_or_else(|| io::Error::other(format!("unparsable /proc/{pid}/stat")))
 }
 
+/// The signals a process has installed handlers for (`SigCgt` of /proc/PID/status, bit N-1
+/// for signal N). Gunicorn installs its handlers only after it has parsed its arguments (and,
+/// with `--preload`, imported the app), while its raw command line already looks like a
+/// master's: a HUP before that kills it. This bitmask is the only way to tell.
+pub fn read_caught_signals(pid: u32) -> io::Result<u64> {
+    let bytes = read_small(&format!("/proc/{pid}/status"))?;
+    parse_caught_signals(&String::from_utf8_lossy(&bytes))
+        .ok_or_else(|| io::Error::other(format!("no SigCgt in /proc/{pid}/status")))
+}
+
+pub fn parse_caught_signals(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// open + read + close, nothing else: `fs::read` also stats the file for a size hint, which
 /// /proc files do not have. Discovery reads thousands of these, so the syscalls add up.
 fn read_small(path: &str) -> io::Result<Vec<u8>> {
@@ -103,7 +118,22 @@ pub fn read_children(pid: u32) -> Option<Vec<u32>> {
 /// elements are dropped; invalid UTF-8 is kept lossily (it is only compared and shown).
 pub fn read_cmdline(pid: u32) -> io::Result<Vec<String>> {
     let bytes = read_small(&format!("/proc/{pid}/cmdline"))?;
-    Ok(split_cmdline(&bytes))
+    Ok(unjoin_raw_title(split_cmdline(&bytes)))
+}
+
+/// setproctitle, once imported (early in Gunicorn's start, long before the title is set),
+/// rewrites the command line as one string, the arguments joined by spaces, and `comm` as its
+/// first 15 bytes. A master still starting under setproctitle shows exactly that; split it back
+/// so it is recognised and its arguments read. Only a string that starts with an absolute path
+/// is split: titles (`gunicorn: master [x]`) are left alone. A path with spaces would be cut,
+/// and such a process then simply goes unrecognised until it sets its title.
+fn unjoin_raw_title(argv: Vec<String>) -> Vec<String> {
+    match argv.as_slice() {
+        [joined] if joined.starts_with('/') && joined.contains(' ') => {
+            joined.split_ascii_whitespace().map(str::to_owned).collect()
+        }
+        _ => argv,
+    }
 }
 
 pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
@@ -201,6 +231,34 @@ mod tests {
         assert_eq!(split_cmdline(bytes), vec!["gunicorn: master [app:app]"]);
         let bytes = b"/v/bin/python3\0/v/bin/gunicorn\0-w\x002\0app:app\0";
         assert_eq!(split_cmdline(bytes).len(), 5);
+    }
+
+    #[test]
+    fn a_raw_command_line_joined_by_setproctitle_is_split_back() {
+        let joined = vec!["/v/bin/python /v/bin/gunicorn -b 127.0.0.1:8000 app:app".to_string()];
+        assert_eq!(
+            unjoin_raw_title(joined),
+            [
+                "/v/bin/python",
+                "/v/bin/gunicorn",
+                "-b",
+                "127.0.0.1:8000",
+                "app:app"
+            ]
+        );
+        let title = vec!["gunicorn: master [app:app]".to_string()];
+        assert_eq!(unjoin_raw_title(title.clone()), title);
+        let argv = vec!["/usr/bin/vim".to_string(), "my file.py".to_string()];
+        assert_eq!(unjoin_raw_title(argv.clone()), argv);
+    }
+
+    #[test]
+    fn caught_signals_are_read_from_the_sigcgt_mask() {
+        let status = "Name:\tpython3\nSigIgn:\t0000000001001000\nSigCgt:\t0000000180004a03\n";
+        let mask = parse_caught_signals(status).unwrap();
+        assert_ne!(mask & 1, 0, "SIGHUP (1) is bit 0");
+        assert_eq!(mask & (1 << 2), 0, "SIGQUIT (3) is bit 2, not caught here");
+        assert_eq!(parse_caught_signals("Name:\tx\n"), None);
     }
 
     #[test]

@@ -107,9 +107,10 @@ fn neighbourhood(pid: u32) -> Option<HashMap<u32, Candidate>> {
 }
 
 /// `comm` is the executable's name (for a shebang script, the script's), or the title's first
-/// 15 bytes with setproctitle: a cheap pre-filter before reading any cmdline.
+/// 15 bytes with setproctitle: a cheap pre-filter before reading any cmdline. A master still
+/// starting under setproctitle has its joined raw command line there, an interpreter path.
 fn could_be_gunicorn(comm: &str) -> bool {
-    comm.starts_with("gunicorn") || gunicorn_cmdline::is_python_name(comm)
+    comm.starts_with("gunicorn") || comm.starts_with('/') || gunicorn_cmdline::is_python_name(comm)
 }
 
 /// A forged title (`exec -a 'gunicorn: master [x]' sleep 100`) is not a Python interpreter.

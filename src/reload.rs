@@ -72,6 +72,11 @@ impl ReloadError {
             _ => false,
         }
     }
+
+    /// The master was found but has not installed its signal handlers yet: worth waiting for.
+    pub fn is_master_starting(&self) -> bool {
+        matches!(self, Self::Signal(SignalError::NotHandledYet { .. }))
+    }
 }
 
 /// What a finished reload did, for the report line.
@@ -104,7 +109,7 @@ pub fn reload_once(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
-    let prepared = prepare(target, settings)?;
+    let prepared = prepare_when_handling(target, settings)?;
     if settings.dry_run {
         return Ok(dry_run(prepared));
     }
@@ -115,6 +120,32 @@ pub fn reload_once(
         upgrade_and_check(prepared, settings)
     }
 }
+
+/// A master still starting does not handle the signal yet, and would die of it: wait until it
+/// does, within the verification timeout. It is then discovered again, since it has meanwhile
+/// replaced its raw command line by its title.
+fn prepare_when_handling(
+    target: &TargetSelector,
+    settings: &ReloadSettings,
+) -> Result<Prepared, ReloadError> {
+    let deadline = Instant::now() + settings.verify_timeout;
+    let mut waiting = false;
+    loop {
+        match prepare(target, settings) {
+            Err(e) if e.is_master_starting() && Instant::now() < deadline => {
+                if !waiting {
+                    info!("{e}: waiting until it does");
+                    waiting = true;
+                }
+                std::thread::sleep(STARTING_POLL);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a master still starting is looked at again.
+const STARTING_POLL: Duration = Duration::from_millis(20);
 
 /// Discover the master, refuse what cannot work, run the preflight.
 pub fn prepare(
@@ -136,6 +167,13 @@ pub fn prepare(
     } else {
         Signal::SIGUSR2
     };
+    if !settings.dry_run && !signal::handles(master.pid, signal) {
+        return Err(SignalError::NotHandledYet {
+            pid: master.pid,
+            signal,
+        }
+        .into());
+    }
     let (release, preflight) = preflight_until_stable(settings, &master)?;
     Ok(Prepared {
         master,

@@ -13,6 +13,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
 
 use crate::discover::MasterProcess;
+use crate::gunicorn_cmdline::{self, TitledRole};
 use crate::proc_table;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,11 @@ pub enum SignalError {
         "not permitted to signal master {pid} (user {user}): run hupwatch as that user, or as root / with CAP_KILL"
     )]
     PermissionDenied { pid: u32, user: String },
+    #[error(
+        "master {pid} does not handle SIG{signal} yet (it is still starting); nothing was sent",
+        signal = crate::reload::signal_name(*signal)
+    )]
+    NotHandledYet { pid: u32, signal: Signal },
     #[error("pidfd_open/pidfd_send_signal unavailable ({0}): Linux 5.3 or later is required")]
     Unsupported(Errno),
     #[error("sending {signal} to master {pid} failed: {errno}")]
@@ -50,8 +56,11 @@ impl SignalError {
 /// Send `signal` to `master` if, and only if, it is still the same Gunicorn master.
 pub fn send(master: &MasterProcess, signal: Signal) -> Result<(), SignalError> {
     let pid = master.pid;
-    let fd = open_pidfd(master)?;
+    let fd = open_pidfd(master, signal)?;
     confirm_identity(master)?;
+    if !handles(pid, signal) {
+        return Err(SignalError::NotHandledYet { pid, signal });
+    }
     let sig = rustix::process::Signal::from_named_raw(signal as i32).ok_or(SignalError::Other {
         pid,
         signal,
@@ -60,7 +69,15 @@ pub fn send(master: &MasterProcess, signal: Signal) -> Result<(), SignalError> {
     pidfd_send_signal(&fd, sig).map_err(|errno| map_errno(master, signal, errno))
 }
 
-fn open_pidfd(master: &MasterProcess) -> Result<OwnedFd, SignalError> {
+/// Has the process installed a handler for `signal`? A Gunicorn master that has not (still
+/// parsing its arguments, or importing the app with `--preload`) is killed by HUP or USR2.
+/// An unreadable status counts as "no": the signal is then not sent.
+pub fn handles(pid: u32, signal: Signal) -> bool {
+    let bit = 1u64 << (signal as i32 - 1);
+    proc_table::read_caught_signals(pid).is_ok_and(|mask| mask & bit != 0)
+}
+
+fn open_pidfd(master: &MasterProcess, signal: Signal) -> Result<OwnedFd, SignalError> {
     let raw = i32::try_from(master.pid).ok().and_then(Pid::from_raw);
     let pid = raw.ok_or(SignalError::Gone { pid: master.pid })?;
     pidfd_open(pid, PidfdFlags::empty()).map_err(|errno| match errno {
@@ -68,7 +85,7 @@ fn open_pidfd(master: &MasterProcess) -> Result<OwnedFd, SignalError> {
         Errno::NOSYS => SignalError::Unsupported(errno),
         other => SignalError::Other {
             pid: master.pid,
-            signal: Signal::SIGHUP,
+            signal,
             errno: other,
         },
     })
@@ -76,7 +93,10 @@ fn open_pidfd(master: &MasterProcess) -> Result<OwnedFd, SignalError> {
 
 /// The PID must still carry the discovered start time and the command line (or title) that
 /// made discovery take it for a Gunicorn master: the same start time and the same cmdline are
-/// the same process. Cheap on purpose: this sits between the debounce and the signal.
+/// the same process. One change is legitimate: a master found while starting still showed its
+/// raw command line, and sets its title `gunicorn: master [NAME]` once it runs; the start time
+/// already proves it is the same process. Cheap on purpose: this sits between the debounce and
+/// the signal.
 fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
     let pid = master.pid;
     let stat = proc_table::read_stat(pid).map_err(|_| SignalError::Gone { pid })?;
@@ -89,12 +109,17 @@ fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
     match proc_table::read_cmdline(pid) {
         // An empty read (a process mid-exec, or exiting) proves nothing: refuse.
         Ok(cmdline) if !cmdline.is_empty() && cmdline == master.cmdline => Ok(()),
+        Ok(cmdline) if now_titled_master(&cmdline) => Ok(()),
         Ok(cmdline) => Err(SignalError::NoLongerMaster {
             pid,
             reason: format!("its command line is now {:?}", cmdline.join(" ")),
         }),
         Err(_) => Err(SignalError::Gone { pid }),
     }
+}
+
+fn now_titled_master(cmdline: &[String]) -> bool {
+    gunicorn_cmdline::parse(cmdline).is_some_and(|p| p.role == Some(TitledRole::Master))
 }
 
 fn map_errno(master: &MasterProcess, signal: Signal, errno: Errno) -> SignalError {

@@ -216,14 +216,23 @@ fn start_reload(
         let sent = reload::send_hup(&prepared, &settings)?;
         Ok((prepared, sent))
     };
-    let (prepared, sent) = match found {
+    let sent = match found {
         Some(prepared) => match reload::send_hup(&prepared, &settings) {
-            Ok(sent) => (prepared, sent),
+            Ok(sent) => Ok((prepared, sent)),
             // That master went away in the last fraction of a millisecond: look again.
-            Err(ReloadError::Signal(e)) if e.is_target_problem() => prepare_and_send()?,
-            Err(e) => return Err(e),
+            Err(ReloadError::Signal(e)) if e.is_target_problem() => prepare_and_send(),
+            Err(e) => Err(e),
         },
-        None => prepare_and_send()?,
+        None => prepare_and_send(),
+    };
+    let (prepared, sent) = match sent {
+        Ok(sent) => sent,
+        // Waiting for a master that is still starting is a blocking thread's job.
+        Err(e) if e.is_master_starting() => {
+            reloads.spawn_blocking(move || (name, reload::reload_once(&target, &settings)));
+            return Ok(strategy);
+        }
+        Err(e) => return Err(e),
     };
     reloads.spawn_blocking(move || (name, reload::finish_hup(prepared, sent, &settings)));
     Ok(strategy)

@@ -11,6 +11,7 @@ mod limits;
 mod releases;
 mod service;
 mod soak;
+mod starting;
 mod support;
 mod watch;
 

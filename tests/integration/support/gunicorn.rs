@@ -130,6 +130,12 @@ impl GunicornBuilder<'_> {
         unreachable!("the last attempt panics or returns")
     }
 
+    /// Spawns the master and returns at once, for a test that acts while Gunicorn is still
+    /// starting; [`Gunicorn::await_ready`] waits for it later. No retry on a taken port.
+    pub fn spawn_starting(self) -> Gunicorn {
+        self.spawn(&venv::bin(self.venv, "gunicorn"))
+    }
+
     fn spawn(&self, script: &Path) -> Gunicorn {
         let port = free_port();
         let cwd = self
@@ -314,6 +320,15 @@ impl Gunicorn {
                 self.log()
             )
         })
+    }
+
+    /// For a master from [`GunicornBuilder::spawn_starting`]: waits until it serves with all
+    /// its workers; panics with the log if it does not within `ceiling`.
+    pub fn await_ready(&self, ceiling: Duration) {
+        if let Err(why) = self.wait_ready(ceiling) {
+            std::thread::sleep(Duration::from_millis(200));
+            panic!("gunicorn did not start: {why}\n{}", self.log())
+        }
     }
 
     fn child(&self) -> MutexGuard<'_, Child> {
