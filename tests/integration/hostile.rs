@@ -7,7 +7,7 @@ use std::os::unix::fs::symlink;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{AppDir, CEILING, Gunicorn, Venv, host_shared, hupwatch};
+use crate::support::{AppDir, CEILING, Gunicorn, Venv, host_shared, hupwatch, running_as_root};
 
 const NOBODY: u32 = 65534;
 
@@ -83,8 +83,7 @@ fn junk_pidfiles_and_our_own_pid_exit_3() {
 
 #[test]
 fn user_keeps_other_users_masters_out_of_reach_and_lines_name_the_user() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to run a master as another user");
+    if !running_as_root("needs root to run a master as another user") {
         return;
     }
     let _host = host_shared();

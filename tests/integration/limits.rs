@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{AppDir, CEILING, Gunicorn, host_shared, hupwatch};
+use crate::support::{AppDir, CEILING, Gunicorn, host_shared, hupwatch, prerequisite};
 
 #[test]
 fn out_of_inotify_watches_is_an_error_saying_how_many_are_needed() {
@@ -18,16 +18,18 @@ fn out_of_inotify_watches_is_an_error_saying_how_many_are_needed() {
         "echo 10 > /proc/sys/user/max_inotify_watches && exec {bin} watch --watch {} --pid 999999999",
         dir.path().display()
     );
-    let Ok(out) = Command::new("unshare")
+    let out = Command::new("unshare")
         .args(["-Ur", "sh", "-c", &script])
-        .output()
-    else {
-        eprintln!("skipped: no unshare");
+        .output();
+    if !prerequisite(out.is_ok(), "no unshare(1) on this machine") {
         return;
-    };
+    }
+    let out = out.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("unshare:") {
-        eprintln!("skipped: user namespaces unavailable: {stderr}");
+    if !prerequisite(
+        !stderr.contains("unshare:"),
+        &format!("user namespaces unavailable: {stderr}"),
+    ) {
         return;
     }
     assert_eq!(out.status.code(), Some(2), "{stderr}");

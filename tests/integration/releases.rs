@@ -4,6 +4,7 @@
 
 use crate::support::{
     AppDir, CEILING, Daemon, Gunicorn, Load, ReleaseTree, Venv, host_shared, hupwatch, quiet_spell,
+    running_as_root,
 };
 
 const RELOADED: &str = "reloaded master";
@@ -246,8 +247,7 @@ fn a_master_pinned_to_the_old_release_is_a_failed_reload_with_the_fix() {
 
 #[test]
 fn the_preflight_runs_as_the_masters_user() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: switching users needs root");
+    if !running_as_root("switching users needs root") {
         return;
     }
     let _host = host_shared();

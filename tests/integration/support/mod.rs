@@ -68,6 +68,26 @@ pub fn poll_for<T>(ceiling: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
+/// A test whose prerequisite this machine lacks (root, user namespaces) cannot prove anything.
+/// It fails, naming what is missing, so a skipped test never counts as a pass; a developer
+/// without the prerequisite sets `HUPWATCH_TEST_ALLOW_SKIP=1` to have it reported as skipped
+/// (in the output, not as a pass in CI, which never sets it). Returns whether the test may go on.
+pub fn prerequisite(met: bool, what: &str) -> bool {
+    if met {
+        return true;
+    }
+    if std::env::var_os("HUPWATCH_TEST_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED (proves nothing): {what} (HUPWATCH_TEST_ALLOW_SKIP=1)");
+        return false;
+    }
+    panic!("cannot run here: {what}; set HUPWATCH_TEST_ALLOW_SKIP=1 to skip such tests visibly");
+}
+
+/// Tests that start processes as other users need root.
+pub fn running_as_root(why: &str) -> bool {
+    prerequisite(nix::unistd::Uid::effective().is_root(), why)
+}
+
 /// Let a quiet period pass that would have produced a reload had anything counted: the tests'
 /// debounce (at most 300 ms) plus a generous margin for a slow machine.
 pub fn quiet_spell() {
