@@ -101,10 +101,14 @@ impl AppRuntime {
     pub fn on_event(&mut self, event: WatchEvent) -> Result<(), WatchError> {
         let now = Instant::now();
         match event {
-            WatchEvent::Changed(Some(path), _) if self.server_output.contains(&path) => {}
+            WatchEvent::Changed(Some(path), _) if self.server_output.contains(&path) => {
+                debug!(app = %self.config.name, path = %path.display(), "change ignored: the master writes it");
+            }
             WatchEvent::Changed(path, seen) => {
                 match &path {
-                    Some(p) => debug!(app = %self.config.name, path = %p.display(), "change"),
+                    Some(p) => {
+                        debug!(app = %self.config.name, path = %p.display(), "change counted")
+                    }
                     None => {
                         debug!(app = %self.config.name, "event queue overflowed: treating as a change")
                     }
@@ -119,6 +123,9 @@ impl AppRuntime {
                     self.files_changed = true;
                     self.debouncer.on_change(now);
                 }
+            }
+            WatchEvent::Ignored(path) => {
+                debug!(app = %self.config.name, path = %path.display(), "change ignored: excluded");
             }
             WatchEvent::DirGone(dir) => self.tree.forget(&dir),
             WatchEvent::LinkTouched(link) => {

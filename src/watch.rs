@@ -101,7 +101,7 @@ impl TreeWatcher {
         let callback_scope = Arc::clone(&scope);
         let handler = move |res: notify::Result<Event>| {
             let mut emit = |event: WatchEvent| match event {
-                WatchEvent::Changed(..) => {
+                WatchEvent::Changed(..) | WatchEvent::Ignored(..) => {
                     let _ = changes.try_send((tag, event));
                 }
                 other => {

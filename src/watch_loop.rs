@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::app_runtime::AppRuntime;
 use crate::cli::Strategy;
@@ -269,6 +269,11 @@ fn finish(
                 ),
             );
         }
+    }
+    // What follows this reload: the tests' proof that nothing more is coming, without a sleep.
+    match apps.iter().find(|a| a.config.name == name) {
+        Some(app) if app.is_pending() => debug!(app = name, "reload finished; a change is pending"),
+        _ => debug!(app = name, "reload finished; nothing pending"),
     }
 }
 

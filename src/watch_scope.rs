@@ -20,6 +20,10 @@ pub enum WatchEvent {
     /// by the event thread at `seen`: the quiet period runs from there, not from whenever the
     /// main loop gets to it.
     Changed(Option<PathBuf>, Instant),
+    /// A file changed that the filter excludes; sent only while debug logging is on, so that
+    /// the log shows it in order with the changes that count (the tests' proof that an event
+    /// was seen and ignored), and an idle loop is not woken for noise otherwise.
+    Ignored(PathBuf),
     /// A directory appeared (created or moved in) and needs watches.
     NewDir(PathBuf),
     /// A directory went away (deleted or moved out).
@@ -120,6 +124,8 @@ impl Scope {
                 }
             } else if self.filter.counts(rel) {
                 emit(WatchEvent::Changed(Some(path), seen));
+            } else if tracing::enabled!(tracing::Level::DEBUG) {
+                emit(WatchEvent::Ignored(path));
             }
         }
     }

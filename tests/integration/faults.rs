@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use crate::support::{
     AppDir, CEILING, Gunicorn, ReleaseTree, Venv, app_source, host_shared, hupwatch, poll_until,
-    proc, quiet_spell, running_as_root, watch_tree,
+    proc, running_as_root, watch_tree,
 };
 
 const RELOADED: &str = "reloaded master";
@@ -96,21 +96,18 @@ fn a_deleted_and_recreated_watch_root_and_subdirectory_are_watched_again() {
     std::fs::remove_dir_all(&src).unwrap();
     dir.write("src/pkg/views.py", "X = 2\n");
     daemon.wait_for_count(RELOADED, 1, CEILING);
-    quiet_spell();
-    let settled = daemon.count_lines(RELOADED);
+    // Watched again: a file written in the re-created tree counts.
     dir.write("src/pkg/models.py", "Y = 1\n");
-    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
+    daemon.wait_for_counted("models.py");
 
-    // A subdirectory deleted and re-created.
-    quiet_spell();
-    let settled = daemon.count_lines(RELOADED);
+    // A subdirectory deleted and re-created: once it is watched again, a write in it counts.
+    let armed = daemon.count_lines("new directory watched");
     std::fs::remove_dir_all(src.join("pkg")).unwrap();
     dir.write("src/pkg/new.py", "Z = 1\n");
-    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
-    quiet_spell();
-    let settled = daemon.count_lines(RELOADED);
+    daemon.wait_for_count("new directory watched", armed + 1, CEILING);
     dir.write("src/pkg/newer.py", "Z = 2\n");
-    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
+    let counted = daemon.wait_for_counted("newer.py");
+    daemon.wait_for_line_after(&counted, RELOADED);
 }
 
 #[test]
@@ -127,17 +124,17 @@ fn a_watch_root_replaced_by_a_symlink_is_followed() {
     std::fs::rename(&code, dir.join("code.old")).unwrap();
     symlink(dir.join("other"), &code).unwrap();
     daemon.wait_for_count(RELOADED, 1, CEILING);
-    quiet_spell();
-    let settled = daemon.count_lines(RELOADED);
+    // One inotify queue, first in first out: had a.py's event come, it would come before b.py's.
     dir.write("code.old/a.py", "A = 2\n");
-    quiet_spell();
-    assert_eq!(
-        daemon.count_lines(RELOADED),
-        settled,
-        "the replaced tree is not watched"
-    );
     dir.write("other/b.py", "B = 2\n");
-    daemon.wait_for_count(RELOADED, settled + 1, CEILING);
+    let counted = daemon.wait_for_counted("b.py");
+    daemon.wait_for_line_after(&counted, RELOADED);
+    assert_eq!(
+        daemon.counted_changes("a.py"),
+        Vec::<String>::new(),
+        "the replaced tree is not watched:\n{}",
+        daemon.output()
+    );
 }
 
 #[test]
@@ -165,7 +162,8 @@ fn fifty_swaps_in_one_second_give_one_reload_for_the_last_target() {
     }
     let line = daemon.wait_for_line(RELOADED, CEILING);
     assert!(line.contains("releases/r50"), "{line}");
-    quiet_spell();
+    // Every swap was seen before that reload (r50 is the last); none is left pending after it.
+    daemon.wait_until_settled(1);
     assert_eq!(daemon.count_lines("sent SIGHUP"), 1, "{}", daemon.output());
     assert!(g.get().starts_with("r50 "));
 }

@@ -136,6 +136,15 @@ impl HupwatchCommand {
     /// Starts a background `hupwatch` (normally `watch ...`); its output lines are echoed
     /// to the test's stderr behind `[hupwatch] ` and collected.
     pub fn spawn(&mut self) -> Daemon {
+        // The debug lines (`change counted`, `change ignored`, `reload finished; nothing
+        // pending`) are what tests observe instead of sleeping to prove that nothing happened.
+        if !self
+            .cmd
+            .get_envs()
+            .any(|(key, value)| key == "HUPWATCH_LOG" && value.is_some())
+        {
+            self.cmd.env("HUPWATCH_LOG", "hupwatch=debug");
+        }
         Daemon {
             run: self.start("[hupwatch] "),
         }
@@ -300,6 +309,70 @@ impl Daemon {
                 self.run.report()
             ),
         }
+    }
+
+    /// Proof, without a sleep, that every file event caused before this call has reached
+    /// hupwatch: writes an excluded file (`*.log`) into `watched_dir` and waits for the debug
+    /// line saying it was ignored. An app's inotify queue is first in, first out, so every
+    /// earlier event of that app was classified before it.
+    pub fn barrier(&self, watched_dir: &Path) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("hupwatch-barrier-{}-{n}.log", std::process::id());
+        std::fs::write(watched_dir.join(&name), "barrier")
+            .unwrap_or_else(|e| panic!("write barrier in {}: {e}", watched_dir.display()));
+        let line = self.wait_for_line(&name, super::CEILING);
+        assert!(
+            line.contains("change ignored"),
+            "barrier counted as a change: {line}"
+        );
+    }
+
+    /// Waits until the `n`th reload has finished with nothing pending: no follow-up reload is
+    /// coming for the changes seen so far.
+    pub fn wait_until_settled(&self, n: usize) {
+        self.wait_for_count("nothing pending", n, super::CEILING);
+    }
+
+    /// The `change counted` debug lines that name `needle`.
+    pub fn counted_changes(&self, needle: &str) -> Vec<String> {
+        self.run
+            .all
+            .matching("change counted")
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+
+    /// Waits for a `change counted` line naming `needle`: hupwatch saw that file change.
+    pub fn wait_for_counted(&self, needle: &str) -> String {
+        poll_for(super::CEILING, || {
+            self.counted_changes(needle).into_iter().next()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no change counted for {needle:?} within {:?}\n{}",
+                super::CEILING,
+                self.run.report()
+            )
+        })
+    }
+
+    /// Waits for a line containing `needle` printed after the first line containing `after`:
+    /// "a reload after that change", in the order hupwatch printed them.
+    pub fn wait_for_line_after(&self, after: &str, needle: &str) -> String {
+        poll_for(super::CEILING, || {
+            let lines = self.run.all.snapshot();
+            let from = lines.iter().position(|l| l.contains(after))?;
+            lines[from..].iter().find(|l| l.contains(needle)).cloned()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no line containing {needle:?} after one containing {after:?} within {:?}\n{}",
+                super::CEILING,
+                self.run.report()
+            )
+        })
     }
 
     /// How many output lines so far contain `needle`.

@@ -88,12 +88,6 @@ pub fn running_as_root(why: &str) -> bool {
     prerequisite(nix::unistd::Uid::effective().is_root(), why)
 }
 
-/// Let a quiet period pass that would have produced a reload had anything counted: the tests'
-/// debounce (at most 300 ms) plus a generous margin for a slow machine.
-pub fn quiet_spell() {
-    std::thread::sleep(Duration::from_millis(1500));
-}
-
 /// Calls `f` every 50 ms until it returns `Some`; panics naming `what` after `ceiling`.
 pub fn poll_until<T>(ceiling: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
     poll_for(ceiling, f).unwrap_or_else(|| panic!("timed out after {ceiling:?} waiting for {what}"))
