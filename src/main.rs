@@ -24,6 +24,7 @@ mod proc_table;
 mod process_tree;
 mod release;
 mod reload;
+mod reload_tasks;
 mod report;
 #[cfg(test)]
 mod scratch_dir;
