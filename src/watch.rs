@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use notify::{Event, PollWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::change_sink::ChangeSink;
 use crate::config::WatchSettings;
 use crate::inotify_watcher::InotifyWatcher;
 use crate::release;
@@ -71,14 +71,11 @@ pub struct TreeWatcher {
 }
 
 impl TreeWatcher {
-    /// Arm every watch under `roots`. Counting changes go to `changes` (bounded: when it is
-    /// full a reload is already pending, so dropping more loses nothing); the rest to `control`.
+    /// Arm every watch under `roots`; what the watches see goes to `sink`.
     pub fn start(
         settings: &WatchSettings,
         release_link: Option<&Path>,
-        tag: AppTag,
-        changes: mpsc::Sender<(AppTag, WatchEvent)>,
-        control: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
+        sink: ChangeSink,
     ) -> Result<Self, WatchError> {
         let (roots, filter) = (&settings.roots, Arc::clone(&settings.filter));
         let roots: Vec<Root> = roots
@@ -103,14 +100,7 @@ impl TreeWatcher {
         });
         let callback_scope = Arc::clone(&scope);
         let handler = move |res: notify::Result<Event>| {
-            let mut emit = |event: WatchEvent| match event {
-                WatchEvent::Changed(..) => {
-                    let _ = changes.try_send((tag, event));
-                }
-                other => {
-                    let _ = control.send((tag, other));
-                }
-            };
+            let mut emit = |event: WatchEvent| sink.emit(event);
             match res {
                 Ok(event) => callback_scope.classify(event, &mut emit),
                 Err(e) => emit(WatchEvent::Error(e.to_string())),

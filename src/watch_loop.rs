@@ -28,7 +28,8 @@ use crate::service::{self, ServiceStatus};
 use crate::wake_lead::{self, WakeLead};
 use crate::watch::{AppTag, WatchEvent};
 
-/// Changes queued while a reload is in flight; more than this adds nothing (one reload follows).
+/// Changes on their way to the loop, all apps together; what finds it full waits in its app's
+/// spill slot (`change_sink`), so a burst in one app cannot crowd out another app's change.
 const CHANGE_QUEUE: usize = 256;
 
 struct Channels {
@@ -109,6 +110,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
                 while let Ok((tag, event)) = ch.changes.try_recv() {
                     dispatch(&mut apps, tag, event);
                 }
+                apps.iter_mut().for_each(AppRuntime::take_spilled);
                 let now = Instant::now();
                 let mut failed = Vec::new();
                 for app in apps.iter_mut() {
