@@ -39,7 +39,7 @@ fn most_watches(pid: u32) -> usize {
 /// saved once meanwhile: B's only change must still reload B. The loop is kept busy by
 /// what it really does on a deploy: a tree of 20,000 directories moved into A is walked (and
 /// watched) on the loop, while a writer keeps adding files to A; B is saved while the walk
-/// is seen still going, with thousands of A's changes already written during it.
+/// is seen still going, after A has written more changes during it than the queue holds.
 #[test]
 fn a_flood_of_changes_in_one_app_does_not_lose_another_apps_save() {
     const DIRS: usize = 20_000;
