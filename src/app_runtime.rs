@@ -3,11 +3,13 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::change_sink::{ChangeSink, SpillSlot};
 use crate::config::{AppConfig, By, TargetSelector};
 use crate::debounce::Debouncer;
 use crate::discover::{self, MasterProcess};
@@ -34,6 +36,8 @@ pub struct AppRuntime {
     pub target: TargetSelector,
     /// A file change (not only a swap) arrived since the last reload started.
     files_changed: bool,
+    /// Changes that found the shared queue full.
+    spill: Arc<SpillSlot>,
 }
 
 impl AppRuntime {
@@ -45,7 +49,9 @@ impl AppRuntime {
         control: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
     ) -> Result<Self, WatchError> {
         let release_link = config.reload.release_link.as_ref().map(|l| l.path());
-        let tree = TreeWatcher::start(&config.watch, release_link, tag, changes, control)?;
+        let spill = Arc::new(SpillSlot::default());
+        let sink = ChangeSink::new(tag, changes, control, Arc::clone(&spill));
+        let tree = TreeWatcher::start(&config.watch, release_link, sink)?;
         let links = LinkTargets::new(tree.links());
         let mut server_output = ServerOutput::default();
         match discover::find_master(&config.target) {
@@ -73,6 +79,7 @@ impl AppRuntime {
             links,
             server_output,
             files_changed: false,
+            spill,
         })
     }
 
@@ -96,6 +103,17 @@ impl AppRuntime {
     pub fn mark_pending(&mut self) {
         self.files_changed = true;
         self.debouncer.on_change(Instant::now());
+    }
+
+    /// Count the changes waiting in the spill slot, if any. Their paths were not kept, so
+    /// they count even if they were the master's own output: a change is never dropped.
+    pub fn take_spilled(&mut self) {
+        if let Some(spilled) = self.spill.take() {
+            debug!(app = %self.config.name, "change queue was full: taking the spilled changes");
+            self.files_changed = true;
+            self.debouncer.on_change(spilled.first);
+            self.debouncer.on_change(spilled.last);
+        }
     }
 
     pub fn on_event(&mut self, event: WatchEvent) -> Result<(), WatchError> {
@@ -153,6 +171,7 @@ impl AppRuntime {
                     warn!(app = %self.config.name, root = %root.display(), "watch root {} is gone; watching for it to come back", root.display());
                 }
             }
+            WatchEvent::Spilled => self.take_spilled(),
             WatchEvent::Error(message) => warn!(app = %self.config.name, "watch error: {message}"),
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! documented exit code in one place (`AppError::exit_code`).
 
 mod app_runtime;
+mod change_sink;
 mod cli;
 mod commands;
 mod config;
@@ -24,6 +25,7 @@ mod proc_table;
 mod process_tree;
 mod release;
 mod reload;
+mod reload_tasks;
 mod report;
 #[cfg(test)]
 mod scratch_dir;

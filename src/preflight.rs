@@ -222,14 +222,23 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
         .stdout(writer.try_clone().map_err(spawn_err)?)
         .stderr(writer)
         .process_group(0);
-    if let Some(creds) = plan.creds.clone() {
-        // SAFETY: only async-signal-safe system calls between fork and exec.
+    if let Some(creds) = &plan.creds {
+        // Everything the child needs is built here, before the fork: after it, in a process
+        // with other threads, an allocation can deadlock on a lock another thread held.
+        let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        let (gid, uid) = (Gid::from_raw(creds.gid), Uid::from_raw(creds.uid));
+        // std's `Command::uid`/`gid` are not used: std applies them before any `pre_exec`
+        // closure, and once the uid is dropped setgroups and setgid fail (EPERM); the stable
+        // API cannot set the supplementary groups (`CommandExt::groups` is unstable). So all
+        // three are dropped here, in the only working order: groups, then gid, then uid.
+        // SAFETY: between fork and exec the closure makes three system calls (setgroups,
+        // setgid, setuid) on memory allocated before the fork; it neither allocates nor takes
+        // a lock (an errno becomes an `io::Error` without allocating).
         unsafe {
             cmd.pre_exec(move || {
-                let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
                 nix::unistd::setgroups(&groups)?;
-                nix::unistd::setgid(Gid::from_raw(creds.gid))?;
-                nix::unistd::setuid(Uid::from_raw(creds.uid))?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
                 Ok(())
             });
         }

@@ -62,12 +62,21 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
     );
 }
 
-/// Short form of the outcome for systemd's STATUS.
+/// Short form of the outcome for systemd's STATUS. A dry run sent nothing: `systemctl status`
+/// must not claim a reload.
 pub fn status_line(outcome: &ReloadOutcome) -> String {
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    if outcome.dry_run {
+        return format!(
+            "dry run: would reload master {} with SIG{} at {at} ({} workers); nothing sent",
+            outcome.master.pid,
+            signal_name(outcome.signal),
+            outcome.old.len()
+        );
+    }
     format!(
-        "reloaded master {} at {} ({} -> {} workers)",
+        "reloaded master {} at {at} ({} -> {} workers)",
         outcome.master.pid,
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         outcome.old.len(),
         outcome.new.len()
     )
@@ -225,5 +234,51 @@ fn human_age(d: Duration) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gunicorn_cmdline::GunicornCmdline;
+    use crate::process_tree::MasterProcess;
+
+    fn outcome(dry_run: bool) -> ReloadOutcome {
+        ReloadOutcome {
+            master: MasterProcess {
+                pid: 4242,
+                ppid: 1,
+                start_ticks: 1,
+                uid: 0,
+                user: "root".into(),
+                name: "app:app".into(),
+                cmdline: vec!["gunicorn: master [app:app]".into()],
+                parsed: GunicornCmdline::default(),
+                cwd: None,
+                pidfile: None,
+                workers: vec![],
+            },
+            old_master: 4242,
+            signal: nix::sys::signal::Signal::SIGHUP,
+            old: vec![1, 2],
+            new: if dry_run { vec![] } else { vec![3, 4] },
+            elapsed: Duration::from_millis(5),
+            preflight: None,
+            release: None,
+            dry_run,
+        }
+    }
+
+    #[test]
+    fn the_status_line_of_a_dry_run_says_nothing_was_reloaded() {
+        let line = status_line(&outcome(true));
+        assert!(
+            line.starts_with("dry run: would reload master 4242 with SIGHUP"),
+            "{line}"
+        );
+        assert!(!line.contains("reloaded"), "{line}");
+        let line = status_line(&outcome(false));
+        assert!(line.starts_with("reloaded master 4242 at "), "{line}");
+        assert!(line.ends_with("(2 -> 2 workers)"), "{line}");
     }
 }

@@ -77,18 +77,12 @@ pub fn handles(pid: u32, signal: Signal) -> bool {
     proc_table::read_caught_signals(pid).is_ok_and(|mask| mask & bit != 0)
 }
 
+/// `signal` is only for the message: the pidfd is opened to send it (HUP, or USR2/TERM during
+/// an upgrade), and a failure must name that one.
 fn open_pidfd(master: &MasterProcess, signal: Signal) -> Result<OwnedFd, SignalError> {
     let raw = i32::try_from(master.pid).ok().and_then(Pid::from_raw);
     let pid = raw.ok_or(SignalError::Gone { pid: master.pid })?;
-    pidfd_open(pid, PidfdFlags::empty()).map_err(|errno| match errno {
-        Errno::SRCH => SignalError::Gone { pid: master.pid },
-        Errno::NOSYS => SignalError::Unsupported(errno),
-        other => SignalError::Other {
-            pid: master.pid,
-            signal,
-            errno: other,
-        },
-    })
+    pidfd_open(pid, PidfdFlags::empty()).map_err(|errno| map_errno(master, signal, errno))
 }
 
 /// The PID must still carry the discovered start time and the command line (or title) that
@@ -193,6 +187,28 @@ mod tests {
         newcomer.kill().unwrap();
         newcomer.wait().unwrap();
         assert!(!is_alive(pid, real_start));
+    }
+
+    /// pidfd_open refuses a thread that does not lead its process: the error must name the
+    /// signal that was being sent (USR2 during an upgrade), not always HUP.
+    #[test]
+    fn a_pidfd_open_failure_names_the_signal_being_sent() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw() as u32);
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let err = send(&described(tid, 1), Signal::SIGUSR2).unwrap_err();
+        drop(done_tx);
+        thread.join().unwrap();
+        assert!(matches!(err, SignalError::Other { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with("sending SIGUSR2 to master"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use notify::{Event, PollWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::change_sink::ChangeSink;
 use crate::config::WatchSettings;
 use crate::inotify_watcher::InotifyWatcher;
 use crate::release;
@@ -25,15 +25,18 @@ use crate::watch_scope::{Root, Scope};
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error(
-        "out of inotify watches at {path}: {armed} armed, about {needed} needed, and \
+        "out of inotify watches at {path}: {armed} armed{}, and \
          fs.inotify.max_user_watches is {limit} (shared by all of this user's programs). Raise it: \
          `sysctl fs.inotify.max_user_watches={suggested}` (persist it in /etc/sysctl.d/), \
-         exclude large directories, or use --poll"
+         exclude large directories, or use --poll",
+        estimate(*.needed)
     )]
     TooManyWatches {
         path: PathBuf,
         armed: usize,
-        needed: usize,
+        /// How many this app's walk would have armed in all; `None` where nothing was walked
+        /// (a file root's directory), so no estimate is shown rather than a made-up one.
+        needed: Option<usize>,
         limit: String,
         suggested: usize,
     },
@@ -68,14 +71,11 @@ pub struct TreeWatcher {
 }
 
 impl TreeWatcher {
-    /// Arm every watch under `roots`. Counting changes go to `changes` (bounded: when it is
-    /// full a reload is already pending, so dropping more loses nothing); the rest to `control`.
+    /// Arm every watch under `roots`; what the watches see goes to `sink`.
     pub fn start(
         settings: &WatchSettings,
         release_link: Option<&Path>,
-        tag: AppTag,
-        changes: mpsc::Sender<(AppTag, WatchEvent)>,
-        control: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
+        sink: ChangeSink,
     ) -> Result<Self, WatchError> {
         let (roots, filter) = (&settings.roots, Arc::clone(&settings.filter));
         let roots: Vec<Root> = roots
@@ -100,14 +100,7 @@ impl TreeWatcher {
         });
         let callback_scope = Arc::clone(&scope);
         let handler = move |res: notify::Result<Event>| {
-            let mut emit = |event: WatchEvent| match event {
-                WatchEvent::Changed(..) | WatchEvent::Ignored(..) => {
-                    let _ = changes.try_send((tag, event));
-                }
-                other => {
-                    let _ = control.send((tag, other));
-                }
-            };
+            let mut emit = |event: WatchEvent| sink.emit(event);
             match res {
                 Ok(event) => callback_scope.classify(event, &mut emit),
                 Err(e) => emit(WatchEvent::Error(e.to_string())),
@@ -217,13 +210,7 @@ impl TreeWatcher {
                 }
                 Err(WatchError::TooManyWatches { path, .. }) => {
                     let needed = self.watched.len() + 1 + self.count_unwatched(&stack);
-                    return Err(WatchError::TooManyWatches {
-                        path,
-                        armed: self.watched.len(),
-                        needed,
-                        limit: watch_limit(),
-                        suggested: (needed * 2).max(524_288),
-                    });
+                    return Err(out_of_watches(path, self.watched.len(), Some(needed)));
                 }
                 Err(fatal) => return Err(fatal),
             }
@@ -319,19 +306,35 @@ impl TreeWatcher {
                 self.watched.insert(dir.to_path_buf());
                 Ok(())
             }
-            Err(e) if is_out_of_watches(&e) => Err(WatchError::TooManyWatches {
-                path: dir.to_path_buf(),
-                armed: self.watched.len(),
-                needed: 0,
-                limit: String::new(),
-                suggested: 0,
-            }),
+            Err(e) if is_out_of_watches(&e) => {
+                Err(out_of_watches(dir.to_path_buf(), self.watched.len(), None))
+            }
             Err(source) => Err(WatchError::Notify {
                 path: dir.to_path_buf(),
                 source,
             }),
         }
     }
+}
+
+/// The out-of-watches error with the limit in force and a value worth raising it to: enough for
+/// what is needed (or at least one more than armed), and never below the current limit.
+fn out_of_watches(path: PathBuf, armed: usize, needed: Option<usize>) -> WatchError {
+    let limit = watch_limit();
+    let at_least = needed.unwrap_or(armed + 1);
+    let current = limit.parse::<usize>().unwrap_or(0);
+    WatchError::TooManyWatches {
+        path,
+        armed,
+        needed,
+        suggested: (at_least * 2).max(current.saturating_mul(2)).max(524_288),
+        limit,
+    }
+}
+
+/// ", about N needed" when the walk could count them; nothing when it could not.
+fn estimate(needed: Option<usize>) -> String {
+    needed.map_or_else(String::new, |n| format!(", about {n} needed"))
 }
 
 /// The effective limit: the sysctl, or the user namespace's own (`/proc/sys/user/`) if lower.
@@ -357,5 +360,26 @@ fn is_out_of_watches(e: &notify::Error) -> bool {
             code == Some(Errno::ENOSPC as i32) || code == Some(Errno::EMFILE as i32)
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Out of watches on a file root's directory (or a re-armed one): nothing was walked, so
+    /// there is no count to show, and the limit and the value to raise it to must be real.
+    #[test]
+    fn out_of_watches_without_a_walk_shows_no_made_up_numbers() {
+        let message = out_of_watches(PathBuf::from("/srv/app"), 7, None).to_string();
+        assert!(message.contains("at /srv/app: 7 armed, and"), "{message}");
+        assert!(!message.contains("needed"), "{message}");
+        assert!(!message.contains("max_user_watches is  "), "{message}");
+        assert!(!message.contains("max_user_watches=0`"), "{message}");
+        let walked = out_of_watches(PathBuf::from("/srv/app"), 10, Some(61)).to_string();
+        assert!(
+            walked.contains("10 armed, about 61 needed, and"),
+            "{walked}"
+        );
     }
 }

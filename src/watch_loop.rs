@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::app_runtime::AppRuntime;
@@ -22,16 +21,16 @@ use crate::config::{AppConfig, PreflightCheck, ReloadSettings, TargetSelector};
 use crate::config_file;
 use crate::deadline_timer::DeadlineTimer;
 use crate::error::AppError;
-use crate::reload::{self, Prepared, ReloadError, ReloadOutcome};
+use crate::reload::{self, Prepared, ReloadError};
+use crate::reload_tasks::{Ended, Joined, Reloads};
 use crate::report;
 use crate::service::{self, ServiceStatus};
 use crate::wake_lead::{self, WakeLead};
 use crate::watch::{AppTag, WatchEvent};
 
-/// Changes queued while a reload is in flight; more than this adds nothing (one reload follows).
+/// Changes on their way to the loop, all apps together; what finds it full waits in its app's
+/// spill slot (`change_sink`), so a burst in one app cannot crowd out another app's change.
 const CHANGE_QUEUE: usize = 256;
-
-type ReloadResult = (String, Result<ReloadOutcome, ReloadError>);
 
 struct Channels {
     changes_tx: mpsc::Sender<(AppTag, WatchEvent)>,
@@ -72,8 +71,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     service::spawn_watchdog();
 
     let mut status = ServiceStatus::default();
-    let mut reloads: JoinSet<ReloadResult> = JoinSet::new();
-    let mut in_flight: HashMap<String, Strategy> = HashMap::new();
+    let mut reloads = Reloads::default();
     let mut lead = WakeLead::default();
     let mut timer = DeadlineTimer::new().map_err(|source| AppError::Io {
         context: "creating the debounce timer",
@@ -82,7 +80,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     loop {
         let deadline = apps
             .iter()
-            .filter(|a| !in_flight.contains_key(&a.config.name))
+            .filter(|a| !reloads.is_reloading(&a.config.name))
             .filter_map(AppRuntime::deadline)
             .min();
         timer
@@ -101,37 +99,31 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
                     warn!("SIGHUP: no config file to re-read (started without --config)");
                 }
             }
-            Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event)?,
-            Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event)?,
-            Some(done) = reloads.join_next() => {
-                let Ok((name, result)) = done else { continue };
-                in_flight.remove(&name);
-                finish(&mut apps, &mut status, &name, result);
-            }
+            Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event),
+            Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event),
+            Some(joined) = reloads.join_next() => finish_joined(&mut apps, &mut status, joined),
             fired = timer.fired(), if deadline.is_some() => {
                 fired.map_err(|source| AppError::Io { context: "waiting for the debounce timer", source })?;
-                let mut early = prepare_due_soon(&apps, &in_flight, &mut lead);
+                let mut early = prepare_due_soon(&apps, &reloads, &mut lead);
                 // Changes that came in during the lead restart their app's quiet period before
                 // anything is sent.
                 while let Ok((tag, event)) = ch.changes.try_recv() {
-                    dispatch(&mut apps, tag, event)?;
+                    dispatch(&mut apps, tag, event);
                 }
+                apps.iter_mut().for_each(AppRuntime::take_spilled);
                 let now = Instant::now();
                 let mut failed = Vec::new();
                 for app in apps.iter_mut() {
-                    if !in_flight.contains_key(&app.config.name) && app.take_due(now) {
+                    if !reloads.is_reloading(&app.config.name) && app.take_due(now) {
                         let (name, target, settings) = (app.config.name.clone(), app.target.clone(), app.config.reload.clone());
                         let found = early.remove(&name);
-                        match start_reload(&mut reloads, name.clone(), target, settings, found) {
-                            Ok(strategy) => {
-                                in_flight.insert(name, strategy);
-                            }
-                            Err(err) => failed.push((name, err)),
+                        if let Err(err) = start_reload(&mut reloads, name.clone(), target, settings, found) {
+                            failed.push((name, err));
                         }
                     }
                 }
                 for (name, err) in failed {
-                    finish(&mut apps, &mut status, &name, Err(err));
+                    finish(&mut apps, &mut status, &name, Ended::Ran(Err(err)));
                 }
             }
         }
@@ -139,14 +131,12 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     service::stopping();
     // A HUP already sent is Gunicorn's to finish, so its verification is abandoned; an upgrade
     // is always finished (or rolled back) first, so two masters are never left serving.
-    if in_flight.values().any(|s| *s == Strategy::Upgrade) {
+    if reloads.upgrading() {
         info!("stopping: finishing the upgrade in flight first");
-        while let Some(done) = reloads.join_next().await {
-            if let Ok((name, result)) = done {
-                finish(&mut apps, &mut status, &name, result);
-            }
+        while let Some(joined) = reloads.join_next().await {
+            finish_joined(&mut apps, &mut status, joined);
         }
-    } else if !in_flight.is_empty() {
+    } else if !reloads.is_empty() {
         info!("stopping during a reload; the signal already sent is left to Gunicorn");
     }
     info!("stopping");
@@ -158,14 +148,14 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
 /// A discovery that fails here is simply done again at the deadline.
 fn prepare_due_soon(
     apps: &[AppRuntime],
-    in_flight: &HashMap<String, Strategy>,
+    reloads: &Reloads,
     lead: &mut WakeLead,
 ) -> HashMap<String, Prepared> {
     let horizon = Instant::now() + lead.lead();
     let (mut found, mut latest, mut discovery) = (HashMap::new(), None, None);
     for app in apps
         .iter()
-        .filter(|a| !in_flight.contains_key(&a.config.name))
+        .filter(|a| !reloads.is_reloading(&a.config.name))
     {
         let Some(deadline) = app.deadline().filter(|d| *d <= horizon) else {
             continue;
@@ -200,16 +190,18 @@ fn signals_inline(settings: &ReloadSettings) -> bool {
 /// Start one reload; `found` is the master discovered during the wake-up lead, if any. Only the
 /// verification (seconds of polling) of an inline reload goes to a blocking thread.
 fn start_reload(
-    reloads: &mut JoinSet<ReloadResult>,
+    reloads: &mut Reloads,
     name: String,
     target: TargetSelector,
     settings: ReloadSettings,
     found: Option<Prepared>,
-) -> Result<Strategy, ReloadError> {
+) -> Result<(), ReloadError> {
     let strategy = settings.strategy;
     if !signals_inline(&settings) {
-        reloads.spawn_blocking(move || (name, reload::reload_once(&target, &settings)));
-        return Ok(strategy);
+        reloads.spawn_blocking(name, strategy, move || {
+            reload::reload_once(&target, &settings)
+        });
+        return Ok(());
     }
     let prepare_and_send = || -> Result<(Prepared, Instant), ReloadError> {
         let prepared = reload::prepare(&target, &settings)?;
@@ -229,28 +221,50 @@ fn start_reload(
         Ok(sent) => sent,
         // Waiting for a master that is still starting is a blocking thread's job.
         Err(e) if e.is_master_starting() => {
-            reloads.spawn_blocking(move || (name, reload::reload_once(&target, &settings)));
-            return Ok(strategy);
+            reloads.spawn_blocking(name, strategy, move || {
+                reload::reload_once(&target, &settings)
+            });
+            return Ok(());
         }
         Err(e) => return Err(e),
     };
-    reloads.spawn_blocking(move || (name, reload::finish_hup(prepared, sent, &settings)));
-    Ok(strategy)
+    reloads.spawn_blocking(name, strategy, move || {
+        reload::finish_hup(prepared, sent, &settings)
+    });
+    Ok(())
 }
 
-fn dispatch(apps: &mut [AppRuntime], tag: AppTag, event: WatchEvent) -> Result<(), AppError> {
-    match apps.iter_mut().find(|a| a.tag == tag) {
-        Some(app) => app.on_event(event).map_err(AppError::from),
-        None => Ok(()), // from an app replaced by a config reload
+/// One app's watch trouble (out of watches for a new directory, a root that cannot be watched
+/// again after a swap) is that app's: it is reported and every app goes on. Whatever the event
+/// was about changed on disk, so it still counts as a change: a swap whose watches could not
+/// move must deploy all the same.
+fn dispatch(apps: &mut [AppRuntime], tag: AppTag, event: WatchEvent) {
+    // None: from an app replaced by a config reload.
+    if let Some(app) = apps.iter_mut().find(|a| a.tag == tag)
+        && let Err(e) = app.on_event(event)
+    {
+        error!(app = %app.config.name, "watch error in app {}: {e}; counting it as a change and watching on", app.config.name);
+        app.mark_pending();
     }
 }
 
-fn finish(
-    apps: &mut [AppRuntime],
-    status: &mut ServiceStatus,
-    name: &str,
-    result: Result<ReloadOutcome, ReloadError>,
-) {
+fn finish_joined(apps: &mut [AppRuntime], status: &mut ServiceStatus, joined: Joined) {
+    match joined.app {
+        Some(name) => finish(apps, status, &name, joined.ended),
+        // Every task is registered when spawned: only a bug in hupwatch gets here.
+        None => error!("a reload task of an unknown app ended: {:?}", joined.ended),
+    }
+}
+
+fn finish(apps: &mut [AppRuntime], status: &mut ServiceStatus, name: &str, ended: Ended) {
+    let result = match ended {
+        Ended::Ran(result) => result,
+        Ended::Lost(lost) => {
+            error!(app = %name, "reload of app {name} failed: {lost}; the next change reloads it again");
+            status.set(name, format!("reload failed: {lost}"));
+            return;
+        }
+    };
     match result {
         Ok(outcome) => {
             report::reload_succeeded(&outcome);

@@ -34,6 +34,9 @@ pub enum WatchEvent {
     /// A watch root itself was deleted, re-created or replaced (a `git checkout` of another
     /// branch, `rsync --delete`, a directory swapped for a symlink): its watches must move.
     RootTouched(PathBuf),
+    /// Changes found the queue shared by all apps full and wait in the app's spill slot
+    /// (`change_sink`): take them from there.
+    Spilled,
     Error(String),
 }
 

@@ -42,6 +42,41 @@ fn out_of_inotify_watches_is_an_error_saying_how_many_are_needed() {
     assert!(!stderr.contains("ready"), "no partial watch: {stderr}");
 }
 
+/// A file root's directory is watched on its own, without a walk: out of watches there, the
+/// message must not make up a count ("about 0 needed") or a limit to raise to ("=0").
+#[test]
+fn out_of_inotify_watches_on_a_file_root_shows_no_made_up_numbers() {
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let bin = env!("CARGO_BIN_EXE_hupwatch");
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_inotify_watches && exec {bin} watch --watch {} --pid 999999999",
+        dir.join("app.py").display()
+    );
+    let Ok(out) = Command::new("unshare")
+        .args(["-Ur", "sh", "-c", &script])
+        .output()
+    else {
+        eprintln!("skipped: no unshare");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("unshare:") {
+        eprintln!("skipped: user namespaces unavailable: {stderr}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("0 armed, and fs.inotify.max_user_watches is 0 "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("needed"), "{stderr}");
+    assert!(
+        stderr.contains("sysctl fs.inotify.max_user_watches=524288`"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn poll_mode_sees_changes_without_inotify() {
     let _host = host_shared();

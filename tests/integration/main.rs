@@ -8,6 +8,7 @@ mod exit_codes;
 mod faults;
 mod hostile;
 mod limits;
+mod multi_app;
 mod releases;
 mod service;
 mod soak;

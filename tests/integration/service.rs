@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 use crate::support::{AppDir, CEILING, Daemon, Gunicorn, Venv, host_shared, hupwatch, poll_until};
 
-fn dir_name(dir: &AppDir) -> String {
+pub(crate) fn dir_name(dir: &AppDir) -> String {
     dir.path()
         .file_name()
         .unwrap()
@@ -20,7 +20,7 @@ fn dir_name(dir: &AppDir) -> String {
 }
 
 /// An `[[app]]` section watching `dir`, selecting its master by the directory's unique name.
-fn app_section(name: &str, dir: &AppDir) -> String {
+pub(crate) fn app_section(name: &str, dir: &AppDir) -> String {
     format!(
         "[[app]]\nname = \"{name}\"\nwatch = [\"{}\"]\nmatch = \"{}\"\ndebounce = \"200ms\"\n\n",
         dir.path().display(),
@@ -32,7 +32,7 @@ fn hangup(daemon: &Daemon) {
     kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGHUP).unwrap();
 }
 
-fn watch_config(config: &Path, extra: &[&str]) -> Daemon {
+pub(crate) fn watch_config(config: &Path, extra: &[&str]) -> Daemon {
     hupwatch()
         .arg("watch")
         .arg("--config")
