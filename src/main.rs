@@ -5,6 +5,7 @@
 
 mod app_runtime;
 mod cli;
+mod coalesce;
 mod commands;
 mod config;
 mod config_file;
@@ -24,6 +25,7 @@ mod proc_table;
 mod process_tree;
 mod release;
 mod reload;
+mod reload_lock;
 mod report;
 #[cfg(test)]
 mod scratch_dir;

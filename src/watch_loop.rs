@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::app_runtime::AppRuntime;
 use crate::cli::Strategy;
+use crate::coalesce;
 use crate::config::{AppConfig, PreflightCheck, ReloadSettings, TargetSelector};
 use crate::config_file;
 use crate::deadline_timer::DeadlineTimer;
@@ -211,21 +212,11 @@ fn start_reload(
         reloads.spawn_blocking(move || (name, reload::reload_once(&target, &settings)));
         return Ok(strategy);
     }
-    let prepare_and_send = || -> Result<(Prepared, Instant), ReloadError> {
-        let prepared = reload::prepare(&target, &settings)?;
-        let sent = reload::send_hup(&prepared, &settings)?;
-        Ok((prepared, sent))
+    // Sent only if the master's reload lock was free; else all of it runs off the loop.
+    match coalesce::signal_inline(&target, &settings, found)? {
+        Some(sent) => reloads.spawn_blocking(move || (name, sent.finish(&settings))),
+        None => reloads.spawn_blocking(move || (name, reload::reload_once(&target, &settings))),
     };
-    let (prepared, sent) = match found {
-        Some(prepared) => match reload::send_hup(&prepared, &settings) {
-            Ok(sent) => (prepared, sent),
-            // That master went away in the last fraction of a millisecond: look again.
-            Err(ReloadError::Signal(e)) if e.is_target_problem() => prepare_and_send()?,
-            Err(e) => return Err(e),
-        },
-        None => prepare_and_send()?,
-    };
-    reloads.spawn_blocking(move || (name, reload::finish_hup(prepared, sent, &settings)));
     Ok(strategy)
 }
 
