@@ -147,7 +147,10 @@ fn leave_record(
         outcome,
     };
     if let Err(e) = lock.write(&record) {
-        warn!("cannot write the reload record {}: {e}", lock.file_path().display());
+        warn!(
+            "cannot write the reload record {}: {e}",
+            lock.file_path().display()
+        );
     }
 }
 
@@ -255,7 +258,14 @@ impl InlineReload {
         let seen = release_seen(settings, Some(prepared.master()));
         let result = reload::finish_hup(prepared, sent, settings);
         if let Some(mut lock) = lock {
-            leave_record(&mut lock, began_ns, seen, action(settings), settings, &result);
+            leave_record(
+                &mut lock,
+                began_ns,
+                seen,
+                action(settings),
+                settings,
+                &result,
+            );
         }
         result
     }

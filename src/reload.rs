@@ -54,9 +54,7 @@ pub enum ReloadError {
     },
     #[error(transparent)]
     Lock(#[from] LockError),
-    #[error(
-        "coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}"
-    )]
+    #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
     Coalesced { pid: u32, by: u32, message: String },
     #[error(
         "reload of master {pid} ran, but {what} still run {running}, not the release link's target {expected}: the master is pinned to the old release; start Gunicorn with --chdir {link} (or, under systemd, Environment=PWD={link})"

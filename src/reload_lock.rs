@@ -133,7 +133,9 @@ pub fn decide(
     action: &str,
 ) -> Decision {
     match record {
-        Some(r) if r.began_ns > started_ns && r.release.as_deref() == release && r.action == action => {
+        Some(r)
+            if r.began_ns > started_ns && r.release.as_deref() == release && r.action == action =>
+        {
             Decision::Coalesce
         }
         _ => Decision::RunOwn,
@@ -296,7 +298,10 @@ mod tests {
             },
             ..r
         };
-        assert_eq!(decide(Some(&failed), 1_000, same, "HUP"), Decision::Coalesce);
+        assert_eq!(
+            decide(Some(&failed), 1_000, same, "HUP"),
+            Decision::Coalesce
+        );
     }
 
     #[test]
