@@ -297,3 +297,56 @@ fn waiters_on_an_upgraded_master_follow_the_new_one() {
     assert!(g.get().starts_with("v1 "));
     load.stop().assert_no_failures();
 }
+
+/// `watch` takes the same lock as `reload`: a deploy script's reload and the watch service's
+/// reload of the same change are one HUP. The watch side runs without a preflight, its fast
+/// path that signals from the event loop: a contended lock sends it to a blocking thread to
+/// wait (the loop never blocks on it), and it still reports one reload or the other's.
+#[test]
+fn watch_and_a_deploy_script_share_the_lock() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let (g, _) = serve(&dir);
+    // Outside the watched tree: lock files written there must not count as changes.
+    let run = crate::support::target_dir().join("test-run");
+    let pidfile = g.pidfile().expect("pidfile");
+    let pidfile = pidfile.to_str().expect("utf-8 path");
+    let run_arg = run.to_str().expect("utf-8 path");
+    let daemon = crate::support::watch_tree(
+        dir.path(),
+        &[
+            "--pidfile",
+            pidfile,
+            "--no-preflight",
+            "--runtime-dir",
+            run_arg,
+        ],
+    );
+    let load = Load::start(g.port());
+    let hups_before = hups(&g);
+    let held = hold_lock(&run, g.pid());
+    dir.write("app.py", &app_source("v1"));
+    daemon.wait_for_line("another hupwatch is reloading master", CEILING);
+    let script = start_reload(&g, &run, &[]);
+    script.wait_for_line("another hupwatch is reloading master", CEILING);
+    drop(held);
+    let out = script.wait_for_exit(CEILING);
+    out.assert_code(0);
+    let done = |d: &Daemon| d.count_lines("reloaded master") + d.count_lines("coalesced with");
+    crate::support::poll_until(CEILING, "watch to report its reload", || {
+        (done(&daemon) >= 1).then_some(())
+    });
+    assert_eq!(done(&daemon), 1, "{}", daemon.output());
+    assert_eq!(
+        u8::from(is_own(&out)) + u8::from(daemon.count_lines("reloaded master") == 1),
+        1,
+        "exactly one of them reloaded\n{}\n{}",
+        out.report(),
+        daemon.output()
+    );
+    assert_eq!(hups(&g), hups_before + 1, "{}", g.log());
+    assert!(g.get().starts_with("v1 "));
+    assert!(g.is_alive());
+    load.stop().assert_no_failures();
+    daemon.stop().assert_code(0);
+}
