@@ -65,9 +65,9 @@ pub fn reload_locked(
         leave_record(&mut lock, began_ns, seen, action, settings, &result);
         return result;
     }
-    Err(DiscoverError::NotGunicorn {
+    Err(LockError::Replaced {
         pid: master.pid,
-        what: format!("the master changed {FOLLOW_LIMIT} times while waiting for its reload lock"),
+        times: FOLLOW_LIMIT,
     }
     .into())
 }

@@ -53,6 +53,10 @@ pub enum LockError {
         source: std::io::Error,
     },
     #[error(
+        "the master was replaced {times} times while this reload waited for its lock (last {pid}); nothing was sent"
+    )]
+    Replaced { pid: u32, times: usize },
+    #[error(
         "another hupwatch has been reloading master {pid} for {waited:?} (lock {path}); nothing was sent"
     )]
     TimedOut {

@@ -350,3 +350,34 @@ fn watch_and_a_deploy_script_share_the_lock() {
     load.stop().assert_no_failures();
     daemon.stop().assert_code(0);
 }
+
+/// A broken release held back by the holder's preflight is reported as failed (exit 1) by
+/// the reload queued behind it too, without a second preflight or any signal.
+#[test]
+fn a_release_held_back_fails_every_reload_queued_behind_it() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let (g, run) = serve(&dir);
+    let load = Load::start(g.port());
+    dir.write("app.py", "import no_such_module_anywhere\n");
+    let held = hold_lock(&run, g.pid());
+    let daemons: Vec<Daemon> = (0..2).map(|_| start_reload(&g, &run, &[])).collect();
+    for d in &daemons {
+        d.wait_for_line("another hupwatch is reloading master", CEILING);
+    }
+    drop(held);
+    let outs: Vec<Outcome> = daemons
+        .into_iter()
+        .map(|d| d.wait_for_exit(CEILING))
+        .collect();
+    let report: String = outs.iter().map(Outcome::report).collect();
+    for out in &outs {
+        out.assert_code(1);
+    }
+    let says = |needle: &str| outs.iter().filter(|o| o.stderr.contains(needle)).count();
+    assert_eq!(says("preflight:"), 1, "one preflight\n{report}");
+    assert_eq!(says("which failed: release held back"), 1, "{report}");
+    assert_eq!(hups(&g), 0, "{}", g.log());
+    assert!(g.get().starts_with("v0 "));
+    load.stop().assert_no_failures();
+}
