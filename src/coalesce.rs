@@ -152,6 +152,9 @@ fn leave_record(
             lock.file_path().display()
         );
     }
+    if let Some(dir) = lock.file_path().parent() {
+        reload_lock::sweep(dir);
+    }
 }
 
 /// Report the reload another hupwatch did as ours: its verified result, or its failure.

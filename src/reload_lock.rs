@@ -228,6 +228,33 @@ impl ReloadLock {
     }
 }
 
+/// Remove the lock files of masters that are gone (a restart or an upgrade leaves one behind
+/// each). Only a file nobody holds is removed, and it is held while removed; a waiter that had
+/// it open still gets the lock and the record through its descriptor, then finds the master
+/// changed and moves on, so removing never breaks the exclusion.
+pub fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, ticks)) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".lock"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(p, t)| Some((p.parse::<u32>().ok()?, t.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        if crate::signal::is_alive(pid, ticks) {
+            continue;
+        }
+        if let Ok(Some(lock)) = ReloadLock::try_acquire(dir, pid, ticks) {
+            let _ = std::fs::remove_file(&lock.path);
+        }
+    }
+}
+
 /// Open (creating the directory and the file as needed) without following a symlink planted
 /// in the file's place. Not truncated: the file holds the previous holder's record.
 fn open(dir: &Path, path: &Path) -> Result<File, LockError> {
@@ -327,6 +354,33 @@ mod tests {
         let next = record(6, "/b");
         second.write(&next).unwrap();
         assert_eq!(second.record(), Some(next));
+    }
+
+    #[test]
+    fn sweep_removes_only_the_locks_of_masters_that_are_gone() {
+        let scratch = ScratchDir::new("reload-lock-sweep");
+        let dir = scratch.join("run");
+        let me = std::process::id();
+        let ticks = crate::proc_table::read_stat(me).unwrap().start_ticks;
+        drop(ReloadLock::try_acquire(&dir, me, ticks).unwrap());
+        drop(ReloadLock::try_acquire(&dir, me, ticks + 1).unwrap());
+        // Gone, but held by a reload still reading it: kept.
+        let held = ReloadLock::try_acquire(&dir, me, ticks + 2).unwrap();
+        std::fs::write(dir.join("notes.txt"), "").unwrap();
+        sweep(&dir);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            format!("{me}-{ticks}.lock"),
+            format!("{me}-{}.lock", ticks + 2),
+            "notes.txt".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        drop(held);
     }
 
     #[test]
