@@ -167,13 +167,12 @@ fn five_concurrent_reloads_are_one_hup_under_load() {
     reloads_queued_behind_one_lock_are_one_hup(5);
 }
 
-/// No help from the test: five reloads started in one burst, three times. However they
+/// No help from the test: `n` reloads started in one burst, three times. However they
 /// interleave, they take turns — no two reloads of their own start from the same workers
 /// (which is what two HUPs in flight at once look like) — every one exits 0, there are as
 /// many HUPs as reloads of their own, and the workers serving at the end are the ones the last
 /// reload reported.
-#[test]
-fn simultaneous_reloads_take_turns_and_report_the_truth_under_load() {
+fn simultaneous_reloads_take_turns_and_report_the_truth(n: usize) {
     let _host = host_shared();
     let dir = AppDir::new();
     let (g, run) = serve(&dir);
@@ -183,7 +182,7 @@ fn simultaneous_reloads_take_turns_and_report_the_truth_under_load() {
         dir.write("app.py", &app_source(&format!("v{round}")));
         let start = g.workers();
         let hups_before = hups(&g);
-        let daemons: Vec<Daemon> = (0..5).map(|_| start_reload(&g, &run, &[])).collect();
+        let daemons: Vec<Daemon> = (0..n).map(|_| start_reload(&g, &run, &[])).collect();
         let outs: Vec<Outcome> = daemons
             .into_iter()
             .map(|d| d.wait_for_exit(CEILING))
@@ -202,7 +201,7 @@ fn simultaneous_reloads_take_turns_and_report_the_truth_under_load() {
             .filter(|o| is_coalesced(o))
             .map(reported_workers)
             .collect();
-        assert_eq!(own.len() + coalesced.len(), 5, "{report}");
+        assert_eq!(own.len() + coalesced.len(), n, "{report}");
         assert_eq!(
             hups(&g) - hups_before,
             own.len(),
@@ -235,10 +234,20 @@ fn simultaneous_reloads_take_turns_and_report_the_truth_under_load() {
     }
     let load = load.stop();
     eprintln!(
-        "5 simultaneous reloads x {ROUNDS} rounds: {own_total} own, {coalesced_total} coalesced, {} requests ok, {} failed",
+        "{n} simultaneous reloads x {ROUNDS} rounds: {own_total} own, {coalesced_total} coalesced, {} requests ok, {} failed",
         load.ok, load.failed
     );
     load.assert_no_failures();
+}
+
+#[test]
+fn two_simultaneous_reloads_take_turns_and_report_the_truth_under_load() {
+    simultaneous_reloads_take_turns_and_report_the_truth(2);
+}
+
+#[test]
+fn five_simultaneous_reloads_take_turns_and_report_the_truth_under_load() {
+    simultaneous_reloads_take_turns_and_report_the_truth(5);
 }
 
 /// The lock follows the master through an upgrade: waiters keyed on the old master find the
