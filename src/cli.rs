@@ -243,6 +243,11 @@ pub struct ReloadArgs {
     /// Log what would be signalled and send nothing.
     #[arg(long, env = "HUPWATCH_DRY_RUN")]
     pub dry_run: bool,
+
+    /// Where the per-master reload locks live, shared by every hupwatch that may reload the
+    /// same master (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch).
+    #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -113,6 +113,9 @@ pub struct ReloadSettings {
     pub dry_run: bool,
     pub preflight: PreflightSettings,
     pub release_link: Option<ReleaseLink>,
+    /// The reload locks' directory; `None` (a non-root user without `$XDG_RUNTIME_DIR`):
+    /// reloads run unlocked.
+    pub runtime_dir: Option<PathBuf>,
 }
 
 /// What proves, before any signal, that the new code loads.
@@ -173,6 +176,11 @@ impl ReloadSettings {
             dry_run: args.dry_run,
             preflight: PreflightSettings::from_args(preflight)?,
             release_link: release_link(release)?,
+            runtime_dir: args
+                .runtime_dir
+                .as_deref()
+                .map(|d| std::path::absolute(d).unwrap_or(d.to_path_buf()))
+                .or_else(crate::reload_lock::default_dir),
         })
     }
 }

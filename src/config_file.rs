@@ -69,6 +69,7 @@ struct Section {
     #[serde(default, deserialize_with = "duration")]
     verify_timeout: Option<Duration>,
     dry_run: Option<bool>,
+    runtime_dir: Option<PathBuf>,
     wsgi_app: Option<String>,
     preflight: Option<String>,
     no_preflight: Option<bool>,
@@ -246,6 +247,7 @@ impl SourceFile<'_> {
                 signal: pick!(signal).unwrap_or_else(|| "HUP".into()),
                 verify_timeout: pick!(verify_timeout).unwrap_or(defaults::VERIFY_TIMEOUT),
                 dry_run: pick!(dry_run).unwrap_or(false),
+                runtime_dir: pick!(runtime_dir).map(resolve),
             },
             preflight: PreflightArgs {
                 app: pick!(wsgi_app),

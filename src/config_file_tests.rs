@@ -203,3 +203,29 @@ fn a_bad_inherited_value_points_at_the_top_level_line_that_set_it() {
         );
     }
 }
+
+#[test]
+fn runtime_dir_is_inherited_and_relative_to_the_file() {
+    let dir = scratch();
+    let apps = parse_in(
+        &dir,
+        r#"
+runtime_dir = "locks"
+
+[[app]]
+name = "shop"
+watch = ["shop/src"]
+
+[[app]]
+name = "blog"
+watch = ["blog"]
+runtime_dir = "/run/blog-locks"
+"#,
+    )
+    .unwrap();
+    assert_eq!(apps[0].reload.runtime_dir, Some(dir.join("locks")));
+    assert_eq!(
+        apps[1].reload.runtime_dir,
+        Some(PathBuf::from("/run/blog-locks"))
+    );
+}

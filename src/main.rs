@@ -6,6 +6,7 @@
 mod app_runtime;
 mod change_sink;
 mod cli;
+mod coalesce;
 mod commands;
 mod config;
 mod config_file;
@@ -25,6 +26,7 @@ mod proc_table;
 mod process_tree;
 mod release;
 mod reload;
+mod reload_lock;
 mod reload_tasks;
 mod report;
 #[cfg(test)]

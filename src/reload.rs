@@ -16,6 +16,7 @@ use crate::discover::{self, DiscoverError, MasterProcess};
 use crate::master_runtime;
 use crate::preflight::{self, PreflightError};
 use crate::release::{self, ReleaseError};
+use crate::reload_lock::{self, LockError};
 use crate::signal::{self, SignalError};
 use crate::upgrade::{self, UpgradeError};
 use crate::verify::{self, MasterId, VerifyError};
@@ -51,6 +52,10 @@ pub enum ReloadError {
         #[source]
         source: UpgradeError,
     },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
+    Coalesced { pid: u32, by: u32, message: String },
     #[error(
         "reload of master {pid} ran, but {what} still run {running}, not the release link's target {expected}: the master is pinned to the old release; start Gunicorn with --chdir {link} (or, under systemd, Environment=PWD={link})"
     )]
@@ -93,6 +98,8 @@ pub struct ReloadOutcome {
     pub preflight: Option<Duration>,
     pub release: Option<PathBuf>,
     pub dry_run: bool,
+    /// Nothing sent: another hupwatch (this PID) did the reload this one was asked for.
+    pub coalesced_by: Option<u32>,
 }
 
 /// A master found, checked and preflighted: everything before the signal.
@@ -103,16 +110,45 @@ pub struct Prepared {
     signal: Signal,
     release: Option<PathBuf>,
     preflight: Option<Duration>,
+    /// When discovery began (CLOCK_BOOTTIME ns): everything deployed by then goes out.
+    began_ns: u64,
 }
 
+impl Prepared {
+    pub fn master(&self) -> &MasterProcess {
+        &self.master
+    }
+
+    pub fn began_ns(&self) -> u64 {
+        self.began_ns
+    }
+}
+
+/// One reload under the master's reload lock (see `reload_lock`), unless it is a dry run or
+/// there is no runtime directory.
 pub fn reload_once(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
-    let prepared = prepare_when_handling(target, settings)?;
     if settings.dry_run {
-        return Ok(dry_run(prepared));
+        return Ok(dry_run(prepare(target, settings)?));
     }
+    if let Some(dir) = &settings.runtime_dir {
+        return crate::coalesce::reload_locked(dir, target, settings);
+    }
+    let began_ns = reload_lock::now_ns();
+    let master = discover::find_master(target)?;
+    reload_prepared(
+        prepare_handling(target, master, settings, began_ns)?,
+        settings,
+    )
+}
+
+/// Signal a prepared reload and verify it.
+pub fn reload_prepared(
+    prepared: Prepared,
+    settings: &ReloadSettings,
+) -> Result<ReloadOutcome, ReloadError> {
     if settings.strategy == Strategy::Hup {
         let started = send_hup(&prepared, settings)?;
         finish_hup(prepared, started, settings)
@@ -121,23 +157,26 @@ pub fn reload_once(
     }
 }
 
-/// A master still starting does not handle the signal yet, and would die of it: wait until it
-/// does, within the verification timeout. It is then discovered again, since it has meanwhile
-/// replaced its raw command line by its title.
-fn prepare_when_handling(
+/// [`prepare_master`], waiting for a master that is still starting: it does not handle the
+/// signal yet and would die of it. Waits within the verification timeout, discovering the
+/// master again each time, since it replaces its raw command line by its title meanwhile.
+pub fn prepare_handling(
     target: &TargetSelector,
+    mut master: MasterProcess,
     settings: &ReloadSettings,
+    began_ns: u64,
 ) -> Result<Prepared, ReloadError> {
     let deadline = Instant::now() + settings.verify_timeout;
     let mut waiting = false;
     loop {
-        match prepare(target, settings) {
+        match prepare_master(master, settings, began_ns) {
             Err(e) if e.is_master_starting() && Instant::now() < deadline => {
                 if !waiting {
                     info!("{e}: waiting until it does");
                     waiting = true;
                 }
                 std::thread::sleep(STARTING_POLL);
+                master = discover::find_master(target)?;
             }
             other => return other,
         }
@@ -152,7 +191,17 @@ pub fn prepare(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<Prepared, ReloadError> {
+    let began_ns = reload_lock::now_ns();
     let master = discover::find_master(target)?;
+    prepare_master(master, settings, began_ns)
+}
+
+/// `prepare` for a master already found, discovery having begun at `began_ns`.
+pub fn prepare_master(
+    master: MasterProcess,
+    settings: &ReloadSettings,
+    began_ns: u64,
+) -> Result<Prepared, ReloadError> {
     let old = master.worker_pids();
     debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
     let hup = settings.strategy == Strategy::Hup;
@@ -181,6 +230,7 @@ pub fn prepare(
         signal,
         release,
         preflight,
+        began_ns,
     })
 }
 
@@ -204,6 +254,7 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
         preflight: p.preflight,
         release: p.release,
         dry_run: true,
+        coalesced_by: None,
     }
 }
 
@@ -284,6 +335,7 @@ fn outcome(
         preflight: p.preflight,
         release: p.release,
         dry_run: false,
+        coalesced_by: None,
     })
 }
 

@@ -32,6 +32,20 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         return;
     }
     let m = &outcome.master;
+    if let Some(by) = outcome.coalesced_by {
+        info!(
+            master = m.pid,
+            old_master = outcome.old_master,
+            by,
+            old = %pids(&outcome.old),
+            new = %pids(&outcome.new),
+            "coalesced with the reload of master {} by hupwatch {by}, verified by it: workers {} -> {}; nothing sent",
+            outcome.old_master,
+            pids(&outcome.old),
+            pids(&outcome.new),
+        );
+        return;
+    }
     let masters = if m.pid == outcome.old_master {
         format!("master {}", m.pid)
     } else {
@@ -87,6 +101,7 @@ pub fn reload_failed(err: &ReloadError) {
         ReloadError::Verify { .. }
         | ReloadError::Upgrade { .. }
         | ReloadError::Preflight { .. }
+        | ReloadError::Coalesced { .. }
         | ReloadError::StaleRelease { .. } => error!("{err}"),
         _ => error!("reload failed: {err}"),
     }
@@ -266,6 +281,7 @@ mod tests {
             preflight: None,
             release: None,
             dry_run,
+            coalesced_by: None,
         }
     }
 

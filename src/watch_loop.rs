@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::app_runtime::AppRuntime;
 use crate::cli::Strategy;
+use crate::coalesce;
 use crate::config::{AppConfig, PreflightCheck, ReloadSettings, TargetSelector};
 use crate::config_file;
 use crate::deadline_timer::DeadlineTimer;
@@ -203,34 +204,14 @@ fn start_reload(
         });
         return Ok(());
     }
-    let prepare_and_send = || -> Result<(Prepared, Instant), ReloadError> {
-        let prepared = reload::prepare(&target, &settings)?;
-        let sent = reload::send_hup(&prepared, &settings)?;
-        Ok((prepared, sent))
+    // Sent only if the master's reload lock was free and the master handles HUP already;
+    // else all of it (waiting included) runs off the loop.
+    match coalesce::signal_inline(&target, &settings, found)? {
+        Some(sent) => reloads.spawn_blocking(name, strategy, move || sent.finish(&settings)),
+        None => reloads.spawn_blocking(name, strategy, move || {
+            reload::reload_once(&target, &settings)
+        }),
     };
-    let sent = match found {
-        Some(prepared) => match reload::send_hup(&prepared, &settings) {
-            Ok(sent) => Ok((prepared, sent)),
-            // That master went away in the last fraction of a millisecond: look again.
-            Err(ReloadError::Signal(e)) if e.is_target_problem() => prepare_and_send(),
-            Err(e) => Err(e),
-        },
-        None => prepare_and_send(),
-    };
-    let (prepared, sent) = match sent {
-        Ok(sent) => sent,
-        // Waiting for a master that is still starting is a blocking thread's job.
-        Err(e) if e.is_master_starting() => {
-            reloads.spawn_blocking(name, strategy, move || {
-                reload::reload_once(&target, &settings)
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    reloads.spawn_blocking(name, strategy, move || {
-        reload::finish_hup(prepared, sent, &settings)
-    });
     Ok(())
 }
 

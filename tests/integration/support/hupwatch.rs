@@ -55,7 +55,10 @@ pub fn hupwatch() -> HupwatchCommand {
     for key in SCRUBBED {
         cmd.env_remove(key);
     }
-    cmd.env("NO_COLOR", "1")
+    // Reload locks under target/, not the host's /run/hupwatch (tests run as root); each
+    // master has its own lock file, so tests sharing the directory never wait on each other.
+    cmd.env("HUPWATCH_RUNTIME_DIR", super::target_dir().join("test-run"))
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -111,6 +114,8 @@ impl HupwatchCommand {
 
     /// Run as this uid and gid (the test must run as root).
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        // That user cannot write root's lock directory: it keeps its own default.
+        self.cmd.env_remove("HUPWATCH_RUNTIME_DIR");
         std::os::unix::process::CommandExt::uid(&mut self.cmd, uid);
         std::os::unix::process::CommandExt::gid(&mut self.cmd, gid);
         self

@@ -51,6 +51,15 @@ pub fn stat(pid: u32) -> Option<Stat> {
     parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// Field 22 of `/proc/PID/stat`, the start time in clock ticks after boot: with the PID, a
+/// process's identity (what hupwatch names a master's reload lock after).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let line = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = line.rfind(')')?;
+    // Fields 3.. follow the comm; the start time is the 20th of them.
+    line[close + 1..].split_whitespace().nth(19)?.parse().ok()
+}
+
 /// `pid` exists and is neither a zombie nor dead.
 pub fn is_live(pid: u32) -> bool {
     stat(pid).is_some_and(|s| s.is_live())

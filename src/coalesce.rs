@@ -1,0 +1,280 @@
+//! Reloads under the master's reload lock: wait for a reload in progress, then either report it
+//! (it already deployed what this one was asked to) or run our own. See `reload_lock` for the
+//! lock, the record it carries and the directory it lives in.
+//!
+//! The lock is keyed by the master's identity, and an upgrade (USR2) replaces the master: so
+//! after the wait the master is discovered again, and when it changed (the old one's lock
+//! holder upgraded it, or it was restarted) the new master's lock is taken in turn.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use crate::cli::Strategy;
+use crate::config::{ReloadSettings, TargetSelector};
+use crate::discover::{self, DiscoverError, MasterProcess};
+use crate::master_runtime;
+use crate::reload::{self, Prepared, ReloadError, ReloadOutcome};
+use crate::reload_lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
+
+/// Masters followed one after the other (upgrade after upgrade) before giving up.
+const FOLLOW_LIMIT: usize = 5;
+
+/// `reload_once` with the lock: see the module docs.
+pub fn reload_locked(
+    dir: &Path,
+    target: &TargetSelector,
+    settings: &ReloadSettings,
+) -> Result<ReloadOutcome, ReloadError> {
+    let started_ns = reload_lock::now_ns();
+    let mut master = discover::find_master(target)?;
+    for _ in 0..FOLLOW_LIMIT {
+        let ceiling = wait_ceiling(settings);
+        let mut lock = match ReloadLock::acquire(dir, master.pid, master.start_ticks, ceiling) {
+            Ok(lock) => lock,
+            Err(e @ LockError::TimedOut { .. }) => return Err(e.into()),
+            Err(e) => return unlocked(e, target, master, settings),
+        };
+        // Everything this holder looks at from here on goes out with its signal.
+        let began_ns = reload_lock::now_ns();
+        let current = discover::find_master(target);
+        let seen = release_seen(settings, current.as_ref().ok());
+        let record = lock.record();
+        let action = action(settings);
+        if reload_lock::decide(record.as_ref(), started_ns, seen.as_deref(), &action)
+            == Decision::Coalesce
+            && let Some(record) = record
+        {
+            return coalesced(record, master.pid, current, settings);
+        }
+        let current = current?;
+        if (current.pid, current.start_ticks) != (master.pid, master.start_ticks) {
+            debug!(
+                master = master.pid,
+                now = current.pid,
+                "master {} was replaced by {} meanwhile; taking its lock",
+                master.pid,
+                current.pid
+            );
+            master = current;
+            continue;
+        }
+        let result = reload::prepare_handling(target, current, settings, began_ns)
+            .and_then(|p| reload::reload_prepared(p, settings));
+        leave_record(&mut lock, began_ns, seen, action, settings, &result);
+        return result;
+    }
+    Err(LockError::Replaced {
+        pid: master.pid,
+        times: FOLLOW_LIMIT,
+    }
+    .into())
+}
+
+/// A lock that cannot be taken (no directory, no permission) must not stop a deploy: the
+/// reload goes out as it did before locks existed, and the reason is logged.
+fn unlocked(
+    why: LockError,
+    target: &TargetSelector,
+    master: MasterProcess,
+    settings: &ReloadSettings,
+) -> Result<ReloadOutcome, ReloadError> {
+    warn!(master = master.pid, "{why}; reloading without the lock");
+    let prepared = reload::prepare_handling(target, master, settings, reload_lock::now_ns())?;
+    reload::reload_prepared(prepared, settings)
+}
+
+/// Longer than any reload a live holder can be doing (preflight, then up to two verification
+/// timeouts for an upgrade), so only a hung one runs into it.
+fn wait_ceiling(settings: &ReloadSettings) -> Duration {
+    settings.preflight.timeout + settings.verify_timeout * 2 + Duration::from_secs(30)
+}
+
+fn action(settings: &ReloadSettings) -> String {
+    match settings.strategy {
+        Strategy::Upgrade => "upgrade".into(),
+        Strategy::Hup => reload::signal_name(settings.signal).into(),
+    }
+}
+
+/// The release this invocation would deploy: the link's target, else the directory the
+/// master's next workers start in.
+fn release_seen(settings: &ReloadSettings, master: Option<&MasterProcess>) -> Option<PathBuf> {
+    match &settings.release_link {
+        Some(link) => link.target().ok(),
+        None => master.and_then(master_runtime::worker_start_dir),
+    }
+}
+
+/// What the next holder reads. A target problem (no master) is not recorded: the next one
+/// must look for itself.
+fn leave_record(
+    lock: &mut ReloadLock,
+    began_ns: u64,
+    seen: Option<PathBuf>,
+    action: String,
+    settings: &ReloadSettings,
+    result: &Result<ReloadOutcome, ReloadError>,
+) {
+    let (release, outcome) = match result {
+        // The link's target that was checked and verified, not wherever the link points now.
+        Ok(o) => (
+            match &settings.release_link {
+                Some(_) => o.release.clone(),
+                None => master_runtime::worker_start_dir(&o.master),
+            },
+            RecordOutcome::Ok {
+                master: o.master.pid,
+                old_master: o.old_master,
+                old: o.old.clone(),
+                new: o.new.clone(),
+                elapsed_ms: u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX),
+            },
+        ),
+        Err(e) if e.is_target_problem() => return,
+        Err(e) => (
+            seen,
+            RecordOutcome::Failed {
+                message: e.to_string(),
+            },
+        ),
+    };
+    let record = Record {
+        by: std::process::id(),
+        began_ns,
+        release,
+        action,
+        outcome,
+    };
+    if let Err(e) = lock.write(&record) {
+        warn!(
+            "cannot write the reload record {}: {e}",
+            lock.file_path().display()
+        );
+    }
+    if let Some(dir) = lock.file_path().parent() {
+        reload_lock::sweep(dir);
+    }
+}
+
+/// Report the reload another hupwatch did as ours: its verified result, or its failure.
+fn coalesced(
+    record: Record,
+    waited_on: u32,
+    current: Result<MasterProcess, DiscoverError>,
+    settings: &ReloadSettings,
+) -> Result<ReloadOutcome, ReloadError> {
+    let (master, old_master, old, new, elapsed_ms) = match record.outcome {
+        RecordOutcome::Failed { message } => {
+            return Err(ReloadError::Coalesced {
+                pid: waited_on,
+                by: record.by,
+                message,
+            });
+        }
+        RecordOutcome::Ok {
+            master,
+            old_master,
+            old,
+            new,
+            elapsed_ms,
+        } => (master, old_master, old, new, elapsed_ms),
+    };
+    // The master it left serving must still be there for the result to be true now.
+    let serving = match current {
+        Ok(m) if m.pid == master => m,
+        _ => discover::master_by_pid(master)?,
+    };
+    let signal = match settings.strategy {
+        Strategy::Upgrade => nix::sys::signal::Signal::SIGUSR2,
+        Strategy::Hup => settings.signal,
+    };
+    Ok(ReloadOutcome {
+        master: serving,
+        old_master,
+        signal,
+        old,
+        new,
+        elapsed: Duration::from_millis(elapsed_ms),
+        preflight: None,
+        release: settings.release_link.as_ref().and(record.release),
+        dry_run: false,
+        coalesced_by: Some(record.by),
+    })
+}
+
+/// The watch loop's fast path (no preflight): signal right from the loop thread, but only when
+/// the master's lock is free this instant. A contended lock, a master still starting (not
+/// handling HUP yet) or one gone in the last fraction of a millisecond returns `Ok(None)`: the caller runs the whole reload,
+/// waiting included, on a blocking thread.
+pub fn signal_inline(
+    target: &TargetSelector,
+    settings: &ReloadSettings,
+    found: Option<Prepared>,
+) -> Result<Option<InlineReload>, ReloadError> {
+    let prepared = match found {
+        Some(prepared) => prepared,
+        None => match reload::prepare(target, settings) {
+            Err(e) if e.is_master_starting() => return Ok(None),
+            other => other?,
+        },
+    };
+    let lock = match &settings.runtime_dir {
+        None => None,
+        Some(dir) => {
+            let m = prepared.master();
+            match ReloadLock::try_acquire(dir, m.pid, m.start_ticks) {
+                Ok(Some(lock)) => Some(lock),
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    warn!(master = m.pid, "{e}; reloading without the lock");
+                    None
+                }
+            }
+        }
+    };
+    match reload::send_hup(&prepared, settings) {
+        Ok(sent) => Ok(Some(InlineReload {
+            prepared,
+            sent,
+            lock,
+        })),
+        Err(e) if e.is_master_starting() => Ok(None),
+        Err(ReloadError::Signal(e)) if e.is_target_problem() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A HUP sent from the loop, still to be verified (off the loop), lock held until then.
+#[derive(Debug)]
+pub struct InlineReload {
+    prepared: Prepared,
+    sent: Instant,
+    lock: Option<ReloadLock>,
+}
+
+impl InlineReload {
+    /// Verify (blocking: seconds of polling), leave the record, release the lock.
+    pub fn finish(self, settings: &ReloadSettings) -> Result<ReloadOutcome, ReloadError> {
+        let Self {
+            prepared,
+            sent,
+            lock,
+        } = self;
+        let began_ns = prepared.began_ns();
+        let seen = release_seen(settings, Some(prepared.master()));
+        let result = reload::finish_hup(prepared, sent, settings);
+        if let Some(mut lock) = lock {
+            leave_record(
+                &mut lock,
+                began_ns,
+                seen,
+                action(settings),
+                settings,
+                &result,
+            );
+        }
+        result
+    }
+}

@@ -1,0 +1,392 @@
+//! One reload of a master at a time across hupwatch processes, and coalescing of the ones that
+//! queued up behind it.
+//!
+//! Gunicorn ≥ 24 queues every signal that arrives while old workers drain, so two deploy
+//! scripts (or a deploy script beside the `watch` service) that HUP the same master at once
+//! cause two full reloads, and a HUP that lands during a reload can halt the master (measured:
+//! 2 runs in 27). So each reload holds an flock(2) on a file named after the master's identity,
+//! `<pid>-<start ticks>.lock`, from discovery to the end of verification. A crashed holder
+//! releases it with its last file descriptor; nothing needs cleaning up.
+//!
+//! Before releasing, the holder writes into the lock file what it did: when it began looking at
+//! the release (CLOCK_BOOTTIME, comparable across processes), which release it checked, and the
+//! verified outcome. A waiter that gets the lock next and started before that look, on the same
+//! release, has nothing left to deploy: it reports that outcome instead of signalling again.
+//!
+//! Where the files live, and who can block whom: root uses `/run/hupwatch` (0755, root's; the
+//! package ships a tmpfiles.d entry) and creates each lock file 0600. Any user could open a
+//! readable file, and flock needs no more than a read-only descriptor, so a world- or
+//! group-readable lock (or a sticky world-writable directory, where names are predictable)
+//! would let any local user hold a master's lock forever and stall every deploy. A non-root
+//! hupwatch uses `$XDG_RUNTIME_DIR/hupwatch` (private to that user). So root invocations (the
+//! service, `sudo hupwatch reload`) coordinate with each other, the invocations of one user
+//! with each other, and no third user can interfere; a master's own user cannot hold root's
+//! lock either (the hardened unit has no CAP_CHOWN / CAP_DAC_OVERRIDE to share files with it).
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+/// How often a waiter tries the lock again (a blocking flock could not honour the ceiling).
+const RETRY: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot create the runtime directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the reload lock {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the master was replaced {times} times while this reload waited for its lock (last {pid}); nothing was sent"
+    )]
+    Replaced { pid: u32, times: usize },
+    #[error(
+        "another hupwatch has been reloading master {pid} for {waited:?} (lock {path}); nothing was sent"
+    )]
+    TimedOut {
+        pid: u32,
+        waited: Duration,
+        path: PathBuf,
+    },
+}
+
+/// The default runtime directory: `/run/hupwatch` for root, else `$XDG_RUNTIME_DIR/hupwatch`;
+/// `None` when a non-root user has no runtime directory (then reloads run unlocked).
+pub fn default_dir() -> Option<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from("/run/hupwatch"));
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("hupwatch"))
+}
+
+/// Nanoseconds of CLOCK_BOOTTIME: the same clock in every process, and it never jumps.
+pub fn now_ns() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(|t| {
+            let secs = u64::try_from(t.tv_sec()).unwrap_or(0);
+            let nanos = u64::try_from(t.tv_nsec()).unwrap_or(0);
+            secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+        })
+        .unwrap_or(0)
+}
+
+/// What a finished reload wrote for the ones queued behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The hupwatch process that did the reload.
+    pub by: u32,
+    /// When it began looking at the release (discovery, then the preflight), CLOCK_BOOTTIME ns.
+    pub began_ns: u64,
+    /// The release it checked and signalled for: the link's target, else the directory the
+    /// new workers start in.
+    pub release: Option<PathBuf>,
+    /// `HUP`, `USR1`, … or `upgrade`: only the same action is coalesced.
+    pub action: String,
+    pub outcome: RecordOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum RecordOutcome {
+    Ok {
+        /// The master serving afterwards (a new one after an upgrade).
+        master: u32,
+        old_master: u32,
+        old: Vec<u32>,
+        new: Vec<u32>,
+        elapsed_ms: u64,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// That reload already deployed everything this invocation was asked to: report its result.
+    Coalesce,
+    RunOwn,
+}
+
+/// Coalesce only with a reload that began looking after this invocation started (so whatever
+/// this one was asked to deploy was already in place), on the release this one sees now, with
+/// the same action. Anything else, or no record at all, is a reload of our own.
+pub fn decide(
+    record: Option<&Record>,
+    started_ns: u64,
+    release: Option<&Path>,
+    action: &str,
+) -> Decision {
+    match record {
+        Some(r)
+            if r.began_ns > started_ns && r.release.as_deref() == release && r.action == action =>
+        {
+            Decision::Coalesce
+        }
+        _ => Decision::RunOwn,
+    }
+}
+
+/// An held reload lock of one master; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct ReloadLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl ReloadLock {
+    /// The lock file of the master `pid` started at `start_ticks`.
+    pub fn path(dir: &Path, pid: u32, start_ticks: u64) -> PathBuf {
+        dir.join(format!("{pid}-{start_ticks}.lock"))
+    }
+
+    /// Take the lock if it is free; `Ok(None)` when another process holds it.
+    pub fn try_acquire(dir: &Path, pid: u32, start_ticks: u64) -> Result<Option<Self>, LockError> {
+        let path = Self::path(dir, pid, start_ticks);
+        let file = open(dir, &path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { file, path })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(LockError::Lock { path, source }),
+        }
+    }
+
+    /// Take the lock, waiting for its holder (said once, at info) for at most `ceiling`.
+    pub fn acquire(
+        dir: &Path,
+        pid: u32,
+        start_ticks: u64,
+        ceiling: Duration,
+    ) -> Result<Self, LockError> {
+        let path = Self::path(dir, pid, start_ticks);
+        let file = open(dir, &path)?;
+        let started = Instant::now();
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { file, path }),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(LockError::Lock { path, source });
+                }
+            }
+            if !said {
+                info!(
+                    master = pid,
+                    "another hupwatch is reloading master {pid}; waiting"
+                );
+                said = true;
+            }
+            if started.elapsed() >= ceiling {
+                return Err(LockError::TimedOut {
+                    pid,
+                    waited: started.elapsed(),
+                    path,
+                });
+            }
+            std::thread::sleep(RETRY);
+        }
+    }
+
+    /// The last holder's record, if it left one that can be read.
+    pub fn record(&mut self) -> Option<Record> {
+        let mut text = String::new();
+        self.file.seek(SeekFrom::Start(0)).ok()?;
+        self.file.read_to_string(&mut text).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Leave `record` for the next holder. Only a holder writes, and only a holder reads.
+    pub fn write(&mut self, record: &Record) -> std::io::Result<()> {
+        let text = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(&text)
+    }
+
+    pub fn file_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Remove the lock files of masters that are gone (a restart or an upgrade leaves one behind
+/// each). Only a file nobody holds is removed, and it is held while removed; a waiter that had
+/// it open still gets the lock and the record through its descriptor, then finds the master
+/// changed and moves on, so removing never breaks the exclusion.
+pub fn sweep(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, ticks)) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".lock"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(p, t)| Some((p.parse::<u32>().ok()?, t.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        if crate::signal::is_alive(pid, ticks) {
+            continue;
+        }
+        if let Ok(Some(lock)) = ReloadLock::try_acquire(dir, pid, ticks) {
+            let _ = std::fs::remove_file(&lock.path);
+        }
+    }
+}
+
+/// Open (creating the directory and the file as needed) without following a symlink planted
+/// in the file's place. Not truncated: the file holds the previous holder's record.
+fn open(dir: &Path, path: &Path) -> Result<File, LockError> {
+    let mode = if nix::unistd::geteuid().is_root() {
+        0o755
+    } else {
+        0o700
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|source| LockError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|source| LockError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch_dir::ScratchDir;
+
+    fn record(began_ns: u64, release: &str) -> Record {
+        Record {
+            by: 1,
+            began_ns,
+            release: Some(PathBuf::from(release)),
+            action: "HUP".into(),
+            outcome: RecordOutcome::Ok {
+                master: 10,
+                old_master: 10,
+                old: vec![11, 12],
+                new: vec![13, 14],
+                elapsed_ms: 900,
+            },
+        }
+    }
+
+    #[test]
+    fn coalesce_only_with_a_later_look_at_the_same_release_and_action() {
+        let r = record(2_000, "/srv/app/releases/2");
+        let same = Some(Path::new("/srv/app/releases/2"));
+        assert_eq!(decide(Some(&r), 1_000, same, "HUP"), Decision::Coalesce);
+        // It began looking before we started: what we were asked to deploy may be newer.
+        assert_eq!(decide(Some(&r), 2_000, same, "HUP"), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 3_000, same, "HUP"), Decision::RunOwn);
+        // The link moved since.
+        let other = Some(Path::new("/srv/app/releases/3"));
+        assert_eq!(decide(Some(&r), 1_000, other, "HUP"), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 1_000, None, "HUP"), Decision::RunOwn);
+        // Reopening logs is not a reload, nor is a reload an upgrade.
+        assert_eq!(decide(Some(&r), 1_000, same, "USR1"), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 1_000, same, "upgrade"), Decision::RunOwn);
+        assert_eq!(decide(None, 1_000, same, "HUP"), Decision::RunOwn);
+        // A failed reload is coalesced too: the same release would fail the same way.
+        let failed = Record {
+            outcome: RecordOutcome::Failed {
+                message: "release held back".into(),
+            },
+            ..r
+        };
+        assert_eq!(
+            decide(Some(&failed), 1_000, same, "HUP"),
+            Decision::Coalesce
+        );
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_holder_and_carries_the_record() {
+        let scratch = ScratchDir::new("reload-lock");
+        let dir = scratch.join("run");
+        let mut first = ReloadLock::try_acquire(&dir, 42, 7).unwrap().unwrap();
+        assert!(first.record().is_none());
+        assert!(ReloadLock::try_acquire(&dir, 42, 7).unwrap().is_none());
+        // Another master (or the same PID recycled) has its own lock.
+        assert!(ReloadLock::try_acquire(&dir, 42, 8).unwrap().is_some());
+        let r = record(5, "/a");
+        first.write(&r).unwrap();
+        let waited = ReloadLock::acquire(&dir, 42, 7, Duration::from_millis(30));
+        assert!(matches!(waited, Err(LockError::TimedOut { pid: 42, .. })));
+        drop(first);
+        let mut second = ReloadLock::acquire(&dir, 42, 7, Duration::from_secs(5)).unwrap();
+        assert_eq!(second.record(), Some(r));
+        let next = record(6, "/b");
+        second.write(&next).unwrap();
+        assert_eq!(second.record(), Some(next));
+    }
+
+    #[test]
+    fn sweep_removes_only_the_locks_of_masters_that_are_gone() {
+        let scratch = ScratchDir::new("reload-lock-sweep");
+        let dir = scratch.join("run");
+        let me = std::process::id();
+        let ticks = crate::proc_table::read_stat(me).unwrap().start_ticks;
+        drop(ReloadLock::try_acquire(&dir, me, ticks).unwrap());
+        drop(ReloadLock::try_acquire(&dir, me, ticks + 1).unwrap());
+        // Gone, but held by a reload still reading it: kept.
+        let held = ReloadLock::try_acquire(&dir, me, ticks + 2).unwrap();
+        std::fs::write(dir.join("notes.txt"), "").unwrap();
+        sweep(&dir);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            format!("{me}-{ticks}.lock"),
+            format!("{me}-{}.lock", ticks + 2),
+            "notes.txt".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        drop(held);
+    }
+
+    #[test]
+    fn the_clock_is_monotonic_and_nonzero() {
+        let a = now_ns();
+        let b = now_ns();
+        assert!(a > 0 && b >= a);
+    }
+}
