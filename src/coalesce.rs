@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::cli::Strategy;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::discover::{self, DiscoverError, MasterProcess};
 use crate::master_runtime;
@@ -88,14 +87,15 @@ fn unlocked(
 /// Longer than any reload a live holder can be doing (preflight, then up to two verification
 /// timeouts for an upgrade), so only a hung one runs into it.
 fn wait_ceiling(settings: &ReloadSettings) -> Duration {
-    settings.preflight.timeout + settings.verify_timeout * 2 + Duration::from_secs(30)
+    let preflight = settings
+        .preflight
+        .as_ref()
+        .map_or(Duration::ZERO, |p| p.timeout);
+    preflight + settings.verify_timeout * 2 + Duration::from_secs(30)
 }
 
 fn action(settings: &ReloadSettings) -> String {
-    match settings.strategy {
-        Strategy::Upgrade => "upgrade".into(),
-        Strategy::Hup => reload::signal_name(settings.signal).into(),
-    }
+    settings.plan.action().into()
 }
 
 /// The release this invocation would deploy: the link's target, else the directory the
@@ -186,10 +186,7 @@ fn coalesced(
         Ok(m) if m.pid == master => m,
         _ => discover::master_by_pid(master)?,
     };
-    let signal = match settings.strategy {
-        Strategy::Upgrade => nix::sys::signal::Signal::SIGUSR2,
-        Strategy::Hup => settings.signal,
-    };
+    let signal = settings.plan.signal();
     Ok(ReloadOutcome {
         master: serving,
         old_master,
@@ -234,7 +231,7 @@ pub fn signal_inline(
             }
         }
     };
-    match reload::send_hup(&prepared, settings) {
+    match reload::send_hup(&prepared) {
         Ok(sent) => Ok(Some(InlineReload {
             prepared,
             sent,

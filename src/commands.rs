@@ -150,8 +150,17 @@ fn check_config(args: CheckConfigArgs) -> Result<(), AppError> {
             }
             writeln!(
                 out,
-                "  strategy     {:?}, preflight {:?}",
-                app.reload.strategy, app.reload.preflight.check
+                "  reload       {}{}, preflight {}",
+                app.reload.plan.action(),
+                if app.reload.plan.dry_run {
+                    " (dry run)"
+                } else {
+                    ""
+                },
+                match &app.reload.preflight {
+                    Some(p) => format!("{:?}", p.check),
+                    None => "off".into(),
+                }
             )?;
             match discover::find_master(&app.target) {
                 Ok(m) => writeln!(out, "  master       {}", m.describe())?,

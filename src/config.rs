@@ -16,6 +16,7 @@ use crate::cli::{
 };
 use crate::filter::{GlobError, PathFilter};
 use crate::release::ReleaseLink;
+use crate::reload_plan::ReloadPlan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -106,12 +107,10 @@ fn user_filter(text: &str) -> Result<UserFilter, ConfigError> {
 /// How a reload is sent and checked.
 #[derive(Debug, Clone)]
 pub struct ReloadSettings {
-    pub strategy: Strategy,
-    /// The signal of the `hup` strategy (HUP unless `--signal`).
-    pub signal: Signal,
+    pub plan: ReloadPlan,
     pub verify_timeout: Duration,
-    pub dry_run: bool,
-    pub preflight: PreflightSettings,
+    /// `None`: no check before the signal (`--no-preflight`).
+    pub preflight: Option<PreflightSettings>,
     pub release_link: Option<ReleaseLink>,
     /// The reload locks' directory; `None` (a non-root user without `$XDG_RUNTIME_DIR`):
     /// reloads run unlocked.
@@ -121,11 +120,8 @@ pub struct ReloadSettings {
 /// What proves, before any signal, that the new code loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreflightCheck {
-    Off,
     /// `python -m gunicorn --check-config APP` with the master's interpreter.
-    Gunicorn {
-        app: Option<String>,
-    },
+    Gunicorn { app: Option<String> },
     /// A shell command of the user's.
     Command(String),
 }
@@ -137,22 +133,23 @@ pub struct PreflightSettings {
 }
 
 impl PreflightSettings {
-    pub fn from_args(args: &PreflightArgs) -> Result<Self, ConfigError> {
+    /// `None` for `--no-preflight`.
+    pub fn from_args(args: &PreflightArgs) -> Result<Option<Self>, ConfigError> {
         if args.preflight_timeout.is_zero() {
             return Err(ConfigError::ZeroPreflightTimeout);
         }
         let check = match (&args.preflight, args.no_preflight) {
-            (_, true) => PreflightCheck::Off,
+            (_, true) => return Ok(None),
             (Some(cmd), _) if cmd.trim().is_empty() => return Err(ConfigError::EmptyPreflight),
             (Some(cmd), _) => PreflightCheck::Command(cmd.clone()),
             (None, false) => PreflightCheck::Gunicorn {
                 app: args.app.clone().filter(|a| !a.trim().is_empty()),
             },
         };
-        Ok(Self {
+        Ok(Some(Self {
             check,
             timeout: args.preflight_timeout,
-        })
+        }))
     }
 }
 
@@ -169,12 +166,11 @@ impl ReloadSettings {
         if args.strategy == Strategy::Upgrade && signal != Signal::SIGHUP {
             return Err(ConfigError::SignalWithUpgrade(args.signal.clone()));
         }
+        let preflight = PreflightSettings::from_args(preflight)?;
         Ok(Self {
-            strategy: args.strategy,
-            signal,
+            plan: ReloadPlan::new(args.strategy, signal, args.dry_run, preflight.is_some()),
             verify_timeout: args.verify_timeout,
-            dry_run: args.dry_run,
-            preflight: PreflightSettings::from_args(preflight)?,
+            preflight,
             release_link: release_link(release)?,
             runtime_dir: args
                 .runtime_dir

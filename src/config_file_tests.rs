@@ -55,7 +55,7 @@ wsgi_app = "blog.wsgi:application"
         "relative to the file"
     );
     assert_eq!(shop.target.by, By::Pidfile("/run/shop.pid".into()));
-    assert_eq!(shop.reload.strategy, Strategy::Upgrade);
+    assert!(shop.reload.plan.is_upgrade());
     assert_eq!(
         shop.watch.debounce,
         Duration::from_secs(1),
@@ -68,10 +68,10 @@ wsgi_app = "blog.wsgi:application"
     );
     assert_eq!(blog.target.by, By::Match("blog".into()));
     assert_eq!(
-        blog.reload.preflight.check,
-        PreflightCheck::Gunicorn {
+        blog.reload.preflight.as_ref().map(|p| &p.check),
+        Some(&PreflightCheck::Gunicorn {
             app: Some("blog.wsgi:application".into())
-        }
+        })
     );
     assert!(
         !blog.watch.filter.counts(Path::new("README.md")),
@@ -89,7 +89,8 @@ fn a_file_without_app_sections_is_one_app() {
     .unwrap();
     assert_eq!(apps.len(), 1);
     assert_eq!(apps[0].target.by, By::Pid(4242));
-    assert_eq!(apps[0].reload.preflight.check, PreflightCheck::Off);
+    assert!(apps[0].reload.preflight.is_none());
+    assert!(apps[0].reload.plan.inline);
 }
 
 #[test]

@@ -27,6 +27,7 @@ mod process_tree;
 mod release;
 mod reload;
 mod reload_lock;
+mod reload_plan;
 mod reload_tasks;
 mod report;
 #[cfg(test)]

@@ -72,14 +72,13 @@ pub struct Plan {
     pub describe: String,
 }
 
-/// Build the check for `master` with the new code in `dir`; `None` when preflight is off.
+/// Build the check for `master` with the new code in `dir`.
 pub fn plan(
     settings: &PreflightSettings,
     master: &MasterProcess,
     dir: &Path,
-) -> Result<Option<Plan>, PreflightError> {
+) -> Result<Plan, PreflightError> {
     let (program, args, describe) = match &settings.check {
-        PreflightCheck::Off => return Ok(None),
         PreflightCheck::Command(cmd) => (
             PathBuf::from("/bin/sh"),
             vec!["-c".into(), cmd.into()],
@@ -113,14 +112,14 @@ pub fn plan(
     if let Some(python) = master_runtime::interpreter(master) {
         env.push(("HUPWATCH_PYTHON".into(), python.into()));
     }
-    Ok(Some(Plan {
+    Ok(Plan {
         program,
         args,
         dir: dir.to_path_buf(),
         env,
         creds,
         describe,
-    }))
+    })
 }
 
 /// `-m gunicorn --check-config` plus the master's own Gunicorn arguments when the cmdline shows

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{debug, info};
 
-use crate::cli::Strategy;
-use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
+use crate::config::{ReloadSettings, TargetSelector};
 use crate::discover::{self, DiscoverError, MasterProcess};
 use crate::master_runtime;
 use crate::preflight::{self, PreflightError};
@@ -130,7 +129,7 @@ pub fn reload_once(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
-    if settings.dry_run {
+    if settings.plan.dry_run {
         return Ok(dry_run(prepare(target, settings)?));
     }
     if let Some(dir) = &settings.runtime_dir {
@@ -149,11 +148,11 @@ pub fn reload_prepared(
     prepared: Prepared,
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
-    if settings.strategy == Strategy::Hup {
-        let started = send_hup(&prepared, settings)?;
-        finish_hup(prepared, started, settings)
-    } else {
+    if settings.plan.is_upgrade() {
         upgrade_and_check(prepared, settings)
+    } else {
+        let started = send_hup(&prepared)?;
+        finish_hup(prepared, started, settings)
     }
 }
 
@@ -204,19 +203,15 @@ pub fn prepare_master(
 ) -> Result<Prepared, ReloadError> {
     let old = master.worker_pids();
     debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
-    let hup = settings.strategy == Strategy::Hup;
-    if hup && settings.signal == Signal::SIGHUP && master_runtime::preloads_app(&master) {
+    let plan = settings.plan;
+    if plan.replaces_workers() && master_runtime::preloads_app(&master) {
         return Err(ReloadError::PreloadNeedsUpgrade {
             pid: master.pid,
             name: master.name.clone(),
         });
     }
-    let signal = if hup {
-        settings.signal
-    } else {
-        Signal::SIGUSR2
-    };
-    if !settings.dry_run && !signal::handles(master.pid, signal) {
+    let signal = plan.signal();
+    if !plan.dry_run && !signal::handles(master.pid, signal) {
         return Err(SignalError::NotHandledYet {
             pid: master.pid,
             signal,
@@ -258,16 +253,16 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
     }
 }
 
-/// Send the `hup` strategy's signal; returns when it was sent.
-pub fn send_hup(p: &Prepared, settings: &ReloadSettings) -> Result<Instant, ReloadError> {
+/// Send the plan's signal to the master itself (not an upgrade); returns when it was sent.
+pub fn send_hup(p: &Prepared) -> Result<Instant, ReloadError> {
     let started = Instant::now();
-    signal::send(&p.master, settings.signal)?;
+    signal::send(&p.master, p.signal)?;
     info!(
         master = p.master.pid,
         name = %p.master.name,
         user = %p.master.user,
         "sent SIG{} to master {}; verifying",
-        signal_name(settings.signal),
+        signal_name(p.signal),
         p.master.pid
     );
     Ok(started)
@@ -283,11 +278,10 @@ pub fn finish_hup(
         pid: p.master.pid,
         start_ticks: p.master.start_ticks,
     };
-    let replace_workers = settings.signal == Signal::SIGHUP;
     let verified = verify::await_reload(
         id,
         &p.old,
-        replace_workers,
+        settings.plan.replaces_workers(),
         settings.verify_timeout,
         started,
     )
@@ -296,7 +290,7 @@ pub fn finish_hup(
         name: p.master.name.clone(),
         source,
     })?;
-    outcome(p, None, verified.new, verified.elapsed, settings, true)
+    outcome(p, None, verified.new, verified.elapsed, settings)
 }
 
 fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOutcome, ReloadError> {
@@ -308,7 +302,7 @@ fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOut
         }
     })?;
     let new = up.master.worker_pids();
-    outcome(p, Some(up.master), new, up.elapsed, settings, false)
+    outcome(p, Some(up.master), new, up.elapsed, settings)
 }
 
 /// Check the release the new code runs, then describe the finished reload.
@@ -318,8 +312,8 @@ fn outcome(
     new: Vec<u32>,
     elapsed: Duration,
     settings: &ReloadSettings,
-    hup: bool,
 ) -> Result<ReloadOutcome, ReloadError> {
+    let hup = new_master.is_none();
     let old_master = p.master.pid;
     let serving = new_master.unwrap_or(p.master);
     if let (Some(expected), Some(link)) = (&p.release, &settings.release_link) {
@@ -348,28 +342,23 @@ fn preflight_until_stable(
 ) -> Result<(Option<PathBuf>, Option<Duration>), ReloadError> {
     let link = settings.release_link.as_ref();
     let mut release = link.map(|l| l.target()).transpose()?;
-    if settings.preflight.check == PreflightCheck::Off {
+    let Some(preflight) = &settings.preflight else {
         return Ok((release, None));
-    }
+    };
     // A swap storm restarts the check for the newest release, within one preflight timeout.
-    let deadline = Instant::now() + settings.preflight.timeout;
+    let deadline = Instant::now() + preflight.timeout;
     while Instant::now() < deadline {
         let dir = release
             .clone()
             .or_else(|| master_runtime::worker_start_dir(master))
             .unwrap_or_else(|| PathBuf::from("/"));
-        let plan = preflight::plan(&settings.preflight, master, &dir).map_err(|source| {
-            ReloadError::Preflight {
+        let plan =
+            preflight::plan(preflight, master, &dir).map_err(|source| ReloadError::Preflight {
                 source,
                 hint: String::new(),
-            }
-        })?;
-        let Some(plan) = plan else {
-            debug!(master = master.pid, "preflight off");
-            return Ok((release, None));
-        };
+            })?;
         info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let took = preflight::run(&plan, settings.preflight.timeout).map_err(|source| {
+        let took = preflight::run(&plan, preflight.timeout).map_err(|source| {
             // The link already names the broken release while the old one still serves.
             let hint = link.map_or(String::new(), |l| {
                 format!(

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use tokio::task::{Id, JoinError, JoinSet};
 
-use crate::cli::Strategy;
 use crate::reload::{ReloadError, ReloadOutcome};
+use crate::reload_plan::ReloadPlan;
 
 /// A reload task that ended without a result: reported as a failed reload of its app.
 #[derive(Debug, thiserror::Error)]
@@ -45,18 +45,18 @@ pub struct Joined {
 pub struct Reloads {
     set: JoinSet<Result<ReloadOutcome, ReloadError>>,
     apps: HashMap<Id, String>,
-    in_flight: HashMap<String, Strategy>,
+    in_flight: HashMap<String, ReloadPlan>,
 }
 
 impl Reloads {
     /// Run `reload` for `app` on a blocking thread; the app counts as reloading until joined.
-    pub fn spawn_blocking<F>(&mut self, app: String, strategy: Strategy, reload: F)
+    pub fn spawn_blocking<F>(&mut self, app: String, plan: ReloadPlan, reload: F)
     where
         F: FnOnce() -> Result<ReloadOutcome, ReloadError> + Send + 'static,
     {
         let id = self.set.spawn_blocking(reload).id();
         self.apps.insert(id, app.clone());
-        self.in_flight.insert(app, strategy);
+        self.in_flight.insert(app, plan);
     }
 
     pub fn is_reloading(&self, app: &str) -> bool {
@@ -69,7 +69,7 @@ impl Reloads {
 
     /// An upgrade in flight is finished before stopping: two masters must not be left serving.
     pub fn upgrading(&self) -> bool {
-        self.in_flight.values().any(|s| *s == Strategy::Upgrade)
+        self.in_flight.values().any(|p| p.is_upgrade())
     }
 
     /// The next reload to end, its app no longer reloading; `None` when none is in flight
@@ -123,14 +123,16 @@ fn panic_message(err: JoinError) -> String {
 
 #[cfg(test)]
 mod tests {
+    use nix::sys::signal::Signal;
+
     use super::*;
+    use crate::cli::Strategy;
 
     #[tokio::test]
     async fn a_panicked_reload_is_joined_as_a_lost_reload_of_its_app() {
         let mut reloads = Reloads::default();
-        reloads.spawn_blocking("shop".into(), Strategy::Hup, || {
-            panic!("verification fell over")
-        });
+        let hup = ReloadPlan::new(Strategy::Hup, Signal::SIGHUP, false, true);
+        reloads.spawn_blocking("shop".into(), hup, || panic!("verification fell over"));
         assert!(reloads.is_reloading("shop"));
         let joined = reloads.join_next().await.expect("one task in flight");
         assert_eq!(joined.app.as_deref(), Some("shop"));

@@ -16,9 +16,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::app_runtime::AppRuntime;
-use crate::cli::Strategy;
 use crate::coalesce;
-use crate::config::{AppConfig, PreflightCheck, ReloadSettings, TargetSelector};
+use crate::config::{AppConfig, ReloadSettings, TargetSelector};
 use crate::config_file;
 use crate::deadline_timer::DeadlineTimer;
 use crate::error::AppError;
@@ -162,7 +161,7 @@ fn prepare_due_soon(
             continue;
         };
         latest = latest.max(Some(deadline));
-        if signals_inline(&app.config.reload) {
+        if app.config.reload.plan.inline {
             let started = Instant::now();
             if let Ok(prepared) = reload::prepare(&app.target, &app.config.reload) {
                 found.insert(app.config.name.clone(), prepared);
@@ -179,15 +178,6 @@ fn prepare_due_soon(
     found
 }
 
-/// Without a preflight, discovery and the signal are a few /proc reads and one syscall: they
-/// run on the loop, sparing a thread hand-off between the debounce and the signal. Anything
-/// that may take long (a preflight, an upgrade) runs wholly off the loop.
-fn signals_inline(settings: &ReloadSettings) -> bool {
-    settings.strategy == Strategy::Hup
-        && settings.preflight.check == PreflightCheck::Off
-        && !settings.dry_run
-}
-
 /// Start one reload; `found` is the master discovered during the wake-up lead, if any. Only the
 /// verification (seconds of polling) of an inline reload goes to a blocking thread.
 fn start_reload(
@@ -197,20 +187,16 @@ fn start_reload(
     settings: ReloadSettings,
     found: Option<Prepared>,
 ) -> Result<(), ReloadError> {
-    let strategy = settings.strategy;
-    if !signals_inline(&settings) {
-        reloads.spawn_blocking(name, strategy, move || {
-            reload::reload_once(&target, &settings)
-        });
+    let plan = settings.plan;
+    if !plan.inline {
+        reloads.spawn_blocking(name, plan, move || reload::reload_once(&target, &settings));
         return Ok(());
     }
     // Sent only if the master's reload lock was free and the master handles HUP already;
     // else all of it (waiting included) runs off the loop.
     match coalesce::signal_inline(&target, &settings, found)? {
-        Some(sent) => reloads.spawn_blocking(name, strategy, move || sent.finish(&settings)),
-        None => reloads.spawn_blocking(name, strategy, move || {
-            reload::reload_once(&target, &settings)
-        }),
+        Some(sent) => reloads.spawn_blocking(name, plan, move || sent.finish(&settings)),
+        None => reloads.spawn_blocking(name, plan, move || reload::reload_once(&target, &settings)),
     };
     Ok(())
 }

@@ -156,7 +156,9 @@ fn check_config(dir: &Path, text: &str) -> Result<(), TestCaseError> {
             prop_assert_eq!(names.len(), apps.len(), "app names are unique");
             for app in &apps {
                 prop_assert!(!app.reload.verify_timeout.is_zero());
-                prop_assert!(!app.reload.preflight.timeout.is_zero());
+                if let Some(preflight) = &app.reload.preflight {
+                    prop_assert!(!preflight.timeout.is_zero());
+                }
                 let _ = format!("{app:?}");
             }
         }
