@@ -6,10 +6,13 @@
 //! are relative to the file. Every mistake is reported with the file, line and key, because the
 //! person reading it is editing that file on a server.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use crate::cli::{
@@ -120,6 +123,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<AppConfig>, ConfigFileError>
         path,
         text,
         base: &base,
+        spans: KeySpans::read(text),
     };
     if sections.is_empty() {
         let name = top.name.clone().unwrap_or_else(|| "app".into());
@@ -127,29 +131,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<AppConfig>, ConfigFileError>
             &top,
             &Section::default(),
             name,
-            0..text.len(),
+            (None, &(0..text.len())),
         )?]);
     }
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, spanned) in sections.into_iter().enumerate() {
         let span = spanned.span();
+        let at = (Some(i), &span);
         let section = spanned.into_inner();
         let name = section
             .name
             .clone()
             .unwrap_or_else(|| format!("app{}", i + 1));
         if section.app.is_some() {
-            return Err(file.invalid(
-                &span,
-                &name,
-                "app",
-                "[[app]] sections cannot be nested".into(),
-            ));
+            return Err(file.invalid(at, &name, "app", "[[app]] sections cannot be nested".into()));
         }
         if apps.iter().any(|a| a.name == name) {
-            return Err(file.invalid(&span, &name, "name", format!("two apps are named {name:?}")));
+            return Err(file.invalid(at, &name, "name", format!("two apps are named {name:?}")));
         }
-        apps.push(file.build(&top, &section, name, span)?);
+        apps.push(file.build(&top, &section, name, at)?);
     }
     Ok(apps)
 }
@@ -158,6 +158,7 @@ struct SourceFile<'a> {
     path: &'a Path,
     text: &'a str,
     base: &'a Path,
+    spans: KeySpans,
 }
 
 impl SourceFile<'_> {
@@ -167,7 +168,7 @@ impl SourceFile<'_> {
         top: &Section,
         app: &Section,
         name: String,
-        span: std::ops::Range<usize>,
+        at: (Option<usize>, &Range<usize>),
     ) -> Result<AppConfig, ConfigFileError> {
         macro_rules! pick {
             ($field:ident) => {
@@ -214,7 +215,7 @@ impl SourceFile<'_> {
                 "pid"
             };
             return Err(self.invalid(
-                &span,
+                at,
                 &name,
                 key,
                 "choose one of pidfile, pid and match".into(),
@@ -258,7 +259,7 @@ impl SourceFile<'_> {
         };
         if args.preflight.preflight.is_some() && args.preflight.no_preflight {
             return Err(self.invalid(
-                &span,
+                at,
                 &name,
                 "no_preflight",
                 "preflight and no_preflight exclude each other".into(),
@@ -266,20 +267,23 @@ impl SourceFile<'_> {
         }
         AppConfig::from_args(name.clone(), &args).map_err(|e| {
             let key = key_of(&e);
-            self.invalid(&span, &name, key, e.to_string())
+            self.invalid(at, &name, key, e.to_string())
         })
     }
 
+    /// An error about `key` of app `index`, pointing at the line that set it, else at the
+    /// app's section (`span`).
     fn invalid(
         &self,
-        span: &std::ops::Range<usize>,
+        (index, span): (Option<usize>, &Range<usize>),
         app: &str,
         key: &'static str,
         message: String,
     ) -> ConfigFileError {
+        let offset = self.spans.offset(index, key).unwrap_or(span.start);
         ConfigFileError::Invalid {
             path: self.path.to_path_buf(),
-            line: line_of_key(self.text, span, key),
+            line: line_at(self.text, offset),
             app: app.to_string(),
             key,
             message,
@@ -304,47 +308,47 @@ fn key_of(e: &ConfigError) -> &'static str {
     }
 }
 
-/// The line a validation error points at: `key = …` inside the app's section starting at `span`
-/// (up to the next table header; toml's span of an `[[app]]` element may cover only its
-/// header), else in the top-level defaults the app inherited the value from, else the section's
-/// first line.
-fn line_of_key(text: &str, span: &std::ops::Range<usize>, key: &str) -> usize {
-    let start = span.start.min(text.len());
-    let offset = key_offset(text, start, key, true)
-        .or_else(|| key_offset(text, 0, key, false))
-        .unwrap_or(start);
-    text[..offset].matches('\n').count() + 1
+/// Where each key was set, from toml's own spans, so that an error names the line that set the
+/// bad value: the app's own key, else the top-level default it inherited. Read in a pass of its
+/// own (values skipped) so that `Section` keeps plain values. A key written twice is a parse
+/// error before this is read.
+#[derive(Debug, Default)]
+struct KeySpans {
+    top: HashMap<String, Range<usize>>,
+    apps: Vec<HashMap<String, Range<usize>>>,
 }
 
-/// The offset of the first line from `start` on that sets `key` before the next table header
-/// (with `at_header`, the line at `start` is the section's own header). A line sets the key when it starts
-/// with `key =`, or, in an inline table, has `key =` right after a `{` or a `,`.
-fn key_offset(text: &str, start: usize, key: &str, at_header: bool) -> Option<usize> {
-    let sets_key = |line: &str| {
-        let line = line.trim_start();
-        let assigns = |rest: &str| {
-            rest.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        };
-        assigns(line)
-            || line
-                .match_indices(['{', ','])
-                .any(|(i, _)| assigns(&line[i + 1..]))
-    };
-    // `split_inclusive` keeps each line's own terminator, `\n` or `\r\n`, in the offsets.
-    text[start..]
-        .split_inclusive('\n')
-        .scan(start, |pos, line| {
-            let here = *pos;
-            *pos += line.len();
-            Some((here, line))
-        })
-        .take_while(|(pos, line)| {
-            (at_header && *pos == start) || !line.trim_start().starts_with('[')
-        })
-        .find(|(_, line)| sets_key(line))
-        .map(|(pos, _)| pos)
+impl KeySpans {
+    fn read(text: &str) -> Self {
+        type Keys = HashMap<String, Spanned<IgnoredAny>>;
+        #[derive(Deserialize)]
+        struct Apps {
+            #[serde(default)]
+            app: Vec<Keys>,
+        }
+        let spans = |keys: Keys| keys.into_iter().map(|(k, v)| (k, v.span())).collect();
+        let top: Keys = toml::from_str(text).unwrap_or_default();
+        let apps = toml::from_str::<Apps>(text).map_or_else(|_| Vec::new(), |a| a.app);
+        Self {
+            top: spans(top),
+            apps: apps.into_iter().map(spans).collect(),
+        }
+    }
+
+    /// The byte offset of `key`'s value in app `index` (`None`: a file without `[[app]]`),
+    /// else in the top-level defaults.
+    fn offset(&self, index: Option<usize>, key: &str) -> Option<usize> {
+        index
+            .and_then(|i| self.apps.get(i))
+            .and_then(|keys| keys.get(key))
+            .or_else(|| self.top.get(key))
+            .map(|span| span.start)
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |before| before.matches('\n').count() + 1)
 }
 
 #[cfg(test)]

@@ -176,11 +176,19 @@ fn the_shipped_example_config_is_valid() {
 }
 
 #[test]
-fn line_of_key_finds_the_key_inside_its_section() {
-    let text = "a = 1\n[[app]]\nwatch = 1\n[[app]]\nx = 2\nwatch = 3\n";
-    let second = text.find("[[app]]\nx").unwrap()..text.len();
-    assert_eq!(line_of_key(text, &second, "watch"), 6);
-    assert_eq!(line_of_key(text, &second, "missing"), 4);
+fn an_error_points_at_the_line_that_set_the_key_in_its_own_section() {
+    let dir = scratch();
+    let text = "[[app]]\nname = \"a\"\nwatch = [\"a\"]\n[[app]]\nname = \"b\"\nx = 2\n";
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    let err = error_in(&dir, text);
+    assert!(err.contains("line 6") && err.contains("`x`"), "{err}");
+    let text =
+        "[[app]]\nname = \"a\"\nwatch = [\"a\"]\n[[app]]\nname = \"b\"\nwatch = [\"nope\"]\n";
+    let err = error_in(&dir, text);
+    assert!(
+        err.contains("line 6") && err.contains("app \"b\"") && err.contains("key `watch`"),
+        "{err}"
+    );
 }
 
 #[test]
