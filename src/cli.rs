@@ -31,13 +31,21 @@ pub struct Cli {
 }
 
 /// Defaults shared by the flags and the config file.
+/// The defaults of flags that the config file shares, written once: clap shows and parses these
+/// texts, and the config file falls back to the same values through [`defaults::duration`].
 pub mod defaults {
     use std::time::Duration;
 
-    pub const DEBOUNCE: Duration = Duration::from_millis(300);
-    pub const MAX_WAIT: Duration = Duration::from_secs(5);
-    pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
-    pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEBOUNCE: &str = "300ms";
+    pub const MAX_WAIT: &str = "5s";
+    pub const VERIFY_TIMEOUT: &str = "30s";
+    pub const PREFLIGHT_TIMEOUT: &str = "60s";
+    pub const SIGNAL: &str = "HUP";
+
+    /// One of the duration defaults above; they are checked by a test, so this cannot fail.
+    pub fn duration(text: &str) -> Duration {
+        super::parse_duration(text).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,11 +188,11 @@ pub struct FilterArgs {
 #[command(next_help_heading = "Debounce")]
 pub struct DebounceArgs {
     /// Quiet period: reload once no change has arrived for this long.
-    #[arg(long, value_name = "DURATION", default_value = "300ms", env = "HUPWATCH_DEBOUNCE", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::DEBOUNCE, env = "HUPWATCH_DEBOUNCE", value_parser = parse_duration)]
     pub debounce: Duration,
 
     /// Reload at the latest this long after the first change, even if changes keep coming.
-    #[arg(long, value_name = "DURATION", default_value = "5s", env = "HUPWATCH_MAX_WAIT", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_WAIT, env = "HUPWATCH_MAX_WAIT", value_parser = parse_duration)]
     pub max_wait: Duration,
 }
 
@@ -192,26 +200,18 @@ pub struct DebounceArgs {
 #[command(next_help_heading = "Target (default: the only Gunicorn master on this host)")]
 #[group(skip)]
 pub struct TargetArgs {
+    // At most one of pidfile, pid and match: checked once, in `TargetSelector::from_args`,
+    // for the flags and the config file alike.
     /// Read the master's PID from this Gunicorn pidfile (`-p`/`--pid` of Gunicorn).
     #[arg(long, value_name = "PATH", env = "HUPWATCH_PIDFILE")]
     pub pidfile: Option<PathBuf>,
 
     /// The master's PID.
-    #[arg(
-        long,
-        value_name = "PID",
-        env = "HUPWATCH_PID",
-        conflicts_with = "pidfile"
-    )]
+    #[arg(long, value_name = "PID", env = "HUPWATCH_PID")]
     pub pid: Option<i64>,
 
     /// Select the master whose name / app spec, command line or working directory contains TEXT.
-    #[arg(
-        long = "match",
-        value_name = "TEXT",
-        env = "HUPWATCH_MATCH",
-        conflicts_with_all = ["pidfile", "pid"]
-    )]
+    #[arg(long = "match", value_name = "TEXT", env = "HUPWATCH_MATCH")]
     pub match_text: Option<String>,
 
     /// Only masters run by this user (name or uid) are ever targets, whatever the selector.
@@ -224,20 +224,20 @@ pub struct TargetArgs {
 pub struct ReloadArgs {
     /// `hup`: HUP, new workers from the same master. `upgrade`: USR2 starts a new master
     /// (needed with preload_app, where HUP loads no new code), then TERM retires the old one.
-    #[arg(long, value_enum, default_value = "hup", env = "HUPWATCH_STRATEGY")]
+    #[arg(long, value_enum, default_value_t = Strategy::Hup, env = "HUPWATCH_STRATEGY")]
     pub strategy: Strategy,
 
     /// Signal that reloads the master: HUP (default), or USR1 / TTIN / TTOU.
     #[arg(
         long,
         value_name = "SIGNAL",
-        default_value = "HUP",
+        default_value = defaults::SIGNAL,
         env = "HUPWATCH_SIGNAL"
     )]
     pub signal: String,
 
     /// How long to wait for the old workers to go and the new ones to come up.
-    #[arg(long, value_name = "DURATION", default_value = "30s", env = "HUPWATCH_VERIFY_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::VERIFY_TIMEOUT, env = "HUPWATCH_VERIFY_TIMEOUT", value_parser = parse_duration)]
     pub verify_timeout: Duration,
 
     /// Log what would be signalled and send nothing.
@@ -273,7 +273,7 @@ pub struct PreflightArgs {
     pub no_preflight: bool,
 
     /// Give up on (and fail) a preflight that runs longer than this.
-    #[arg(long, value_name = "DURATION", default_value = "60s", env = "HUPWATCH_PREFLIGHT_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::PREFLIGHT_TIMEOUT, env = "HUPWATCH_PREFLIGHT_TIMEOUT", value_parser = parse_duration)]
     pub preflight_timeout: Duration,
 }
 
@@ -368,6 +368,14 @@ mod tests {
     #[test]
     fn durations_are_human() {
         assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        for text in [
+            defaults::DEBOUNCE,
+            defaults::MAX_WAIT,
+            defaults::VERIFY_TIMEOUT,
+            defaults::PREFLIGHT_TIMEOUT,
+        ] {
+            assert!(!defaults::duration(text).is_zero(), "default {text:?}");
+        }
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("300").is_err());
         assert!(parse_duration("fast").is_err());

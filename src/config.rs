@@ -39,6 +39,10 @@ pub enum ConfigError {
     ZeroVerifyTimeout,
     #[error("--match needs a non-empty TEXT")]
     EmptyMatch,
+    #[error(
+        "choose one of --pidfile, --pid and --match (keys pidfile, pid, match in a config file) to name the master; {0} and {1} are both set"
+    )]
+    TwoSelectors(&'static str, &'static str),
     #[error("--release-link {0}")]
     ReleaseLink(String),
     #[error("--strategy upgrade sends USR2 then TERM; it cannot be combined with --signal {0}")]
@@ -77,6 +81,17 @@ pub struct UserFilter {
 
 impl TargetSelector {
     pub fn from_args(args: &TargetArgs) -> Result<Self, ConfigError> {
+        let given: Vec<&'static str> = [
+            ("pidfile", args.pidfile.is_some()),
+            ("pid", args.pid.is_some()),
+            ("match", args.match_text.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if let [first, second, ..] = given[..] {
+            return Err(ConfigError::TwoSelectors(first, second));
+        }
         let by = match (&args.pidfile, args.pid, &args.match_text) {
             (Some(path), _, _) => By::Pidfile(std::path::absolute(path).unwrap_or(path.clone())),
             (_, Some(pid), _) => By::Pid(pid),

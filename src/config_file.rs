@@ -202,25 +202,6 @@ impl SourceFile<'_> {
                 user: pick!(user),
             }
         };
-        let chosen = [
-            target.pidfile.is_some(),
-            target.pid.is_some(),
-            target.match_text.is_some(),
-        ];
-        if chosen.iter().filter(|s| **s).count() > 1 {
-            // Both come from the same place (the app, else the defaults): point at the first.
-            let key = if target.pidfile.is_some() {
-                "pidfile"
-            } else {
-                "pid"
-            };
-            return Err(self.invalid(
-                at,
-                &name,
-                key,
-                "choose one of pidfile, pid and match".into(),
-            ));
-        }
         let args = AppArgs {
             paths: PathArgs {
                 watch: pick!(watch)
@@ -239,14 +220,15 @@ impl SourceFile<'_> {
                 no_default_excludes: pick!(no_default_excludes).unwrap_or(false),
             },
             debounce: DebounceArgs {
-                debounce: pick!(debounce).unwrap_or(defaults::DEBOUNCE),
-                max_wait: pick!(max_wait).unwrap_or(defaults::MAX_WAIT),
+                debounce: pick!(debounce).unwrap_or_else(|| defaults::duration(defaults::DEBOUNCE)),
+                max_wait: pick!(max_wait).unwrap_or_else(|| defaults::duration(defaults::MAX_WAIT)),
             },
             target,
             reload: ReloadArgs {
                 strategy: pick!(strategy).unwrap_or(Strategy::Hup),
-                signal: pick!(signal).unwrap_or_else(|| "HUP".into()),
-                verify_timeout: pick!(verify_timeout).unwrap_or(defaults::VERIFY_TIMEOUT),
+                signal: pick!(signal).unwrap_or_else(|| defaults::SIGNAL.into()),
+                verify_timeout: pick!(verify_timeout)
+                    .unwrap_or_else(|| defaults::duration(defaults::VERIFY_TIMEOUT)),
                 dry_run: pick!(dry_run).unwrap_or(false),
                 runtime_dir: pick!(runtime_dir).map(resolve),
             },
@@ -254,7 +236,8 @@ impl SourceFile<'_> {
                 app: pick!(wsgi_app),
                 preflight: pick!(preflight),
                 no_preflight: pick!(no_preflight).unwrap_or(false),
-                preflight_timeout: pick!(preflight_timeout).unwrap_or(defaults::PREFLIGHT_TIMEOUT),
+                preflight_timeout: pick!(preflight_timeout)
+                    .unwrap_or_else(|| defaults::duration(defaults::PREFLIGHT_TIMEOUT)),
             },
         };
         if args.preflight.preflight.is_some() && args.preflight.no_preflight {
@@ -301,6 +284,8 @@ fn key_of(e: &ConfigError) -> &'static str {
         | ConfigError::SignalWithUpgrade(_) => "signal",
         ConfigError::ZeroVerifyTimeout => "verify_timeout",
         ConfigError::EmptyMatch => "match",
+        // Both come from the same place (the app, else the defaults): point at the first.
+        ConfigError::TwoSelectors(first, _) => first,
         ConfigError::ReleaseLink(_) => "release_link",
         ConfigError::EmptyPreflight => "preflight",
         ConfigError::ZeroPreflightTimeout => "preflight_timeout",
