@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 
 use crate::cli::{CheckConfigArgs, Cli, Command, ReloadCommandArgs, StatusArgs, WatchArgs};
+use crate::config::config_file;
+use crate::config::release_link;
 use crate::config::{self, AppArgs, AppConfig, ReloadSettings, TargetSelector};
-use crate::config_file;
-use crate::discover;
+use crate::daemon::event_loop;
 use crate::error::AppError;
-use crate::release;
+use crate::gunicorn::discover;
 use crate::reload::{self, ReloadError};
 use crate::report;
-use crate::watch_loop;
 
 pub fn run(command: Command) -> Result<(), AppError> {
     match command {
@@ -59,7 +59,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(io("starting the async runtime"))?;
-    let result = runtime.block_on(watch_loop::run(apps, file));
+    let result = runtime.block_on(event_loop::run(apps, file));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
@@ -140,7 +140,7 @@ fn check_config(args: CheckConfigArgs) -> Result<(), AppError> {
                 .watch
                 .roots
                 .iter()
-                .flat_map(|r| release::symlinks_on_path(r))
+                .flat_map(|r| release_link::symlinks_on_path(r))
             {
                 writeln!(
                     out,

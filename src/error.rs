@@ -5,8 +5,8 @@
 //! meaning.
 
 use crate::config::ConfigError;
-use crate::config_file::ConfigFileError;
-use crate::discover::DiscoverError;
+use crate::config::config_file::ConfigFileError;
+use crate::gunicorn::discover::DiscoverError;
 use crate::reload::ReloadError;
 use crate::watch::WatchError;
 

@@ -3,43 +3,24 @@
 //! `main` parses, sets up logging, dispatches to `commands`, and turns the result into the
 //! documented exit code in one place (`AppError::exit_code`).
 
-mod app_runtime;
-mod change_sink;
+// The stages of the data flow, one folder each, upstream first: config → watch → debounce →
+// gunicorn (discover) → reload (preflight, signal, verify) → report; `daemon` runs them for
+// `watch`, `commands` for the one-shot subcommands.
 mod cli;
-mod coalesce;
 mod commands;
 mod config;
-mod config_file;
-mod deadline_timer;
+mod daemon;
 mod debounce;
-mod discover;
 mod error;
-mod filter;
-#[cfg(test)]
-mod fuzz_tests;
-mod gunicorn_cmdline;
-mod inotify_watcher;
+mod gunicorn;
 mod logging;
-mod master_runtime;
-mod preflight;
-mod proc_table;
-mod process_tree;
-mod release;
+#[cfg(test)]
+mod property_tests;
 mod reload;
-mod reload_lock;
-mod reload_plan;
-mod reload_tasks;
 mod report;
 #[cfg(test)]
 mod scratch_dir;
-mod service;
-mod signal;
-mod upgrade;
-mod verify;
-mod wake_lead;
 mod watch;
-mod watch_loop;
-mod watch_scope;
 
 use std::process::ExitCode;
 

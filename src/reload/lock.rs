@@ -66,17 +66,6 @@ pub enum LockError {
     },
 }
 
-/// The default runtime directory: `/run/hupwatch` for root, else `$XDG_RUNTIME_DIR/hupwatch`;
-/// `None` when a non-root user has no runtime directory (then reloads run unlocked).
-pub fn default_dir() -> Option<PathBuf> {
-    if nix::unistd::geteuid().is_root() {
-        return Some(PathBuf::from("/run/hupwatch"));
-    }
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(d).join("hupwatch"))
-}
-
 /// Nanoseconds of CLOCK_BOOTTIME: the same clock in every process, and it never jumps.
 pub fn now_ns() -> u64 {
     use nix::time::{ClockId, clock_gettime};
@@ -246,7 +235,7 @@ pub fn sweep(dir: &Path) {
         else {
             continue;
         };
-        if crate::signal::is_alive(pid, ticks) {
+        if crate::reload::pidfd_signal::is_alive(pid, ticks) {
             continue;
         }
         if let Ok(Some(lock)) = ReloadLock::try_acquire(dir, pid, ticks) {
@@ -361,7 +350,7 @@ mod tests {
         let scratch = ScratchDir::new("reload-lock-sweep");
         let dir = scratch.join("run");
         let me = std::process::id();
-        let ticks = crate::proc_table::read_stat(me).unwrap().start_ticks;
+        let ticks = crate::gunicorn::procfs::read_stat(me).unwrap().start_ticks;
         drop(ReloadLock::try_acquire(&dir, me, ticks).unwrap());
         drop(ReloadLock::try_acquire(&dir, me, ticks + 1).unwrap());
         // Gone, but held by a reload still reading it: kept.

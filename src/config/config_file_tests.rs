@@ -168,7 +168,7 @@ fn the_shipped_example_config_is_valid() {
     std::fs::create_dir_all(root.join("srv/shop/releases/1")).unwrap();
     std::fs::create_dir_all(root.join("srv/blog/src")).unwrap();
     let _ = std::os::unix::fs::symlink("releases/1", root.join("srv/shop/current"));
-    let text = include_str!("../examples/hupwatch.toml");
+    let text = include_str!("../../examples/hupwatch.toml");
     let local = text.replace("\"/srv/", &format!("\"{}/srv/", root.display()));
     let apps = parse(Path::new("examples/hupwatch.toml"), &local).unwrap();
     let names: Vec<_> = apps.iter().map(|a| a.name.as_str()).collect();

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
-use crate::discover::{self, MasterProcess};
-use crate::master_runtime;
-use crate::process_tree::ProcessTree;
-use crate::signal::{self, SignalError};
-use crate::verify::SETTLE;
+use crate::gunicorn::discover::{self, MasterProcess};
+use crate::gunicorn::master_env;
+use crate::gunicorn::process_tree::ProcessTree;
+use crate::reload::pidfd_signal::{self, SignalError};
+use crate::reload::verify::SETTLE;
 
 const POLL: Duration = Duration::from_millis(50);
 /// Gunicorn's master loop waits up to 1 s for signals between promotion checks.
@@ -63,19 +63,19 @@ pub struct Upgraded {
 }
 
 pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, UpgradeError> {
-    if let Some(unit) = master_runtime::is_systemd_service_main(old.pid, old.ppid) {
+    if let Some(unit) = master_env::is_systemd_service_main(old.pid, old.ppid) {
         return Err(UpgradeError::SystemdMain { pid: old.pid, unit });
     }
     let started = Instant::now();
     let wanted = old.workers.len().max(1);
-    signal::send(old, Signal::SIGUSR2)?;
+    pidfd_signal::send(old, Signal::SIGUSR2)?;
     info!(
         master = old.pid,
         "sent SIGUSR2 to master {}; waiting for the new master", old.pid
     );
     let new = await_new_master(old, wanted, timeout)?;
     info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), "new master {} is up; sending SIGTERM to the old master {}", new.pid, old.pid);
-    signal::send(old, Signal::SIGTERM)?;
+    pidfd_signal::send(old, Signal::SIGTERM)?;
     await_takeover(old, &new, timeout)?;
     let master = discover::master_by_pid(new.pid)
         .map_err(|_| UpgradeError::NewMasterLost { pid: new.pid })?;
@@ -95,14 +95,14 @@ fn await_new_master(
     let mut seen: Option<MasterProcess> = None;
     let mut stable_since: Option<(Instant, Vec<u32>)> = None;
     loop {
-        if !signal::is_alive(old.pid, old.start_ticks) {
+        if !pidfd_signal::is_alive(old.pid, old.start_ticks) {
             return Err(UpgradeError::OldMasterDied { old: old.pid });
         }
         // The old master's neighbourhood holds its children and theirs: enough to see the new
         // master and its workers without scanning every process 20 times a second.
         let child = ProcessTree::around(old.pid).child_master_of(old.pid);
         match (&child, &seen) {
-            (None, Some(gone)) if !signal::is_alive(gone.pid, gone.start_ticks) => {
+            (None, Some(gone)) if !pidfd_signal::is_alive(gone.pid, gone.start_ticks) => {
                 return Err(UpgradeError::NewMasterDied {
                     pid: gone.pid,
                     old: old.pid,
@@ -138,7 +138,7 @@ fn await_new_master(
 /// A new master that never finished booting is stopped, so two masters are never left serving.
 fn roll_back(new: Option<&MasterProcess>) -> String {
     let Some(new) = new else { return String::new() };
-    match signal::send(new, Signal::SIGTERM) {
+    match pidfd_signal::send(new, Signal::SIGTERM) {
         Ok(()) => format!(
             " (stopped the half-booted new master {} with TERM)",
             new.pid
@@ -165,10 +165,10 @@ fn await_takeover(
     let started = Instant::now();
     let mut old_gone_at: Option<Instant> = None;
     loop {
-        if !signal::is_alive(new.pid, new.start_ticks) {
+        if !pidfd_signal::is_alive(new.pid, new.start_ticks) {
             return Err(UpgradeError::NewMasterLost { pid: new.pid });
         }
-        if old_gone_at.is_none() && !signal::is_alive(old.pid, old.start_ticks) {
+        if old_gone_at.is_none() && !pidfd_signal::is_alive(old.pid, old.start_ticks) {
             old_gone_at = Some(Instant::now());
         }
         if let Some(gone_at) = old_gone_at {
@@ -200,6 +200,6 @@ fn await_takeover(
 }
 
 fn title_name(pid: u32) -> Option<String> {
-    let cmdline = crate::proc_table::read_cmdline(pid).ok()?;
-    crate::gunicorn_cmdline::parse(&cmdline)?.title_name
+    let cmdline = crate::gunicorn::procfs::read_cmdline(pid).ok()?;
+    crate::gunicorn::cmdline::parse(&cmdline)?.title_name
 }

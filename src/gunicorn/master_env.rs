@@ -11,9 +11,9 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use crate::discover::MasterProcess;
-use crate::gunicorn_cmdline::is_python_name;
-use crate::proc_table;
+use crate::gunicorn::cmdline::is_python_name;
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::procfs;
 
 /// User and groups a process runs as (real ids, from /proc/PID/status).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn environment(pid: u32) -> Option<Vec<(OsString, OsString)>> {
 pub fn interpreter(master: &MasterProcess) -> Option<PathBuf> {
     from_cmdline(master)
         .or_else(|| from_maps(master.pid))
-        .or_else(|| proc_table::read_exe(master.pid).filter(|p| p.is_file()))
+        .or_else(|| procfs::read_exe(master.pid).filter(|p| p.is_file()))
 }
 
 /// Untitled masters show the interpreter as argv[0] (the kernel puts a shebang script's
@@ -186,7 +186,7 @@ pub fn preloads_app(master: &MasterProcess) -> bool {
 /// The Gunicorn config file: `-c`/`--config`, else `gunicorn.conf.py` in the cwd (Gunicorn's
 /// default since 20.x).
 fn config_file(master: &MasterProcess) -> Option<PathBuf> {
-    let args = crate::gunicorn_cmdline::gunicorn_args(&master.cmdline).unwrap_or(&[]);
+    let args = crate::gunicorn::cmdline::gunicorn_args(&master.cmdline).unwrap_or(&[]);
     let given = args.iter().enumerate().find_map(|(i, a)| {
         if a == "-c" || a == "--config" {
             args.get(i + 1).cloned()

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::config::{ReloadSettings, TargetSelector};
-use crate::discover::{self, DiscoverError, MasterProcess};
-use crate::master_runtime;
+use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
+use crate::gunicorn::master_env;
+use crate::reload::lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
 use crate::reload::{self, Prepared, ReloadError, ReloadOutcome};
-use crate::reload_lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
 
 /// Masters followed one after the other (upgrade after upgrade) before giving up.
 const FOLLOW_LIMIT: usize = 5;
@@ -26,7 +26,7 @@ pub fn reload_locked(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
-    let started_ns = reload_lock::now_ns();
+    let started_ns = lock::now_ns();
     let mut master = discover::find_master(target)?;
     for _ in 0..FOLLOW_LIMIT {
         let ceiling = wait_ceiling(settings);
@@ -36,13 +36,12 @@ pub fn reload_locked(
             Err(e) => return unlocked(e, target, master, settings),
         };
         // Everything this holder looks at from here on goes out with its signal.
-        let began_ns = reload_lock::now_ns();
+        let began_ns = lock::now_ns();
         let current = discover::find_master(target);
         let seen = release_seen(settings, current.as_ref().ok());
         let record = lock.record();
         let action = action(settings);
-        if reload_lock::decide(record.as_ref(), started_ns, seen.as_deref(), &action)
-            == Decision::Coalesce
+        if lock::decide(record.as_ref(), started_ns, seen.as_deref(), &action) == Decision::Coalesce
             && let Some(record) = record
         {
             return coalesced(record, master.pid, current, settings);
@@ -80,7 +79,7 @@ fn unlocked(
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
     warn!(master = master.pid, "{why}; reloading without the lock");
-    let prepared = reload::prepare_handling(target, master, settings, reload_lock::now_ns())?;
+    let prepared = reload::prepare_handling(target, master, settings, lock::now_ns())?;
     reload::reload_prepared(prepared, settings)
 }
 
@@ -103,7 +102,7 @@ fn action(settings: &ReloadSettings) -> String {
 fn release_seen(settings: &ReloadSettings, master: Option<&MasterProcess>) -> Option<PathBuf> {
     match &settings.release_link {
         Some(link) => link.target().ok(),
-        None => master.and_then(master_runtime::worker_start_dir),
+        None => master.and_then(master_env::worker_start_dir),
     }
 }
 
@@ -122,7 +121,7 @@ fn leave_record(
         Ok(o) => (
             match &settings.release_link {
                 Some(_) => o.release.clone(),
-                None => master_runtime::worker_start_dir(&o.master),
+                None => master_env::worker_start_dir(&o.master),
             },
             RecordOutcome::Ok {
                 master: o.master.pid,
@@ -154,7 +153,7 @@ fn leave_record(
         );
     }
     if let Some(dir) = lock.file_path().parent() {
-        reload_lock::sweep(dir);
+        lock::sweep(dir);
     }
 }
 

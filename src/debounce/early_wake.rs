@@ -18,11 +18,11 @@ const MAX_LEAD: Duration = Duration::from_millis(5);
 
 /// How early to wake: the last early discovery's cost plus a margin.
 #[derive(Debug)]
-pub struct WakeLead {
+pub struct EarlyWake {
     discovery: Duration,
 }
 
-impl Default for WakeLead {
+impl Default for EarlyWake {
     fn default() -> Self {
         Self {
             // A PID-scoped discovery is a dozen /proc reads.
@@ -31,7 +31,7 @@ impl Default for WakeLead {
     }
 }
 
-impl WakeLead {
+impl EarlyWake {
     pub fn lead(&self) -> Duration {
         (self.discovery + MARGIN).min(MAX_LEAD)
     }
@@ -60,7 +60,7 @@ mod tests {
 
     #[test]
     fn lead_follows_discovery_cost_within_bounds() {
-        let mut lead = WakeLead::default();
+        let mut lead = EarlyWake::default();
         assert_eq!(lead.lead(), Duration::from_micros(500));
         lead.record_discovery(Duration::from_millis(2));
         assert_eq!(lead.lead(), Duration::from_micros(2300));
@@ -70,7 +70,7 @@ mod tests {
 
     #[test]
     fn wake_at_is_the_deadline_minus_the_lead() {
-        let lead = WakeLead::default();
+        let lead = EarlyWake::default();
         let now = Instant::now();
         assert_eq!(
             lead.wake_at(now + Duration::from_secs(1)),

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{By, TargetSelector};
-use crate::proc_table;
-use crate::process_tree::ProcessTree;
-pub use crate::process_tree::{MasterProcess, all_masters};
+use crate::gunicorn::process_tree::ProcessTree;
+pub use crate::gunicorn::process_tree::{MasterProcess, all_masters};
+use crate::gunicorn::procfs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
@@ -215,7 +215,7 @@ pub fn read_pidfile(path: &Path) -> Result<u32, DiscoverError> {
 
 /// The master with this PID, or why that PID is not one.
 pub fn master_by_pid(pid: u32) -> Result<MasterProcess, DiscoverError> {
-    let stat = proc_table::read_stat(pid).map_err(|_| DiscoverError::NoSuchProcess(pid))?;
+    let stat = procfs::read_stat(pid).map_err(|_| DiscoverError::NoSuchProcess(pid))?;
     if stat.is_dead() {
         return Err(DiscoverError::NotGunicorn {
             pid,
@@ -224,7 +224,7 @@ pub fn master_by_pid(pid: u32) -> Result<MasterProcess, DiscoverError> {
     }
     let tree = ProcessTree::around(pid);
     if !tree.is_gunicorn(pid) {
-        let cmdline = proc_table::read_cmdline(pid).unwrap_or_default().join(" ");
+        let cmdline = procfs::read_cmdline(pid).unwrap_or_default().join(" ");
         return Err(DiscoverError::NotGunicorn {
             pid,
             what: format!(

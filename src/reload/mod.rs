@@ -4,21 +4,30 @@
 //! every settled change; a failure is reported and watching goes on). The target is resolved
 //! here, at each reload, so a master restarted under a new PID is found.
 
-use std::path::{Path, PathBuf};
+pub mod coalesce;
+pub mod lock;
+pub mod pidfd_signal;
+pub mod preflight;
+pub mod release_check;
+pub mod upgrade;
+pub mod verify;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tracing::{debug, info};
 
+use crate::config::release_link::ReleaseError;
 use crate::config::{ReloadSettings, TargetSelector};
-use crate::discover::{self, DiscoverError, MasterProcess};
-use crate::master_runtime;
-use crate::preflight::{self, PreflightError};
-use crate::release::{self, ReleaseError};
-use crate::reload_lock::{self, LockError};
-use crate::signal::{self, SignalError};
-use crate::upgrade::{self, UpgradeError};
-use crate::verify::{self, MasterId, VerifyError};
+use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
+use crate::gunicorn::master_env;
+use lock::LockError;
+use pidfd_signal::SignalError;
+use preflight::PreflightError;
+use release_check::{check_release, preflight_until_stable};
+use upgrade::UpgradeError;
+use verify::{MasterId, VerifyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -133,9 +142,9 @@ pub fn reload_once(
         return Ok(dry_run(prepare(target, settings)?));
     }
     if let Some(dir) = &settings.runtime_dir {
-        return crate::coalesce::reload_locked(dir, target, settings);
+        return crate::reload::coalesce::reload_locked(dir, target, settings);
     }
-    let began_ns = reload_lock::now_ns();
+    let began_ns = lock::now_ns();
     let master = discover::find_master(target)?;
     reload_prepared(
         prepare_handling(target, master, settings, began_ns)?,
@@ -190,7 +199,7 @@ pub fn prepare(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<Prepared, ReloadError> {
-    let began_ns = reload_lock::now_ns();
+    let began_ns = lock::now_ns();
     let master = discover::find_master(target)?;
     prepare_master(master, settings, began_ns)
 }
@@ -204,14 +213,14 @@ pub fn prepare_master(
     let old = master.worker_pids();
     debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
     let plan = settings.plan;
-    if plan.replaces_workers() && master_runtime::preloads_app(&master) {
+    if plan.replaces_workers() && master_env::preloads_app(&master) {
         return Err(ReloadError::PreloadNeedsUpgrade {
             pid: master.pid,
             name: master.name.clone(),
         });
     }
     let signal = plan.signal();
-    if !plan.dry_run && !signal::handles(master.pid, signal) {
+    if !plan.dry_run && !pidfd_signal::handles(master.pid, signal) {
         return Err(SignalError::NotHandledYet {
             pid: master.pid,
             signal,
@@ -256,7 +265,7 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
 /// Send the plan's signal to the master itself (not an upgrade); returns when it was sent.
 pub fn send_hup(p: &Prepared) -> Result<Instant, ReloadError> {
     let started = Instant::now();
-    signal::send(&p.master, p.signal)?;
+    pidfd_signal::send(&p.master, p.signal)?;
     info!(
         master = p.master.pid,
         name = %p.master.name,
@@ -331,93 +340,6 @@ fn outcome(
         dry_run: false,
         coalesced_by: None,
     })
-}
-
-/// Run the preflight in the release the new workers will load; if the release link moved
-/// meanwhile, check the newer release instead, so the signal always goes out for the release
-/// that was checked and is current.
-fn preflight_until_stable(
-    settings: &ReloadSettings,
-    master: &MasterProcess,
-) -> Result<(Option<PathBuf>, Option<Duration>), ReloadError> {
-    let link = settings.release_link.as_ref();
-    let mut release = link.map(|l| l.target()).transpose()?;
-    let Some(preflight) = &settings.preflight else {
-        return Ok((release, None));
-    };
-    // A swap storm restarts the check for the newest release, within one preflight timeout.
-    let deadline = Instant::now() + preflight.timeout;
-    while Instant::now() < deadline {
-        let dir = release
-            .clone()
-            .or_else(|| master_runtime::worker_start_dir(master))
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let plan =
-            preflight::plan(preflight, master, &dir).map_err(|source| ReloadError::Preflight {
-                source,
-                hint: String::new(),
-            })?;
-        info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let took = preflight::run(&plan, preflight.timeout).map_err(|source| {
-            // The link already names the broken release while the old one still serves.
-            let hint = link.map_or(String::new(), |l| {
-                format!(
-                    "\n  note: {} points at this release while the master still runs the previous one; \
-                     a restart or any other HUP would load it: fix the release or swap the link back",
-                    l.path().display()
-                )
-            });
-            ReloadError::Preflight { source, hint }
-        })?;
-        info!(
-            master = master.pid,
-            elapsed_ms = took.as_millis() as u64,
-            "preflight passed in {}ms",
-            took.as_millis()
-        );
-        let now = link.map(|l| l.target()).transpose()?;
-        if now == release {
-            return Ok((release, Some(took)));
-        }
-        info!("release link moved during the preflight; checking the new release");
-        release = now;
-    }
-    Err(ReleaseError::Unstable.into())
-}
-
-/// Each new worker (HUP) or the new master (upgrade) must run the link's target.
-fn check_release(
-    serving: &MasterProcess,
-    new: &[u32],
-    hup: bool,
-    expected: &Path,
-    link: &Path,
-) -> Result<(), ReloadError> {
-    let pids: &[u32] = if hup {
-        new
-    } else {
-        std::slice::from_ref(&serving.pid)
-    };
-    for &pid in pids {
-        let Some(cwd) = crate::proc_table::read_cwd(pid) else {
-            continue;
-        };
-        let running = release::release_of(&cwd);
-        if running != expected {
-            return Err(ReloadError::StaleRelease {
-                pid: serving.pid,
-                what: if hup {
-                    "new workers".into()
-                } else {
-                    format!("the new master {}", serving.pid)
-                },
-                running,
-                expected: expected.to_path_buf(),
-                link: link.to_path_buf(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// `HUP` for `SIGHUP`: Gunicorn's own log says `Handling signal: hup`.

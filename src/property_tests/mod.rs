@@ -27,11 +27,11 @@ use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 
 use crate::cli::{Cli, Command};
-use crate::config_file::ConfigFileError;
+use crate::config::config_file::ConfigFileError;
+use crate::config::filter::PathFilter;
 use crate::debounce::Debouncer;
-use crate::filter::PathFilter;
+use crate::reload::verify::{Progress, judge};
 use crate::scratch_dir::ScratchDir as Scratch;
-use crate::verify::{Progress, judge};
 
 /// Modest case counts so the whole module runs in a few seconds on 2 cores; no regression
 /// files are written (found failures are kept as `#[test]`s here instead).

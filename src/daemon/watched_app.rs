@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::change_sink::{ChangeSink, SpillSlot};
+use crate::config::release_link::ReleaseLink;
 use crate::config::{AppConfig, By, TargetSelector};
 use crate::debounce::Debouncer;
-use crate::discover::{self, MasterProcess};
-use crate::proc_table;
-use crate::release::ReleaseLink;
+use crate::gunicorn::discover::{self, MasterProcess};
+use crate::gunicorn::procfs;
 use crate::reload::ReloadOutcome;
+use crate::watch::change_sink::{ChangeSink, SpillSlot};
 use crate::watch::{AppTag, TreeWatcher, WatchError, WatchEvent};
 
 /// A swap is atomic and needs no quiet period, so it is acted on at once. Swaps in quick
@@ -25,7 +25,7 @@ use crate::watch::{AppTag, TreeWatcher, WatchError, WatchEvent};
 /// can give one extra reload: the first target, then the last.
 pub const SWAP_SETTLE: Duration = Duration::ZERO;
 
-pub struct AppRuntime {
+pub struct WatchedApp {
     pub config: AppConfig,
     pub tag: AppTag,
     tree: TreeWatcher,
@@ -40,7 +40,7 @@ pub struct AppRuntime {
     spill: Arc<SpillSlot>,
 }
 
-impl AppRuntime {
+impl WatchedApp {
     /// Arm every watch of the app; logs its `ready` line.
     pub fn start(
         config: AppConfig,
@@ -287,9 +287,7 @@ struct ServerOutput(HashSet<PathBuf>);
 
 impl ServerOutput {
     fn refresh(&mut self, master: &MasterProcess) {
-        self.0 = proc_table::read_open_files(master.pid)
-            .into_iter()
-            .collect();
+        self.0 = procfs::read_open_files(master.pid).into_iter().collect();
         if !self.0.is_empty() {
             debug!(files = ?self.0, "ignoring files the master writes");
         }

@@ -7,6 +7,10 @@
 //! `inotify_watcher`'s (only the events that mean a change), or notify's poller with `--poll`.
 //! What each event means is decided in `watch_scope`.
 
+pub mod change_sink;
+pub mod inotify_reader;
+pub mod scope;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +19,12 @@ use nix::errno::Errno;
 use notify::{Event, PollWatcher, RecursiveMode, Watcher};
 use tracing::{debug, warn};
 
-use crate::change_sink::ChangeSink;
 use crate::config::WatchSettings;
-use crate::inotify_watcher::InotifyWatcher;
-use crate::release;
-pub use crate::watch_scope::WatchEvent;
-use crate::watch_scope::{Root, Scope};
+use crate::config::release_link;
+use crate::watch::change_sink::ChangeSink;
+use crate::watch::inotify_reader::InotifyWatcher;
+pub use crate::watch::scope::WatchEvent;
+use crate::watch::scope::{Root, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -87,7 +91,7 @@ impl TreeWatcher {
             .collect();
         let mut links: Vec<PathBuf> = release_link.map(Path::to_path_buf).into_iter().collect();
         for root in &roots {
-            for link in release::symlinks_on_path(&root.path) {
+            for link in release_link::symlinks_on_path(&root.path) {
                 if !links.contains(&link) {
                     links.push(link);
                 }

@@ -3,6 +3,8 @@
 //! Logs go to stderr through tracing (one line per decision, with fields a log shipper can
 //! index); `status` output is the command's result and goes to stdout.
 
+pub mod sd_notify;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,10 +12,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{error, info};
 
-use crate::discover::MasterProcess;
-use crate::master_runtime;
-use crate::proc_table;
-use crate::release;
+use crate::config::release_link;
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::master_env;
+use crate::gunicorn::procfs;
 use crate::reload::{ReloadError, ReloadOutcome, signal_name};
 
 fn pids(list: &[u32]) -> String {
@@ -72,7 +74,7 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         pids(&outcome.old),
         pids(&outcome.new),
         human(outcome.elapsed),
-        crate::verify::SETTLE.as_secs(),
+        crate::reload::verify::SETTLE.as_secs(),
     );
 }
 
@@ -144,7 +146,7 @@ struct WorkerJson {
 
 /// A worker's release, and whether it differs from the link's current target.
 fn worker_release(pid: u32, link_target: Option<&Path>) -> (Option<PathBuf>, bool) {
-    let release = proc_table::read_cwd(pid).map(|c| release::release_of(&c));
+    let release = procfs::read_cwd(pid).map(|c| release_link::release_of(&c));
     let stale = match (&release, link_target) {
         (Some(r), Some(t)) => r != t,
         _ => false,
@@ -174,8 +176,8 @@ pub fn print_status(
         let show = |p: Option<&std::path::Path>| {
             p.map_or_else(|| "?".to_string(), |p| p.display().to_string())
         };
-        let release = m.cwd.as_deref().map(release::release_of);
-        let preload = if master_runtime::preloads_app(m) {
+        let release = m.cwd.as_deref().map(release_link::release_of);
+        let preload = if master_env::preloads_app(m) {
             "  preload_app (HUP loads no new code: use --strategy upgrade)"
         } else {
             ""
@@ -191,7 +193,7 @@ pub fn print_status(
             show(m.pidfile.as_deref())
         )?;
         for w in &m.workers {
-            let age = proc_table::age(w.start_ticks).map_or_else(|| "?".into(), human_age);
+            let age = procfs::age(w.start_ticks).map_or_else(|| "?".into(), human_age);
             let (release, stale) = worker_release(w.pid, link_target);
             let mark = if stale {
                 "  STALE (not the release link's target)"
@@ -224,8 +226,8 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
         release: m
             .cwd
             .as_deref()
-            .map(|c| release::release_of(c).display().to_string()),
-        preload_app: master_runtime::preloads_app(m),
+            .map(|c| release_link::release_of(c).display().to_string()),
+        preload_app: master_env::preloads_app(m),
         workers: m.worker_pids(),
         worker_details: m
             .workers
@@ -234,7 +236,7 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
                 let (release, stale) = worker_release(w.pid, link_target);
                 WorkerJson {
                     pid: w.pid,
-                    age_secs: proc_table::age(w.start_ticks).map(|d| d.as_secs()),
+                    age_secs: procfs::age(w.start_ticks).map(|d| d.as_secs()),
                     release: release.map(|r| r.display().to_string()),
                     stale,
                 }
@@ -255,8 +257,8 @@ fn human_age(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gunicorn_cmdline::GunicornCmdline;
-    use crate::process_tree::MasterProcess;
+    use crate::gunicorn::cmdline::GunicornCmdline;
+    use crate::gunicorn::process_tree::MasterProcess;
 
     fn outcome(dry_run: bool) -> ReloadOutcome {
         ReloadOutcome {

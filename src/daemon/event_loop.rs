@@ -15,17 +15,17 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::app_runtime::AppRuntime;
-use crate::coalesce;
+use crate::config::config_file;
 use crate::config::{AppConfig, ReloadSettings, TargetSelector};
-use crate::config_file;
-use crate::deadline_timer::DeadlineTimer;
+use crate::daemon::reload_tasks::{Ended, Joined, Reloads};
+use crate::daemon::watched_app::WatchedApp;
+use crate::debounce::deadline_timer::DeadlineTimer;
+use crate::debounce::early_wake::{self, EarlyWake};
 use crate::error::AppError;
+use crate::reload::coalesce;
 use crate::reload::{self, Prepared, ReloadError};
-use crate::reload_tasks::{Ended, Joined, Reloads};
 use crate::report;
-use crate::service::{self, ServiceStatus};
-use crate::wake_lead::{self, WakeLead};
+use crate::report::sd_notify::{self, ServiceStatus};
 use crate::watch::{AppTag, WatchEvent};
 
 /// Changes on their way to the loop, all apps together; what finds it full waits in its app's
@@ -42,13 +42,13 @@ struct Channels {
 
 impl Channels {
     /// Arm every app; all or nothing, so a bad config reload leaves the old one in force.
-    fn start_all(&mut self, configs: Vec<AppConfig>) -> Result<Vec<AppRuntime>, AppError> {
+    fn start_all(&mut self, configs: Vec<AppConfig>) -> Result<Vec<WatchedApp>, AppError> {
         configs
             .into_iter()
             .map(|config| {
                 self.next_tag += 1;
                 let (tx, ctl) = (self.changes_tx.clone(), self.control_tx.clone());
-                AppRuntime::start(config, self.next_tag, tx, ctl).map_err(AppError::from)
+                WatchedApp::start(config, self.next_tag, tx, ctl).map_err(AppError::from)
             })
             .collect()
     }
@@ -67,12 +67,12 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
         next_tag: 0,
     };
     let mut apps = ch.start_all(configs)?;
-    service::ready(apps.len());
-    service::spawn_watchdog();
+    sd_notify::ready(apps.len());
+    sd_notify::spawn_watchdog();
 
     let mut status = ServiceStatus::default();
     let mut reloads = Reloads::default();
-    let mut lead = WakeLead::default();
+    let mut lead = EarlyWake::default();
     let mut timer = DeadlineTimer::new().map_err(|source| AppError::Io {
         context: "creating the debounce timer",
         source,
@@ -81,7 +81,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
         let deadline = apps
             .iter()
             .filter(|a| !reloads.is_reloading(&a.config.name))
-            .filter_map(AppRuntime::deadline)
+            .filter_map(WatchedApp::deadline)
             .min();
         timer
             .arm(deadline.map(|d| lead.wake_at(d)))
@@ -110,7 +110,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
                 while let Ok((tag, event)) = ch.changes.try_recv() {
                     dispatch(&mut apps, tag, event);
                 }
-                apps.iter_mut().for_each(AppRuntime::take_spilled);
+                apps.iter_mut().for_each(WatchedApp::take_spilled);
                 let now = Instant::now();
                 let mut failed = Vec::new();
                 for app in apps.iter_mut() {
@@ -128,7 +128,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             }
         }
     }
-    service::stopping();
+    sd_notify::stopping();
     // A HUP already sent is Gunicorn's to finish, so its verification is abandoned; an upgrade
     // is always finished (or rolled back) first, so two masters are never left serving.
     if reloads.upgrading() {
@@ -147,9 +147,9 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
 /// (those that will signal right from the loop), then spin to the last of their deadlines.
 /// A discovery that fails here is simply done again at the deadline.
 fn prepare_due_soon(
-    apps: &[AppRuntime],
+    apps: &[WatchedApp],
     reloads: &Reloads,
-    lead: &mut WakeLead,
+    lead: &mut EarlyWake,
 ) -> HashMap<String, Prepared> {
     let horizon = Instant::now() + lead.lead();
     let (mut found, mut latest, mut discovery) = (HashMap::new(), None, None);
@@ -173,7 +173,7 @@ fn prepare_due_soon(
         lead.record_discovery(took);
     }
     if let Some(latest) = latest {
-        wake_lead::spin_until(latest);
+        early_wake::spin_until(latest);
     }
     found
 }
@@ -205,7 +205,7 @@ fn start_reload(
 /// again after a swap) is that app's: it is reported and every app goes on. Whatever the event
 /// was about changed on disk, so it still counts as a change: a swap whose watches could not
 /// move must deploy all the same.
-fn dispatch(apps: &mut [AppRuntime], tag: AppTag, event: WatchEvent) {
+fn dispatch(apps: &mut [WatchedApp], tag: AppTag, event: WatchEvent) {
     // None: from an app replaced by a config reload.
     if let Some(app) = apps.iter_mut().find(|a| a.tag == tag)
         && let Err(e) = app.on_event(event)
@@ -215,7 +215,7 @@ fn dispatch(apps: &mut [AppRuntime], tag: AppTag, event: WatchEvent) {
     }
 }
 
-fn finish_joined(apps: &mut [AppRuntime], status: &mut ServiceStatus, joined: Joined) {
+fn finish_joined(apps: &mut [WatchedApp], status: &mut ServiceStatus, joined: Joined) {
     match joined.app {
         Some(name) => finish(apps, status, &name, joined.ended),
         // Every task is registered when spawned: only a bug in hupwatch gets here.
@@ -223,7 +223,7 @@ fn finish_joined(apps: &mut [AppRuntime], status: &mut ServiceStatus, joined: Jo
     }
 }
 
-fn finish(apps: &mut [AppRuntime], status: &mut ServiceStatus, name: &str, ended: Ended) {
+fn finish(apps: &mut [WatchedApp], status: &mut ServiceStatus, name: &str, ended: Ended) {
     let result = match ended {
         Ended::Ran(result) => result,
         Ended::Lost(lost) => {
@@ -260,8 +260,8 @@ fn finish(apps: &mut [AppRuntime], status: &mut ServiceStatus, name: &str, ended
 
 /// SIGHUP: re-read the file; a bad new file is reported and the old config stays in force.
 /// Pending changes are carried over to the app of the same name.
-fn reload_config(path: &std::path::Path, ch: &mut Channels, apps: &mut Vec<AppRuntime>) {
-    service::reloading();
+fn reload_config(path: &std::path::Path, ch: &mut Channels, apps: &mut Vec<WatchedApp>) {
+    sd_notify::reloading();
     info!(path = %path.display(), "SIGHUP: re-reading the config file");
     let fresh = config_file::load(path)
         .map_err(AppError::from)
@@ -288,7 +288,7 @@ fn reload_config(path: &std::path::Path, ch: &mut Channels, apps: &mut Vec<AppRu
         }
         Err(e) => error!("config reload failed, keeping the config in force: {e}"),
     }
-    service::ready(apps.len());
+    sd_notify::ready(apps.len());
 }
 
 /// SIGTERM, SIGINT (stop) and SIGHUP (re-read the config).

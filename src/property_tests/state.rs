@@ -103,13 +103,13 @@ proptest! {
 #[test]
 fn regression_gunicorn_cmdline_short_flag_followed_by_multibyte_char() {
     let argv = ["gunicorn".to_string(), "-é".to_string()];
-    let _ = crate::gunicorn_cmdline::parse(&argv);
+    let _ = crate::gunicorn::cmdline::parse(&argv);
 }
 
 #[test]
 fn regression_gunicorn_cmdline_short_flag_followed_by_invalid_utf8() {
-    let argv = crate::proc_table::split_cmdline(b"/usr/bin/python3\0-m\0gunicorn\0-\xff\0");
-    let _ = crate::gunicorn_cmdline::parse(&argv);
+    let argv = crate::gunicorn::procfs::split_cmdline(b"/usr/bin/python3\0-m\0gunicorn\0-\xff\0");
+    let _ = crate::gunicorn::cmdline::parse(&argv);
 }
 
 /// `hupwatch watch --debounce 10000000000000000000s` was accepted and the first change then
@@ -138,7 +138,7 @@ fn regression_huge_debounce_is_refused_and_cannot_overflow() {
 #[test]
 fn regression_config_crlf_line_numbers_panic_inside_a_multibyte_char() {
     let text = "# a\r\n# b\r\n# café\r\nwatch = [\"/nonexistent\"]\r\n";
-    let result = crate::config_file::parse(Path::new("/etc/hupwatch.toml"), text);
+    let result = crate::config::config_file::parse(Path::new("/etc/hupwatch.toml"), text);
     let err = result.expect_err("the watch path is missing").to_string();
     assert!(err.contains("line 4"), "{err}");
 }
@@ -148,7 +148,7 @@ fn regression_config_crlf_line_numbers_panic_inside_a_multibyte_char() {
 #[test]
 fn regression_config_crlf_line_numbers_drift() {
     let text = "# a\r\n# b\r\nwatch = [\"/nonexistent\"]\r\n";
-    let result = crate::config_file::parse(Path::new("/etc/hupwatch.toml"), text);
+    let result = crate::config::config_file::parse(Path::new("/etc/hupwatch.toml"), text);
     let err = result.expect_err("the watch path is missing").to_string();
     assert!(err.contains("line 3"), "{err}");
 }

@@ -3,6 +3,11 @@
 //! Everything that can be wrong with the user's input is found here, before anything is watched
 //! or signalled, and reported as one line naming the bad value (exit code 2).
 
+pub mod config_file;
+pub mod filter;
+pub mod release_link;
+pub mod reload_plan;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +19,9 @@ use crate::cli::{
     DebounceArgs, FilterArgs, PathArgs, PreflightArgs, ReleaseArgs, ReloadArgs, Strategy,
     TargetArgs,
 };
-use crate::filter::{GlobError, PathFilter};
-use crate::release::ReleaseLink;
-use crate::reload_plan::ReloadPlan;
+use crate::config::filter::{GlobError, PathFilter};
+use crate::config::release_link::ReleaseLink;
+use crate::config::reload_plan::ReloadPlan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -191,9 +196,21 @@ impl ReloadSettings {
                 .runtime_dir
                 .as_deref()
                 .map(|d| std::path::absolute(d).unwrap_or(d.to_path_buf()))
-                .or_else(crate::reload_lock::default_dir),
+                .or_else(default_runtime_dir),
         })
     }
+}
+
+/// The default runtime directory of the reload locks (see `reload::lock`): `/run/hupwatch` for
+/// root, else `$XDG_RUNTIME_DIR/hupwatch`;
+/// `None` when a non-root user has no runtime directory (then reloads run unlocked).
+fn default_runtime_dir() -> Option<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from("/run/hupwatch"));
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("hupwatch"))
 }
 
 pub fn release_link(args: &ReleaseArgs) -> Result<Option<ReleaseLink>, ConfigError> {

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use nix::unistd::{Gid, Uid};
 
 use crate::config::{PreflightCheck, PreflightSettings};
-use crate::discover::MasterProcess;
-use crate::gunicorn_cmdline;
-use crate::master_runtime::{self, Credentials};
+use crate::gunicorn::cmdline;
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::master_env::{self, Credentials};
 
 /// Lines of the check's output kept for the report.
 const TAIL_LINES: usize = 20;
@@ -85,7 +85,7 @@ pub fn plan(
             format!("sh -c {cmd:?}"),
         ),
         PreflightCheck::Gunicorn { app } => {
-            let python = master_runtime::interpreter(master)
+            let python = master_env::interpreter(master)
                 .ok_or(PreflightError::UnknownInterpreter { pid: master.pid })?;
             let args = check_config_args(master, app.as_deref())?;
             let shown = args
@@ -98,7 +98,7 @@ pub fn plan(
         }
     };
     let creds = run_as(master)?;
-    let mut env = master_runtime::environment(master.pid).unwrap_or_else(own_environment);
+    let mut env = master_env::environment(master.pid).unwrap_or_else(own_environment);
     env.retain(|(k, _)| {
         !matches!(
             k.to_str(),
@@ -109,7 +109,7 @@ pub fn plan(
     env.push(("HUPWATCH_RELEASE".into(), dir.into()));
     // The check must not leave root-owned __pycache__ directories in the release.
     env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
-    if let Some(python) = master_runtime::interpreter(master) {
+    if let Some(python) = master_env::interpreter(master) {
         env.push(("HUPWATCH_PYTHON".into(), python.into()));
     }
     Ok(Plan {
@@ -129,8 +129,8 @@ fn check_config_args(
     app: Option<&str>,
 ) -> Result<Vec<OsString>, PreflightError> {
     let mut args: Vec<OsString> = vec!["-m".into(), "gunicorn".into(), "--check-config".into()];
-    let original = gunicorn_cmdline::gunicorn_args(&master.cmdline)
-        .filter(|_| master.parsed.title_name.is_none());
+    let original =
+        cmdline::gunicorn_args(&master.cmdline).filter(|_| master.parsed.title_name.is_none());
     let known_app = app
         .map(str::to_string)
         .or_else(|| master.parsed.app.clone())
@@ -177,7 +177,7 @@ fn looks_like_app_spec(name: &str) -> bool {
 
 /// The credentials to switch to, or `None` to run as we are.
 fn run_as(master: &MasterProcess) -> Result<Option<Credentials>, PreflightError> {
-    let creds = master_runtime::credentials(master.pid)
+    let creds = master_env::credentials(master.pid)
         .ok_or(PreflightError::UnknownUser { pid: master.pid })?;
     let ours = Uid::effective().as_raw();
     match (ours, creds.uid) {

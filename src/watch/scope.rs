@@ -11,7 +11,7 @@ use std::time::Instant;
 use notify::Event;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 
-use crate::filter::PathFilter;
+use crate::config::filter::PathFilter;
 
 /// A change that counts, or bookkeeping the watcher needs from the event thread.
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use tokio::task::{Id, JoinError, JoinSet};
 
+use crate::config::reload_plan::ReloadPlan;
 use crate::reload::{ReloadError, ReloadOutcome};
-use crate::reload_plan::ReloadPlan;
 
 /// A reload task that ended without a result: reported as a failed reload of its app.
 #[derive(Debug, thiserror::Error)]

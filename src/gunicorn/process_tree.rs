@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::gunicorn_cmdline::{self, GunicornCmdline, TitledRole};
-use crate::proc_table::{self, ProcStat};
+use crate::gunicorn::cmdline::{self, GunicornCmdline, TitledRole};
+use crate::gunicorn::procfs::{self, ProcStat};
 
 /// A Gunicorn master as seen at discovery time. `pid` + `start_ticks` is its identity.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ struct Candidate {
 
 /// Every live Gunicorn process on the host, by PID.
 fn gunicorn_processes() -> HashMap<u32, Candidate> {
-    candidates(proc_table::all_stats())
+    candidates(procfs::all_stats())
 }
 
 fn candidates(stats: impl IntoIterator<Item = ProcStat>) -> HashMap<u32, Candidate> {
@@ -73,8 +73,8 @@ fn candidates(stats: impl IntoIterator<Item = ProcStat>) -> HashMap<u32, Candida
         .into_iter()
         .filter(|s| !s.is_dead() && could_be_gunicorn(&s.comm))
         .filter_map(|stat| {
-            let cmdline = proc_table::read_cmdline(stat.pid).ok()?;
-            let parsed = gunicorn_cmdline::parse(&cmdline)?;
+            let cmdline = procfs::read_cmdline(stat.pid).ok()?;
+            let parsed = cmdline::parse(&cmdline)?;
             if !runs_python(stat.pid) {
                 return None;
             }
@@ -93,16 +93,15 @@ fn candidates(stats: impl IntoIterator<Item = ProcStat>) -> HashMap<u32, Candida
 /// The processes that decide what `pid` is: itself, its parent, its children and theirs.
 /// `None` when the kernel does not list children (no CONFIG_PROC_CHILDREN).
 fn neighbourhood(pid: u32) -> Option<HashMap<u32, Candidate>> {
-    let stat = proc_table::read_stat(pid).ok()?;
-    let children = proc_table::read_children(pid)?;
+    let stat = procfs::read_stat(pid).ok()?;
+    let children = procfs::read_children(pid)?;
     let mut pids = vec![pid, stat.ppid];
     for child in &children {
         pids.push(*child);
-        pids.extend(proc_table::read_children(*child).unwrap_or_default());
+        pids.extend(procfs::read_children(*child).unwrap_or_default());
     }
     Some(candidates(
-        pids.into_iter()
-            .filter_map(|p| proc_table::read_stat(p).ok()),
+        pids.into_iter().filter_map(|p| procfs::read_stat(p).ok()),
     ))
 }
 
@@ -110,18 +109,18 @@ fn neighbourhood(pid: u32) -> Option<HashMap<u32, Candidate>> {
 /// 15 bytes with setproctitle: a cheap pre-filter before reading any cmdline. A master still
 /// starting under setproctitle has its joined raw command line there, an interpreter path.
 fn could_be_gunicorn(comm: &str) -> bool {
-    comm.starts_with("gunicorn") || comm.starts_with('/') || gunicorn_cmdline::is_python_name(comm)
+    comm.starts_with("gunicorn") || comm.starts_with('/') || cmdline::is_python_name(comm)
 }
 
 /// A forged title (`exec -a 'gunicorn: master [x]' sleep 100`) is not a Python interpreter.
 /// When the exe link is unreadable (another user's process, no privileges) the title stands.
 fn runs_python(pid: u32) -> bool {
-    match proc_table::read_exe(pid) {
+    match procfs::read_exe(pid) {
         None => true,
         Some(exe) => exe
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(gunicorn_cmdline::is_python_name),
+            .is_some_and(cmdline::is_python_name),
     }
 }
 
@@ -159,9 +158,9 @@ fn workers(pid: u32, all: &HashMap<u32, Candidate>) -> Vec<WorkerProcess> {
 
 fn build_master(pid: u32, all: &HashMap<u32, Candidate>) -> MasterProcess {
     let me = &all[&pid];
-    let uid = proc_table::read_uid(pid).unwrap_or(u32::MAX);
+    let uid = procfs::read_uid(pid).unwrap_or(u32::MAX);
     let workers = workers(pid, all);
-    let cwd = proc_table::read_cwd(pid);
+    let cwd = procfs::read_cwd(pid);
     let pidfile = me.parsed.pidfile.as_ref().map(|p| match &cwd {
         Some(cwd) if p.is_relative() => cwd.join(p),
         _ => p.clone(),
@@ -171,7 +170,7 @@ fn build_master(pid: u32, all: &HashMap<u32, Candidate>) -> MasterProcess {
         ppid: me.stat.ppid,
         start_ticks: me.stat.start_ticks,
         uid,
-        user: proc_table::user_name(uid),
+        user: procfs::user_name(uid),
         name: me.parsed.display_name().unwrap_or("?").to_string(),
         cmdline: me.cmdline.clone(),
         parsed: me.parsed.clone(),

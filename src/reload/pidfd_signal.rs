@@ -12,9 +12,9 @@ use nix::sys::signal::Signal;
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
 
-use crate::discover::MasterProcess;
-use crate::gunicorn_cmdline::{self, TitledRole};
-use crate::proc_table;
+use crate::gunicorn::cmdline::{self, TitledRole};
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::procfs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -74,7 +74,7 @@ pub fn send(master: &MasterProcess, signal: Signal) -> Result<(), SignalError> {
 /// An unreadable status counts as "no": the signal is then not sent.
 pub fn handles(pid: u32, signal: Signal) -> bool {
     let bit = 1u64 << (signal as i32 - 1);
-    proc_table::read_caught_signals(pid).is_ok_and(|mask| mask & bit != 0)
+    procfs::read_caught_signals(pid).is_ok_and(|mask| mask & bit != 0)
 }
 
 /// `signal` is only for the message: the pidfd is opened to send it (HUP, or USR2/TERM during
@@ -93,14 +93,14 @@ fn open_pidfd(master: &MasterProcess, signal: Signal) -> Result<OwnedFd, SignalE
 /// the signal.
 fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
     let pid = master.pid;
-    let stat = proc_table::read_stat(pid).map_err(|_| SignalError::Gone { pid })?;
+    let stat = procfs::read_stat(pid).map_err(|_| SignalError::Gone { pid })?;
     if stat.start_ticks != master.start_ticks {
         return Err(SignalError::Recycled { pid });
     }
     if stat.is_dead() {
         return Err(SignalError::Gone { pid });
     }
-    match proc_table::read_cmdline(pid) {
+    match procfs::read_cmdline(pid) {
         // An empty read (a process mid-exec, or exiting) proves nothing: refuse.
         Ok(cmdline) if !cmdline.is_empty() && cmdline == master.cmdline => Ok(()),
         Ok(cmdline) if now_titled_master(&cmdline) => Ok(()),
@@ -113,7 +113,7 @@ fn confirm_identity(master: &MasterProcess) -> Result<(), SignalError> {
 }
 
 fn now_titled_master(cmdline: &[String]) -> bool {
-    gunicorn_cmdline::parse(cmdline).is_some_and(|p| p.role == Some(TitledRole::Master))
+    cmdline::parse(cmdline).is_some_and(|p| p.role == Some(TitledRole::Master))
 }
 
 fn map_errno(master: &MasterProcess, signal: Signal, errno: Errno) -> SignalError {
@@ -134,13 +134,13 @@ fn map_errno(master: &MasterProcess, signal: Signal, errno: Errno) -> SignalErro
 
 /// Is the master with this identity still alive (same start time, not a zombie)?
 pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
-    proc_table::read_stat(pid).is_ok_and(|s| s.start_ticks == start_ticks && !s.is_dead())
+    procfs::read_stat(pid).is_ok_and(|s| s.start_ticks == start_ticks && !s.is_dead())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gunicorn_cmdline::GunicornCmdline;
+    use crate::gunicorn::cmdline::GunicornCmdline;
 
     /// A master as discovery would have described it, for the process `pid`.
     fn described(pid: u32, start_ticks: u64) -> MasterProcess {
@@ -167,7 +167,7 @@ mod tests {
             .unwrap();
         let pid = newcomer.id();
         // Until exec has happened the child still shows our own command line.
-        while proc_table::read_cmdline(pid)
+        while procfs::read_cmdline(pid)
             .unwrap_or_default()
             .first()
             .map(String::as_str)
@@ -175,7 +175,7 @@ mod tests {
         {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let real_start = proc_table::read_stat(pid).unwrap().start_ticks;
+        let real_start = procfs::read_stat(pid).unwrap().start_ticks;
         // Discovery saw a master with this PID that started earlier: the PID was recycled.
         let err = send(&described(pid, real_start - 1), Signal::SIGHUP).unwrap_err();
         assert!(matches!(err, SignalError::Recycled { .. }), "{err}");

@@ -86,16 +86,16 @@ proptest! {
 
     #[test]
     fn gunicorn_cmdline_never_panics(argv in argv()) {
-        let parsed = crate::gunicorn_cmdline::parse(&argv);
+        let parsed = crate::gunicorn::cmdline::parse(&argv);
         if let Some(p) = &parsed {
             let _ = p.display_name();
             prop_assert!(p.role.is_some());
             prop_assert_eq!(
                 p.title_name.is_some(),
-                p.role != Some(crate::gunicorn_cmdline::TitledRole::Untitled)
+                p.role != Some(crate::gunicorn::cmdline::TitledRole::Untitled)
             );
         }
-        let _ = crate::gunicorn_cmdline::gunicorn_args(&argv);
+        let _ = crate::gunicorn::cmdline::gunicorn_args(&argv);
     }
 
     #[test]
@@ -109,14 +109,14 @@ proptest! {
         )
             .prop_map(|(head, tail)| [head.as_bytes(), &tail].concat()),
     ]) {
-        let argv = crate::proc_table::split_cmdline(&bytes);
+        let argv = crate::gunicorn::procfs::split_cmdline(&bytes);
         for arg in &argv {
             prop_assert!(!arg.is_empty());
             prop_assert!(!arg.contains('\0'));
             prop_assert_eq!(arg.trim(), arg.as_str());
         }
         prop_assert!(argv.len() <= bytes.iter().filter(|b| **b == 0).count() + 1);
-        let _ = crate::gunicorn_cmdline::parse(&argv);
+        let _ = crate::gunicorn::cmdline::parse(&argv);
     }
 
     #[test]
@@ -124,7 +124,7 @@ proptest! {
         pid in any::<u32>(),
         text in prop_oneof![stat_text(), any::<String>()],
     ) {
-        if let Some(stat) = crate::proc_table::parse_stat(pid, &text) {
+        if let Some(stat) = crate::gunicorn::procfs::parse_stat(pid, &text) {
             prop_assert_eq!(stat.pid, pid);
             let open = text.find('(').unwrap();
             let close = text.rfind(')').unwrap();
@@ -154,7 +154,7 @@ proptest! {
             .prop_map(|lines| lines.join("\n")),
         ],
     ) {
-        if let Some(c) = crate::master_runtime::parse_credentials(&text) {
+        if let Some(c) = crate::gunicorn::master_env::parse_credentials(&text) {
             prop_assert!(text.contains("Uid:") && text.contains("Gid:"));
             let _ = (c.uid, c.gid, c.groups.len());
         }
@@ -174,7 +174,7 @@ proptest! {
                 .prop_map(|(a, lib, py, sp, b)| format!("{a}/{lib}/{py}{sp}{b}")),
         ],
     ) {
-        if let Some(prefix) = crate::master_runtime::prefix_of_site_packages(&path) {
+        if let Some(prefix) = crate::gunicorn::master_env::prefix_of_site_packages(&path) {
             let prefix = prefix.to_str().unwrap().to_string();
             prop_assert!(path.starts_with(&prefix), "{prefix:?} of {path:?}");
         }
@@ -191,7 +191,7 @@ proptest! {
                 .prop_map(|(a, line, b)| format!("{a}\n{line}\n{b}")),
         ],
     ) {
-        if crate::master_runtime::sets_preload(&text) {
+        if crate::gunicorn::master_env::sets_preload(&text) {
             prop_assert!(text.contains("preload_app"));
         }
     }
@@ -250,7 +250,7 @@ proptest! {
             .ok()
             .filter(|n| (2..=i64::from(i32::MAX)).contains(n))
             .filter(|n| *n != i64::from(std::process::id()));
-        match crate::discover::read_pidfile(&path) {
+        match crate::gunicorn::discover::read_pidfile(&path) {
             Ok(pid) => {
                 prop_assert!(pid >= 2);
                 prop_assert!(pid <= i32::MAX as u32);

@@ -149,7 +149,7 @@ fn toml_document() -> impl Strategy<Value = toml::Table> {
 /// Parse, format whatever comes back, and check what a caller relies on.
 fn check_config(dir: &Path, text: &str) -> Result<(), TestCaseError> {
     let path = dir.join("hupwatch.toml");
-    match crate::config_file::parse(&path, text) {
+    match crate::config::config_file::parse(&path, text) {
         Ok(apps) => {
             prop_assert!(!apps.is_empty());
             let names: BTreeSet<_> = apps.iter().map(|a| a.name.as_str()).collect();
@@ -305,8 +305,8 @@ proptest! {
         check_config(&dir.0, &text)?;
         let path = dir.0.join("hupwatch.toml");
         prop_assert_eq!(
-            config_outcome(crate::config_file::parse(&path, &body)),
-            config_outcome(crate::config_file::parse(&path, &text)),
+            config_outcome(crate::config::config_file::parse(&path, &body)),
+            config_outcome(crate::config::config_file::parse(&path, &text)),
             "{:?}\n=> {:?}", body, text
         );
     }

@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use crate::discover::DiscoverError;
-use crate::process_tree::ProcessTree;
-use crate::signal;
+use crate::gunicorn::discover::DiscoverError;
+use crate::gunicorn::process_tree::ProcessTree;
+use crate::reload::pidfd_signal;
 
 /// How long the new workers must stay up, unchanged, before the reload counts. Gunicorn halts
 /// within a few hundred milliseconds of a worker failing to boot.
@@ -99,7 +99,7 @@ pub fn await_reload(
     let old: BTreeSet<u32> = old.iter().copied().collect();
     let mut stable_since: Option<(Instant, BTreeSet<u32>)> = None;
     loop {
-        let alive = signal::is_alive(master.pid, master.start_ticks);
+        let alive = pidfd_signal::is_alive(master.pid, master.start_ticks);
         let current: BTreeSet<u32> = if alive {
             current_workers(master.pid)
         } else {

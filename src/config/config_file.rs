@@ -90,7 +90,7 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
 
 fn globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
-    crate::filter::PathFilter::new(&list, &[], false).map_err(serde::de::Error::custom)?;
+    crate::config::filter::PathFilter::new(&list, &[], false).map_err(serde::de::Error::custom)?;
     Ok(Some(list))
 }
 

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::watch::AppTag;
-use crate::watch_scope::WatchEvent;
+use crate::watch::scope::WatchEvent;
 
 /// The span of the changes of one app that found the shared queue full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

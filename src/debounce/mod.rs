@@ -5,6 +5,9 @@
 //! server forever. This debouncer is a pure state machine: it has a deadline only while a change
 //! is pending, and the caller sleeps until that deadline or the next change, nothing else.
 
+pub mod deadline_timer;
+pub mod early_wake;
+
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]

@@ -1,0 +1,7 @@
+//! `hupwatch watch` as a long-running process: one event loop (`event_loop`) over every app's
+//! watcher, debouncer and reloads; per-app state (`watched_app`); the reloads in flight
+//! (`reload_tasks`). It wires the stages together and decides nothing a stage can decide.
+
+pub mod event_loop;
+pub mod reload_tasks;
+pub mod watched_app;

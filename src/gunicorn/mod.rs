@@ -1,0 +1,10 @@
+//! Gunicorn as hupwatch sees it from the outside, through /proc: which processes are Gunicorn
+//! masters and workers (`procfs`, `process_tree`, `cmdline`), which one a command means
+//! (`discover`), and what the master's runtime says about the code it will load (`master_env`:
+//! interpreter, environment, working directory, `preload_app`).
+
+pub mod cmdline;
+pub mod discover;
+pub mod master_env;
+pub mod process_tree;
+pub mod procfs;

@@ -1,0 +1,102 @@
+//! The release a reload is about: checked before the signal (the preflight runs in the
+//! release the new workers will load, again if the link moved meanwhile), and confirmed after it
+//! (the new workers, or the new master, really run it).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::ReloadError;
+use super::preflight;
+use crate::config::ReloadSettings;
+use crate::config::release_link::{self, ReleaseError};
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::master_env;
+
+/// Run the preflight in the release the new workers will load; if the release link moved
+/// meanwhile, check the newer release instead, so the signal always goes out for the release
+/// that was checked and is current.
+pub fn preflight_until_stable(
+    settings: &ReloadSettings,
+    master: &MasterProcess,
+) -> Result<(Option<PathBuf>, Option<Duration>), ReloadError> {
+    let link = settings.release_link.as_ref();
+    let mut release = link.map(|l| l.target()).transpose()?;
+    let Some(preflight) = &settings.preflight else {
+        return Ok((release, None));
+    };
+    // A swap storm restarts the check for the newest release, within one preflight timeout.
+    let deadline = Instant::now() + preflight.timeout;
+    while Instant::now() < deadline {
+        let dir = release
+            .clone()
+            .or_else(|| master_env::worker_start_dir(master))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let plan =
+            preflight::plan(preflight, master, &dir).map_err(|source| ReloadError::Preflight {
+                source,
+                hint: String::new(),
+            })?;
+        info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
+        let took = preflight::run(&plan, preflight.timeout).map_err(|source| {
+            // The link already names the broken release while the old one still serves.
+            let hint = link.map_or(String::new(), |l| {
+                format!(
+                    "\n  note: {} points at this release while the master still runs the previous one; \
+                     a restart or any other HUP would load it: fix the release or swap the link back",
+                    l.path().display()
+                )
+            });
+            ReloadError::Preflight { source, hint }
+        })?;
+        info!(
+            master = master.pid,
+            elapsed_ms = took.as_millis() as u64,
+            "preflight passed in {}ms",
+            took.as_millis()
+        );
+        let now = link.map(|l| l.target()).transpose()?;
+        if now == release {
+            return Ok((release, Some(took)));
+        }
+        info!("release link moved during the preflight; checking the new release");
+        release = now;
+    }
+    Err(ReleaseError::Unstable.into())
+}
+
+/// Each new worker (HUP) or the new master (upgrade) must run the link's target.
+pub fn check_release(
+    serving: &MasterProcess,
+    new: &[u32],
+    hup: bool,
+    expected: &Path,
+    link: &Path,
+) -> Result<(), ReloadError> {
+    let pids: &[u32] = if hup {
+        new
+    } else {
+        std::slice::from_ref(&serving.pid)
+    };
+    for &pid in pids {
+        let Some(cwd) = crate::gunicorn::procfs::read_cwd(pid) else {
+            continue;
+        };
+        let running = release_link::release_of(&cwd);
+        if running != expected {
+            return Err(ReloadError::StaleRelease {
+                pid: serving.pid,
+                what: if hup {
+                    "new workers".into()
+                } else {
+                    format!("the new master {}", serving.pid)
+                },
+                running,
+                expected: expected.to_path_buf(),
+                link: link.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
