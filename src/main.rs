@@ -33,6 +33,7 @@ mod report;
 mod scratch_dir;
 mod service;
 mod signal;
+mod systemd_unit;
 mod upgrade;
 mod verify;
 mod wake_lead;
