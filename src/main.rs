@@ -4,6 +4,7 @@
 //! documented exit code in one place (`AppError::exit_code`).
 
 mod app_runtime;
+mod app_spec;
 mod change_sink;
 mod cli;
 mod coalesce;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::{error, info};
 
+use crate::app_spec;
 use crate::discover::MasterProcess;
 use crate::master_runtime;
 use crate::proc_table;
@@ -120,7 +121,10 @@ struct MasterJson<'a> {
     pid: u32,
     user: &'a str,
     uid: u32,
-    app: &'a str,
+    /// The app spec, `null` when nothing tells it (then the preflight needs `--app`).
+    app: Option<String>,
+    /// Where `app` was found: `cmdline`, `title`, `config-file:PATH`, `systemd-unit:UNIT`.
+    app_source: Option<String>,
     name: &'a str,
     cwd: Option<String>,
     pidfile: Option<String>,
@@ -175,6 +179,10 @@ pub fn print_status(
             p.map_or_else(|| "?".to_string(), |p| p.display().to_string())
         };
         let release = m.cwd.as_deref().map(release::release_of);
+        let app = match app_spec::resolve(m, None) {
+            Ok(found) => format!("app {} ({})", found.spec, found.source),
+            Err(_) => "app ? (unknown: reloads need --app)".to_string(),
+        };
         let preload = if master_runtime::preloads_app(m) {
             "  preload_app (HUP loads no new code: use --strategy upgrade)"
         } else {
@@ -182,7 +190,7 @@ pub fn print_status(
         };
         writeln!(
             out,
-            "master {}  {}  user {}  cwd {}  release {}  pidfile {}{preload}",
+            "master {}  {}  {app}  user {}  cwd {}  release {}  pidfile {}{preload}",
             m.pid,
             m.name,
             m.user,
@@ -211,11 +219,13 @@ pub fn print_status(
 }
 
 fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJson<'a> {
+    let app = app_spec::resolve(m, None).ok();
     MasterJson {
         pid: m.pid,
         user: &m.user,
         uid: m.uid,
-        app: m.parsed.app.as_deref().unwrap_or(&m.name),
+        app_source: app.as_ref().map(|a| a.source.to_string()),
+        app: app.map(|a| a.spec),
         name: &m.name,
         cwd: m.cwd.as_ref().map(|p| p.display().to_string()),
         pidfile: m.pidfile.as_ref().map(|p| p.display().to_string()),
