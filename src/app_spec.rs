@@ -138,6 +138,12 @@ pub fn resolve_with(
         Ok(UnitCommand { unit, argv }) => match gunicorn_cmdline::gunicorn_args(&argv) {
             Some(args) => {
                 let parsed = gunicorn_cmdline::parse_args(args);
+                if let Some(other) = parsed.proc_name.as_deref().filter(|n| !names(n, name)) {
+                    looked.push(format!(
+                        "the ExecStart= of systemd unit {unit} (it starts --name {other}, not this master)"
+                    ));
+                    return from_config(None, cwd, Vec::new(), look, looked);
+                }
                 if let Some(app) = parsed.app.as_deref() {
                     return Ok(AppSpec {
                         spec: app.to_string(),
@@ -195,6 +201,12 @@ fn from_config(
         Err(e) => looked.push(format!("{} ({e})", path.display())),
     }
     Err(NotFound { looked })
+}
+
+/// Does `--name given` title a master `[title]`? A USR2 upgrade's new master is titled
+/// `given.2`.
+fn names(given: &str, title: &str) -> bool {
+    title == given || title.strip_suffix(".2") == Some(given)
 }
 
 /// The arguments without the APP argument, which the preflight gives itself.

@@ -160,6 +160,23 @@ fn a_unit_naming_a_config_file_sends_the_search_there_not_to_the_default() {
 }
 
 #[test]
+fn a_unit_starting_another_name_is_not_this_masters() {
+    let m = master("gunicorn: master [shopfront]");
+    let look = Fake::new()
+        .unit("blog.service", "/v/bin/gunicorn --name blog blog:app")
+        .file("/srv/shop/gunicorn.conf.py", WSGI);
+    let (spec, source, _) = found(&m, None, &look);
+    assert_eq!(spec, "shop.wsgi:application");
+    assert_eq!(source, "config-file:/srv/shop/gunicorn.conf.py");
+
+    let upgraded = master("gunicorn: master [shopfront.2]");
+    let look = Fake::new().unit("shop.service", "/v/bin/gunicorn --name shopfront shop:app");
+    let (spec, source, _) = found(&upgraded, None, &look);
+    assert_eq!(spec, "shop:app", "a USR2 child keeps its unit's app");
+    assert_eq!(source, "systemd-unit:shop.service");
+}
+
+#[test]
 fn nothing_found_lists_every_place_looked_at() {
     let m = master("gunicorn: master [shopfront]");
     let err = resolve_with(&m, None, &Fake::new())
