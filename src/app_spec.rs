@@ -132,7 +132,7 @@ pub fn resolve_with(
         });
     }
     looked.push(format!(
-        "the title [{name}] (a --name, not MODULE:CALLABLE; setproctitle hides the command line)"
+        "the title [{name}] (not MODULE:CALLABLE; setproctitle hid the command line)"
     ));
     match look.unit_command() {
         Ok(UnitCommand { unit, argv }) => match gunicorn_cmdline::gunicorn_args(&argv) {

@@ -80,7 +80,7 @@ pub fn command_of(pid: u32) -> Result<UnitCommand, String> {
     }
     let argv = match systemctl_exec_start(&unit.name) {
         Some(argv) => argv,
-        None => unit_files_exec_start(&unit.name).ok_or_else(|| {
+        None => unit_files_exec_start(UNIT_DIRS, &unit.name).ok_or_else(|| {
             format!(
                 "systemd unit {}: no ExecStart= from systemctl nor in {}",
                 unit.name,
@@ -88,9 +88,11 @@ pub fn command_of(pid: u32) -> Result<UnitCommand, String> {
             )
         })?,
     };
-    if argv.iter().any(|a| a.contains('$') || a.contains('%')) {
+    // systemd expands `$VAR` from the unit's environment when it starts the command; what
+    // it expanded to is nowhere to be read.
+    if argv.iter().any(|a| a.contains('$')) {
         return Err(format!(
-            "systemd unit {}: its ExecStart= uses variables or specifiers",
+            "systemd unit {}: its ExecStart= uses $VARIABLES",
             unit.name
         ));
     }
@@ -149,36 +151,55 @@ pub fn parse_show_exec_start(value: &str) -> Option<Vec<String>> {
     (!argv.is_empty()).then_some(argv)
 }
 
-/// The unit file and its drop-ins from the system unit directories, read without systemd.
-fn unit_files_exec_start(unit: &str) -> Option<Vec<String>> {
+/// The unit file and its drop-ins from `dirs` (highest precedence first), read without systemd.
+fn unit_files_exec_start<D: AsRef<Path>>(dirs: &[D], unit: &str) -> Option<Vec<String>> {
     // `shop@blue.service` is made from `shop@.service`, with `%i` = `blue`.
     let (template, instance) = match unit.split_once('@') {
         Some((prefix, rest)) => (format!("{prefix}@.service"), rest.strip_suffix(".service")),
         None => (unit.to_string(), None),
     };
-    let main = UNIT_DIRS.iter().find_map(|dir| {
+    let main = dirs.iter().find_map(|dir| {
         [unit, template.as_str()]
             .iter()
-            .find_map(|name| std::fs::read_to_string(Path::new(dir).join(name)).ok())
+            .find_map(|name| std::fs::read_to_string(dir.as_ref().join(name)).ok())
     })?;
     let mut texts = vec![main];
-    texts.extend(drop_ins(&[unit, &template]));
+    texts.extend(drop_ins(dirs, &[unit, &template]));
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     let line = exec_start_of_unit_texts(&texts)?;
-    let line = match instance {
-        Some(instance) => line.replace("%i", instance).replace("%I", instance),
-        None => line,
-    };
-    split_exec_line(&line)
+    split_exec_line(&expand_specifiers(&line, unit, instance)?)
+}
+
+/// The specifiers of a unit name (`%n %N %p %i %I`, and `%%`); `None` when the line uses
+/// another one (`%h`, `%E`…), which only systemd can expand.
+pub fn expand_specifiers(line: &str, unit: &str, instance: Option<&str>) -> Option<String> {
+    let prefix = unit.split(['@', '.']).next().unwrap_or(unit);
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '%' => out.push('%'),
+            'n' => out.push_str(unit),
+            'N' => out.push_str(unit.strip_suffix(".service").unwrap_or(unit)),
+            'p' | 'P' => out.push_str(prefix),
+            'i' | 'I' => out.push_str(instance?),
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// `UNIT.d/*.conf` of every unit directory, by file name (a name in a higher directory hides
 /// the same name below), in the order systemd applies them.
-fn drop_ins(names: &[&str]) -> Vec<String> {
+fn drop_ins<D: AsRef<Path>>(dirs: &[D], names: &[&str]) -> Vec<String> {
     let mut found: Vec<(String, PathBuf)> = Vec::new();
-    for dir in UNIT_DIRS {
+    for dir in dirs {
         for name in names {
-            let Ok(entries) = std::fs::read_dir(Path::new(dir).join(format!("{name}.d"))) else {
+            let Ok(entries) = std::fs::read_dir(dir.as_ref().join(format!("{name}.d"))) else {
                 continue;
             };
             for entry in entries.flatten() {
@@ -275,104 +296,5 @@ pub fn split_exec_line(line: &str) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unit(name: &str, user_manager: bool) -> Option<ServiceUnit> {
-        Some(ServiceUnit {
-            name: name.into(),
-            user_manager,
-        })
-    }
-
-    #[test]
-    fn the_service_of_a_cgroup_v2_and_v1_text() {
-        assert_eq!(
-            service_of_cgroup("0::/system.slice/gunicorn-shop.service\n"),
-            unit("gunicorn-shop.service", false)
-        );
-        let v1 = "12:cpu,cpuacct:/\n\
-                  5:memory:/system.slice/other.service\n\
-                  1:name=systemd:/system.slice/gunicorn-shop.service\n";
-        assert_eq!(
-            service_of_cgroup(v1),
-            unit("gunicorn-shop.service", false),
-            "the systemd hierarchy decides, not the first controller"
-        );
-        assert_eq!(
-            service_of_cgroup("0::/system.slice/shop.service/workers\n"),
-            unit("shop.service", false),
-            "a delegated sub-cgroup still belongs to its service"
-        );
-        assert_eq!(
-            service_of_cgroup(
-                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/shop.service\n"
-            ),
-            unit("shop.service", true)
-        );
-        assert_eq!(
-            service_of_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n"),
-            None
-        );
-        assert_eq!(service_of_cgroup("0::/\n"), None);
-        assert_eq!(service_of_cgroup(""), None);
-    }
-
-    #[test]
-    fn the_argv_of_systemctl_show() {
-        let shown = "{ path=/srv/venv/bin/gunicorn ; argv[]=/srv/venv/bin/gunicorn --name shop -c /etc/shop.py shop.wsgi:application ; ignore_errors=no ; start_time=[Wed 2026-12-02 02:00:00 UTC] ; stop_time=[n/a] ; pid=812 ; code=(null) ; status=0/0 }\n";
-        assert_eq!(
-            parse_show_exec_start(shown).unwrap(),
-            [
-                "/srv/venv/bin/gunicorn",
-                "--name",
-                "shop",
-                "-c",
-                "/etc/shop.py",
-                "shop.wsgi:application"
-            ]
-        );
-        assert_eq!(parse_show_exec_start(""), None);
-        assert_eq!(parse_show_exec_start("{ path=/x ; argv[]= ; }"), None);
-    }
-
-    #[test]
-    fn the_exec_start_of_a_unit_file_and_its_drop_ins() {
-        let unit = "[Unit]\nDescription=shop\nExecStart=/not/in/service\n\n\
-                    [Service]\nUser=shop\n# ExecStart=/commented\n\
-                    ExecStart=/srv/venv/bin/gunicorn --name shop \\\n    -c /etc/shop.py\n\
-                    [Install]\nWantedBy=multi-user.target\n";
-        let line = exec_start_of_unit_texts(&[unit]).unwrap();
-        assert_eq!(line, "/srv/venv/bin/gunicorn --name shop -c /etc/shop.py");
-        let drop_in = "[Service]\nExecStart=\nExecStart=/srv/venv/bin/gunicorn shop.wsgi:app\n";
-        assert_eq!(
-            exec_start_of_unit_texts(&[unit, drop_in]).unwrap(),
-            "/srv/venv/bin/gunicorn shop.wsgi:app",
-            "a drop-in resets and replaces ExecStart"
-        );
-        assert_eq!(exec_start_of_unit_texts(&["[Service]\nUser=x\n"]), None);
-    }
-
-    #[test]
-    fn exec_lines_split_like_systemd() {
-        assert_eq!(
-            split_exec_line("-/v/bin/gunicorn --name 'my shop' -c \"/etc/a b.py\" app:app")
-                .unwrap(),
-            [
-                "/v/bin/gunicorn",
-                "--name",
-                "my shop",
-                "-c",
-                "/etc/a b.py",
-                "app:app"
-            ]
-        );
-        assert_eq!(
-            split_exec_line("@/v/bin/python3 gunicorn -m gunicorn app:app").unwrap(),
-            ["gunicorn", "-m", "gunicorn", "app:app"],
-            "with @ the second word is argv[0]"
-        );
-        assert_eq!(split_exec_line("/v/bin/gunicorn 'unclosed"), None);
-        assert_eq!(split_exec_line("   "), None);
-    }
-}
+#[path = "systemd_unit_tests.rs"]
+mod tests;
