@@ -60,7 +60,7 @@ if [[ "$what" == all || "$what" == status ]]; then
     grep -A10 -E '^ hupwatch' "$work/status.trace" | grep -E 'read|openat|close|statx|getdents'
     valgrind --tool=callgrind --callgrind-out-file="$work/status.cg" "$H" status --json >/dev/null 2>&1 || true
     callgrind_annotate --inclusive=yes "$work/status.cg" 2>/dev/null |
-        grep -E 'PROGRAM TOTALS|all_masters \[|read_stat \[|read_cmdline \[|default_read_to_end|gunicorn_cmdline::parse \[' |
+        grep -E 'PROGRAM TOTALS|all_masters \[|read_stat \[|read_cmdline \[|default_read_to_end|cmdline::parse \[' |
         head -8 | cut -c1-150
     kill -9 -- "-${pids[-1]}" 2>/dev/null || true
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Why hupwatch asks inotify for IN_CLOSE_WRITE and not IN_OPEN/IN_MODIFY (src/inotify_watcher.rs).
+"""Why hupwatch asks inotify for IN_CLOSE_WRITE and not IN_OPEN/IN_MODIFY (src/watch/inotify_reader.rs).
 
 A bare reader (a separate Python process blocked in read(2)) watches a directory with three
 masks in turn; the writer saves a file as an editor does (open O_TRUNC, write, close) 30 times per

@@ -1,5 +1,5 @@
 //! One app's live state in `watch`: its watches, its debouncer, the targets of its symlinks, the
-//! files its master writes, and the master it follows. The loop in `watch_loop` owns several.
+//! files its master writes, and the master it follows. The loop in `event_loop` owns several.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

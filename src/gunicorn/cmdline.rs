@@ -32,6 +32,8 @@ pub struct GunicornCmdline {
     pub pidfile: Option<PathBuf>,
     /// `--chdir`.
     pub chdir: Option<PathBuf>,
+    /// `-c` / `--config`: the Gunicorn config file, as given (relative to the master's cwd).
+    pub config: Option<PathBuf>,
 }
 
 impl GunicornCmdline {
@@ -135,7 +137,9 @@ pub fn is_python_name(name: &str) -> bool {
     name.starts_with("python") || name.starts_with("pypy")
 }
 
-fn parse_args(args: &[String]) -> GunicornCmdline {
+/// Gunicorn's own arguments (after `gunicorn_args`), wherever they were read: a master's
+/// cmdline, or the `ExecStart=` of the systemd unit that started a titled one.
+pub fn parse_args(args: &[String]) -> GunicornCmdline {
     let mut out = GunicornCmdline::default();
     let mut i = 0;
     while let Some(arg) = args.get(i) {
@@ -162,6 +166,7 @@ fn parse_args(args: &[String]) -> GunicornCmdline {
             ("-n" | "--name", Some(v)) => out.proc_name = Some(v),
             ("-p" | "--pid", Some(v)) => out.pidfile = Some(PathBuf::from(v)),
             ("--chdir", Some(v)) => out.chdir = Some(PathBuf::from(v)),
+            ("-c" | "--config", Some(v)) => out.config = Some(PathBuf::from(v)),
             _ => {}
         }
     }
@@ -212,6 +217,20 @@ mod tests {
         assert_eq!(p.chdir, Some(PathBuf::from("/srv/shop/current")));
         let p = parse(&argv("gunicorn --pid=/run/a.pid -p/run/b.pid x:y")).unwrap();
         assert_eq!(p.pidfile, Some(PathBuf::from("/run/b.pid")));
+    }
+
+    #[test]
+    fn the_config_file_is_read_in_every_spelling() {
+        for line in [
+            "gunicorn --name shop -c conf.py",
+            "gunicorn --name shop --config conf.py",
+            "gunicorn --name shop --config=conf.py",
+            "gunicorn --name shop -cconf.py",
+        ] {
+            let p = parse(&argv(line)).unwrap();
+            assert_eq!(p.config, Some(PathBuf::from("conf.py")), "{line}");
+            assert_eq!(p.app, None, "{line}: no APP argument");
+        }
     }
 
     #[test]

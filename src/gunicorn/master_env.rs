@@ -160,15 +160,7 @@ pub fn is_systemd_service_main(pid: u32, ppid: u32) -> Option<String> {
         return None;
     }
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    cgroup
-        .lines()
-        .filter_map(|l| l.rsplit(':').next())
-        .find_map(|path| {
-            path.rsplit('/')
-                .next()
-                .filter(|unit| unit.ends_with(".service"))
-        })
-        .map(str::to_string)
+    crate::gunicorn::systemd_unit::service_of_cgroup(&cgroup).map(|unit| unit.name)
 }
 
 /// Does the master preload the app (`--preload`, or `preload_app = True` in its config file)?
@@ -177,45 +169,124 @@ pub fn preloads_app(master: &MasterProcess) -> bool {
     if master.cmdline.iter().any(|a| a == "--preload") {
         return true;
     }
-    let config = config_file(master);
-    config
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .is_some_and(|text| sets_preload(&text))
+    let Some(cwd) = master.cwd.as_deref() else {
+        return false;
+    };
+    let path = config_file(master.parsed.config.as_deref(), cwd);
+    std::fs::read_to_string(path).is_ok_and(|text| sets_preload(&text))
 }
 
-/// The Gunicorn config file: `-c`/`--config`, else `gunicorn.conf.py` in the cwd (Gunicorn's
-/// default since 20.x).
-fn config_file(master: &MasterProcess) -> Option<PathBuf> {
-    let args = crate::gunicorn::cmdline::gunicorn_args(&master.cmdline).unwrap_or(&[]);
-    let given = args.iter().enumerate().find_map(|(i, a)| {
-        if a == "-c" || a == "--config" {
-            args.get(i + 1).cloned()
-        } else {
-            a.strip_prefix("--config=").map(str::to_string)
-        }
-    });
-    let cwd = master.cwd.as_deref()?;
-    let path = cwd.join(given.as_deref().unwrap_or("gunicorn.conf.py"));
-    path.is_file().then_some(path)
+/// The Gunicorn config file a master reads: `given` (`-c`/`--config`, relative to its cwd),
+/// else `gunicorn.conf.py` in its cwd (Gunicorn's default since 20.x). Gunicorn reads only
+/// one of the two. The path is returned whether or not the file exists.
+pub fn config_file(given: Option<&Path>, cwd: &Path) -> PathBuf {
+    cwd.join(given.unwrap_or(Path::new(DEFAULT_CONFIG_FILE)))
 }
+
+/// The config file Gunicorn reads from its working directory when no `-c` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "gunicorn.conf.py";
 
 pub fn sets_preload(config_text: &str) -> bool {
-    config_text.lines().any(|line| {
-        let code = line.split('#').next().unwrap_or("").replace(' ', "");
-        code == "preload_app=True" || code == "preload_app=1"
-    })
+    matches!(config_value(config_text, "preload_app"), Some("True" | "1"))
+}
+
+/// `wsgi_app = "shop.wsgi:application"` in a Gunicorn config file: the app spec a master
+/// started without an APP argument serves. Only a plain string literal is taken; a computed
+/// value is not guessed at.
+pub fn wsgi_app(config_text: &str) -> Option<String> {
+    let value = config_value(config_text, "wsgi_app")?;
+    let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+    let inner = &value[1..];
+    let end = inner.find(quote)?;
+    let rest = inner[end + 1..].trim();
+    let spec = inner[..end].trim();
+    (rest.is_empty() && !spec.is_empty() && !spec.contains('\\')).then(|| spec.to_string())
+}
+
+/// The value of the last `key = value` line of a Gunicorn config file (a Python module: the
+/// last assignment wins when it runs), comment and surrounding blanks removed. A deliberately
+/// small reader: one-line assignments only, at any indentation; anything else is not read.
+pub fn config_value<'a>(config_text: &'a str, key: &str) -> Option<&'a str> {
+    config_text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim_start().strip_prefix(key)?;
+            let value = rest.trim_start().strip_prefix('=')?;
+            // `==` is a comparison, not an assignment.
+            (!value.starts_with('=')).then(|| strip_comment(value).trim())
+        })
+        .next_back()
+}
+
+/// `"a#b"  # note` → `"a#b"`: a `#` inside a string literal is not a comment.
+fn strip_comment(value: &str) -> &str {
+    let mut quote = None;
+    for (i, c) in value.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') => return &value[..i],
+            _ => {}
+        }
+    }
+    value
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn preload_in_config_text() {
         assert!(sets_preload("workers = 2\npreload_app = True\n"));
+        assert!(sets_preload("preload_app=True  # for speed\n"));
         assert!(!sets_preload("# preload_app = True\n"));
         assert!(!sets_preload("preload_app = False\n"));
+        assert!(!sets_preload("preload_app = True\npreload_app = False\n"));
+        assert!(!sets_preload("preload_app_x = True\n"));
     }
 
-    use super::*;
+    #[test]
+    fn wsgi_app_in_config_text() {
+        let conf = "bind = \"0.0.0.0:8000\"\nwsgi_app = \"shop.wsgi:application\"  # the shop\n";
+        assert_eq!(wsgi_app(conf).as_deref(), Some("shop.wsgi:application"));
+        assert_eq!(
+            wsgi_app("wsgi_app='app:create_app()'\n").as_deref(),
+            Some("app:create_app()")
+        );
+        assert_eq!(
+            wsgi_app("wsgi_app = \"a:b\"\nwsgi_app = \"c:d\"\n").as_deref(),
+            Some("c:d"),
+            "the last assignment wins"
+        );
+        for text in [
+            "# wsgi_app = \"app:app\"\n",
+            "wsgi_app = os.environ[\"APP\"]\n",
+            "wsgi_app = \"app:\" + name\n",
+            "wsgi_app = \"\"\n",
+            "if wsgi_app == \"x:y\": pass\n",
+            "workers = 2\n",
+        ] {
+            assert_eq!(wsgi_app(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_config_file_is_the_given_one_or_the_default() {
+        let cwd = Path::new("/srv/shop");
+        assert_eq!(
+            config_file(None, cwd),
+            PathBuf::from("/srv/shop/gunicorn.conf.py")
+        );
+        assert_eq!(
+            config_file(Some(Path::new("conf.py")), cwd),
+            PathBuf::from("/srv/shop/conf.py")
+        );
+        assert_eq!(
+            config_file(Some(Path::new("/etc/shop.py")), cwd),
+            PathBuf::from("/etc/shop.py")
+        );
+    }
 
     #[test]
     fn site_packages_prefix() {

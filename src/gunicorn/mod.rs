@@ -3,8 +3,10 @@
 //! (`discover`), and what the master's runtime says about the code it will load (`master_env`:
 //! interpreter, environment, working directory, `preload_app`).
 
+pub mod app_spec;
 pub mod cmdline;
 pub mod discover;
 pub mod master_env;
 pub mod process_tree;
 pub mod procfs;
+pub mod systemd_unit;

@@ -1,5 +1,5 @@
 //! Reloads under the master's reload lock: wait for a reload in progress, then either report it
-//! (it already deployed what this one was asked to) or run our own. See `reload_lock` for the
+//! (it already deployed what this one was asked to) or run our own. See `lock` for the
 //! lock, the record it carries and the directory it lives in.
 //!
 //! The lock is keyed by the master's identity, and an upgrade (USR2) replaces the master: so

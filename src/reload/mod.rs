@@ -132,7 +132,7 @@ impl Prepared {
     }
 }
 
-/// One reload under the master's reload lock (see `reload_lock`), unless it is a dry run or
+/// One reload under the master's reload lock (see `lock`), unless it is a dry run or
 /// there is no runtime directory.
 pub fn reload_once(
     target: &TargetSelector,

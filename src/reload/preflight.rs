@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::{Gid, Uid};
 
 use crate::config::{PreflightCheck, PreflightSettings};
-use crate::gunicorn::cmdline;
+use crate::gunicorn::app_spec::{self, AppSource};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env::{self, Credentials};
 
@@ -43,9 +43,14 @@ pub enum PreflightError {
         tail: String,
     },
     #[error(
-        "cannot tell which app master {pid} serves ({name}): pass --app MODULE:CALLABLE, or --preflight CMD, or --no-preflight"
+        "cannot tell which app master {pid} serves ({name}); {looked}: pass --app MODULE:CALLABLE, or --preflight CMD, or --no-preflight"
     )]
-    UnknownApp { pid: u32, name: String },
+    UnknownApp {
+        pid: u32,
+        name: String,
+        /// Every place looked at, and why it did not tell.
+        looked: String,
+    },
     #[error("cannot find the Python interpreter of master {pid}: pass --preflight CMD")]
     UnknownInterpreter { pid: u32 },
     #[error("cannot read the user of master {pid} from /proc; refusing to run the preflight")]
@@ -87,13 +92,13 @@ pub fn plan(
         PreflightCheck::Gunicorn { app } => {
             let python = master_env::interpreter(master)
                 .ok_or(PreflightError::UnknownInterpreter { pid: master.pid })?;
-            let args = check_config_args(master, app.as_deref())?;
+            let (args, source) = check_config_args(master, app.as_deref())?;
             let shown = args
                 .iter()
                 .map(|a| a.to_string_lossy())
                 .collect::<Vec<_>>()
                 .join(" ");
-            let describe = format!("{} {shown}", python.display());
+            let describe = format!("{} {shown} (app from {source})", python.display());
             (python, args, describe)
         }
     };
@@ -122,57 +127,21 @@ pub fn plan(
     })
 }
 
-/// `-m gunicorn --check-config` plus the master's own Gunicorn arguments when the cmdline shows
-/// them (same config file, `--pythonpath`, `--env`), with the app spec replaced by `--app`.
+/// `-m gunicorn --check-config` plus the master's own Gunicorn arguments when known (same
+/// config file, `--pythonpath`, `--env`), then the app spec, and where it came from.
 fn check_config_args(
     master: &MasterProcess,
     app: Option<&str>,
-) -> Result<Vec<OsString>, PreflightError> {
+) -> Result<(Vec<OsString>, AppSource), PreflightError> {
+    let found = app_spec::resolve(master, app).map_err(|e| PreflightError::UnknownApp {
+        pid: master.pid,
+        name: master.name.clone(),
+        looked: e.to_string(),
+    })?;
     let mut args: Vec<OsString> = vec!["-m".into(), "gunicorn".into(), "--check-config".into()];
-    let original =
-        cmdline::gunicorn_args(&master.cmdline).filter(|_| master.parsed.title_name.is_none());
-    let known_app = app
-        .map(str::to_string)
-        .or_else(|| master.parsed.app.clone())
-        .or_else(|| {
-            master
-                .parsed
-                .title_name
-                .as_deref()
-                .filter(|n| looks_like_app_spec(n))
-                .map(str::to_string)
-        });
-    let Some(app_spec) = known_app else {
-        return Err(PreflightError::UnknownApp {
-            pid: master.pid,
-            name: master.name.clone(),
-        });
-    };
-    if let Some(original) = original {
-        let positional = master.parsed.app.as_deref();
-        args.extend(
-            original
-                .iter()
-                .filter(|a| Some(a.as_str()) != positional)
-                .map(OsString::from),
-        );
-    }
-    args.push(app_spec.into());
-    Ok(args)
-}
-
-/// A title's NAME is the app spec unless `--name` was given; only a `module:callable` shape
-/// is trusted as one (a wrong guess fails closed: the check fails and nothing is sent).
-fn looks_like_app_spec(name: &str) -> bool {
-    let Some((module, callable)) = name.split_once(':') else {
-        return false;
-    };
-    let ident = |s: &str| {
-        !s.is_empty()
-            && s.split('.')
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
-    };
-    ident(module) && !callable.is_empty() && !callable.contains(char::is_whitespace)
+    args.extend(found.args.into_iter().map(OsString::from));
+    args.push(found.spec.into());
+    Ok((args, found.source))
 }
 
 /// The credentials to switch to, or `None` to run as we are.
@@ -305,16 +274,6 @@ fn tail(output: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn app_spec_shapes() {
-        assert!(looks_like_app_spec("app:app"));
-        assert!(looks_like_app_spec("shop.wsgi:application"));
-        assert!(looks_like_app_spec("app:create_app()"));
-        assert!(!looks_like_app_spec("shop"));
-        assert!(!looks_like_app_spec("my shop:prod x"));
-        assert!(!looks_like_app_spec(":app"));
-    }
 
     #[test]
     fn tail_keeps_the_last_lines() {

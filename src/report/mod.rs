@@ -13,6 +13,7 @@ use serde::Serialize;
 use tracing::{error, info};
 
 use crate::config::release_link;
+use crate::gunicorn::app_spec;
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
 use crate::gunicorn::procfs;
@@ -122,7 +123,10 @@ struct MasterJson<'a> {
     pid: u32,
     user: &'a str,
     uid: u32,
-    app: &'a str,
+    /// The app spec, `null` when nothing tells it (then the preflight needs `--app`).
+    app: Option<String>,
+    /// Where `app` was found: `cmdline`, `title`, `config-file:PATH`, `systemd-unit:UNIT`.
+    app_source: Option<String>,
     name: &'a str,
     cwd: Option<String>,
     pidfile: Option<String>,
@@ -177,6 +181,10 @@ pub fn print_status(
             p.map_or_else(|| "?".to_string(), |p| p.display().to_string())
         };
         let release = m.cwd.as_deref().map(release_link::release_of);
+        let app = match app_spec::resolve(m, None) {
+            Ok(found) => format!("app {} ({})", found.spec, found.source),
+            Err(_) => "app ? (unknown: reloads need --app)".to_string(),
+        };
         let preload = if master_env::preloads_app(m) {
             "  preload_app (HUP loads no new code: use --strategy upgrade)"
         } else {
@@ -184,7 +192,7 @@ pub fn print_status(
         };
         writeln!(
             out,
-            "master {}  {}  user {}  cwd {}  release {}  pidfile {}{preload}",
+            "master {}  {}  {app}  user {}  cwd {}  release {}  pidfile {}{preload}",
             m.pid,
             m.name,
             m.user,
@@ -213,11 +221,13 @@ pub fn print_status(
 }
 
 fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJson<'a> {
+    let app = app_spec::resolve(m, None).ok();
     MasterJson {
         pid: m.pid,
         user: &m.user,
         uid: m.uid,
-        app: m.parsed.app.as_deref().unwrap_or(&m.name),
+        app_source: app.as_ref().map(|a| a.source.to_string()),
+        app: app.map(|a| a.spec),
         name: &m.name,
         cwd: m.cwd.as_ref().map(|p| p.display().to_string()),
         pidfile: m.pidfile.as_ref().map(|p| p.display().to_string()),

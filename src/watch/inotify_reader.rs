@@ -11,7 +11,7 @@
 //!
 //! A change is therefore a file closed after writing, created, deleted, renamed, or given new
 //! attributes (`touch app.py` reloads). A writer that never closes its file (a log) is not a
-//! change. Events are translated into notify's `Event` so `watch_scope` classifies both this
+//! change. Events are translated into notify's `Event` so `scope` classifies both this
 //! and notify's poll watcher.
 
 use std::collections::HashMap;

@@ -4,8 +4,8 @@
 //! included. Walking the tree ourselves (as watchexec ≥ 8.4 does) means excluded directories
 //! are never watched at all — fewer watches, a faster start, no noise — at the price of adding
 //! watches for directories created later, which the event callback reports. The watches are
-//! `inotify_watcher`'s (only the events that mean a change), or notify's poller with `--poll`.
-//! What each event means is decided in `watch_scope`.
+//! `inotify_reader`'s (only the events that mean a change), or notify's poller with `--poll`.
+//! What each event means is decided in `scope`.
 
 pub mod change_sink;
 pub mod inotify_reader;

@@ -47,10 +47,14 @@ fn status_lists_masters_with_and_without_setproctitle_and_never_their_workers() 
         .start();
 
     let list = status_json();
-    for (g, dir) in [(&titled, &titled_dir), (&plain, &plain_dir)] {
+    for (g, dir, source) in [
+        (&titled, &titled_dir, "title"),
+        (&plain, &plain_dir, "cmdline"),
+    ] {
         let m = entry(&list, g.pid())
             .unwrap_or_else(|| panic!("master {} missing: {list:#?}", g.pid()));
         assert_eq!(m["app"], "app:app");
+        assert_eq!(m["app_source"], source, "{m:#}");
         assert_eq!(
             m["cwd"].as_str().map(std::path::PathBuf::from).as_deref(),
             Some(dir.path())

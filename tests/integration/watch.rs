@@ -273,7 +273,10 @@ fn a_ten_thousand_file_burst_is_one_reload() {
     // since a loaded 2-core machine can take longer than that to write 10,000 files. Only the
     // loop's debug lines: one per file would slow the burst down further.
     let daemon = hupwatch()
-        .env("HUPWATCH_LOG", "hupwatch=info,hupwatch::watch_loop=debug")
+        .env(
+            "HUPWATCH_LOG",
+            "hupwatch=info,hupwatch::daemon::event_loop=debug",
+        )
         .arg("watch")
         .arg("--watch")
         .arg(dir.path())

@@ -39,7 +39,8 @@ pub struct GunicornBuilder<'a> {
     pidfile: bool,
     extra: Vec<String>,
     cwd: Option<PathBuf>,
-    app: String,
+    /// `None`: no APP argument (the app comes from `wsgi_app` in a config file).
+    app: Option<String>,
     env: Vec<(OsString, OsString)>,
     user: Option<(u32, u32)>,
 }
@@ -90,7 +91,13 @@ impl GunicornBuilder<'_> {
 
     /// The WSGI app spec, default `app:app`.
     pub fn app(mut self, spec: &str) -> Self {
-        self.app = spec.to_string();
+        self.app = Some(spec.to_string());
+        self
+    }
+
+    /// No APP argument on the command line: the config file's `wsgi_app` names the app.
+    pub fn without_app_argument(mut self) -> Self {
+        self.app = None;
         self
     }
 
@@ -158,7 +165,7 @@ impl GunicornBuilder<'_> {
         if let Some(pidfile) = &pidfile {
             cmd.arg("-p").arg(pidfile);
         }
-        cmd.args(&self.extra).arg(&self.app);
+        cmd.args(&self.extra).args(&self.app);
         cmd.current_dir(&cwd)
             .env("PWD", &cwd)
             // No .pyc files to go stale between two same-sized writes in one second.
@@ -215,7 +222,7 @@ impl Gunicorn {
             pidfile: false,
             extra: Vec::new(),
             cwd: None,
-            app: "app:app".to_string(),
+            app: Some("app:app".to_string()),
             env: Vec::new(),
             user: None,
         }
