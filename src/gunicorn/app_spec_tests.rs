@@ -47,23 +47,15 @@ impl Lookups for Fake {
 }
 
 fn master(cmdline: &str) -> MasterProcess {
-    let cmdline: Vec<String> = if cmdline.starts_with("gunicorn: ") {
-        vec![cmdline.to_string()]
-    } else {
-        cmdline.split(' ').map(str::to_string).collect()
-    };
+    let described = MasterProcess::described(4242, 1, cmdline);
+    assert!(
+        parse(&described.cmdline).is_some(),
+        "a gunicorn cmdline: {cmdline}"
+    );
     MasterProcess {
-        pid: 4242,
-        ppid: 1,
-        start_ticks: 1,
-        uid: 0,
-        user: "root".into(),
         name: "?".into(),
-        parsed: parse(&cmdline).expect("a gunicorn cmdline"),
-        cmdline,
         cwd: Some(PathBuf::from("/srv/shop")),
-        pidfile: None,
-        workers: vec![],
+        ..described
     }
 }
 

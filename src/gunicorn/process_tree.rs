@@ -35,6 +35,31 @@ pub struct WorkerProcess {
 }
 
 impl MasterProcess {
+    /// A master as discovery would describe one with this command line (a title, or the
+    /// arguments split on spaces), for unit tests of the stages that read it.
+    #[cfg(test)]
+    pub fn described(pid: u32, start_ticks: u64, cmdline: &str) -> Self {
+        let cmdline: Vec<String> = if cmdline.starts_with("gunicorn: ") {
+            vec![cmdline.to_string()]
+        } else {
+            cmdline.split(' ').map(str::to_string).collect()
+        };
+        let parsed = crate::gunicorn::cmdline::parse(&cmdline).unwrap_or_default();
+        Self {
+            pid,
+            ppid: 1,
+            start_ticks,
+            uid: 0,
+            user: "root".into(),
+            name: parsed.display_name().unwrap_or("?").to_string(),
+            parsed,
+            cmdline,
+            cwd: None,
+            pidfile: None,
+            workers: vec![],
+        }
+    }
+
     pub fn worker_pids(&self) -> Vec<u32> {
         self.workers.iter().map(|w| w.pid).collect()
     }

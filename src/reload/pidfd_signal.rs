@@ -140,23 +140,10 @@ pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gunicorn::cmdline::GunicornCmdline;
 
     /// A master as discovery would have described it, for the process `pid`.
     fn described(pid: u32, start_ticks: u64) -> MasterProcess {
-        MasterProcess {
-            pid,
-            ppid: std::process::id(),
-            start_ticks,
-            uid: 0,
-            user: "root".into(),
-            name: "app:app".into(),
-            cmdline: vec!["gunicorn: master [app:app]".into()],
-            parsed: GunicornCmdline::default(),
-            cwd: None,
-            pidfile: None,
-            workers: vec![],
-        }
+        MasterProcess::described(pid, start_ticks, "gunicorn: master [app:app]")
     }
 
     #[test]

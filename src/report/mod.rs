@@ -267,24 +267,11 @@ fn human_age(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gunicorn::cmdline::GunicornCmdline;
     use crate::gunicorn::process_tree::MasterProcess;
 
     fn outcome(dry_run: bool) -> ReloadOutcome {
         ReloadOutcome {
-            master: MasterProcess {
-                pid: 4242,
-                ppid: 1,
-                start_ticks: 1,
-                uid: 0,
-                user: "root".into(),
-                name: "app:app".into(),
-                cmdline: vec!["gunicorn: master [app:app]".into()],
-                parsed: GunicornCmdline::default(),
-                cwd: None,
-                pidfile: None,
-                workers: vec![],
-            },
+            master: MasterProcess::described(4242, 1, "gunicorn: master [app:app]"),
             old_master: 4242,
             signal: nix::sys::signal::Signal::SIGHUP,
             old: vec![1, 2],
