@@ -83,6 +83,21 @@ fn is_coalesced(out: &Outcome) -> bool {
 }
 
 /// Gunicorn with a pidfile, the app at `v0`, and its own runtime directory for the locks.
+/// Lets the queued reloads go once each says it is waiting, and collects how each one ended
+/// (plus all their output, for assertion messages).
+fn release_queued(held: File, daemons: Vec<Daemon>, waiting: &str) -> (Vec<Outcome>, String) {
+    for d in &daemons {
+        d.wait_for_line(waiting, CEILING);
+    }
+    drop(held);
+    let outs: Vec<Outcome> = daemons
+        .into_iter()
+        .map(|d| d.wait_for_exit(CEILING))
+        .collect();
+    let report = outs.iter().map(Outcome::report).collect();
+    (outs, report)
+}
+
 fn serve(dir: &AppDir) -> (Gunicorn, PathBuf) {
     dir.write_app("v0");
     let g = Gunicorn::builder(dir).workers(2).pidfile(true).start();
@@ -102,21 +117,11 @@ fn reloads_queued_behind_one_lock_are_one_hup(n: usize) {
         let hups_before = hups(&g);
         let held = hold_lock(&run, g.pid());
         let daemons: Vec<Daemon> = (0..n).map(|_| start_reload(&g, &run, &[])).collect();
-        for d in &daemons {
-            d.wait_for_line(
-                &format!("another hupwatch is reloading master {}", g.pid()),
-                CEILING,
-            );
-        }
-        drop(held);
-        let outs: Vec<Outcome> = daemons
-            .into_iter()
-            .map(|d| d.wait_for_exit(CEILING))
-            .collect();
+        let waiting = format!("another hupwatch is reloading master {}", g.pid());
+        let (outs, report) = release_queued(held, daemons, &waiting);
         for out in &outs {
             out.assert_code(0);
         }
-        let report: String = outs.iter().map(Outcome::report).collect();
         assert_eq!(
             outs.iter().filter(|o| is_own(o)).count(),
             1,
@@ -266,15 +271,7 @@ fn waiters_on_an_upgraded_master_follow_the_new_one() {
         .map(|_| start_reload(&g, &run, &["--strategy", "upgrade"]))
         .collect();
     daemons.push(start_reload(&g, &run, &[]));
-    for d in &daemons {
-        d.wait_for_line("another hupwatch is reloading master", CEILING);
-    }
-    drop(held);
-    let outs: Vec<Outcome> = daemons
-        .into_iter()
-        .map(|d| d.wait_for_exit(CEILING))
-        .collect();
-    let report: String = outs.iter().map(Outcome::report).collect();
+    let (outs, report) = release_queued(held, daemons, "another hupwatch is reloading master");
     for out in &outs {
         out.assert_code(0);
     }
@@ -371,15 +368,7 @@ fn a_release_held_back_fails_every_reload_queued_behind_it() {
     dir.write("app.py", "import no_such_module_anywhere\n");
     let held = hold_lock(&run, g.pid());
     let daemons: Vec<Daemon> = (0..2).map(|_| start_reload(&g, &run, &[])).collect();
-    for d in &daemons {
-        d.wait_for_line("another hupwatch is reloading master", CEILING);
-    }
-    drop(held);
-    let outs: Vec<Outcome> = daemons
-        .into_iter()
-        .map(|d| d.wait_for_exit(CEILING))
-        .collect();
-    let report: String = outs.iter().map(Outcome::report).collect();
+    let (outs, report) = release_queued(held, daemons, "another hupwatch is reloading master");
     for out in &outs {
         out.assert_code(1);
     }
