@@ -79,13 +79,17 @@ proptest! {
     }
 
     #[test]
-    fn judge_replaced_means_disjoint_enough_and_alive(
+    fn judge_replaced_means_disjoint_enough_booted_and_alive(
         old in btree_set(0u32..24, 0..6),
         current in btree_set(0u32..24, 0..8),
+        booting in 0usize..3,
         alive in any::<bool>(),
     ) {
-        let verdict = judge(&old, &current, alive);
-        let replaced = alive && current.is_disjoint(&old) && current.len() >= old.len().max(1);
+        let verdict = judge(&old, &current, booting, alive);
+        let replaced = alive
+            && current.is_disjoint(&old)
+            && current.len() >= old.len().max(1)
+            && booting == 0;
         prop_assert_eq!(verdict == Progress::Replaced, replaced);
         prop_assert_eq!(verdict == Progress::MasterGone, !alive);
     }

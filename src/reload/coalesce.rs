@@ -197,6 +197,7 @@ fn coalesced(
         release: settings.release_link.as_ref().and(record.release),
         dry_run: false,
         coalesced_by: Some(record.by),
+        boot: Default::default(),
     })
 }
 

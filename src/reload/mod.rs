@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use crate::config::release_link::ReleaseError;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
+use crate::gunicorn::heartbeat::BootTimes;
 use crate::gunicorn::master_env;
 use lock::LockError;
 use pidfd_signal::SignalError;
@@ -108,6 +109,9 @@ pub struct ReloadOutcome {
     pub dry_run: bool,
     /// Nothing sent: another hupwatch (this PID) did the reload this one was asked for.
     pub coalesced_by: Option<u32>,
+    /// How long the new workers took to load the app (nothing for a dry run, a coalesced
+    /// reload, or a signal that keeps the workers).
+    pub boot: BootTimes,
 }
 
 /// A master found, checked and preflighted: everything before the signal.
@@ -259,6 +263,7 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
         release: p.release,
         dry_run: true,
         coalesced_by: None,
+        boot: BootTimes::default(),
     }
 }
 
@@ -299,7 +304,13 @@ pub fn finish_hup(
         name: p.master.name.clone(),
         source,
     })?;
-    outcome(p, None, verified.new, verified.elapsed, settings)
+    outcome(
+        p,
+        None,
+        verified.new,
+        (verified.elapsed, verified.boot),
+        settings,
+    )
 }
 
 fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOutcome, ReloadError> {
@@ -311,7 +322,7 @@ fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOut
         }
     })?;
     let new = up.master.worker_pids();
-    outcome(p, Some(up.master), new, up.elapsed, settings)
+    outcome(p, Some(up.master), new, (up.elapsed, up.boot), settings)
 }
 
 /// Check the release the new code runs, then describe the finished reload.
@@ -319,7 +330,7 @@ fn outcome(
     p: Prepared,
     new_master: Option<MasterProcess>,
     new: Vec<u32>,
-    elapsed: Duration,
+    (elapsed, boot): (Duration, BootTimes),
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
     let hup = new_master.is_none();
@@ -339,6 +350,7 @@ fn outcome(
         release: p.release,
         dry_run: false,
         coalesced_by: None,
+        boot,
     })
 }
 

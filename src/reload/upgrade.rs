@@ -1,10 +1,12 @@
 //! The `upgrade` strategy: USR2 forks a new master running the new code, TERM retires the old.
 //!
 //! Gunicorn's USR2 re-executes the master as a child of the old one (title `master [NAME.2]`,
-//! pidfile `PIDFILE.2`); both serve the same listening socket. Only when the new master has all
-//! its workers up is the old one stopped with TERM (WINCH is ignored unless daemonized); the new
-//! master then notices its parent is gone, is "promoted", and renames the pidfile back. If the
-//! new master fails to boot, the old one never stopped serving: no outage, a failed reload.
+//! pidfile `PIDFILE.2`); both serve the same listening socket. Only when every new worker has
+//! loaded the app (its heartbeat, `gunicorn::heartbeat`) and stayed up is the old master stopped
+//! with TERM (WINCH is ignored unless daemonized): retiring it while they still import would
+//! leave nobody accepting, the stall a HUP has. The new master then notices its parent is gone,
+//! is "promoted", and renames the pidfile back. If the new master fails to boot, the old one
+//! never stopped serving: no outage, a failed reload.
 //! This is the only strategy that loads new code with `preload_app`.
 
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use nix::sys::signal::Signal;
 use tracing::{info, warn};
 
 use crate::gunicorn::discover::{self, MasterProcess};
+use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::master_env;
 use crate::gunicorn::process_tree::ProcessTree;
 use crate::reload::pidfd_signal::{self, SignalError};
@@ -60,6 +63,8 @@ pub enum UpgradeError {
 pub struct Upgraded {
     pub master: MasterProcess,
     pub elapsed: Duration,
+    /// From USR2 to the new workers booted (the old master served meanwhile).
+    pub boot: BootTimes,
 }
 
 pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, UpgradeError> {
@@ -67,14 +72,17 @@ pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, Upgra
         return Err(UpgradeError::SystemdMain { pid: old.pid, unit });
     }
     let started = Instant::now();
+    let signalled = heartbeat::monotonic_now();
     let wanted = old.workers.len().max(1);
     pidfd_signal::send(old, Signal::SIGUSR2)?;
     info!(
         master = old.pid,
         "sent SIGUSR2 to master {}; waiting for the new master", old.pid
     );
-    let new = await_new_master(old, wanted, timeout)?;
-    info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), "new master {} is up; sending SIGTERM to the old master {}", new.pid, old.pid);
+    let mut boots = BootWatch::default();
+    let new = await_new_master(old, wanted, timeout, &mut boots)?;
+    let boot = boots.times(&new.worker_pids(), signalled);
+    info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), boot_ms = boot.all.map(|d| d.as_millis() as u64), "new master {} is up, its workers booted; sending SIGTERM to the old master {}", new.pid, old.pid);
     pidfd_signal::send(old, Signal::SIGTERM)?;
     await_takeover(old, &new, timeout)?;
     let master = discover::master_by_pid(new.pid)
@@ -82,14 +90,17 @@ pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, Upgra
     Ok(Upgraded {
         master,
         elapsed: started.elapsed(),
+        boot,
     })
 }
 
-/// The child master of `old` once it has `wanted` workers that stayed up for the settle period.
+/// The child master of `old` once it has `wanted` workers that have booted and stayed up for the
+/// settle period.
 fn await_new_master(
     old: &MasterProcess,
     wanted: usize,
     timeout: Duration,
+    boots: &mut BootWatch,
 ) -> Result<MasterProcess, UpgradeError> {
     let started = Instant::now();
     let mut seen: Option<MasterProcess> = None;
@@ -108,7 +119,9 @@ fn await_new_master(
                     old: old.pid,
                 });
             }
-            (Some(child), _) if child.workers.len() >= wanted => {
+            (Some(child), _)
+                if child.workers.len() >= wanted && boots.look(child.worker_pids()) == 0 =>
+            {
                 let pids = child.worker_pids();
                 match &stable_since {
                     Some((since, set)) if *set == pids && since.elapsed() >= SETTLE => {

@@ -1,14 +1,16 @@
 //! Proving that a reload happened: the old workers are gone, as many new ones are up, and the
 //! master survived — the check people do by squinting at `ps` after `pkill -HUP`.
 //!
-//! A new worker exists as soon as it is forked, before it has imported the app. If the import
-//! fails the worker exits (code 3 or 4) and the master halts, so the new set must stay unchanged,
-//! with the master alive, for a short settle period before the reload counts as verified.
+//! A new worker exists as soon as it is forked, before it has imported the app: it counts only
+//! once its heartbeat says it has loaded the app (`gunicorn::heartbeat`). If the import fails the
+//! worker exits (code 3 or 4) and the master halts, so the new set must also stay unchanged, with
+//! the master alive, for a short settle period before the reload counts as verified.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::gunicorn::discover::DiscoverError;
+use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::process_tree::ProcessTree;
 use crate::reload::pidfd_signal;
 
@@ -25,7 +27,7 @@ pub enum VerifyError {
     )]
     MasterDied { pid: u32, old: Vec<u32> },
     #[error(
-        "reload not confirmed after {timeout:?}: old workers still running: {}; new workers: {} (wanted {wanted})",
+        "reload not confirmed after {timeout:?}: old workers still running: {}; new workers: {} (wanted {wanted}, {booting} still loading the app)",
         join(lingering),
         join(new)
     )]
@@ -34,6 +36,7 @@ pub enum VerifyError {
         lingering: Vec<u32>,
         new: Vec<u32>,
         wanted: usize,
+        booting: usize,
     },
     #[error(transparent)]
     Discover(#[from] DiscoverError),
@@ -52,19 +55,24 @@ fn join(pids: &[u32]) -> String {
 /// What one look at the workers says about a HUP reload in progress.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// Old workers all gone and at least as many new ones as before.
+    /// Old workers all gone and at least as many new ones as before, all of them booted.
     Replaced,
     Waiting,
     MasterGone,
 }
 
-/// Pure decision over one observation.
-pub fn judge(old: &BTreeSet<u32>, current: &BTreeSet<u32>, master_alive: bool) -> Progress {
+/// Pure decision over one observation; `booting` new workers have not loaded the app yet.
+pub fn judge(
+    old: &BTreeSet<u32>,
+    current: &BTreeSet<u32>,
+    booting: usize,
+    master_alive: bool,
+) -> Progress {
     if !master_alive {
         return Progress::MasterGone;
     }
     let wanted = old.len().max(1);
-    if current.is_disjoint(old) && current.len() >= wanted {
+    if current.is_disjoint(old) && current.len() >= wanted && booting == 0 {
         Progress::Replaced
     } else {
         Progress::Waiting
@@ -75,8 +83,10 @@ pub fn judge(old: &BTreeSet<u32>, current: &BTreeSet<u32>, master_alive: bool) -
 #[derive(Debug)]
 pub struct Replacement {
     pub new: Vec<u32>,
-    /// From the signal until the new set was first seen (the settle period is not included).
+    /// From the signal until the new set was first seen booted (the settle period is not
+    /// included).
     pub elapsed: Duration,
+    pub boot: BootTimes,
 }
 
 /// Identity of the master being verified.
@@ -97,6 +107,8 @@ pub fn await_reload(
     started: Instant,
 ) -> Result<Replacement, VerifyError> {
     let old: BTreeSet<u32> = old.iter().copied().collect();
+    let signalled = heartbeat::monotonic_now().saturating_sub(started.elapsed());
+    let mut boots = BootWatch::default();
     let mut stable_since: Option<(Instant, BTreeSet<u32>)> = None;
     loop {
         let alive = pidfd_signal::is_alive(master.pid, master.start_ticks);
@@ -105,8 +117,9 @@ pub fn await_reload(
         } else {
             BTreeSet::new()
         };
+        let booting = boots.look(current.difference(&old).copied());
         let progress = if replace_workers {
-            judge(&old, &current, alive)
+            judge(&old, &current, booting, alive)
         } else if alive {
             Progress::Replaced
         } else {
@@ -123,9 +136,16 @@ pub fn await_reload(
             Progress::Replaced => match &stable_since {
                 Some((since, set)) if *set == current => {
                     if now.duration_since(*since) >= SETTLE {
+                        let new: Vec<u32> = current.into_iter().collect();
+                        let boot = if replace_workers {
+                            boots.times(&new, signalled)
+                        } else {
+                            BootTimes::default()
+                        };
                         return Ok(Replacement {
-                            new: current.into_iter().collect(),
+                            new,
                             elapsed: since.duration_since(started),
+                            boot,
                         });
                     }
                 }
@@ -145,6 +165,7 @@ pub fn await_reload(
                 lingering: current.intersection(&old).copied().collect(),
                 new: current.difference(&old).copied().collect(),
                 wanted: old.len(),
+                booting,
             });
         }
         std::thread::sleep(POLL);
@@ -170,24 +191,32 @@ mod tests {
     #[test]
     fn replaced_only_when_all_old_are_gone_and_enough_new_are_up() {
         let old = set(&[10, 11]);
-        assert_eq!(judge(&old, &set(&[10, 11]), true), Progress::Waiting);
+        assert_eq!(judge(&old, &set(&[10, 11]), 0, true), Progress::Waiting);
         assert_eq!(
-            judge(&old, &set(&[10, 11, 20, 21]), true),
+            judge(&old, &set(&[10, 11, 20, 21]), 0, true),
             Progress::Waiting
         );
-        assert_eq!(judge(&old, &set(&[11, 20, 21]), true), Progress::Waiting);
-        assert_eq!(judge(&old, &set(&[20]), true), Progress::Waiting);
-        assert_eq!(judge(&old, &set(&[20, 21]), true), Progress::Replaced);
+        assert_eq!(judge(&old, &set(&[11, 20, 21]), 0, true), Progress::Waiting);
+        assert_eq!(judge(&old, &set(&[20]), 0, true), Progress::Waiting);
+        assert_eq!(judge(&old, &set(&[20, 21]), 0, true), Progress::Replaced);
+        assert_eq!(
+            judge(&old, &set(&[20, 21]), 1, true),
+            Progress::Waiting,
+            "a new worker still importing the app accepts nothing yet"
+        );
     }
 
     #[test]
     fn a_dead_master_is_a_failure_whatever_the_workers() {
-        assert_eq!(judge(&set(&[1]), &set(&[2]), false), Progress::MasterGone);
+        assert_eq!(
+            judge(&set(&[1]), &set(&[2]), 0, false),
+            Progress::MasterGone
+        );
     }
 
     #[test]
     fn a_master_without_workers_needs_at_least_one_new() {
-        assert_eq!(judge(&set(&[]), &set(&[]), true), Progress::Waiting);
-        assert_eq!(judge(&set(&[]), &set(&[5]), true), Progress::Replaced);
+        assert_eq!(judge(&set(&[]), &set(&[]), 0, true), Progress::Waiting);
+        assert_eq!(judge(&set(&[]), &set(&[5]), 0, true), Progress::Replaced);
     }
 }

@@ -58,6 +58,7 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         .release
         .as_ref()
         .map_or(String::new(), |r| format!(", release {}", r.display()));
+    let boot = boot_phrase(outcome);
     info!(
         master = m.pid,
         old_master = outcome.old_master,
@@ -69,7 +70,9 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         elapsed_ms = outcome.elapsed.as_millis() as u64,
         preflight_ms = outcome.preflight.map(|d| d.as_millis() as u64),
         release = outcome.release.as_ref().map(|r| r.display().to_string()),
-        "reloaded {masters} ({}, user {}): workers {} -> {}, replaced in {} and stable for {}s{release}",
+        boot_ms = outcome.boot.all.map(|d| d.as_millis() as u64),
+        stall_ms = stall(outcome).map(|d| d.as_millis() as u64),
+        "reloaded {masters} ({}, user {}): workers {} -> {}{boot}, replaced in {} and stable for {}s{release}",
         m.name,
         m.user,
         pids(&outcome.old),
@@ -77,6 +80,36 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         human(outcome.elapsed),
         crate::reload::verify::SETTLE.as_secs(),
     );
+}
+
+/// After a HUP, Gunicorn stops the old workers at once: until the first new one has loaded the
+/// app, no worker accepts and requests wait. An upgrade keeps the old master serving meanwhile.
+fn stall(outcome: &ReloadOutcome) -> Option<std::time::Duration> {
+    (outcome.master.pid == outcome.old_master)
+        .then_some(outcome.boot.first)
+        .flatten()
+}
+
+fn boot_phrase(outcome: &ReloadOutcome) -> String {
+    let b = &outcome.boot;
+    let unknown = if b.unknown {
+        " (a heartbeat was unreadable: judged alive only)"
+    } else {
+        ""
+    };
+    match (b.all, stall(outcome)) {
+        (Some(all), Some(stall)) => format!(
+            ", booted in {}{unknown} (no worker accepted requests for {})",
+            human(all),
+            human(stall)
+        ),
+        (Some(all), None) => format!(
+            ", booted in {}{unknown} (the old master served meanwhile)",
+            human(all)
+        ),
+        (None, _) if b.unknown => ", heartbeats unreadable: judged alive only".into(),
+        (None, _) => String::new(),
+    }
 }
 
 /// Short form of the outcome for systemd's STATUS. A dry run sent nothing: `systemctl status`
@@ -267,6 +300,7 @@ fn human_age(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gunicorn::heartbeat::BootTimes;
     use crate::gunicorn::process_tree::MasterProcess;
 
     fn outcome(dry_run: bool) -> ReloadOutcome {
@@ -281,7 +315,31 @@ mod tests {
             release: None,
             dry_run,
             coalesced_by: None,
+            boot: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_boot_phrase_says_how_long_requests_waited_after_a_hup_only() {
+        let ms = |n| Some(Duration::from_millis(n));
+        let mut hup = outcome(false);
+        hup.boot = BootTimes {
+            first: ms(1480),
+            all: ms(1520),
+            unknown: false,
+        };
+        assert_eq!(
+            boot_phrase(&hup),
+            ", booted in 1520ms (no worker accepted requests for 1480ms)"
+        );
+        let mut upgrade = outcome(false);
+        upgrade.master.pid = 5000;
+        upgrade.boot = hup.boot;
+        assert_eq!(
+            boot_phrase(&upgrade),
+            ", booted in 1520ms (the old master served meanwhile)"
+        );
+        assert_eq!(boot_phrase(&outcome(false)), "");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod multi_app;
 mod releases;
 mod service;
 mod soak;
+mod stall;
 mod starting;
 mod support;
 mod watch;

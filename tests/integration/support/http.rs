@@ -50,6 +50,9 @@ pub struct LoadReport {
     /// One message per failure (`+1.234s: connect to ...: Connection refused`), the first
     /// [`MAX_FAILURE_MESSAGES`] only; `failed` counts them all.
     pub failures: Vec<String>,
+    /// The slowest request, and when it started (seconds after the load did).
+    pub worst: Duration,
+    pub worst_at: f64,
 }
 
 impl LoadReport {
@@ -86,7 +89,13 @@ impl Load {
             let started = Instant::now();
             let mut report = LoadReport::default();
             while !flag.load(Ordering::Relaxed) && started.elapsed() < MAX_LOAD_DURATION {
-                match get(port, LOAD_TIMEOUT) {
+                let sent = Instant::now();
+                let result = get(port, LOAD_TIMEOUT);
+                if sent.elapsed() > report.worst {
+                    report.worst = sent.elapsed();
+                    report.worst_at = sent.duration_since(started).as_secs_f64();
+                }
+                match result {
                     Ok(_) => report.ok += 1,
                     Err(e) => {
                         report.failed += 1;
