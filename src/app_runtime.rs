@@ -213,7 +213,14 @@ fn describe_watches(config: &AppConfig, tree: &TreeWatcher, links: &LinkTargets)
             .map(|r| r.display().to_string())
             .collect();
         let noun = if n == 1 { "directory" } else { "directories" };
-        parts.push(format!("watching {n} {noun} under {}", roots.join(", ")));
+        let skipped = tree
+            .skipped()
+            .describe()
+            .map_or(String::new(), |s| format!(" ({s})"));
+        parts.push(format!(
+            "watching {n} {noun} under {}{skipped}",
+            roots.join(", ")
+        ));
     }
     if !tree.links().is_empty() {
         let noun = if tree.links().len() == 1 {

@@ -171,7 +171,8 @@ pub struct FilterArgs {
     )]
     pub exclude: Vec<String>,
 
-    /// Do not apply the built-in excludes (__pycache__/, *.pyc, .git/, editor swap files, ...).
+    /// Do not apply the built-in excludes (__pycache__/, *.pyc, .git/, .venv/, editor swap
+    /// files, ...), nor skip virtualenvs (pyvenv.cfg) and .gitignore'd paths.
     #[arg(long, env = "HUPWATCH_NO_DEFAULT_EXCLUDES")]
     pub no_default_excludes: bool,
 }

@@ -33,6 +33,7 @@ mod report;
 mod scratch_dir;
 mod service;
 mod signal;
+mod skip_rules;
 mod upgrade;
 mod verify;
 mod wake_lead;

@@ -19,6 +19,7 @@ use crate::change_sink::ChangeSink;
 use crate::config::WatchSettings;
 use crate::inotify_watcher::InotifyWatcher;
 use crate::release;
+use crate::skip_rules::SkipCounts;
 pub use crate::watch_scope::WatchEvent;
 use crate::watch_scope::{Root, Scope};
 
@@ -68,6 +69,8 @@ pub struct TreeWatcher {
     watched: HashSet<PathBuf>,
     /// Parents of watch roots that are gone, watched until the root comes back.
     waiting_parents: HashSet<PathBuf>,
+    /// Directories the walks left unwatched, by reason (for the `ready` line).
+    skipped: SkipCounts,
 }
 
 impl TreeWatcher {
@@ -97,6 +100,7 @@ impl TreeWatcher {
             roots,
             filter,
             links,
+            gitignores: Default::default(),
         });
         let callback_scope = Arc::clone(&scope);
         let handler = move |res: notify::Result<Event>| {
@@ -129,6 +133,7 @@ impl TreeWatcher {
             scope: Arc::clone(&scope),
             watched: HashSet::new(),
             waiting_parents: HashSet::new(),
+            skipped: SkipCounts::default(),
         };
         for link in &scope.links {
             // The link's own directory, not the link: inotify would follow the link.
@@ -153,6 +158,10 @@ impl TreeWatcher {
 
     pub fn directory_count(&self) -> usize {
         self.watched.len()
+    }
+
+    pub fn skipped(&self) -> &SkipCounts {
+        &self.skipped
     }
 
     pub fn links(&self) -> &[PathBuf] {
@@ -214,6 +223,10 @@ impl TreeWatcher {
                 }
                 Err(fatal) => return Err(fatal),
             }
+            if self.scope.filter.automatic_skips {
+                // Before its subdirectories are decided: its rules apply to them.
+                self.scope.gitignores.reload(&dir);
+            }
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -223,16 +236,23 @@ impl TreeWatcher {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Some((_, rel)) = self.scope.relative(&path) else {
+                let Some((root, rel)) = self.scope.relative(&path) else {
                     continue;
                 };
                 // Symlinked directories are not followed: a link loop would never end.
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
                 if is_dir {
-                    if !self.scope.filter.skips_dir(rel) {
-                        stack.push(path);
+                    match self.scope.skip_dir(root, &path, rel) {
+                        Some(reason) => {
+                            debug!(path = %path.display(), ?reason, "directory not watched");
+                            self.skipped.add(reason);
+                        }
+                        None => stack.push(path),
                     }
-                } else if count_files && !added.has_counting_file && self.scope.filter.counts(rel) {
+                } else if count_files
+                    && !added.has_counting_file
+                    && self.scope.counts(root, &path, rel)
+                {
                     // One is enough to know the new tree holds a change; globbing every file
                     // of a large tree is most of the start-up time.
                     added.has_counting_file = true;
@@ -254,7 +274,7 @@ impl TreeWatcher {
                 let skipped = self
                     .scope
                     .relative(&path)
-                    .is_none_or(|(_, rel)| self.scope.filter.skips_dir(rel));
+                    .is_none_or(|(root, rel)| self.scope.skip_dir(root, &path, rel).is_some());
                 if is_dir && !skipped {
                     stack.push(path);
                 }

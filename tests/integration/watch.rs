@@ -102,18 +102,74 @@ fn the_ready_line_counts_watched_directories_and_skips_excluded_ones() {
         "__pycache__/z.pyc",
         ".git/objects/o",
         "node_modules/m/i.js",
+        // A virtualenv under a name no glob knows, found by its pyvenv.cfg.
+        "env/pyvenv.cfg",
+        "env/lib/python3.12/site-packages/six.py",
+        ".venv/lib/x.py",
+        ".gitignore",
+        "build/lib/out.py",
+        "c/data/big.csv",
     ] {
         dir.write(file, "");
     }
+    dir.replace(".gitignore", "build/\n/c/data/\n");
     let daemon = hupwatch()
         .arg("watch")
         .arg("--watch")
         .arg(dir.path())
         .args(["--pid", "999999999"])
         .spawn();
-    let line = daemon.wait_for_line("ready", CEILING);
+    let line = daemon.wait_for_line("INFO ready: ", CEILING);
     assert!(line.contains("watching 4 directories"), "{line}");
+    assert!(
+        line.contains("(skipped 7: 1 virtualenv, 2 gitignored, 4 excluded)"),
+        "{line}"
+    );
     daemon.stop().assert_code(0);
+}
+
+/// Issue 14: `pip install six` in the project's virtualenv reloaded the site, and so did a
+/// build into a gitignored directory.
+#[test]
+fn installing_into_the_project_virtualenv_gives_no_reload() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    for existing in [
+        "env/pyvenv.cfg",
+        "env/lib/python3.12/site-packages/keep",
+        ".tox/py312/keep",
+        "dist/keep",
+    ] {
+        dir.write(existing, "x");
+    }
+    dir.write(".gitignore", "dist/\n*.generated.py\n");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let old = g.workers();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    for noise in [
+        "env/lib/python3.12/site-packages/six.py",
+        "env/lib/python3.12/site-packages/six-1.17.0.dist-info/RECORD",
+        ".tox/py312/log.txt",
+        "dist/app.whl",
+        "schema.generated.py",
+    ] {
+        dir.write(noise, "noise");
+    }
+    daemon.barrier(dir.path());
+    assert_eq!(
+        daemon.counted_changes(""),
+        Vec::<String>::new(),
+        "noise counted:\n{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+    assert_eq!(g.workers(), old);
+
+    dir.write_app("v2");
+    daemon.wait_for_line(RELOADED, CEILING);
+    assert!(g.get().starts_with("v2 "));
 }
 
 #[test]
