@@ -240,3 +240,38 @@ fn pidfile_selects_the_master_it_names() {
         Some(pidfile)
     );
 }
+
+/// Issue 14: the quick start (`hupwatch watch` in the project, no selector) refused to work as
+/// soon as a second project's master ran on the same machine.
+#[test]
+fn watch_without_a_selector_reloads_the_master_running_in_the_watched_directory() {
+    let _host = host_shared();
+    let (a, b) = (AppDir::named("a"), AppDir::named("b"));
+    a.write_app("a1");
+    b.write_app("b1");
+    let ga = Gunicorn::builder(&a).workers(1).start();
+    let gb = Gunicorn::builder(&b).workers(1).start();
+    let b_workers = gb.workers();
+    let daemon = hupwatch()
+        .args(["watch", "--debounce", "200ms"])
+        .current_dir(a.path())
+        .spawn();
+    daemon.wait_for_line("INFO ready: ", CEILING);
+    let target = daemon.wait_for_line("target: master", CEILING);
+    assert!(
+        target.contains(&format!("master={}", ga.pid())),
+        "{target}\n{}",
+        daemon.output()
+    );
+
+    a.write_app("a2");
+    let line = daemon.wait_for_line("reloaded master", CEILING);
+    assert!(line.contains(&format!("master {}", ga.pid())), "{line}");
+    assert!(ga.get().starts_with("a2 "), "A serves the save");
+    daemon.barrier(a.path());
+    daemon.wait_until_settled(1);
+    assert_eq!(daemon.count_lines("sent SIGHUP"), 1, "{}", daemon.output());
+    assert_eq!(gb.workers(), b_workers, "B was not reloaded");
+    assert!(gb.get().starts_with("b1 "));
+    daemon.stop().assert_code(0);
+}
