@@ -55,7 +55,7 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
+    /// Print the man page (roff), every subcommand and its flags on one page.
     Man,
 }
 
@@ -190,7 +190,9 @@ pub struct DebounceArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Target (default: the only Gunicorn master on this host)")]
+#[command(
+    next_help_heading = "Target (default: the only Gunicorn master; for watch, the one running in the watched directory)"
+)]
 #[group(skip)]
 pub struct TargetArgs {
     /// Read the master's PID from this Gunicorn pidfile (`-p`/`--pid` of Gunicorn).

@@ -30,8 +30,7 @@ pub fn run(command: Command) -> Result<(), AppError> {
             );
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
+        Command::Man => crate::man_page::render(&mut std::io::stdout().lock())
             .map_err(io("writing the man page")),
     }
 }

@@ -20,6 +20,7 @@ mod fuzz_tests;
 mod gunicorn_cmdline;
 mod inotify_watcher;
 mod logging;
+mod man_page;
 mod master_choice;
 mod master_runtime;
 mod preflight;
