@@ -112,7 +112,14 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
         Some(link) => Some(link.target().map_err(ReloadError::from)?),
         None => None,
     };
-    report::print_status(&masters, args.json, link_target.as_deref()).map_err(io("writing status"))
+    let view = link
+        .as_ref()
+        .zip(link_target.as_deref())
+        .map(|(link, target)| report::LinkView {
+            path: link.path(),
+            target,
+        });
+    report::print_status(&masters, args.json, view).map_err(io("writing status"))
 }
 
 /// Validate the file, then show what each app would watch and which master it resolves to.

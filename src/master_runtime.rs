@@ -200,10 +200,60 @@ fn config_file(master: &MasterProcess) -> Option<PathBuf> {
 }
 
 pub fn sets_preload(config_text: &str) -> bool {
-    config_text.lines().any(|line| {
-        let code = line.split('#').next().unwrap_or("").replace(' ', "");
-        code == "preload_app=True" || code == "preload_app=1"
+    matches!(assigned(config_text, "preload_app"), Some("True" | "1"))
+}
+
+/// Where the master writes its pidfile: `-p` on its command line; else `pidfile = "…"` in its
+/// config file; else, for a titled master (setproctitle erased its command line, `-p`
+/// included), a `*.pid` file in its cwd that holds its PID — found, and checked, not guessed.
+/// `None` when none of these says.
+pub fn pidfile(master: &MasterProcess) -> Option<PathBuf> {
+    if let Some(path) = &master.pidfile {
+        return Some(path.clone());
+    }
+    let cwd = master.cwd.as_deref()?;
+    let configured = config_file(master)
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| {
+            assigned(&text, "pidfile")
+                .and_then(string_literal)
+                .map(PathBuf::from)
+        });
+    if let Some(path) = configured {
+        return Some(cwd.join(path));
+    }
+    // An untitled master's command line is whole: no `-p` there means no pidfile flag.
+    master.parsed.title_name.as_ref()?;
+    let names_master = |path: &Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            == Some(master.pid)
+    };
+    std::fs::read_dir(cwd)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "pid") && names_master(path))
+}
+
+/// The value last assigned to `key` in a Gunicorn config file (`key = value`; comments
+/// dropped). Not Python: a value computed by code reads as the code, and callers accept only
+/// the literal forms they understand.
+fn assigned<'a>(config_text: &'a str, key: &str) -> Option<&'a str> {
+    config_text.lines().rev().find_map(|line| {
+        let code = line.split('#').next()?;
+        let (name, value) = code.split_once('=')?;
+        (name.trim() == key).then_some(value.trim())
     })
+}
+
+/// `"text"` or `'text'` → `text`; anything else (an expression) → `None`.
+fn string_literal(value: &str) -> Option<&str> {
+    ['"', '\'']
+        .into_iter()
+        .find_map(|q| value.strip_prefix(q)?.strip_suffix(q))
+        .filter(|text| !text.is_empty())
 }
 
 #[cfg(test)]
@@ -213,6 +263,18 @@ mod tests {
         assert!(sets_preload("workers = 2\npreload_app = True\n"));
         assert!(!sets_preload("# preload_app = True\n"));
         assert!(!sets_preload("preload_app = False\n"));
+    }
+
+    #[test]
+    fn pidfile_in_config_text_is_read_only_as_a_literal() {
+        let text = "bind = '0:8000'\npidfile = \"run/app.pid\"  # for hupwatch\n";
+        assert_eq!(
+            assigned(text, "pidfile").and_then(string_literal),
+            Some("run/app.pid")
+        );
+        assert_eq!(string_literal("'/run/a.pid'"), Some("/run/a.pid"));
+        assert_eq!(string_literal("os.path.join(BASE, 'a.pid')"), None);
+        assert_eq!(assigned("# pidfile = 'x'\n", "pidfile"), None);
     }
 
     use super::*;

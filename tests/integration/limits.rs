@@ -121,7 +121,11 @@ fn completions_and_man_page_are_generated_from_the_flags() {
     ] {
         man.assert_stdout_contains(needle);
     }
-    assert!(!man.stdout.contains("hupwatch-watch(1)"), "{}", man.report());
+    assert!(
+        !man.stdout.contains("hupwatch-watch(1)"),
+        "{}",
+        man.report()
+    );
     hupwatch()
         .args(["completions", "tcsh"])
         .output()
