@@ -20,12 +20,22 @@ enum Closeness {
 /// The places a master serving the watched app would run in: each given path and, when it
 /// differs, where it resolves to (`/proc/PID/cwd` is always resolved: a master started in the
 /// release link `current` shows the release's own directory). Resolved now, so a swapped link
-/// names its new target.
+/// names its new target; and for a link, its releases directory too: right after a swap the
+/// master to reload still runs in the previous release.
 pub fn places(near: &[PathBuf]) -> Vec<PathBuf> {
     let mut places = Vec::new();
     for path in near {
         let resolved = std::fs::canonicalize(path).ok();
-        for place in std::iter::once(path.clone()).chain(resolved) {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let releases = resolved
+            .as_deref()
+            .filter(|_| is_link)
+            .and_then(|target| crate::release::releases_dir(path, target))
+            .map(Path::to_path_buf);
+        for place in std::iter::once(path.clone())
+            .chain(resolved)
+            .chain(releases)
+        {
             if !places.contains(&place) {
                 places.push(place);
             }
@@ -123,5 +133,30 @@ mod tests {
             [1]
         );
         assert_eq!(pick(&["/srv/app/current", "/srv/other"], &link_places), [0]);
+        // After a swap: the master still runs the previous release.
+        let swapped = [
+            "/srv/app/current",
+            "/srv/app/releases/2",
+            "/srv/app/releases",
+        ];
+        assert_eq!(pick(&["/srv/other", "/srv/app/releases/1"], &swapped), [1]);
+    }
+
+    #[test]
+    fn a_link_adds_its_target_and_releases_directory() {
+        let dir = crate::scratch_dir::ScratchDir::new("choice-places");
+        std::fs::create_dir_all(dir.join("releases/2")).unwrap();
+        std::os::unix::fs::symlink("releases/2", dir.join("current")).unwrap();
+        let root = std::fs::canonicalize(dir.as_path()).unwrap();
+        assert_eq!(
+            places(&[dir.join("current")]),
+            [
+                dir.join("current"),
+                root.join("releases/2"),
+                root.join("releases")
+            ]
+        );
+        // A plain directory adds no parent.
+        assert!(!places(&[dir.join("releases")]).contains(&root));
     }
 }

@@ -89,13 +89,19 @@ pub fn release_of(cwd: &Path) -> PathBuf {
 /// `status --release-link` judges only such masters' workers as stale or not: the other apps'
 /// workers on the host run other code, not an old release.
 pub fn serves_link(cwd: &Path, chdir: Option<&Path>, link: &Path, target: &Path) -> bool {
-    let releases = target
-        .parent()
-        .filter(|p| p.parent().is_some() && !link.starts_with(p));
     cwd.starts_with(link)
         || cwd.starts_with(target)
-        || releases.is_some_and(|r| cwd.starts_with(r))
+        || releases_dir(link, target).is_some_and(|r| cwd.starts_with(r))
         || chdir.is_some_and(|c| c.starts_with(link))
+}
+
+/// The directory holding the link's releases (`/srv/app/releases` for a target
+/// `/srv/app/releases/2`), where older releases sit; `None` when the target's parent also
+/// holds the link (or is `/`): such a directory holds anything, not just releases.
+pub fn releases_dir<'a>(link: &Path, target: &'a Path) -> Option<&'a Path> {
+    target
+        .parent()
+        .filter(|p| p.parent().is_some() && !link.starts_with(p))
 }
 
 #[cfg(test)]
