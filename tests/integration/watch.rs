@@ -351,3 +351,27 @@ fn a_ten_thousand_file_burst_is_one_reload() {
     assert_eq!(daemon.count_lines(SENT), 1, "{}", daemon.output());
     assert!(g.get().starts_with("v2 "));
 }
+
+/// A `.gitignore` written while watching is read at once: the files it names no longer count,
+/// and writing it reloads nothing (it holds rules, not code).
+#[test]
+fn a_gitignore_written_while_watching_is_honoured_at_once() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let old = g.workers();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    dir.write(".gitignore", "*.generated.py\n");
+    dir.write("schema.generated.py", "x = 1\n");
+    daemon.barrier(dir.path());
+    assert_eq!(
+        daemon.counted_changes(""),
+        Vec::<String>::new(),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+    assert_eq!(g.workers(), old);
+}
