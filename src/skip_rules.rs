@@ -122,7 +122,12 @@ impl Gitignores {
             let Some(rules) = map.get(dir) else {
                 continue;
             };
-            match rules.matched_path_or_any_parents(path, is_dir) {
+            // Relative, so the matcher's own root stripping (which asserts the path is under
+            // its root) has nothing to strip and nothing to assert.
+            let Ok(rel) = path.strip_prefix(dir) else {
+                continue;
+            };
+            match rules.matched_path_or_any_parents(rel, is_dir) {
                 Match::Ignore(_) => return true,
                 Match::Whitelist(_) => return false,
                 Match::None => {}
