@@ -146,6 +146,10 @@ impl AppRuntime {
                 debug!(app = %self.config.name, path = %path.display(), "change ignored: excluded");
             }
             WatchEvent::DirGone(dir) => self.tree.forget(&dir),
+            WatchEvent::VirtualenvFound(dir) => {
+                let dropped = self.tree.unwatch_tree(&dir);
+                info!(app = %self.config.name, path = %dir.display(), dropped, "a virtualenv appeared in {}: no longer watched", dir.display());
+            }
             WatchEvent::LinkTouched(link) => {
                 if self.links.swapped(&link) {
                     let directories = self.tree.rearm_through(&link)?;

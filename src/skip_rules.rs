@@ -9,6 +9,10 @@
 //! a `.gitignore` of an enclosing checkout (a `target/` ignored by the repository the app sits
 //! in) would otherwise ignore the whole app.
 //!
+//! A virtualenv created while watching is recognised only when its `pyvenv.cfg` is written,
+//! after its directories were already watched: `watch_scope` reports that, and the tree's
+//! watches below it are dropped.
+//!
 //! Directories are decided once, when they are walked; file events ask `is_ignored`, which only
 //! looks up the (few) `.gitignore` files on the path's way up to its root. A `.gitignore` that
 //! changes while hupwatch runs is re-read from the event (`reload`): file events follow the new

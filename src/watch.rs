@@ -181,16 +181,7 @@ impl TreeWatcher {
             .collect();
         let mut directories = 0;
         for root in roots {
-            let stale: Vec<PathBuf> = self
-                .watched
-                .iter()
-                .filter(|w| w.starts_with(&root.path))
-                .cloned()
-                .collect();
-            for dir in stale {
-                let _ = self.watcher.unwatch(&dir);
-                self.watched.remove(&dir);
-            }
+            self.unwatch_tree(&root.path);
             if root.is_file {
                 let parent = root.path.parent().unwrap_or(Path::new("/")).to_path_buf();
                 self.watch_dir(&parent)?;
@@ -307,6 +298,22 @@ impl TreeWatcher {
         {
             let _ = self.watcher.unwatch(&parent);
         }
+    }
+
+    /// Stop watching `dir` and everything below it (a virtualenv appeared there, or a root's
+    /// watches move to a new target); how many watches were dropped.
+    pub fn unwatch_tree(&mut self, dir: &Path) -> usize {
+        let below: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|w| w.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in &below {
+            let _ = self.watcher.unwatch(path);
+            self.watched.remove(path);
+        }
+        below.len()
     }
 
     /// Forget a directory that is gone, and everything that was below it.

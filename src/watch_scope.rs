@@ -29,6 +29,9 @@ pub enum WatchEvent {
     NewDir(PathBuf),
     /// A directory went away (deleted or moved out).
     DirGone(PathBuf),
+    /// A `pyvenv.cfg` appeared in this watched directory: a virtualenv is being created there
+    /// (`python -m venv env` writes it after the directories), so its watches are dropped.
+    VirtualenvFound(PathBuf),
     /// A tracked symlink (the release link, or one on the way to a watch root) was touched:
     /// compare its target.
     LinkTouched(PathBuf),
@@ -138,6 +141,13 @@ impl Scope {
             };
             if root.is_file {
                 emit(WatchEvent::Changed(Some(path), seen));
+                continue;
+            }
+            if self.filter.automatic_skips
+                && path.file_name() == Some(skip_rules::VENV_MARKER.as_ref())
+                && let Some(dir) = path.parent().filter(|d| *d != root.path)
+            {
+                emit(WatchEvent::VirtualenvFound(dir.to_path_buf()));
                 continue;
             }
             if self.filter.automatic_skips

@@ -352,6 +352,33 @@ fn a_ten_thousand_file_burst_is_one_reload() {
     assert!(g.get().starts_with("v2 "));
 }
 
+/// `python -m venv env` run while watching writes `pyvenv.cfg` after the directories, so the
+/// new virtualenv was already watched when it became recognisable: its watches are dropped
+/// then, and a `pip install` into it reloads nothing.
+#[test]
+fn a_virtualenv_created_while_watching_is_dropped_from_the_watches() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    std::fs::create_dir_all(dir.join("env/lib/python3.12/site-packages")).unwrap();
+    // Watched before it is recognisable, as with a real `python -m venv`.
+    daemon.wait_for_line("new directory watched", CEILING);
+    dir.write("env/pyvenv.cfg", "home = /usr/bin\n");
+    daemon.wait_for_line("a virtualenv appeared", CEILING);
+    dir.write("env/lib/python3.12/site-packages/six.py", "x = 1\n");
+    daemon.barrier(dir.path());
+    assert_eq!(
+        daemon.counted_changes("env/"),
+        Vec::<String>::new(),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+}
+
 /// A `.gitignore` written while watching is read at once: the files it names no longer count,
 /// and writing it reloads nothing (it holds rules, not code).
 #[test]
