@@ -1,4 +1,5 @@
-//! Finding the Gunicorn master to reload: by pidfile, PID, a match, or the only one on the host.
+//! Finding the Gunicorn master to reload: by pidfile, PID, a match, or the only one on the host
+//! (for `watch`, among several: the one running in the watched directory, see `master_choice`).
 //!
 //! Only a process that really is a Gunicorn master is ever returned: its command line or title
 //! says Gunicorn, its executable is a Python interpreter, it is not a zombie, and it is not a
