@@ -63,7 +63,7 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff).
+    /// Print the man page (roff), every subcommand and its flags on one page.
     Man,
 }
 
@@ -179,7 +179,8 @@ pub struct FilterArgs {
     )]
     pub exclude: Vec<String>,
 
-    /// Do not apply the built-in excludes (__pycache__/, *.pyc, .git/, editor swap files, ...).
+    /// Do not apply the built-in excludes (__pycache__/, *.pyc, .git/, .venv/, editor swap
+    /// files, ...), nor skip virtualenvs (pyvenv.cfg) and .gitignore'd paths.
     #[arg(long, env = "HUPWATCH_NO_DEFAULT_EXCLUDES")]
     pub no_default_excludes: bool,
 }
@@ -197,7 +198,9 @@ pub struct DebounceArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Target (default: the only Gunicorn master on this host)")]
+#[command(
+    next_help_heading = "Target (default: the only Gunicorn master; for watch, the one running in the watched directory)"
+)]
 #[group(skip)]
 pub struct TargetArgs {
     // At most one of pidfile, pid and match: checked once, in `TargetSelector::from_args`,

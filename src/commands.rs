@@ -30,8 +30,7 @@ pub fn run(command: Command) -> Result<(), AppError> {
             );
             Ok(())
         }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
+        Command::Man => crate::man_page::render(&mut std::io::stdout().lock())
             .map_err(io("writing the man page")),
     }
 }
@@ -113,7 +112,14 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
         Some(link) => Some(link.target().map_err(ReloadError::from)?),
         None => None,
     };
-    report::print_status(&masters, args.json, link_target.as_deref()).map_err(io("writing status"))
+    let view = link
+        .as_ref()
+        .zip(link_target.as_deref())
+        .map(|(link, target)| report::LinkView {
+            path: link.path(),
+            target,
+        });
+    report::print_status(&masters, args.json, view).map_err(io("writing status"))
 }
 
 /// Validate the file, then show what each app would watch and which master it resolves to.

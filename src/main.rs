@@ -14,6 +14,7 @@ mod debounce;
 mod error;
 mod gunicorn;
 mod logging;
+mod man_page;
 #[cfg(test)]
 mod property_tests;
 mod reload;

@@ -16,6 +16,8 @@ use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 /// the reload itself when they sit in the app directory: Gunicorn rewrites its pidfile on every
 /// HUP through a `tempfile.mkstemp()` file (`tmp` + 8 characters) renamed over `*.pid`, and logs
 /// grow with every request; counting them turns one reload into an endless loop of reloads.
+/// Virtualenvs and tool caches are skipped as watchfiles skips them (`pip install` must not
+/// reload the site); a virtualenv under any other name is found by `skip_rules`.
 pub const DEFAULT_EXCLUDES: &[&str] = &[
     "__pycache__/",
     "*.pyc",
@@ -28,6 +30,12 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     ".#*",
     "4913",
     "node_modules/",
+    ".venv/",
+    "venv/",
+    ".tox/",
+    ".mypy_cache/",
+    ".pytest_cache/",
+    ".idea/",
     "*.pid",
     "*.pid.2",
     "tmp????????",
@@ -121,6 +129,8 @@ impl GlobRules {
 pub struct PathFilter {
     include: GlobRules,
     exclude: GlobRules,
+    /// The defaults are on: virtualenvs and `.gitignore`d paths are skipped too (`skip_rules`).
+    pub automatic_skips: bool,
 }
 
 impl PathFilter {
@@ -136,6 +146,7 @@ impl PathFilter {
         Ok(Self {
             include: GlobRules::new(include.iter().map(String::as_str))?,
             exclude: GlobRules::new(defaults.chain(exclude.iter().map(String::as_str)))?,
+            automatic_skips: default_excludes,
         })
     }
 
@@ -241,6 +252,17 @@ mod tests {
         assert!(f.skips_dir(Path::new(".git")));
         assert!(f.skips_dir(Path::new("pkg/__pycache__")));
         assert!(f.skips_dir(Path::new("node_modules")));
+        for tool_dir in [
+            ".venv",
+            "venv",
+            ".tox",
+            ".mypy_cache",
+            ".pytest_cache",
+            ".idea",
+        ] {
+            assert!(f.skips_dir(Path::new(tool_dir)), "{tool_dir}");
+        }
+        assert!(!f.skips_dir(Path::new("venvs")));
         assert!(!f.skips_dir(Path::new("pkg")));
         assert!(!f.skips_dir(Path::new("")));
     }

@@ -66,6 +66,9 @@ pub struct TargetSelector {
     pub by: By,
     /// `--user`: only masters run by this user are ever targets.
     pub user: Option<UserFilter>,
+    /// `watch` without a selector: the watched directories and release link, which tell which
+    /// master is meant when several run (`master_choice`). Empty elsewhere.
+    pub near: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +108,11 @@ impl TargetSelector {
             _ => By::OnlyOne,
         };
         let user = args.user.as_deref().map(user_filter).transpose()?;
-        Ok(Self { by, user })
+        Ok(Self {
+            by,
+            user,
+            near: Vec::new(),
+        })
     }
 }
 
@@ -305,16 +312,21 @@ pub struct AppConfig {
 
 impl AppConfig {
     pub fn from_args(name: String, args: &AppArgs) -> Result<Self, ConfigError> {
+        let mut target = TargetSelector::from_args(&args.target)?;
+        let reload = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
+        let watch =
+            WatchSettings::from_args(&args.paths, &args.filter, &args.debounce, &args.release)?;
+        if target.by == By::OnlyOne {
+            target.near = watch.roots.clone();
+            target
+                .near
+                .extend(reload.release_link.as_ref().map(|l| l.path().to_path_buf()));
+        }
         Ok(Self {
             name,
-            target: TargetSelector::from_args(&args.target)?,
-            reload: ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?,
-            watch: WatchSettings::from_args(
-                &args.paths,
-                &args.filter,
-                &args.debounce,
-                &args.release,
-            )?,
+            target,
+            reload,
+            watch,
         })
     }
 }

@@ -82,10 +82,61 @@ pub fn release_of(cwd: &Path) -> PathBuf {
     std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf())
 }
 
+/// Does a master that runs in `cwd` (resolved), started with `--chdir chdir` if known, serve the
+/// release link `link` whose target is now `target`? Its cwd is under the link or the target,
+/// or in a sibling of the target (an older release of the same `releases/` directory: exactly
+/// the master still serving old code after a swap), or its `--chdir` is under the link.
+/// `status --release-link` judges only such masters' workers as stale or not: the other apps'
+/// workers on the host run other code, not an old release.
+pub fn serves_link(cwd: &Path, chdir: Option<&Path>, link: &Path, target: &Path) -> bool {
+    cwd.starts_with(link)
+        || cwd.starts_with(target)
+        || releases_dir(link, target).is_some_and(|r| cwd.starts_with(r))
+        || chdir.is_some_and(|c| c.starts_with(link))
+}
+
+/// The directory holding the link's releases (`/srv/app/releases` for a target
+/// `/srv/app/releases/2`), where older releases sit; `None` when the target's parent also
+/// holds the link (or is `/`): such a directory holds anything, not just releases.
+pub fn releases_dir<'a>(link: &Path, target: &'a Path) -> Option<&'a Path> {
+    target
+        .parent()
+        .filter(|p| p.parent().is_some() && !link.starts_with(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::scratch_dir::ScratchDir;
+
+    #[test]
+    fn a_master_serves_the_link_from_its_target_an_older_release_or_the_link_itself() {
+        let (link, target) = (
+            Path::new("/srv/app/current"),
+            Path::new("/srv/app/releases/2"),
+        );
+        let serves = |cwd: &str, chdir: Option<&str>| {
+            serves_link(Path::new(cwd), chdir.map(Path::new), link, target)
+        };
+        assert!(serves("/srv/app/releases/2", None));
+        assert!(serves("/srv/app/releases/2/src", None));
+        assert!(
+            serves("/srv/app/releases/1", None),
+            "not reloaded since the swap"
+        );
+        assert!(serves("/srv/app/current", None));
+        assert!(serves("/", Some("/srv/app/current")));
+        assert!(!serves("/srv/other", None));
+        assert!(!serves("/srv/app", None));
+        // A link whose target sits beside it: its parent is no releases/ directory.
+        let flat = serves_link(
+            Path::new("/srv/other"),
+            None,
+            Path::new("/srv/current"),
+            Path::new("/srv/v2"),
+        );
+        assert!(!flat);
+    }
     use std::os::unix::fs::symlink;
 
     fn scratch(name: &str) -> ScratchDir {

@@ -146,6 +146,10 @@ impl WatchedApp {
                 debug!(app = %self.config.name, path = %path.display(), "change ignored: excluded");
             }
             WatchEvent::DirGone(dir) => self.tree.forget(&dir),
+            WatchEvent::VirtualenvFound(dir) => {
+                let dropped = self.tree.unwatch_tree(&dir);
+                info!(app = %self.config.name, path = %dir.display(), dropped, "a virtualenv appeared in {}: no longer watched", dir.display());
+            }
             WatchEvent::LinkTouched(link) => {
                 if self.links.swapped(&link) {
                     let directories = self.tree.rearm_through(&link)?;
@@ -213,7 +217,14 @@ fn describe_watches(config: &AppConfig, tree: &TreeWatcher, links: &LinkTargets)
             .map(|r| r.display().to_string())
             .collect();
         let noun = if n == 1 { "directory" } else { "directories" };
-        parts.push(format!("watching {n} {noun} under {}", roots.join(", ")));
+        let skipped = tree
+            .skipped()
+            .describe()
+            .map_or(String::new(), |s| format!(" ({s})"));
+        parts.push(format!(
+            "watching {n} {noun} under {}{skipped}",
+            roots.join(", ")
+        ));
     }
     if !tree.links().is_empty() {
         let noun = if tree.links().len() == 1 {

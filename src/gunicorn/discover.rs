@@ -1,4 +1,5 @@
-//! Finding the Gunicorn master to reload: by pidfile, PID, a match, or the only one on the host.
+//! Finding the Gunicorn master to reload: by pidfile, PID, a match, or the only one on the host
+//! (for `watch`, among several: the one running in the watched directory, see `master_choice`).
 //!
 //! Only a process that really is a Gunicorn master is ever returned: its command line or title
 //! says Gunicorn, its executable is a Python interpreter, it is not a zombie, and it is not a
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{By, TargetSelector};
+use crate::gunicorn::master_choice;
 use crate::gunicorn::process_tree::ProcessTree;
 pub use crate::gunicorn::process_tree::{MasterProcess, all_masters};
 use crate::gunicorn::procfs;
@@ -83,11 +85,14 @@ pub fn find_master(selector: &TargetSelector) -> Result<MasterProcess, DiscoverE
                 &format!("match {text:?}"),
             )?
         }
-        By::OnlyOne => only_one(
-            masters_of(selector),
-            || DiscoverError::NoneRunning(user_note(selector)),
-            "are running on this host",
-        )?,
+        By::OnlyOne => {
+            let (masters, context) = closest_to(masters_of(selector), &selector.near);
+            only_one(
+                masters,
+                || DiscoverError::NoneRunning(user_note(selector)),
+                context,
+            )?
+        }
     };
     match &selector.user {
         Some(user) if user.uid != master.uid => Err(DiscoverError::WrongUser {
@@ -106,6 +111,28 @@ fn masters_of(selector: &TargetSelector) -> Vec<MasterProcess> {
         masters.retain(|m| m.uid == user.uid);
     }
     masters
+}
+
+/// With several masters, those running in, under or above the watched places (`watch` only);
+/// all of them when none does. The context words the error if several remain.
+fn closest_to(masters: Vec<MasterProcess>, near: &[PathBuf]) -> (Vec<MasterProcess>, &'static str) {
+    const ALL: &str = "are running on this host";
+    if masters.len() < 2 || near.is_empty() {
+        return (masters, ALL);
+    }
+    let cwds: Vec<Option<&Path>> = masters.iter().map(|m| m.cwd.as_deref()).collect();
+    let chosen = master_choice::closest(&cwds, &master_choice::places(near));
+    if chosen.is_empty() {
+        return (masters, ALL);
+    }
+    let context = "run in (or around) the watched directories";
+    let kept = masters
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| chosen.contains(i))
+        .map(|(_, m)| m)
+        .collect();
+    (kept, context)
 }
 
 fn user_note(selector: &TargetSelector) -> String {

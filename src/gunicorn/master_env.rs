@@ -194,7 +194,13 @@ pub fn sets_preload(config_text: &str) -> bool {
 /// started without an APP argument serves. Only a plain string literal is taken; a computed
 /// value is not guessed at.
 pub fn wsgi_app(config_text: &str) -> Option<String> {
-    let value = config_value(config_text, "wsgi_app")?;
+    string_setting(config_text, "wsgi_app")
+}
+
+/// A setting assigned a plain string literal (`key = "…"` or `'…'`); a computed value is not
+/// guessed at.
+pub fn string_setting(config_text: &str, key: &str) -> Option<String> {
+    let value = config_value(config_text, key)?;
     let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'')?;
     let inner = &value[1..];
     let end = inner.find(quote)?;
@@ -230,6 +236,37 @@ fn strip_comment(value: &str) -> &str {
         }
     }
     value
+}
+
+/// Where the master writes its pidfile: `-p` on its command line; else `pidfile = "…"` in its
+/// config file; else, for a titled master (setproctitle erased its command line, `-p`
+/// included), a `*.pid` file in its cwd that holds its PID — found, and checked, not guessed.
+/// `None` when none of these says.
+pub fn pidfile(master: &MasterProcess) -> Option<PathBuf> {
+    if let Some(path) = &master.pidfile {
+        return Some(path.clone());
+    }
+    let cwd = master.cwd.as_deref()?;
+    let configured = std::fs::read_to_string(config_file(master.parsed.config.as_deref(), cwd))
+        .ok()
+        .and_then(|text| string_setting(&text, "pidfile"))
+        .map(PathBuf::from);
+    if let Some(path) = configured {
+        return Some(cwd.join(path));
+    }
+    // An untitled master's command line is whole: no `-p` there means no pidfile flag.
+    master.parsed.title_name.as_ref()?;
+    let names_master = |path: &Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            == Some(master.pid)
+    };
+    std::fs::read_dir(cwd)
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "pid") && names_master(path))
 }
 
 #[cfg(test)]
@@ -286,6 +323,24 @@ mod tests {
             config_file(Some(Path::new("/etc/shop.py")), cwd),
             PathBuf::from("/etc/shop.py")
         );
+    }
+
+    #[test]
+    fn pidfile_in_config_text_is_read_only_as_a_literal() {
+        let text = "bind = '0:8000'\npidfile = \"run/app.pid\"  # for hupwatch\n";
+        assert_eq!(
+            string_setting(text, "pidfile").as_deref(),
+            Some("run/app.pid")
+        );
+        assert_eq!(
+            string_setting("pidfile = '/run/a.pid'\n", "pidfile").as_deref(),
+            Some("/run/a.pid")
+        );
+        assert_eq!(
+            string_setting("pidfile = os.path.join(BASE, 'a.pid')\n", "pidfile"),
+            None
+        );
+        assert_eq!(string_setting("# pidfile = 'x'\n", "pidfile"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod app_spec;
 pub mod cmdline;
 pub mod discover;
 pub mod heartbeat;
+pub mod master_choice;
 pub mod master_env;
 pub mod process_tree;
 pub mod procfs;

@@ -164,7 +164,11 @@ struct MasterJson<'a> {
     cwd: Option<String>,
     pidfile: Option<String>,
     titled: bool,
-    cmdline: &'a [String],
+    /// The command line; `null` for a titled master: setproctitle overwrote it, the original
+    /// is gone from /proc, and the title is not a command line.
+    cmdline: Option<&'a [String]>,
+    /// setproctitle's title (`gunicorn: master [NAME]`), for a titled master.
+    title: Option<&'a str>,
     /// The release directory the master runs (its cwd, resolved).
     release: Option<String>,
     preload_app: bool,
@@ -177,8 +181,25 @@ struct WorkerJson {
     pid: u32,
     age_secs: Option<u64>,
     release: Option<String>,
-    /// True when a release link was given and this worker runs another release than its target.
+    /// True when a release link was given, this worker's master serves it, and the worker
+    /// runs another release than the link's target.
     stale: bool,
+}
+
+/// `status --release-link`: the link and the release it names now.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkView<'a> {
+    pub path: &'a Path,
+    pub target: &'a Path,
+}
+
+/// The link target the workers of `m` are judged against: none when no link was given or the
+/// master serves another app (its workers run other code, not an old release).
+fn judged_target<'a>(m: &MasterProcess, link: Option<LinkView<'a>>) -> Option<&'a Path> {
+    let link = link?;
+    let cwd = release_link::release_of(m.cwd.as_deref()?);
+    release_link::serves_link(&cwd, m.parsed.chdir.as_deref(), link.path, link.target)
+        .then_some(link.target)
 }
 
 /// A worker's release, and whether it differs from the link's current target.
@@ -195,13 +216,13 @@ fn worker_release(pid: u32, link_target: Option<&Path>) -> (Option<PathBuf>, boo
 pub fn print_status(
     masters: &[MasterProcess],
     json: bool,
-    link_target: Option<&Path>,
+    link: Option<LinkView<'_>>,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         let list: Vec<_> = masters
             .iter()
-            .map(|m| master_json(m, link_target))
+            .map(|m| master_json(m, judged_target(m, link)))
             .collect();
         serde_json::to_writer_pretty(&mut out, &list)?;
         return writeln!(out);
@@ -210,6 +231,7 @@ pub fn print_status(
         return writeln!(out, "no Gunicorn master is running on this host");
     }
     for m in masters {
+        let link_target = judged_target(m, link);
         let show = |p: Option<&std::path::Path>| {
             p.map_or_else(|| "?".to_string(), |p| p.display().to_string())
         };
@@ -231,7 +253,7 @@ pub fn print_status(
             m.user,
             show(m.cwd.as_deref()),
             show(release.as_deref()),
-            show(m.pidfile.as_deref())
+            show(master_env::pidfile(m).as_deref())
         )?;
         for w in &m.workers {
             let age = procfs::age(w.start_ticks).map_or_else(|| "?".into(), human_age);
@@ -255,6 +277,7 @@ pub fn print_status(
 
 fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJson<'a> {
     let app = app_spec::resolve(m, None).ok();
+    let titled = m.parsed.title_name.is_some();
     MasterJson {
         pid: m.pid,
         user: &m.user,
@@ -263,9 +286,10 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
         app: app.map(|a| a.spec),
         name: &m.name,
         cwd: m.cwd.as_ref().map(|p| p.display().to_string()),
-        pidfile: m.pidfile.as_ref().map(|p| p.display().to_string()),
-        titled: m.parsed.title_name.is_some(),
-        cmdline: &m.cmdline,
+        pidfile: master_env::pidfile(m).map(|p| p.display().to_string()),
+        titled,
+        cmdline: (!titled).then_some(m.cmdline.as_slice()),
+        title: m.cmdline.first().map(String::as_str).filter(|_| titled),
         release: m
             .cwd
             .as_deref()

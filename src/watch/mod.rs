@@ -10,6 +10,7 @@
 pub mod change_sink;
 pub mod inotify_reader;
 pub mod scope;
+pub mod skip_rules;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use crate::watch::change_sink::ChangeSink;
 use crate::watch::inotify_reader::InotifyWatcher;
 pub use crate::watch::scope::WatchEvent;
 use crate::watch::scope::{Root, Scope};
+use crate::watch::skip_rules::SkipCounts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -72,6 +74,8 @@ pub struct TreeWatcher {
     watched: HashSet<PathBuf>,
     /// Parents of watch roots that are gone, watched until the root comes back.
     waiting_parents: HashSet<PathBuf>,
+    /// Directories the walks left unwatched, by reason (for the `ready` line).
+    skipped: SkipCounts,
 }
 
 impl TreeWatcher {
@@ -101,6 +105,7 @@ impl TreeWatcher {
             roots,
             filter,
             links,
+            gitignores: Default::default(),
         });
         let callback_scope = Arc::clone(&scope);
         let handler = move |res: notify::Result<Event>| {
@@ -133,6 +138,7 @@ impl TreeWatcher {
             scope: Arc::clone(&scope),
             watched: HashSet::new(),
             waiting_parents: HashSet::new(),
+            skipped: SkipCounts::default(),
         };
         for link in &scope.links {
             // The link's own directory, not the link: inotify would follow the link.
@@ -159,6 +165,10 @@ impl TreeWatcher {
         self.watched.len()
     }
 
+    pub fn skipped(&self) -> &SkipCounts {
+        &self.skipped
+    }
+
     pub fn links(&self) -> &[PathBuf] {
         &self.scope.links
     }
@@ -176,16 +186,7 @@ impl TreeWatcher {
             .collect();
         let mut directories = 0;
         for root in roots {
-            let stale: Vec<PathBuf> = self
-                .watched
-                .iter()
-                .filter(|w| w.starts_with(&root.path))
-                .cloned()
-                .collect();
-            for dir in stale {
-                let _ = self.watcher.unwatch(&dir);
-                self.watched.remove(&dir);
-            }
+            self.unwatch_tree(&root.path);
             if root.is_file {
                 let parent = root.path.parent().unwrap_or(Path::new("/")).to_path_buf();
                 self.watch_dir(&parent)?;
@@ -218,6 +219,10 @@ impl TreeWatcher {
                 }
                 Err(fatal) => return Err(fatal),
             }
+            if self.scope.filter.automatic_skips {
+                // Before its subdirectories are decided: its rules apply to them.
+                self.scope.gitignores.reload(&dir);
+            }
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -227,16 +232,23 @@ impl TreeWatcher {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let Some((_, rel)) = self.scope.relative(&path) else {
+                let Some((root, rel)) = self.scope.relative(&path) else {
                     continue;
                 };
                 // Symlinked directories are not followed: a link loop would never end.
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
                 if is_dir {
-                    if !self.scope.filter.skips_dir(rel) {
-                        stack.push(path);
+                    match self.scope.skip_dir(root, &path, rel) {
+                        Some(reason) => {
+                            debug!(path = %path.display(), ?reason, "directory not watched");
+                            self.skipped.add(reason);
+                        }
+                        None => stack.push(path),
                     }
-                } else if count_files && !added.has_counting_file && self.scope.filter.counts(rel) {
+                } else if count_files
+                    && !added.has_counting_file
+                    && self.scope.counts(root, &path, rel)
+                {
                     // One is enough to know the new tree holds a change; globbing every file
                     // of a large tree is most of the start-up time.
                     added.has_counting_file = true;
@@ -258,7 +270,7 @@ impl TreeWatcher {
                 let skipped = self
                     .scope
                     .relative(&path)
-                    .is_none_or(|(_, rel)| self.scope.filter.skips_dir(rel));
+                    .is_none_or(|(root, rel)| self.scope.skip_dir(root, &path, rel).is_some());
                 if is_dir && !skipped {
                     stack.push(path);
                 }
@@ -291,6 +303,22 @@ impl TreeWatcher {
         {
             let _ = self.watcher.unwatch(&parent);
         }
+    }
+
+    /// Stop watching `dir` and everything below it (a virtualenv appeared there, or a root's
+    /// watches move to a new target); how many watches were dropped.
+    pub fn unwatch_tree(&mut self, dir: &Path) -> usize {
+        let below: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|w| w.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in &below {
+            let _ = self.watcher.unwatch(path);
+            self.watched.remove(path);
+        }
+        below.len()
     }
 
     /// Forget a directory that is gone, and everything that was below it.

@@ -12,6 +12,7 @@ use notify::Event;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 
 use crate::config::filter::PathFilter;
+use crate::watch::skip_rules::{self, Gitignores, SkipReason};
 
 /// A change that counts, or bookkeeping the watcher needs from the event thread.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub enum WatchEvent {
     NewDir(PathBuf),
     /// A directory went away (deleted or moved out).
     DirGone(PathBuf),
+    /// A `pyvenv.cfg` appeared in this watched directory: a virtualenv is being created there
+    /// (`python -m venv env` writes it after the directories), so its watches are dropped.
+    VirtualenvFound(PathBuf),
     /// A tracked symlink (the release link, or one on the way to a watch root) was touched:
     /// compare its target.
     LinkTouched(PathBuf),
@@ -55,6 +59,8 @@ pub struct Scope {
     pub filter: Arc<PathFilter>,
     /// Symlinks whose swaps matter, watched through their parent directories.
     pub links: Vec<PathBuf>,
+    /// The `.gitignore` files found under the directory roots (read while walking).
+    pub gitignores: Gitignores,
 }
 
 impl Scope {
@@ -70,6 +76,33 @@ impl Scope {
                 }
             })
             .max_by_key(|(root, _)| root.path.as_os_str().len())
+    }
+
+    /// Why the directory `path` (at `rel` under `root`) is left unwatched, if it is. A
+    /// virtualenv is named as such even where a glob (`.venv/`) would also skip it.
+    pub fn skip_dir(&self, root: &Root, path: &Path, rel: &Path) -> Option<SkipReason> {
+        if rel.as_os_str().is_empty() {
+            return None;
+        }
+        let automatic = self.filter.automatic_skips;
+        if automatic && skip_rules::is_virtualenv(path) {
+            Some(SkipReason::Virtualenv)
+        } else if self.filter.skips_dir(rel) {
+            Some(SkipReason::Excluded)
+        } else if automatic && self.gitignores.is_ignored(&root.path, path, true) {
+            Some(SkipReason::Gitignored)
+        } else {
+            None
+        }
+    }
+
+    /// Does a change to the file `path` (at `rel` under `root`) count? A root that is a file
+    /// was named by the user: no `.gitignore` overrules that.
+    pub fn counts(&self, root: &Root, path: &Path, rel: &Path) -> bool {
+        self.filter.counts(rel)
+            && (root.is_file
+                || !self.filter.automatic_skips
+                || !self.gitignores.is_ignored(&root.path, path, false))
     }
 
     pub fn classify(&self, event: Event, emit: &mut impl FnMut(WatchEvent)) {
@@ -110,9 +143,28 @@ impl Scope {
                 emit(WatchEvent::Changed(Some(path), seen));
                 continue;
             }
+            if self.filter.automatic_skips
+                && path.file_name() == Some(skip_rules::VENV_MARKER.as_ref())
+                && let Some(dir) = path.parent().filter(|d| *d != root.path)
+            {
+                emit(WatchEvent::VirtualenvFound(dir.to_path_buf()));
+                continue;
+            }
+            if self.filter.automatic_skips
+                && path.file_name() == Some(skip_rules::GITIGNORE.as_ref())
+            {
+                // New rules, not new code: re-read them, and reload nothing.
+                if let Some(dir) = path.parent() {
+                    self.gitignores.reload(dir);
+                }
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    emit(WatchEvent::Ignored(path));
+                }
+                continue;
+            }
             let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
             if is_dir {
-                if appears && !self.filter.skips_dir(rel) {
+                if appears && self.skip_dir(root, &path, rel).is_none() {
                     emit(WatchEvent::NewDir(path));
                 }
             } else if matches!(
@@ -122,10 +174,10 @@ impl Scope {
             {
                 // Gone: a file or a directory, we cannot tell any more; both are handled.
                 emit(WatchEvent::DirGone(path.clone()));
-                if self.filter.counts(rel) {
+                if self.counts(root, &path, rel) {
                     emit(WatchEvent::Changed(Some(path), seen));
                 }
-            } else if self.filter.counts(rel) {
+            } else if self.counts(root, &path, rel) {
                 emit(WatchEvent::Changed(Some(path), seen));
             } else if tracing::enabled!(tracing::Level::DEBUG) {
                 emit(WatchEvent::Ignored(path));

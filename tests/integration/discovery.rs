@@ -244,3 +244,127 @@ fn pidfile_selects_the_master_it_names() {
         Some(pidfile)
     );
 }
+
+/// Issue 14: the quick start (`hupwatch watch` in the project, no selector) refused to work as
+/// soon as a second project's master ran on the same machine.
+#[test]
+fn watch_without_a_selector_reloads_the_master_running_in_the_watched_directory() {
+    let _host = host_shared();
+    let (a, b) = (AppDir::named("a"), AppDir::named("b"));
+    a.write_app("a1");
+    b.write_app("b1");
+    let ga = Gunicorn::builder(&a).workers(1).start();
+    let gb = Gunicorn::builder(&b).workers(1).start();
+    let b_workers = gb.workers();
+    let daemon = hupwatch()
+        .args(["watch", "--debounce", "200ms"])
+        .current_dir(a.path())
+        .spawn();
+    daemon.wait_for_line("INFO ready: ", CEILING);
+    let target = daemon.wait_for_line("target: master", CEILING);
+    assert!(
+        target.contains(&format!("master={}", ga.pid())),
+        "{target}\n{}",
+        daemon.output()
+    );
+
+    a.write_app("a2");
+    let line = daemon.wait_for_line("reloaded master", CEILING);
+    assert!(line.contains(&format!("master {}", ga.pid())), "{line}");
+    assert!(ga.get().starts_with("a2 "), "A serves the save");
+    daemon.barrier(a.path());
+    daemon.wait_until_settled(1);
+    assert_eq!(daemon.count_lines("sent SIGHUP"), 1, "{}", daemon.output());
+    assert_eq!(gb.workers(), b_workers, "B was not reloaded");
+    assert!(gb.get().starts_with("b1 "));
+    daemon.stop().assert_code(0);
+}
+
+/// Issue 14: `status` showed `pidfile ?` for titled masters (setproctitle erases `-p` from the
+/// command line) and for a pidfile set in the config file, and `--json` gave the title as the
+/// `cmdline`.
+#[test]
+fn status_finds_the_pidfile_of_titled_masters_and_never_passes_a_title_off_as_a_cmdline() {
+    let _host = host_shared();
+    let (flag_dir, conf_dir) = (AppDir::named("pflag"), AppDir::named("pconf"));
+    flag_dir.write_app("v1");
+    conf_dir.write_app("v1");
+    conf_dir.write("run/.keep", "");
+    conf_dir.write(
+        "gunicorn.conf.py",
+        "pidfile = \"run/conf.pid\"  # for hupwatch\n",
+    );
+    let by_flag = Gunicorn::builder(&flag_dir)
+        .venv(Venv::WithSetproctitle)
+        .pidfile(true)
+        .start();
+    let by_conf = Gunicorn::builder(&conf_dir)
+        .venv(Venv::WithSetproctitle)
+        .start();
+
+    let list = status_json();
+    let expected = [
+        (&by_flag, by_flag.pidfile().expect("started with -p")),
+        (&by_conf, conf_dir.join("run/conf.pid")),
+    ];
+    for (g, pidfile) in expected {
+        let m = entry(&list, g.pid()).unwrap_or_else(|| panic!("{list:#?}"));
+        assert_eq!(m["pidfile"].as_str(), pidfile.to_str(), "{m:#}");
+        assert!(m["cmdline"].is_null(), "the title is no cmdline: {m:#}");
+        assert_eq!(m["title"], "gunicorn: master [app:app]", "{m:#}");
+    }
+    let text = hupwatch().arg("status").output();
+    text.assert_code(0);
+    let line = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("master {} ", by_conf.pid())))
+        .unwrap_or_else(|| panic!("{}", text.report()));
+    assert!(
+        line.ends_with(&format!(
+            "pidfile {}",
+            conf_dir.join("run/conf.pid").display()
+        )),
+        "{line}"
+    );
+}
+
+/// Issue 14: `status --release-link` marked every worker of every other app on the host STALE.
+#[test]
+fn status_with_a_release_link_judges_only_the_masters_serving_it() {
+    let _host = host_shared();
+    let (deploy, other_dir) = (AppDir::named("deploy"), AppDir::named("unrelated"));
+    let tree = crate::support::ReleaseTree::new(&deploy, "r1");
+    other_dir.write_app("v1");
+    let serving = Gunicorn::builder(&deploy)
+        .current_dir(tree.current())
+        .start();
+    let other = Gunicorn::builder(&other_dir).start();
+    tree.good("r2");
+    tree.swap("r2");
+
+    let current = tree.current();
+    let out = hupwatch()
+        .args(["status", "--json", "--release-link"])
+        .arg(&current)
+        .output();
+    out.assert_code(0);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).expect("json");
+    let stale = |pid: u32| -> Vec<bool> {
+        entry(&list, pid).unwrap_or_else(|| panic!("{list:#?}"))["worker_details"]
+            .as_array()
+            .expect("worker_details")
+            .iter()
+            .map(|w| w["stale"].as_bool().expect("stale"))
+            .collect()
+    };
+    assert!(
+        stale(serving.pid()).iter().all(|s| *s),
+        "old release: {list:#?}"
+    );
+    assert!(!stale(serving.pid()).is_empty());
+    assert!(
+        stale(other.pid()).iter().all(|s| !*s),
+        "another app: {list:#?}"
+    );
+}

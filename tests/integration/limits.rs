@@ -109,6 +109,23 @@ fn completions_and_man_page_are_generated_from_the_flags() {
     bash.assert_code(0).assert_stdout_contains("--release-link");
     let man = hupwatch().arg("man").output();
     man.assert_code(0).assert_stdout_contains(".TH hupwatch");
+    // One page with every subcommand's flags, and no page promised that nothing ships.
+    for needle in [
+        ".SH \"HUPWATCH WATCH\"",
+        ".SH \"HUPWATCH STATUS\"",
+        "\\-\\-release\\-link",
+        "\\-\\-pidfile",
+        "\\-\\-json",
+        "\\-\\-debounce",
+        "\\-\\-no\\-default\\-excludes",
+    ] {
+        man.assert_stdout_contains(needle);
+    }
+    assert!(
+        !man.stdout.contains("hupwatch-watch(1)"),
+        "{}",
+        man.report()
+    );
     hupwatch()
         .args(["completions", "tcsh"])
         .output()

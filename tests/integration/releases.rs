@@ -297,3 +297,35 @@ fn the_preflight_runs_as_the_masters_user() {
         .assert_stderr_contains("--check-config");
     assert!(g.get().starts_with("release-3 "));
 }
+
+/// Issue 14: `watch --release-link` without a selector, with another app's master on the host:
+/// after the swap the master to reload still runs the previous release, neither the link nor
+/// its new target, and must still be the one chosen.
+#[test]
+fn a_swap_reloads_the_master_of_the_link_when_other_masters_run_and_none_is_named() {
+    let _host = host_shared();
+    let (dir, other_dir) = (AppDir::named("linked"), AppDir::named("bystander"));
+    let tree = ReleaseTree::new(&dir, "release-1");
+    other_dir.write_app("other");
+    let g = Gunicorn::builder(&dir).current_dir(tree.current()).start();
+    let other = Gunicorn::builder(&other_dir).start();
+    let other_workers = other.workers();
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--release-link")
+        .arg(tree.current())
+        .spawn();
+    daemon.wait_for_line("INFO ready: ", CEILING);
+
+    tree.good("release-2");
+    tree.swap("release-2");
+    let line = daemon.wait_for_line(RELOADED, CEILING);
+    assert!(line.contains(&format!("master {}", g.pid())), "{line}");
+    assert!(g.get().starts_with("release-2 "));
+    assert_eq!(
+        other.workers(),
+        other_workers,
+        "the bystander was not reloaded"
+    );
+    daemon.stop().assert_code(0);
+}

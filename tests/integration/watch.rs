@@ -102,18 +102,74 @@ fn the_ready_line_counts_watched_directories_and_skips_excluded_ones() {
         "__pycache__/z.pyc",
         ".git/objects/o",
         "node_modules/m/i.js",
+        // A virtualenv under a name no glob knows, found by its pyvenv.cfg.
+        "env/pyvenv.cfg",
+        "env/lib/python3.12/site-packages/six.py",
+        ".venv/lib/x.py",
+        ".gitignore",
+        "build/lib/out.py",
+        "c/data/big.csv",
     ] {
         dir.write(file, "");
     }
+    dir.replace(".gitignore", "build/\n/c/data/\n");
     let daemon = hupwatch()
         .arg("watch")
         .arg("--watch")
         .arg(dir.path())
         .args(["--pid", "999999999"])
         .spawn();
-    let line = daemon.wait_for_line("ready", CEILING);
+    let line = daemon.wait_for_line("INFO ready: ", CEILING);
     assert!(line.contains("watching 4 directories"), "{line}");
+    assert!(
+        line.contains("(skipped 7: 1 virtualenv, 2 gitignored, 4 excluded)"),
+        "{line}"
+    );
     daemon.stop().assert_code(0);
+}
+
+/// Issue 14: `pip install six` in the project's virtualenv reloaded the site, and so did a
+/// build into a gitignored directory.
+#[test]
+fn installing_into_the_project_virtualenv_gives_no_reload() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    for existing in [
+        "env/pyvenv.cfg",
+        "env/lib/python3.12/site-packages/keep",
+        ".tox/py312/keep",
+        "dist/keep",
+    ] {
+        dir.write(existing, "x");
+    }
+    dir.write(".gitignore", "dist/\n*.generated.py\n");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let old = g.workers();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    for noise in [
+        "env/lib/python3.12/site-packages/six.py",
+        "env/lib/python3.12/site-packages/six-1.17.0.dist-info/RECORD",
+        ".tox/py312/log.txt",
+        "dist/app.whl",
+        "schema.generated.py",
+    ] {
+        dir.write(noise, "noise");
+    }
+    daemon.barrier(dir.path());
+    assert_eq!(
+        daemon.counted_changes(""),
+        Vec::<String>::new(),
+        "noise counted:\n{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+    assert_eq!(g.workers(), old);
+
+    dir.write_app("v2");
+    daemon.wait_for_line(RELOADED, CEILING);
+    assert!(g.get().starts_with("v2 "));
 }
 
 #[test]
@@ -297,4 +353,55 @@ fn a_ten_thousand_file_burst_is_one_reload() {
     daemon.wait_until_settled(1);
     assert_eq!(daemon.count_lines(SENT), 1, "{}", daemon.output());
     assert!(g.get().starts_with("v2 "));
+}
+
+/// `python -m venv env` run while watching writes `pyvenv.cfg` after the directories, so the
+/// new virtualenv was already watched when it became recognisable: its watches are dropped
+/// then, and a `pip install` into it reloads nothing.
+#[test]
+fn a_virtualenv_created_while_watching_is_dropped_from_the_watches() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    std::fs::create_dir_all(dir.join("env/lib/python3.12/site-packages")).unwrap();
+    // Watched before it is recognisable, as with a real `python -m venv`.
+    daemon.wait_for_line("new directory watched", CEILING);
+    dir.write("env/pyvenv.cfg", "home = /usr/bin\n");
+    daemon.wait_for_line("a virtualenv appeared", CEILING);
+    dir.write("env/lib/python3.12/site-packages/six.py", "x = 1\n");
+    daemon.barrier(dir.path());
+    assert_eq!(
+        daemon.counted_changes("env/"),
+        Vec::<String>::new(),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+}
+
+/// A `.gitignore` written while watching is read at once: the files it names no longer count,
+/// and writing it reloads nothing (it holds rules, not code).
+#[test]
+fn a_gitignore_written_while_watching_is_honoured_at_once() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let old = g.workers();
+    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+
+    dir.write(".gitignore", "*.generated.py\n");
+    dir.write("schema.generated.py", "x = 1\n");
+    daemon.barrier(dir.path());
+    assert_eq!(
+        daemon.counted_changes(""),
+        Vec::<String>::new(),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+    assert_eq!(g.workers(), old);
 }

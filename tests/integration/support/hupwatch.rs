@@ -76,7 +76,7 @@ pub fn watch_tree(root: &Path, extra: &[&str]) -> Daemon {
         .args(["--debounce", "200ms"])
         .args(extra)
         .spawn();
-    daemon.wait_for_line("ready", super::CEILING);
+    daemon.wait_for_line("ready: ", super::CEILING);
     daemon
 }
 
