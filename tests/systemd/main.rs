@@ -11,4 +11,9 @@ mod support;
 mod sandbox;
 mod units;
 
+mod journal;
+mod preflight_sandbox;
+mod security;
 mod service;
+mod template;
+mod watchdog;

@@ -46,10 +46,37 @@ static BOOTED: OnceLock<Result<Systemd, String>> = OnceLock::new();
 /// The tests of this binary share one systemd and unit names (`hupwatch.service`): one at a time.
 static TURN: Mutex<()> = Mutex::new(());
 
-/// A test's turn on the shared systemd.
+/// A test's turn on the shared systemd. Its journal calls see only what was logged since the
+/// turn began: unit names (`hupwatch.service`) repeat from test to test.
 pub struct Session {
     pub sd: &'static Systemd,
+    cursor: Option<String>,
     _turn: MutexGuard<'static, ()>,
+}
+
+impl Session {
+    /// `journalctl --no-pager -o cat ARGS`, from this test's start on.
+    pub fn journal(&self, args: &[&str]) -> String {
+        let after = self.cursor.as_ref().map(|c| format!("--after-cursor={c}"));
+        let mut all: Vec<&str> = after.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        self.sd.journal(&all)
+    }
+
+    /// Waits until `unit`'s journal (this test's part) has `count` messages containing
+    /// `needle`; returns the whole of it.
+    pub fn wait_for_journal(&self, unit: &str, needle: &str, count: usize) -> String {
+        let found = poll_for(CEILING, || {
+            let text = self.journal(&["-u", unit]);
+            (text.lines().filter(|l| l.contains(needle)).count() >= count).then_some(text)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "{unit}: waited {CEILING:?} for {count} line(s) with {needle:?}\n--- journal ---\n{}",
+                self.journal(&["-u", unit])
+            )
+        })
+    }
 }
 
 impl std::ops::Deref for Session {
@@ -66,7 +93,11 @@ impl Systemd {
     pub fn session() -> Option<Session> {
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         match BOOTED.get_or_init(boot) {
-            Ok(sd) => Some(Session { sd, _turn: turn }),
+            Ok(sd) => Some(Session {
+                sd,
+                cursor: sd.cursor(),
+                _turn: turn,
+            }),
             Err(why) => {
                 let what = format!("no real systemd for the systemd tests: {why}");
                 if std::env::var_os("HUPWATCH_REQUIRE_SYSTEMD").is_some_and(|v| v == "1") {
@@ -78,8 +109,17 @@ impl Systemd {
         }
     }
 
-    pub fn pid(&self) -> i32 {
-        self.pid
+    /// Children of `pid` — a PID as systemd and hupwatch inside see it (`MainPID`), which
+    /// is not the host's PID of that process — sorted; a master's children are its workers.
+    pub fn children(&self, pid: u32) -> Vec<u32> {
+        let path = self.inside(format!("/proc/{pid}/task/{pid}/children"));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// `PATH` as seen from inside the namespace (the mount namespace's root).
@@ -152,18 +192,15 @@ impl Systemd {
         }
     }
 
-    /// Waits until `unit`'s journal has `count` messages containing `needle`; returns them all.
-    pub fn wait_for_journal(&self, unit: &str, needle: &str, count: usize) -> String {
-        let found = poll_for(CEILING, || {
-            let text = self.journal(&["-u", unit]);
-            (text.lines().filter(|l| l.contains(needle)).count() >= count).then_some(text)
-        });
-        found.unwrap_or_else(|| {
-            panic!(
-                "{unit}: waited {CEILING:?} for {count} line(s) with {needle:?}\n--- journal ---\n{}",
-                self.journal(&["-u", unit])
-            )
-        })
+    /// The journal's current end, to read only what comes after it.
+    fn cursor(&self) -> Option<String> {
+        let out = self.run(
+            "journalctl",
+            &["--no-pager", "-n", "1", "--show-cursor", "-o", "cat"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().rev().find(|l| l.starts_with("-- cursor: "))?;
+        Some(line.trim_start_matches("-- cursor: ").to_string())
     }
 
     /// Writes a unit file (or a drop-in: `NAME.service.d/10-test.conf`) into the runtime

@@ -1,0 +1,58 @@
+//! The preflight runs as a child of hupwatch, so it inherits hupwatch's sandbox, while the
+//! Gunicorn master it vouches for runs in its own unit without it. An app that opens a TCP
+//! connection at import (as a database client does) imports fine in its master; under the
+//! shipped unit's `PrivateNetwork=yes` + `RestrictAddressFamilies=AF_UNIX` its preflight
+//! failed on every save with `OSError: [Errno 97] Address family not supported by protocol`,
+//! so a good release was never deployed. This holds the check to what the master sees.
+
+use std::net::TcpListener;
+
+use crate::sandbox::{CEILING, Systemd};
+use crate::service::wait_for_body;
+use crate::support::{AppDir, app_source, host_shared, poll_until};
+use crate::units::{Units, app_section, free_port};
+
+const UNIT: &str = "hupwatch.service";
+
+/// The test app, opening (and closing) a TCP connection to `port` when it is imported.
+fn app_connecting_at_import(version: &str, port: u16) -> String {
+    format!(
+        "import socket\n\n# A database client connecting at import.\n\
+         socket.create_connection((\"127.0.0.1\", {port}), timeout=5).close()\n\n{}",
+        app_source(version)
+    )
+}
+
+#[test]
+fn an_app_that_connects_at_import_passes_the_preflight_as_it_boots_in_its_master() {
+    let Some(sd) = Systemd::session() else { return };
+    let _host = host_shared();
+    // The "database": the namespaces share the host's network, like the master's unit does.
+    let db = TcpListener::bind("127.0.0.1:0").expect("bind the stand-in database");
+    let db_port = db.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in db.incoming() {});
+
+    let (app, etc) = (AppDir::named("sd-db-app"), AppDir::named("sd-db-etc"));
+    app.write("app.py", &app_connecting_at_import("v1", db_port));
+    let mut units = Units::new(&sd);
+    let port = free_port();
+    let unit = units.gunicorn("db", &app, port);
+    let master = units.main_pid(&unit);
+    wait_for_body(port, "v1");
+
+    let config = etc.join("hupwatch.toml");
+    std::fs::write(&config, app_section("db", &app)).unwrap();
+    units.hupwatch(&config, "");
+    units.start(UNIT);
+    app.replace("app.py", &app_connecting_at_import("v2", db_port));
+    let journal = poll_until(CEILING, "the reload's outcome", || {
+        let text = sd.journal(&["-u", UNIT]);
+        (text.contains("preflight failed") || text.contains("reloaded master")).then_some(text)
+    });
+    assert!(
+        !journal.contains("preflight failed"),
+        "the master imports this release; the preflight must too:\n{journal}"
+    );
+    sd.wait_for_journal(UNIT, &format!("reloaded master {master}"), 1);
+    wait_for_body(port, "v2");
+}
