@@ -3,9 +3,12 @@
 //! connection at import (as a database client does) imports fine in its master; under the
 //! shipped unit's `PrivateNetwork=yes` + `RestrictAddressFamilies=AF_UNIX` its preflight
 //! failed on every save with `OSError: [Errno 97] Address family not supported by protocol`,
-//! so a good release was never deployed. This holds the check to what the master sees.
+//! so a good release was never deployed. This holds the check to what the master sees: the
+//! host's network, and the /tmp (database sockets) the master sees, writable.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 
 use crate::sandbox::{CEILING, Systemd};
 use crate::service::wait_for_body;
@@ -14,11 +17,18 @@ use crate::units::{Units, app_section, free_port};
 
 const UNIT: &str = "hupwatch.service";
 
-/// The test app, opening (and closing) a TCP connection to `port` when it is imported.
+/// The stand-in database's Unix socket, in /tmp as upstream MySQL and PostgreSQL builds put
+/// theirs: the namespace's /tmp, which the Gunicorn units share.
+const DB_SOCKET: &str = "/tmp/hupwatch-test-db.sock";
+
+/// The test app, which at import opens (and closes) a TCP connection to `port` and a
+/// connection to [`DB_SOCKET`], as database clients do, and writes a temporary file.
 fn app_connecting_at_import(version: &str, port: u16) -> String {
     format!(
-        "import socket\n\n# A database client connecting at import.\n\
-         socket.create_connection((\"127.0.0.1\", {port}), timeout=5).close()\n\n{}",
+        "import socket\nimport tempfile\n\n\
+         socket.create_connection((\"127.0.0.1\", {port}), timeout=5).close()\n\
+         with socket.socket(socket.AF_UNIX) as unix:\n    unix.connect({DB_SOCKET:?})\n\
+         with tempfile.TemporaryFile() as scratch:\n    scratch.write(b\"x\")\n\n{}",
         app_source(version)
     )
 }
@@ -31,6 +41,12 @@ fn an_app_that_connects_at_import_passes_the_preflight_as_it_boots_in_its_master
     let db = TcpListener::bind("127.0.0.1:0").expect("bind the stand-in database");
     let db_port = db.local_addr().unwrap().port();
     std::thread::spawn(move || for _ in db.incoming() {});
+    let unix_path = sd.inside(DB_SOCKET);
+    let _ = std::fs::remove_file(&unix_path);
+    let unix = UnixListener::bind(&unix_path).expect("bind the stand-in database's socket");
+    // The app's user (nobody) must be able to connect: that takes write permission.
+    std::fs::set_permissions(&unix_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::thread::spawn(move || for _ in unix.incoming() {});
 
     let (app, etc) = (AppDir::named("sd-db-app"), AppDir::named("sd-db-etc"));
     app.write("app.py", &app_connecting_at_import("v1", db_port));
