@@ -1,6 +1,8 @@
 //! What `journalctl -u hupwatch -p warning` shows an operator: a release held back by the
 //! preflight (logged at error priority, with the exception), and none of the routine lines
-//! (`target:`, `ready:`, `reloaded master`), which hupwatch logs at info.
+//! (`target:`, `ready:`, `reloaded master`), which hupwatch logs at info. journald gives each
+//! line of a service's stderr its own priority, so a message's continuation lines (the check's
+//! traceback) need their own `<N>` prefix to be shown with it.
 
 use crate::sandbox::Systemd;
 use crate::service::wait_for_body;
@@ -36,6 +38,11 @@ fn warning_priority_shows_the_held_back_release_and_not_the_routine_lines() {
     assert!(
         warnings.contains("RuntimeError: release 3 is broken"),
         "{warnings}"
+    );
+    // The check's traceback, logged as continuation lines of the same message, is part of it.
+    assert!(
+        warnings.contains("raise RuntimeError('release 3 is broken')"),
+        "the traceback is missing:\n{warnings}"
     );
     for routine in ["target: ", "ready: ", "reloaded master"] {
         assert!(!warnings.contains(routine), "{routine:?} in:\n{warnings}");
