@@ -15,6 +15,7 @@
 //! tmpfs, so the project's scratch under `target/` has the same paths inside.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -298,6 +299,16 @@ fn boot() -> Result<Systemd, String> {
         pid,
         _host_lock: host_lock,
     };
+    // boot.sh mounts fresh tmpfs before it execs systemd; a /tmp that is the host's would
+    // mean the recipe broke (and systemd-tmpfiles could empty the real one): stop at once.
+    for dir in ["/tmp", "/var/tmp", "/run"] {
+        let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+        if device(Path::new(dir)) == device(&sd.inside(dir)) {
+            return Err(format!(
+                "{dir} inside the namespace is the host's: boot.sh did not isolate it"
+            ));
+        }
+    }
     let started = Instant::now();
     let state = poll_for(CEILING, || {
         let out = sd.run("systemctl", &["is-system-running"]);
