@@ -147,7 +147,7 @@ impl Drop for Units<'_> {
         // Best effort and never a panic: this also runs while a failed test unwinds.
         let mut stop = vec!["stop"];
         stop.extend(self.started.iter().map(String::as_str));
-        if self.started.len() > 0 {
+        if !self.started.is_empty() {
             let _ = self.sd.try_systemctl(&stop);
         }
         for rel in &self.installed {
