@@ -274,11 +274,19 @@ fn boot() -> Result<Systemd, String> {
         });
     }
     let (tx, rx) = std::sync::mpsc::channel();
+    let ended = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let ended_in_thread = ended.clone();
     std::thread::Builder::new()
         .name("systemd-parent".into())
         .spawn(move || {
             let child = cmd.spawn();
             let _ = tx.send(child.as_ref().map(|c| c.id()).map_err(|e| e.to_string()));
+            // Reaps `unshare` and tells the boot loop when it ended (it cannot start: no
+            // namespaces here), then stays, since its end would fire the parent-death signal.
+            if let Ok(mut child) = child {
+                let status = child.wait().map(|s| s.to_string());
+                let _ = ended_in_thread.set(status.unwrap_or_else(|e| e.to_string()));
+            }
             loop {
                 std::thread::park();
             }
@@ -288,11 +296,19 @@ fn boot() -> Result<Systemd, String> {
     // SAFETY: registering a plain extern "C" function.
     unsafe { nix::libc::atexit(kill_booted_at_exit) };
 
-    let pid = poll_for(CEILING, || systemd_child(unshare)).ok_or_else(|| {
-        format!(
+    let boot_log = || std::fs::read_to_string(log_dir.join("boot.log")).unwrap_or_default();
+    let pid = poll_for(CEILING, || match ended.get() {
+        Some(status) => Some(Err(format!(
+            "unshare + boot.sh ended ({status}): {}",
+            boot_log()
+        ))),
+        None => systemd_child(unshare).map(Ok),
+    })
+    .unwrap_or_else(|| {
+        Err(format!(
             "unshare + boot.sh did not start systemd: {}",
-            std::fs::read_to_string(log_dir.join("boot.log")).unwrap_or_default()
-        )
+            boot_log()
+        ))
     })?;
     BOOTED_PID.store(pid, Ordering::SeqCst);
     let sd = Systemd {
