@@ -72,3 +72,59 @@ fn an_app_that_connects_at_import_passes_the_preflight_as_it_boots_in_its_master
     sd.wait_for_journal(UNIT, &format!("reloaded master {master}"), 1);
     wait_for_body(port, "v2");
 }
+
+/// The app of [`an_app_writing_outside_tmp_is_held_back_with_the_fix_named_until_allowed`]:
+/// it opens `log/import.log` beside itself for appending at import.
+fn app_logging_at_import(version: &str) -> String {
+    format!(
+        "import os\n\nopen(os.path.join(os.path.dirname(__file__), \"log\", \"import.log\"), \"a\").close()\n\n{}",
+        app_source(version)
+    )
+}
+
+/// A difference the unit keeps on purpose (ProtectSystem=strict, see its header): an app that
+/// opens a log file outside /tmp at import boots in its master but fails the check. The release
+/// is held back with the setting named, and goes out once a drop-in adds the directory to
+/// `ReadWritePaths=`, the remedy the unit file gives.
+#[test]
+fn an_app_writing_outside_tmp_is_held_back_with_the_fix_named_until_allowed() {
+    let Some(sd) = Systemd::session() else { return };
+    let _host = host_shared();
+    let (app, etc) = (AppDir::named("sd-log-app"), AppDir::named("sd-log-etc"));
+    let log_dir = app.join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    // The master's user (nobody) may write there, as an app's own log directory allows.
+    std::fs::set_permissions(&log_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    app.write("app.py", &app_logging_at_import("v1"));
+    let mut units = Units::new(&sd);
+    let port = free_port();
+    let unit = units.gunicorn("log", &app, port);
+    let master = units.main_pid(&unit);
+    wait_for_body(port, "v1");
+    let config = etc.join("hupwatch.toml");
+    std::fs::write(&config, app_section("log", &app)).unwrap();
+    units.hupwatch(&config, "");
+    units.start(UNIT);
+
+    app.replace("app.py", &app_logging_at_import("v2"));
+    let journal = sd.wait_for_journal(UNIT, "preflight failed", 1);
+    assert!(
+        journal.contains("[Errno 30] Read-only file system"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("add that path to ReadWritePaths="),
+        "{journal}"
+    );
+    wait_for_body(port, "v1");
+
+    units.install(
+        "hupwatch.service.d/30-app-log.conf",
+        &format!("[Service]\nReadWritePaths={}\n", log_dir.display()),
+    );
+    sd.systemctl(&["daemon-reload"]);
+    sd.systemctl(&["restart", UNIT]);
+    app.replace("app.py", &app_logging_at_import("v3"));
+    sd.wait_for_journal(UNIT, &format!("reloaded master {master}"), 1);
+    wait_for_body(port, "v3");
+}
