@@ -27,15 +27,15 @@ const TAIL_LINES: usize = 20;
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "preflight failed in {dir} ({status}: {last}){hint}; nothing was sent, the old workers keep serving:\n{tail}"
+        "preflight failed in {dir} ({outcome}){}; nothing was sent, the old workers keep serving:\n{tail}",
+        .hint.map(|h| format!("; {h}")).unwrap_or_default()
     )]
     Failed {
         dir: PathBuf,
-        status: String,
-        /// The check's last line: with a traceback, the exception.
-        last: String,
-        /// Empty, or `; …` naming the unit setting that may be the cause (see [`sandbox_hint`]).
-        hint: String,
+        /// `exit status: 1: ` and the check's last line (with a traceback, the exception).
+        outcome: String,
+        /// The unit setting that may be the cause (see [`sandbox_hint`]).
+        hint: Option<&'static str>,
         tail: String,
     },
     #[error("preflight timed out after {timeout:?} in {dir}; nothing was sent:\n{tail}")]
@@ -272,14 +272,11 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
         Some(s) if s.success() => Ok(started.elapsed()),
         Some(s) => Err(PreflightError::Failed {
             dir: plan.dir.clone(),
-            status: s.to_string(),
-            last: last_line(&output),
+            outcome: format!("{s}: {}", last_line(&output)),
             hint: sandbox_hint(
                 &String::from_utf8_lossy(&output),
                 std::env::var_os("INVOCATION_ID").is_some(),
-            )
-            .map(|h| format!("; {h}"))
-            .unwrap_or_default(),
+            ),
             tail,
         }),
         None => Err(PreflightError::TimedOut {
