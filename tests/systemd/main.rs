@@ -8,6 +8,7 @@
 #[path = "../integration/support/mod.rs"]
 mod support;
 
+mod process;
 mod sandbox;
 mod units;
 

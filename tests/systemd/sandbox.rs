@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub use crate::process::{output_within, version};
 use crate::support::{poll_for, prerequisite, target_dir};
 
 /// Generous: a 2-core machine shared with three other developers' test runs.
 pub const CEILING: Duration = Duration::from_secs(60);
-const SYSTEMD: &str = "/lib/systemd/systemd";
+pub const SYSTEMD: &str = "/lib/systemd/systemd";
 const TARGET: &str = "hupwatch-test.target";
 /// Host-wide, not under `target/`: every worktree's test run must see the same lock.
 const HOST_LOCK: &str = "/run/lock/hupwatch-test-systemd.lock";
@@ -325,6 +326,16 @@ fn boot() -> Result<Systemd, String> {
             ));
         }
     }
+    // The units name the binary, venvs and app trees by their host paths under target/:
+    // a target dir on one of those tmpfs (CARGO_TARGET_DIR=/tmp/…) would not be there inside.
+    let target = target_dir();
+    let identity = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    if identity(&target).is_none() || identity(&target) != identity(&sd.inside(&target)) {
+        return Err(format!(
+            "{} is not the same directory inside the namespace (under /tmp, /var/tmp or /run?)",
+            target.display()
+        ));
+    }
     let started = Instant::now();
     let state = poll_for(CEILING, || {
         let out = sd.run("systemctl", &["is-system-running"]);
@@ -363,41 +374,6 @@ fn kill_leftovers() {
         if std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()) {
             eprintln!("[systemd] killing the leftover systemd {pid} of an earlier run");
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// `systemd 252 (252.38-1~deb12u1)`.
-pub fn version() -> String {
-    Command::new(SYSTEMD)
-        .arg("--version")
-        .output()
-        .map(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.lines().next().unwrap_or_default().to_string()
-        })
-        .unwrap_or_default()
-}
-
-/// Runs `cmd` to its end, or kills it after `ceiling` and panics.
-pub fn output_within(mut cmd: Command, ceiling: Duration) -> Output {
-    let shown = format!("{cmd:?}");
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(ceiling) {
-        Ok(out) => out.unwrap_or_else(|e| panic!("{shown}: {e}")),
-        Err(_) => {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-            panic!("{shown} still running after {ceiling:?}, killed");
         }
     }
 }
