@@ -59,7 +59,7 @@ pub struct Session {
 impl Session {
     /// `journalctl --no-pager -o cat ARGS`, from this test's start on.
     pub fn journal(&self, args: &[&str]) -> String {
-        let after = self.cursor.as_ref().map(|c| format!("--after-cursor={c}"));
+        let after = self.cursor.as_ref().map(|c| format!("--cursor={c}"));
         let mut all: Vec<&str> = after.iter().map(String::as_str).collect();
         all.extend_from_slice(args);
         self.sd.journal(&all)
@@ -194,15 +194,37 @@ impl Systemd {
         }
     }
 
-    /// The journal's current end, to read only what comes after it.
+    /// A marker entry written to the journal now (identifier `hupwatch-test`, a token unique
+    /// to this call), and its cursor: everything a test logs comes after it. A marker rather
+    /// than the journal's last entry because journalctl 252's `--after-cursor` skips one entry
+    /// unconditionally, assuming it is the cursor's own; with `-u`/`-p` matches that excluded
+    /// it, the first matching entry vanished (seen: a test's only `-p warning` line). Read
+    /// with `--cursor=` instead, an entry that no unit filter matches costs nothing.
     fn cursor(&self) -> Option<String> {
-        let out = self.run(
-            "journalctl",
-            &["--no-pager", "-n", "1", "--show-cursor", "-o", "cat"],
+        static TURN_NO: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let token = format!(
+            "turn {} of test run {}",
+            TURN_NO.fetch_add(1, Ordering::Relaxed),
+            std::process::id()
         );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = text.lines().rev().find(|l| l.starts_with("-- cursor: "))?;
-        Some(line.trim_start_matches("-- cursor: ").to_string())
+        self.run("systemd-cat", &["-t", "hupwatch-test", "echo", &token]);
+        poll_for(CEILING, || {
+            let args = [
+                "--no-pager",
+                "-t",
+                "hupwatch-test",
+                "-n",
+                "1",
+                "--show-cursor",
+            ];
+            let out = self.run("journalctl", &[&args[..], &["-o", "cat"]].concat());
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !text.lines().any(|l| l == token) {
+                return None;
+            }
+            let line = text.lines().find(|l| l.starts_with("-- cursor: "))?;
+            Some(line.trim_start_matches("-- cursor: ").to_string())
+        })
     }
 
     /// Writes a unit file (or a drop-in: `NAME.service.d/10-test.conf`) into the runtime
