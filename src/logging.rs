@@ -46,7 +46,10 @@ pub fn init(args: &LogArgs) {
     }
 }
 
-/// Prefixes each line with its syslog priority for journald.
+/// Prefixes each line with its syslog priority for journald. Every line: journald reads a
+/// service's stderr line by line and gives a line without a prefix the default priority (info),
+/// so a failed preflight's traceback (the message's `  | …` lines) would be missing from
+/// `journalctl -p warning` while its first line was there (seen under systemd 252).
 struct JournalPriority<F>(F);
 
 /// syslog priorities: err, warning, info, debug.
@@ -71,7 +74,12 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(writer, "<{}>", priority(event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
+        let mut text = String::new();
+        self.0.format_event(ctx, Writer::new(&mut text), event)?;
+        let priority = priority(event.metadata().level());
+        for line in text.lines() {
+            writeln!(writer, "<{priority}>{line}")?;
+        }
+        Ok(())
     }
 }

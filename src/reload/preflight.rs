@@ -27,13 +27,15 @@ const TAIL_LINES: usize = 20;
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "preflight failed in {dir} ({status}: {last}); nothing was sent, the old workers keep serving:\n{tail}"
+        "preflight failed in {dir} ({outcome}){}; nothing was sent, the old workers keep serving:\n{tail}",
+        .hint.map(|h| format!("; {h}")).unwrap_or_default()
     )]
     Failed {
         dir: PathBuf,
-        status: String,
-        /// The check's last line: with a traceback, the exception.
-        last: String,
+        /// `exit status: 1: ` and the check's last line (with a traceback, the exception).
+        outcome: String,
+        /// The unit setting that may be the cause (see [`sandbox_hint`]).
+        hint: Option<&'static str>,
         tail: String,
     },
     #[error("preflight timed out after {timeout:?} in {dir}; nothing was sent:\n{tail}")]
@@ -238,8 +240,11 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
         Some(s) if s.success() => Ok(started.elapsed()),
         Some(s) => Err(PreflightError::Failed {
             dir: plan.dir.clone(),
-            status: s.to_string(),
-            last: last_line(&output),
+            outcome: format!("{s}: {}", last_line(&output)),
+            hint: sandbox_hint(
+                &String::from_utf8_lossy(&output),
+                std::env::var_os("INVOCATION_ID").is_some(),
+            ),
             tail,
         }),
         None => Err(PreflightError::TimedOut {
@@ -248,6 +253,35 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
             tail,
         }),
     }
+}
+
+/// The check runs inside hupwatch's own sandbox while the master runs in a unit of its own
+/// (see the top of systemd/hupwatch.service). When a failure looks like that sandbox rather
+/// than the release, say so: otherwise an operator reads "broken release" for a good one that
+/// hupwatch will hold back on every save. `under_systemd`: `$INVOCATION_ID` is set, which
+/// systemd does for every service it starts.
+pub fn sandbox_hint(output: &str, under_systemd: bool) -> Option<&'static str> {
+    if !under_systemd {
+        return None;
+    }
+    let hints = [
+        (
+            "[Errno 30] Read-only file system",
+            "hupwatch's unit may be the cause, not the release: its ProtectSystem=strict lets the check write only to /tmp and /var/tmp, where the master may write elsewhere (add that path to ReadWritePaths= in a drop-in)",
+        ),
+        (
+            "write+execute memory",
+            "hupwatch's unit may be the cause, not the release: its MemoryDenyWriteExecute=yes stops JITs and ffi callbacks in the check (set it to no in a drop-in)",
+        ),
+        (
+            "[Errno 97] Address family not supported",
+            "hupwatch's unit may be the cause, not the release: its RestrictAddressFamilies= does not allow the socket family the app opened (extend it in a drop-in)",
+        ),
+    ];
+    hints
+        .iter()
+        .find(|(needle, _)| output.contains(needle))
+        .map(|(_, hint)| *hint)
 }
 
 fn last_line(output: &[u8]) -> String {
@@ -274,6 +308,23 @@ fn tail(output: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sandbox_hints_only_under_systemd_and_only_for_sandbox_errors() {
+        let erofs = "OSError: [Errno 30] Read-only file system: '/var/log/shop/import.log'";
+        assert!(sandbox_hint(erofs, true).is_some_and(|h| h.contains("ReadWritePaths=")));
+        assert_eq!(
+            sandbox_hint(erofs, false),
+            None,
+            "not in a unit: no sandbox of ours"
+        );
+        let mdwe = "MemoryError: Cannot allocate write+execute memory for ffi.callback()";
+        assert!(sandbox_hint(mdwe, true).is_some_and(|h| h.contains("MemoryDenyWriteExecute")));
+        assert_eq!(
+            sandbox_hint("NameError: name 'x' is not defined", true),
+            None
+        );
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {
