@@ -55,6 +55,10 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         Some(path) => config_file::load(path)?,
         None => vec![AppConfig::from_args(app_name(&app), &app)?],
     };
+    crate::warm_checker::enable();
+    for app in &apps {
+        prewarm(&app.target, &app.reload);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -62,7 +66,36 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
     let result = runtime.block_on(watch_loop::run(apps, file));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    crate::warm_checker::shutdown();
     result
+}
+
+/// Start an app's warm preflight checker in the background, so the first change finds it
+/// ready; when the master is not there yet, the first check starts it instead.
+fn prewarm(target: &crate::config::TargetSelector, settings: &crate::config::ReloadSettings) {
+    if !matches!(
+        settings.preflight.check,
+        crate::config::PreflightCheck::Gunicorn { .. }
+    ) {
+        return;
+    }
+    let (target, settings) = (target.clone(), settings.clone());
+    let _ = std::thread::Builder::new()
+        .name("warm-checker-prewarm".into())
+        .spawn(move || {
+            let Ok(master) = crate::discover::find_master(&target) else {
+                return;
+            };
+            let dir = settings
+                .release_link
+                .as_ref()
+                .and_then(|l| l.target().ok())
+                .or_else(|| crate::master_runtime::worker_start_dir(&master))
+                .unwrap_or_else(|| PathBuf::from("/"));
+            if let Ok(Some(plan)) = crate::preflight::plan(&settings.preflight, &master, &dir) {
+                crate::warm_checker::prewarm(&plan);
+            }
+        });
 }
 
 /// A name for the one app given by flags, for log lines: what the user selected it by.

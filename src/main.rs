@@ -36,6 +36,8 @@ mod signal;
 mod upgrade;
 mod verify;
 mod wake_lead;
+mod warm_checker;
+mod warm_protocol;
 mod watch;
 mod watch_loop;
 mod watch_scope;

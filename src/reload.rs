@@ -369,7 +369,12 @@ fn preflight_until_stable(
             return Ok((release, None));
         };
         info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let took = preflight::run(&plan, settings.preflight.timeout).map_err(|source| {
+        let took = crate::warm_checker::run(
+            &plan,
+            &settings.preflight.check,
+            settings.preflight.timeout,
+        )
+        .map_err(|source| {
             // The link already names the broken release while the old one still serves.
             let hint = link.map_or(String::new(), |l| {
                 format!(
