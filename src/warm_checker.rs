@@ -208,6 +208,15 @@ fn check_warm(plan: &Plan, timeout: Duration) -> Result<Outcome, WarmError> {
     if let Some(why) = &slot.refused {
         return Err(WarmError::Fatal(why.clone()));
     }
+    // A checker that died since the last check (killed, OOM) is replaced before this one.
+    let dead = slot
+        .checker
+        .as_mut()
+        .is_some_and(|c| !matches!(c.child.try_wait(), Ok(None)));
+    if dead {
+        info!("warm preflight checker is gone; starting a new one");
+        slot.checker = None;
+    }
     if slot.checker.is_none() {
         slot.start(plan, deadline)?;
     }
@@ -294,7 +303,7 @@ impl Checker {
                 info!(
                     pid = checker.child.id(),
                     python = %plan.program.display(),
-                    "warm preflight checker ready (gunicorn {gunicorn}) in {}ms",
+                    "warm preflight checker started (gunicorn {gunicorn} imported) in {}ms",
                     started.elapsed().as_millis()
                 );
                 Ok(checker)

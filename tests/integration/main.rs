@@ -15,6 +15,7 @@ mod service;
 mod soak;
 mod starting;
 mod support;
+mod warm;
 mod watch;
 
 use nix::sys::signal::{Signal, kill};

@@ -1,0 +1,115 @@
+//! The warm preflight checker of `watch`: it holds a broken release back exactly as the cold
+//! `--check-config` does (the traceback's last line in the log, nothing sent, the old release
+//! keeps answering), lets a good one through, and is restarted when it has been killed.
+
+use crate::support::{AppDir, CEILING, Daemon, Gunicorn, ReleaseTree, Venv, host_shared, hupwatch};
+
+const STARTED: &str = "warm preflight checker started";
+const COLD: &str = "running the cold --check-config";
+
+fn watch_link(tree: &ReleaseTree, g: &Gunicorn) -> Daemon {
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--release-link")
+        .arg(tree.current())
+        .args(["--pid", &g.pid().to_string()])
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+    daemon
+}
+
+/// The pid in a `warm preflight checker started … pid=N` line.
+fn checker_pid(line: &str) -> i32 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("pid=")?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid= in {line:?}"))
+}
+
+#[test]
+fn the_warm_checker_holds_back_a_broken_release_and_lets_a_good_one_through() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    let g = Gunicorn::builder(&dir)
+        .venv(Venv::WithSetproctitle)
+        .current_dir(tree.current())
+        .workers(1)
+        .start();
+    let daemon = watch_link(&tree, &g);
+    daemon.wait_for_line(STARTED, CEILING);
+    let workers = g.workers();
+
+    tree.broken("release-2");
+    tree.swap("release-2");
+    let held = daemon.wait_for_line("release held back", CEILING);
+    assert!(
+        held.contains(
+            "ModuleNotFoundError: No module named 'module_that_this_release_forgot_to_ship'"
+        ),
+        "the traceback's last line: {held}"
+    );
+    assert!(
+        daemon.output().contains("preflight on the warm checker"),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines("sent SIG"), 0, "{}", daemon.output());
+    assert!(
+        g.get().starts_with("release-1 "),
+        "the old release keeps answering"
+    );
+    assert_eq!(g.workers(), workers);
+
+    tree.good("release-3");
+    tree.swap("release-3");
+    daemon.wait_for_line("reloaded master", CEILING);
+    assert!(g.get().starts_with("release-3 "));
+    assert_eq!(daemon.count_lines(COLD), 0, "{}", daemon.output());
+    assert_eq!(
+        daemon.count_lines(STARTED),
+        1,
+        "one checker for both checks"
+    );
+    daemon.stop().assert_code(0);
+}
+
+#[test]
+fn a_killed_warm_checker_is_replaced_and_the_next_check_still_decides() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .workers(1)
+        .start();
+    let daemon = watch_link(&tree, &g);
+    let first = checker_pid(&daemon.wait_for_line(STARTED, CEILING));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the warm checker");
+    crate::support::poll_until(CEILING, "the checker to die", || {
+        (!crate::support::proc::is_live(first as u32)).then_some(())
+    });
+
+    tree.broken("release-2");
+    tree.swap("release-2");
+    daemon.wait_for_line("release held back", CEILING);
+    assert!(g.get().starts_with("release-1 "));
+    let ready = daemon.wait_for_count(STARTED, 2, CEILING);
+    assert_ne!(checker_pid(&ready[1]), first, "a new checker");
+
+    tree.good("release-3");
+    tree.swap("release-3");
+    daemon.wait_for_line("reloaded master", CEILING);
+    assert!(g.get().starts_with("release-3 "));
+    assert_eq!(daemon.count_lines(STARTED), 2, "{}", daemon.output());
+    assert_eq!(daemon.count_lines(COLD), 0, "{}", daemon.output());
+    let stopped = daemon.stop();
+    stopped.assert_code(0);
+    let second = checker_pid(&ready[1]) as u32;
+    crate::support::poll_until(CEILING, "the checker to stop with hupwatch", || {
+        (!crate::support::proc::is_live(second)).then_some(())
+    });
+}
