@@ -1069,7 +1069,7 @@ def machine():
         "loadavg_at_start": Path("/proc/loadavg").read_text().strip(),
         "hupwatch": cmd_out([CONFIG["hupwatch"], "--version"]),
         "hupwatch_rev": os.environ.get("BENCH_HUPWATCH_REV"),
-        "watchexec": (cmd_out([CONFIG["watchexec"], "--version"]) or "").splitlines()[0],
+        "watchexec": next(iter((cmd_out([CONFIG["watchexec"], "--version"]) or "not installed").splitlines()), None),
         "gunicorn": cmd_out([GUNICORN, "--version"]),
         "python": cmd_out([PYTHON, "--version"]),
         "setproctitle": cmd_out([PYTHON, "-c", "import importlib.metadata as m; print(m.version('setproctitle'))"]),

@@ -38,6 +38,11 @@ pub mod defaults {
     /// loaded 2-core VM), a 200-file `git checkout` (17 ms) and an editor's atomic save
     /// (3 ms); see BENCHMARKS.md, "Choosing the quiet period".
     pub const DEBOUNCE: Duration = Duration::from_millis(150);
+    /// Unless `--debounce` is given, a burst of at most `SMALL_BURST` file changes (an
+    /// editor's save: 1–4 events, at most 4 ms apart) settles after this instead. A checkout or
+    /// an rsync has passed that many changes within its first 2 ms, so it gets `DEBOUNCE`.
+    pub const SMALL_BURST_QUIET: Duration = Duration::from_millis(30);
+    pub const SMALL_BURST: u32 = 4;
     pub const MAX_WAIT: Duration = Duration::from_secs(5);
     pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
     pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -182,10 +187,11 @@ pub struct FilterArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Debounce")]
 pub struct DebounceArgs {
-    /// Quiet period: reload once no change has arrived for this long (a release-link swap
-    /// needs none). Raise it for deploys that pause longer between files.
-    #[arg(long, value_name = "DURATION", default_value = "150ms", env = "HUPWATCH_DEBOUNCE", value_parser = parse_duration)]
-    pub debounce: Duration,
+    /// Quiet period: reload once no change has arrived for this long. Default 150ms, and
+    /// 30ms while a burst has at most 4 file changes (an editor's save); a release-link swap
+    /// needs none. Given, it applies to every burst. Raise it for deploys that pause longer.
+    #[arg(long, value_name = "DURATION", env = "HUPWATCH_DEBOUNCE", value_parser = parse_duration)]
+    pub debounce: Option<Duration>,
 
     /// Reload at the latest this long after the first change, even if changes keep coming.
     #[arg(long, value_name = "DURATION", default_value = "5s", env = "HUPWATCH_MAX_WAIT", value_parser = parse_duration)]
