@@ -113,3 +113,42 @@ fn a_killed_warm_checker_is_replaced_and_the_next_check_still_decides() {
         (!crate::support::proc::is_live(second)).then_some(())
     });
 }
+
+#[test]
+fn the_warm_checker_runs_as_the_masters_user() {
+    if !crate::support::running_as_root("switching users needs root") {
+        return;
+    }
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    let nobody = 65534;
+    let g = Gunicorn::builder(&dir)
+        .venv(Venv::SystemPlain)
+        .current_dir(tree.current())
+        .user(nobody, nobody)
+        .workers(1)
+        .start();
+    let daemon = watch_link(&tree, &g);
+    let pid = checker_pid(&daemon.wait_for_line(STARTED, CEILING));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("checker status");
+    let ids = |field: &str| -> Vec<String> {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap_or("");
+        line.split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(ids("Uid:").iter().all(|u| u == "65534"), "{status}");
+    assert!(ids("Gid:").iter().all(|g| g == "65534"), "{status}");
+    assert!(
+        ids("Groups:").iter().all(|g| g == "65534"),
+        "no root groups: {status}"
+    );
+
+    tree.good("release-2");
+    tree.swap("release-2");
+    daemon.wait_for_line("reloaded master", CEILING);
+    assert!(g.get().starts_with("release-2 "));
+    assert_eq!(daemon.count_lines(COLD), 0, "{}", daemon.output());
+}
