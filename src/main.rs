@@ -37,6 +37,7 @@ mod upgrade;
 mod verify;
 mod wake_lead;
 mod warm_checker;
+mod warm_process;
 mod warm_protocol;
 mod watch;
 mod watch_loop;

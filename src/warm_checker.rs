@@ -12,51 +12,25 @@
 //! as long as hupwatch, since the signal follows the thread that forked), and exits on EOF of
 //! its request pipe. Any answer that cannot be trusted sends the check to the cold path.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::Pid;
 use tracing::{debug, info, warn};
 
 use crate::config::PreflightCheck;
 use crate::master_runtime::Credentials;
 use crate::preflight::{self, Plan, PreflightError};
-use crate::warm_protocol::{self, Message, ProtocolError, Request, Verdict};
+use crate::warm_process::{Checker, Outcome, WarmError};
+use crate::warm_protocol::Verdict;
 
-const SCRIPT: &str = include_str!("warm_checker.py");
 /// Variables that differ from check to check; the checker itself starts without them.
 const PER_CHECK: &[&str] = &["PWD", "HUPWATCH_RELEASE"];
-/// After killing a timed-out child, how long to wait for the checker to report it.
-const RESYNC: Duration = Duration::from_secs(2);
 /// More apps than this in one hupwatch is unusual; beyond it, old checkers are stopped.
 const MAX_CHECKERS: usize = 16;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-
-#[derive(Debug, thiserror::Error)]
-pub enum WarmError {
-    #[error("cannot start the checker: {0}")]
-    Spawn(std::io::Error),
-    #[error("the interpreter cannot import Gunicorn: {0}")]
-    Fatal(String),
-    #[error("the checker exited")]
-    Died,
-    #[error("the checker did not start within {0:?}")]
-    StartTimeout(Duration),
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
-    #[error("the checker refused the check: {0}")]
-    Refused(String),
-    #[error("{0}")]
-    Untrusted(String),
-}
 
 /// `watch` turns the warm checker on; one-shot `reload` starts an interpreter anyway.
 pub fn enable() {
@@ -121,11 +95,6 @@ fn cold(plan: &Plan, timeout: Duration, why: &str) -> Result<Duration, Preflight
     preflight::run(plan, timeout)
 }
 
-enum Outcome {
-    Done(Verdict, String),
-    TimedOut(String),
-}
-
 /// What a checker was started for: restarted when any of it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
@@ -156,7 +125,7 @@ impl Key {
     }
 }
 
-fn base_env(plan: &Plan) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+pub(crate) fn base_env(plan: &Plan) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let mut env: Vec<_> = plan
         .env
         .iter()
@@ -245,207 +214,4 @@ impl Slot {
             Err(e) => Err(e),
         }
     }
-}
-
-/// A running checker process.
-struct Checker {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    next_id: u64,
-    /// The child of the check in flight, killed with the checker.
-    running: Option<u32>,
-}
-
-impl Checker {
-    fn start(plan: &Plan, deadline: Instant) -> Result<Self, WarmError> {
-        let started = Instant::now();
-        let mut cmd = Command::new(&plan.program);
-        cmd.args(["-c", SCRIPT, "hupwatch-warm-checker"])
-            .current_dir("/")
-            .env_clear()
-            .envs(base_env(plan))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0);
-        if let Some(creds) = &plan.creds {
-            preflight::switch_user(&mut cmd, creds);
-        }
-        die_with_us(&mut cmd);
-        let mut child = spawn_on_keeper(cmd).map_err(WarmError::Spawn)?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            kill_group(child.id());
-            let _ = child.wait();
-            return Err(WarmError::Died);
-        };
-        let (tx, lines) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("warm-checker-reader".into())
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(WarmError::Spawn)?;
-        let checker = Self {
-            child,
-            stdin,
-            lines,
-            next_id: 1,
-            running: None,
-        };
-        match checker.next(deadline, started.elapsed())? {
-            Message::Ready { gunicorn } => {
-                info!(
-                    pid = checker.child.id(),
-                    python = %plan.program.display(),
-                    "warm preflight checker started (gunicorn {gunicorn} imported) in {}ms",
-                    started.elapsed().as_millis()
-                );
-                Ok(checker)
-            }
-            Message::Fatal { error } => Err(WarmError::Fatal(error)),
-            other => Err(WarmError::Untrusted(format!(
-                "unexpected {other:?} at start"
-            ))),
-        }
-    }
-
-    /// The next line, parsed; `waited` names the timeout in the error.
-    fn next(&self, deadline: Instant, waited: Duration) -> Result<Message, WarmError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.lines.recv_timeout(left) {
-            Ok(line) => Ok(warm_protocol::parse(&line)?),
-            Err(RecvTimeoutError::Timeout) => Err(WarmError::StartTimeout(waited + left)),
-            Err(RecvTimeoutError::Disconnected) => Err(WarmError::Died),
-        }
-    }
-
-    fn check(&mut self, plan: &Plan, deadline: Instant) -> Result<Outcome, WarmError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let request = Request::new(id, plan.dir.as_os_str(), args_after_module(plan), &plan.env)?;
-        self.stdin
-            .write_all(request.line().as_bytes())
-            .map_err(|_| WarmError::Died)?;
-        debug!(checker = self.child.id(), id, dir = %plan.dir.display(), "preflight on the warm checker");
-        loop {
-            let message = match self.next(deadline, Duration::ZERO) {
-                Err(WarmError::StartTimeout(_)) => return self.time_out(id),
-                other => other?,
-            };
-            match message {
-                Message::Started { id: got, pid } if got == id => self.running = Some(pid),
-                Message::Done {
-                    id: got,
-                    status,
-                    code,
-                    output,
-                } if got == id => {
-                    self.running = None;
-                    return Ok(Outcome::Done(warm_protocol::verdict(status, code), output));
-                }
-                Message::Error { error } => return Err(WarmError::Refused(error)),
-                Message::Started { id: got, .. } | Message::Done { id: got, .. } => {
-                    return Err(ProtocolError::WrongId { got, want: id }.into());
-                }
-                other => return Err(WarmError::Untrusted(format!("unexpected {other:?}"))),
-            }
-        }
-    }
-
-    /// Kill the check's child (and anything it started), as the cold path kills its group.
-    fn time_out(&mut self, id: u64) -> Result<Outcome, WarmError> {
-        let Some(pid) = self.running.take() else {
-            return Err(WarmError::Untrusted(
-                "timed out before the check started".into(),
-            ));
-        };
-        kill_group(pid);
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        let deadline = Instant::now() + RESYNC;
-        match self.next(deadline, Duration::ZERO)? {
-            Message::Done {
-                id: got, output, ..
-            } if got == id => Ok(Outcome::TimedOut(output)),
-            other => Err(WarmError::Untrusted(format!(
-                "after the timeout: {other:?}"
-            ))),
-        }
-    }
-}
-
-impl Drop for Checker {
-    fn drop(&mut self) {
-        if let Some(pid) = self.running.take() {
-            kill_group(pid);
-        }
-        kill_group(self.child.id());
-        let _ = self.child.wait();
-    }
-}
-
-/// Gunicorn's own arguments: the plan runs `python -m gunicorn ARGS`.
-fn args_after_module(plan: &Plan) -> &[std::ffi::OsString] {
-    match plan.args.iter().position(|a| a == "gunicorn") {
-        Some(i) if i > 0 && plan.args[i - 1] == "-m" => &plan.args[i + 1..],
-        _ => &plan.args,
-    }
-}
-
-fn kill_group(pid: u32) {
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-}
-
-/// SIGKILL from the kernel when the thread that forked the checker ends. Set after the user
-/// switch (a credential change clears it); a parent already gone means exit at once.
-fn die_with_us(cmd: &mut Command) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: prctl and getppid are plain system calls on values captured before the fork;
-    // nothing is allocated and no lock is taken between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
-type SpawnJob = Box<dyn FnOnce() + Send>;
-
-/// Spawn from one thread that lives as long as hupwatch: PR_SET_PDEATHSIG fires when the
-/// forking *thread* ends, and tokio's blocking threads end after a few idle seconds.
-fn spawn_on_keeper(cmd: Command) -> std::io::Result<Child> {
-    static KEEPER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
-    let keeper = KEEPER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("warm-checker-spawner".into())
-            .spawn(move || rx.into_iter().for_each(|job| job()))
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    let (done, result) = mpsc::channel();
-    let mut cmd = cmd;
-    let job: SpawnJob = Box::new(move || {
-        let _ = done.send(cmd.spawn());
-    });
-    let Some(keeper) = keeper else {
-        return Err(std::io::Error::other("no spawner thread"));
-    };
-    keeper
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send(job)
-        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-    result
-        .recv()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone")))
 }

@@ -152,3 +152,74 @@ fn the_warm_checker_runs_as_the_masters_user() {
     assert!(g.get().starts_with("release-2 "));
     assert_eq!(daemon.count_lines(COLD), 0, "{}", daemon.output());
 }
+
+#[test]
+fn a_check_that_runs_too_long_is_killed_and_the_checker_serves_the_next_one() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .workers(1)
+        .start();
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--release-link")
+        .arg(tree.current())
+        .args(["--pid", &g.pid().to_string(), "--preflight-timeout", "2s"])
+        .spawn();
+    daemon.wait_for_line("ready: ", CEILING);
+    let checker = checker_pid(&daemon.wait_for_line(STARTED, CEILING)) as u32;
+
+    dir.write(
+        "releases/release-2/app.py",
+        "import time\ntime.sleep(600)\n",
+    );
+    tree.swap("release-2");
+    let held = daemon.wait_for_line("release held back", CEILING);
+    assert!(held.contains("timed out after 2s"), "{held}");
+    assert_eq!(
+        crate::support::proc::children(checker),
+        Vec::<u32>::new(),
+        "the sleeping check was killed and reaped before the report"
+    );
+    assert!(g.get().starts_with("release-1 "));
+
+    tree.good("release-3");
+    tree.swap("release-3");
+    daemon.wait_for_line("reloaded master", CEILING);
+    assert!(g.get().starts_with("release-3 "));
+    assert_eq!(
+        daemon.count_lines(STARTED),
+        1,
+        "the same checker: {}",
+        daemon.output()
+    );
+    assert_eq!(daemon.count_lines(COLD), 0, "{}", daemon.output());
+}
+
+#[test]
+fn an_answer_that_cannot_be_trusted_goes_to_the_cold_check() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .workers(1)
+        .start();
+    let daemon = watch_link(&tree, &g);
+    daemon.wait_for_line(STARTED, CEILING);
+
+    // Dies of a signal when imported under the warm checker only: that says nothing about the
+    // release, so the cold check (whose parent is hupwatch) decides, and passes.
+    let source = format!(
+        "import os, signal\nif b'hupwatch-warm-checker' in open(f'/proc/{{os.getppid()}}/cmdline', 'rb').read():\n    os.kill(os.getpid(), signal.SIGKILL)\n{}",
+        crate::support::app_source("release-2")
+    );
+    dir.write("releases/release-2/app.py", &source);
+    tree.swap("release-2");
+    let cold = daemon.wait_for_line(COLD, CEILING);
+    assert!(cold.contains("killed by signal 9"), "{cold}");
+    daemon.wait_for_line("reloaded master", CEILING);
+    assert!(g.get().starts_with("release-2 "));
+}
