@@ -189,7 +189,7 @@ impl Drop for Checker {
 }
 
 /// Gunicorn's own arguments: the plan runs `python -m gunicorn ARGS`.
-fn args_after_module(plan: &Plan) -> &[std::ffi::OsString] {
+pub(crate) fn args_after_module(plan: &Plan) -> &[std::ffi::OsString] {
     match plan.args.iter().position(|a| a == "gunicorn") {
         Some(i) if i > 0 && plan.args[i - 1] == "-m" => &plan.args[i + 1..],
         _ => &plan.args,
