@@ -20,7 +20,8 @@ use crate::watch::{AppTag, TreeWatcher, WatchError, WatchEvent};
 
 /// A swap is atomic and needs no quiet period, so it is acted on at once. Swaps in quick
 /// succession still give one reload for the last target: the preflight re-checks the newest
-/// release when the link moved while it ran, and swaps that arrive during a reload which then
+/// release when the link moved while it ran (and, once it has, waits for the link to stay put
+/// 100 ms: a warm check is fast enough to pass between two swaps), and swaps that arrive during a reload which then
 /// deployed the link's current target are dropped (`apply`). With `--no-preflight` a swap storm
 /// can give one extra reload: the first target, then the last.
 pub const SWAP_SETTLE: Duration = Duration::ZERO;

@@ -183,6 +183,10 @@ pub fn prepare_handling(
     }
 }
 
+/// Once the release link has moved during a preflight (a swap storm), how long it must then
+/// stay put before the checked release goes out.
+const STORM_SETTLE: Duration = Duration::from_millis(100);
+
 /// How often a master still starting is looked at again.
 const STARTING_POLL: Duration = Duration::from_millis(20);
 
@@ -353,6 +357,7 @@ fn preflight_until_stable(
     }
     // A swap storm restarts the check for the newest release, within one preflight timeout.
     let deadline = Instant::now() + settings.preflight.timeout;
+    let mut storm = false;
     while Instant::now() < deadline {
         let dir = release
             .clone()
@@ -391,11 +396,18 @@ fn preflight_until_stable(
             "preflight passed in {}ms",
             took.as_millis()
         );
-        let now = link.map(|l| l.target()).transpose()?;
+        let mut now = link.map(|l| l.target()).transpose()?;
+        if now == release && storm {
+            // A warm check can pass between two swaps of a storm: only a release the link
+            // has kept for STORM_SETTLE goes out, so a storm stays one reload.
+            std::thread::sleep(STORM_SETTLE);
+            now = link.map(|l| l.target()).transpose()?;
+        }
         if now == release {
             return Ok((release, Some(took)));
         }
         info!("release link moved during the preflight; checking the new release");
+        storm = true;
         release = now;
     }
     Err(ReleaseError::Unstable.into())

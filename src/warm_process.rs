@@ -32,6 +32,8 @@ pub enum WarmError {
     Died,
     #[error("the checker did not start within {0:?}")]
     StartTimeout(Duration),
+    #[error("no answer from the checker in time")]
+    NoAnswer,
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     #[error("the checker refused the check: {0}")]
@@ -97,7 +99,11 @@ impl Checker {
             next_id: 1,
             running: None,
         };
-        match checker.next(deadline, started.elapsed())? {
+        let first = checker.next(deadline).map_err(|e| match e {
+            WarmError::NoAnswer => WarmError::StartTimeout(started.elapsed()),
+            e => e,
+        })?;
+        match first {
             Message::Ready { gunicorn } => {
                 info!(
                     pid = checker.child.id(),
@@ -114,12 +120,12 @@ impl Checker {
         }
     }
 
-    /// The next line, parsed; `waited` names the timeout in the error.
-    fn next(&self, deadline: Instant, waited: Duration) -> Result<Message, WarmError> {
+    /// The next line, parsed, or `NoAnswer` once `deadline` has passed.
+    fn next(&self, deadline: Instant) -> Result<Message, WarmError> {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
             Ok(line) => Ok(warm_protocol::parse(&line)?),
-            Err(RecvTimeoutError::Timeout) => Err(WarmError::StartTimeout(waited + left)),
+            Err(RecvTimeoutError::Timeout) => Err(WarmError::NoAnswer),
             Err(RecvTimeoutError::Disconnected) => Err(WarmError::Died),
         }
     }
@@ -133,8 +139,8 @@ impl Checker {
             .map_err(|_| WarmError::Died)?;
         debug!(checker = self.child.id(), id, dir = %plan.dir.display(), "preflight on the warm checker");
         loop {
-            let message = match self.next(deadline, Duration::ZERO) {
-                Err(WarmError::StartTimeout(_)) => return self.time_out(id),
+            let message = match self.next(deadline) {
+                Err(WarmError::NoAnswer) => return self.time_out(id),
                 other => other?,
             };
             match message {
@@ -167,7 +173,7 @@ impl Checker {
         kill_group(pid);
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         let deadline = Instant::now() + RESYNC;
-        match self.next(deadline, Duration::ZERO)? {
+        match self.next(deadline)? {
             Message::Done {
                 id: got, output, ..
             } if got == id => Ok(Outcome::TimedOut(output)),
