@@ -51,7 +51,10 @@ pub fn run(
     check: &PreflightCheck,
     timeout: Duration,
 ) -> Result<Duration, PreflightError> {
-    if !ENABLED.load(Ordering::Relaxed) || !matches!(check, PreflightCheck::Gunicorn { .. }) {
+    if !ENABLED.load(Ordering::Relaxed)
+        || !matches!(check, PreflightCheck::Gunicorn { .. })
+        || relative_pythonpath(plan)
+    {
         return preflight::run(plan, timeout);
     }
     let started = Instant::now();
@@ -73,9 +76,20 @@ pub fn run(
     }
 }
 
+/// Python makes `$PYTHONPATH` entries absolute when it starts: a relative one names the release
+/// for the cold check, run in it, but `/` for the checker, started there. Such checks stay cold.
+fn relative_pythonpath(plan: &Plan) -> bool {
+    plan.env
+        .iter()
+        .filter(|(k, _)| k == "PYTHONPATH")
+        .any(|(_, v)| {
+            std::env::split_paths(v).any(|p| !p.as_os_str().is_empty() && p.is_relative())
+        })
+}
+
 /// Start the checker for `plan` ahead of the first change, so that one is warm too.
 pub fn prewarm(plan: &Plan) {
-    if !ENABLED.load(Ordering::Relaxed) {
+    if !ENABLED.load(Ordering::Relaxed) || relative_pythonpath(plan) {
         return;
     }
     let slot = slot_for(plan);
@@ -277,6 +291,19 @@ mod tests {
             "another app's environment"
         );
         assert_eq!(Arc::strong_count(&upgraded), 2, "kept: it is another app's");
+    }
+
+    #[test]
+    fn a_relative_pythonpath_keeps_the_check_cold() {
+        let p = |v: &str| plan(PathBuf::from("/v/bin/python"), &[("PYTHONPATH", v)]);
+        assert!(relative_pythonpath(&p(".")));
+        assert!(relative_pythonpath(&p("/srv/lib:src")));
+        assert!(!relative_pythonpath(&p("/srv/lib:/opt/x")));
+        assert!(!relative_pythonpath(&p("")));
+        assert!(!relative_pythonpath(&plan(
+            PathBuf::from("/v/bin/python"),
+            &[]
+        )));
     }
 
     #[test]
