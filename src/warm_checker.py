@@ -1,4 +1,5 @@
-# hupwatch's warm preflight checker, run as `python -c <this file> hupwatch-warm-checker`.
+# hupwatch's warm preflight checker: `python -c BOOTSTRAP hupwatch-warm-checker`, the bootstrap
+# taking this file from $HUPWATCH_WARM_CHECKER (out of the environment before anything runs).
 #
 # Why: `python -m gunicorn --check-config APP` spends most of its time starting the
 # interpreter and importing Gunicorn before it imports the app. This process pays that once:
