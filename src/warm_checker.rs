@@ -39,9 +39,7 @@ pub fn enable() {
 
 /// Stop every checker (at the end of `watch`).
 pub fn shutdown() {
-    if let Ok(mut slots) = registry().lock() {
-        slots.clear();
-    }
+    registry().lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 /// The preflight for `plan`: on the warm checker for the default check while `watch` runs,
