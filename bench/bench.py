@@ -14,6 +14,8 @@ Scenarios (BENCH_SCENARIOS, comma-separated; default all, in this order):
   swap       release-link swap-to-signal latency, preflight off/on, SWAP_SETTLE=0 build — goal 2
   e2e        edit-to-new-code-served vs watchexec + kill -HUP vs gunicorn --reload — figure 3
   oneshot    `hupwatch reload --pid` vs `pkill -HUP -f 'gunicorn.*master'` — figure 4
+  defaults   edit-to-new-code-served, every tool as a newcomer gets it (hupwatch's default
+             debounce and preflight vs `gunicorn --reload`, polling and inotify) — figure 3b
 """
 
 import atexit
@@ -48,7 +50,10 @@ CONFIG = {
     "watchexec": os.environ.get("BENCH_WATCHEXEC", "/tmp/bench-tools/bin/watchexec"),
     "floor": os.environ.get("BENCH_FLOOR", ""),
     "venv": os.environ.get("BENCH_VENV", "/tmp/bench-venv"),
-    "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot"),
+    "venv_inotify": os.environ.get("BENCH_VENV_INOTIFY", "/tmp/bench-venv-inotify"),
+    "defaults_rounds": env_int("BENCH_DEFAULTS", 8),
+    "defaults_alt_debounce": os.environ.get("BENCH_DEFAULTS_ALT_DEBOUNCE", "100ms"),
+    "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot,defaults"),
     "debounce_ms": env_int("BENCH_DEBOUNCE_MS", 100),
     "saves": env_int("BENCH_SAVES", 30),
     "swaps": env_int("BENCH_SWAPS", 30),
@@ -68,6 +73,7 @@ CONFIG = {
 }
 PYTHON = f"{CONFIG['venv']}/bin/python3"
 GUNICORN = f"{CONFIG['venv']}/bin/gunicorn"
+GUNICORN_INOTIFY = f"{CONFIG['venv_inotify']}/bin/gunicorn"
 STANDIN = str(HERE / "standin" / "bin" / "gunicorn")
 MS = 1_000_000
 PGREP = "pgrep -f 'gunicorn.*master'"
@@ -432,12 +438,15 @@ def probe_until(port, want, timeout=15.0):
 class Gunicorn:
     """A real Gunicorn 27.0.1 master (setproctitle installed, so titled) on 127.0.0.1."""
 
-    def __init__(self, name, app_dir, extra=(), wrap=(), workers=1):
+    def __init__(self, name, app_dir, extra=(), wrap=(), workers=1, titled_by_name=True, gunicorn=None):
         self.port = free_port()
         self.name = name
         self.workers = workers
+        # Without --name the title is `gunicorn: master [app:app]`: the app spec, which is
+        # what hupwatch's default preflight reads from a titled master.
+        named = ["--name", name] if titled_by_name else []
         args = list(wrap) + [
-            GUNICORN, "--name", name, "--workers", str(workers),
+            gunicorn or GUNICORN, *named, "--workers", str(workers),
             "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", *extra, "app:app",
         ]
         env = {"PYTHONDONTWRITEBYTECODE": "1", "PWD": str(app_dir)}
@@ -694,6 +703,83 @@ def scenario_e2e():
         sm = summary(s["lat"])
         if s["preflight_ms"]:
             sm["preflight_logged_median_ms"] = statistics.median(s["preflight_ms"])
+        res["tools"][tool] = sm
+        if s["w"]:
+            s["w"].stop()
+        s["g"].child.stop()
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario: edit → new code served, every tool with its defaults (figure 3b)
+
+
+def scenario_defaults():
+    """`hupwatch watch --pidfile P` run in the app directory with nothing else set (default
+    debounce, default preflight on the warm checker) against `gunicorn --reload` as `pip install
+    gunicorn` gives it (polling: no `inotify` package) and with `--reload-engine inotify` (the
+    `inotify` package installed in a venv of its own). Plus hupwatch with only --debounce
+    changed (BENCH_DEFAULTS_ALT_DEBOUNCE), to show what the quiet period costs."""
+    H = CONFIG["hupwatch"]
+    alt = CONFIG["defaults_alt_debounce"]
+    tools = ["hupwatch watch (defaults)", f"hupwatch watch --debounce {alt}", "gunicorn --reload",
+             "gunicorn --reload --reload-engine inotify"]
+    if not Path(GUNICORN_INOTIFY).exists():
+        note(f"no {GUNICORN_INOTIFY}: the --reload-engine inotify row is skipped")
+        tools.remove("gunicorn --reload --reload-engine inotify")
+    if not alt:
+        tools.remove(f"hupwatch watch --debounce {alt}")
+    setups = {}
+    for j, tool in enumerate(tools):
+        app_dir = make_app_dir(WORK / "defaults" / f"t{j}")
+        watcher = None
+        if tool.startswith("hupwatch"):
+            pidfile = WORK / "defaults" / f"t{j}.pid"
+            g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["-p", str(pidfile)], titled_by_name=False)
+            extra = ["--debounce", alt] if "--debounce" in tool else []
+            watcher = Child(f"defaults-hupwatch-{j}", [H, "watch", "--pidfile", pidfile, *extra], cwd=app_dir)
+            watcher.wait_line(r"ready: ", timeout=60)
+            # The warm checker is started ahead of the first change; let it finish.
+            try:
+                watcher.wait_line(r"warm preflight checker started", timeout=20)
+            except TimeoutError:
+                note(f"{tool}: no warm checker line (older build?)")
+        elif "inotify" in tool:
+            g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload", "--reload-engine", "inotify"],
+                         gunicorn=GUNICORN_INOTIFY)
+        else:
+            g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload"])
+        setups[tool] = {"dir": app_dir, "g": g, "w": watcher, "lat": [], "preflight_ms": []}
+    time.sleep(1.5)  # the polling reloader has taken its first mtime snapshot
+    n = CONFIG["defaults_rounds"]
+    for i in range(n):
+        order = tools[i % len(tools):] + tools[: i % len(tools)]
+        for tool in order:
+            s = setups[tool]
+            g, w = s["g"], s["w"]
+            old = g.workers_now()
+            mark = w.mark() if w else 0
+            version = f"d{i:05d}"
+            t0 = write_app(s["dir"], version)
+            s["lat"].append(probe_until(g.port, version) - t0)
+            if w:
+                w.wait_line(r"reloaded master|reload failed|ERROR", start=mark, timeout=40)
+                for _, text in w.lines[mark:]:
+                    m = re.search(r"preflight passed in (\d+)ms", text)
+                    if m:
+                        s["preflight_ms"].append(int(m.group(1)))
+            g.wait_replaced(old)
+            time.sleep(0.3 if w else 1.2)
+        log(f"defaults: {i + 1}/{n} rounds")
+    res = {"rounds": n, "poll_ms": CONFIG["poll_ms"], "tools": {}}
+    for tool in tools:
+        s = setups[tool]
+        sm = summary(s["lat"])
+        sm["p90_ms"] = round(pct([x / MS for x in s["lat"]], 90), 1)
+        sm["samples_ms"] = [round(x / MS, 1) for x in s["lat"]]
+        if s["preflight_ms"]:
+            sm["preflight_logged_median_ms"] = statistics.median(s["preflight_ms"])
+            sm["preflight_logged_ms"] = s["preflight_ms"]
         res["tools"][tool] = sm
         if s["w"]:
             s["w"].stop()
@@ -983,7 +1069,7 @@ def machine():
         "loadavg_at_start": Path("/proc/loadavg").read_text().strip(),
         "hupwatch": cmd_out([CONFIG["hupwatch"], "--version"]),
         "hupwatch_rev": os.environ.get("BENCH_HUPWATCH_REV"),
-        "watchexec": (cmd_out([CONFIG["watchexec"], "--version"]) or "").splitlines()[0],
+        "watchexec": next(iter((cmd_out([CONFIG["watchexec"], "--version"]) or "not installed").splitlines()), None),
         "gunicorn": cmd_out([GUNICORN, "--version"]),
         "python": cmd_out([PYTHON, "--version"]),
         "setproctitle": cmd_out([PYTHON, "-c", "import importlib.metadata as m; print(m.version('setproctitle'))"]),
@@ -1034,6 +1120,12 @@ def markdown(r):
         cells = [f"{k}: {v['median_ms']} / {v['p99_ms']} ms" for k, v in t.items()]
         L.append(f"| edit → new code served (real Gunicorn, debounce {sc['e2e']['debounce_ms']} ms): median / p99 | "
                  f"{cells[0]}; {cells[1]} | {'; '.join(cells[2:])} | – |")
+    if "defaults" in sc and "tools" in sc["defaults"]:
+        t = sc["defaults"]["tools"]
+        cells = [f"{k}: {v['median_ms']} / {v['p90_ms']} ms" for k, v in t.items()]
+        L.append(f"| edit → new code served, every tool's defaults (n={sc['defaults']['rounds']}): median / p90 | "
+                 f"{'; '.join(c for c in cells if c.startswith('hupwatch'))} | "
+                 f"{'; '.join(c for c in cells if not c.startswith('hupwatch'))} | ≤ ½ `gunicorn --reload`, ≤ inotify engine |")
     if "oneshot" in sc and "variants" in sc["oneshot"]:
         v = sc["oneshot"]["variants"]
         cells = [f"{k}: served {x['served']['median_ms']} ms, returns {x['returned']['median_ms']} ms"
@@ -1074,6 +1166,7 @@ SCENARIOS = {
     "swap": scenario_swap,
     "e2e": scenario_e2e,
     "oneshot": scenario_oneshot,
+    "defaults": scenario_defaults,
 }
 
 

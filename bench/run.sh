@@ -7,7 +7,8 @@
 #
 # Not part of `cargo test`. Needs root only to raise fs.inotify.max_user_watches when it is too
 # low for the 100k-file tree (the original value is recorded). Loopback only. Knobs (defaults):
-#   BENCH_SCENARIOS=tree,discovery,save,swap,e2e,oneshot   BENCH_DEBOUNCE_MS=100
+#   BENCH_SCENARIOS=tree,discovery,save,swap,e2e,oneshot,defaults   BENCH_DEBOUNCE_MS=100
+#   BENCH_DEFAULTS=8 BENCH_DEFAULTS_ALT_DEBOUNCE=100ms BENCH_VENV_INOTIFY=/tmp/bench-venv-inotify
 #   BENCH_SAVES=30 BENCH_SWAPS=30 BENCH_SWAPS_PREFLIGHT=10 BENCH_E2E=15 BENCH_ONESHOT=8
 #   BENCH_FILES=100000 BENCH_DIRS=2000 BENCH_READY_ROUNDS=3 BENCH_IDLE_SECS=60
 #   BENCH_PROCS=2000 BENCH_DISCOVERY_RUNS=20 BENCH_POLL_MS=5 BENCH_KEEP=0 BENCH_OUT=bench/results
@@ -79,9 +80,10 @@ else
     say "no C compiler: the save scenario's floor rows are skipped"
 fi
 
-# 3. watchexec, compiled from crates.io (a few minutes on 2 cores, once).
+# 3. watchexec, compiled from crates.io (a few minutes on 2 cores, once), when a scenario uses it.
 export BENCH_WATCHEXEC="$tools/bin/watchexec"
-if [[ ! -x "$BENCH_WATCHEXEC" ]]; then
+scenarios="${BENCH_SCENARIOS:-tree,discovery,save,swap,e2e,oneshot,defaults}"
+if [[ ! -x "$BENCH_WATCHEXEC" && "$scenarios" =~ (tree|save|e2e) ]]; then
     say "installing watchexec-cli into $tools (compiles for a few minutes)"
     CARGO_INSTALL_ROOT="$tools" CARGO_TARGET_DIR=/tmp/bench-watchexec-target \
         cargo install watchexec-cli --locked --quiet
@@ -96,6 +98,18 @@ if [[ "$(cat "$venv/.bench-ready" 2>/dev/null)" != "$want" ]]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet $want
     echo "$want" > "$venv/.bench-ready"
+fi
+
+# 4b. The same with the `inotify` package, for `gunicorn --reload --reload-engine inotify`
+#     (the defaults scenario; without the package Gunicorn's --reload polls once a second).
+export BENCH_VENV_INOTIFY="${BENCH_VENV_INOTIFY:-/tmp/bench-venv-inotify}"
+want_inotify="$want inotify==0.2.12"
+if [[ "$scenarios" == *defaults* && "$(cat "$BENCH_VENV_INOTIFY/.bench-ready" 2>/dev/null)" != "$want_inotify" ]]; then
+    say "creating $BENCH_VENV_INOTIFY ($want_inotify)"
+    rm -rf "$BENCH_VENV_INOTIFY"
+    python3 -m venv "$BENCH_VENV_INOTIFY"
+    "$BENCH_VENV_INOTIFY/bin/pip" install --quiet $want_inotify
+    echo "$want_inotify" > "$BENCH_VENV_INOTIFY/.bench-ready"
 fi
 
 # 5. inotify: each watcher needs one watch per directory (~2k); raise the per-user limit if it

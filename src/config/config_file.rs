@@ -220,7 +220,7 @@ impl SourceFile<'_> {
                 no_default_excludes: pick!(no_default_excludes).unwrap_or(false),
             },
             debounce: DebounceArgs {
-                debounce: pick!(debounce).unwrap_or_else(|| defaults::duration(defaults::DEBOUNCE)),
+                debounce: pick!(debounce),
                 max_wait: pick!(max_wait).unwrap_or_else(|| defaults::duration(defaults::MAX_WAIT)),
             },
             target,

@@ -254,6 +254,8 @@ pub struct WatchSettings {
     /// Shared with the watcher's event thread.
     pub filter: Arc<PathFilter>,
     pub debounce: Duration,
+    /// The quiet period of a burst of few file changes, when `--debounce` was not given.
+    pub small_burst_quiet: Option<Duration>,
     pub max_wait: Duration,
     /// Poll at this interval instead of using inotify.
     pub poll: Option<Duration>,
@@ -294,7 +296,11 @@ impl WatchSettings {
                 &filter.exclude,
                 !filter.no_default_excludes,
             )?),
-            debounce: debounce.debounce,
+            debounce: debounce.debounce.unwrap_or(crate::cli::defaults::DEBOUNCE),
+            small_burst_quiet: debounce
+                .debounce
+                .is_none()
+                .then_some(crate::cli::defaults::SMALL_BURST_QUIET),
             max_wait: debounce.max_wait,
             poll: paths.poll,
         })
@@ -368,7 +374,7 @@ mod tests {
                 no_default_excludes: false,
             },
             &DebounceArgs {
-                debounce: Duration::from_millis(300),
+                debounce: Some(Duration::from_millis(300)),
                 max_wait: Duration::from_secs(5),
             },
             &ReleaseArgs { release_link: None },

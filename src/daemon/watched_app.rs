@@ -20,7 +20,8 @@ use crate::watch::{AppTag, TreeWatcher, WatchError, WatchEvent};
 
 /// A swap is atomic and needs no quiet period, so it is acted on at once. Swaps in quick
 /// succession still give one reload for the last target: the preflight re-checks the newest
-/// release when the link moved while it ran, and swaps that arrive during a reload which then
+/// release when the link moved while it ran (and, once it has, waits for the link to stay put
+/// 100 ms: a warm check is fast enough to pass between two swaps), and swaps that arrive during a reload which then
 /// deployed the link's current target are dropped (`apply`). With `--no-preflight` a swap storm
 /// can give one extra reload: the first target, then the last.
 pub const SWAP_SETTLE: Duration = Duration::ZERO;
@@ -71,7 +72,8 @@ impl WatchedApp {
             describe_watches(&config, &tree, &links)
         );
         Ok(Self {
-            debouncer: Debouncer::new(config.watch.debounce, config.watch.max_wait),
+            debouncer: Debouncer::new(config.watch.debounce, config.watch.max_wait)
+                .with_small_burst(config.watch.small_burst_quiet),
             target: config.target.clone(),
             config,
             tag,
@@ -102,7 +104,7 @@ impl WatchedApp {
     /// Carry a pending change over (config reload must not lose it).
     pub fn mark_pending(&mut self) {
         self.files_changed = true;
-        self.debouncer.on_change(Instant::now());
+        self.debouncer.on_bulk_change(Instant::now());
     }
 
     /// Count the changes waiting in the spill slot, if any. Their paths were not kept, so
@@ -111,8 +113,8 @@ impl WatchedApp {
         if let Some(spilled) = self.spill.take() {
             debug!(app = %self.config.name, "change queue was full: taking the spilled changes");
             self.files_changed = true;
-            self.debouncer.on_change(spilled.first);
-            self.debouncer.on_change(spilled.last);
+            self.debouncer.on_bulk_change(spilled.first);
+            self.debouncer.on_bulk_change(spilled.last);
         }
     }
 
@@ -132,14 +134,18 @@ impl WatchedApp {
                     }
                 }
                 self.files_changed = true;
-                self.debouncer.on_change(seen);
+                if path.is_some() {
+                    self.debouncer.on_change(seen);
+                } else {
+                    self.debouncer.on_bulk_change(seen);
+                }
             }
             WatchEvent::NewDir(dir) => {
                 let added = self.tree.add_tree(&dir, true)?;
                 debug!(path = %dir.display(), directories = added.directories, files = added.has_counting_file, "new directory watched");
                 if added.has_counting_file {
                     self.files_changed = true;
-                    self.debouncer.on_change(now);
+                    self.debouncer.on_bulk_change(now);
                 }
             }
             WatchEvent::Ignored(path) => {
@@ -170,7 +176,7 @@ impl WatchedApp {
                     self.tree.root_back(&root);
                     info!(app = %self.config.name, root = %root.display(), directories, "watch root replaced: watches re-armed");
                     self.files_changed = true;
-                    self.debouncer.on_change(now);
+                    self.debouncer.on_bulk_change(now);
                 } else {
                     warn!(app = %self.config.name, root = %root.display(), "watch root {} is gone; watching for it to come back", root.display());
                 }

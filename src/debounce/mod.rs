@@ -4,15 +4,25 @@
 //! batches and so several HUPs; an ever-ticking timer (notify-debouncer-full) wakes an idle
 //! server forever. This debouncer is a pure state machine: it has a deadline only while a change
 //! is pending, and the caller sleeps until that deadline or the next change, nothing else.
+//!
+//! How long the quiet period is depends on what the burst looks like so far (measured in
+//! BENCHMARKS.md, "Choosing the quiet period"): an editor's save is 1–4 events within a few
+//! milliseconds and settles after a short quiet period; a `git checkout` or an `rsync` has
+//! passed that many events within its first 2 ms and gets the full one; a release-link swap
+//! is atomic and gets none.
 
 pub mod deadline_timer;
 pub mod early_wake;
 
 use std::time::{Duration, Instant};
 
+use crate::cli::defaults::SMALL_BURST;
+
 #[derive(Debug)]
 pub struct Debouncer {
     quiet: Duration,
+    /// The quiet period while a burst has at most `SMALL_BURST` file changes.
+    small_quiet: Option<Duration>,
     max_wait: Duration,
     pending: Option<Pending>,
 }
@@ -25,33 +35,60 @@ struct Pending {
     last: Instant,
     /// When the quiet period of the latest change ends.
     quiet_until: Instant,
+    /// File changes in the burst so far (a bulk change counts as many).
+    changes: u32,
 }
 
 impl Debouncer {
     pub fn new(quiet: Duration, max_wait: Duration) -> Self {
         Self {
             quiet,
+            small_quiet: None,
             max_wait,
             pending: None,
         }
     }
 
-    /// Record a change seen at `now`; restarts the quiet period.
+    /// Let bursts of few file changes settle after `quiet` (never longer than the full one).
+    pub fn with_small_burst(mut self, quiet: Option<Duration>) -> Self {
+        self.small_quiet = quiet.map(|q| q.min(self.quiet));
+        self
+    }
+
+    /// Record one file changed at `now`; restarts the quiet period, a short one while the
+    /// burst is still small.
     pub fn on_change(&mut self, now: Instant) {
-        self.on_change_with(now, self.quiet);
+        let changes = self.pending.map_or(0, |p| p.changes).saturating_add(1);
+        let quiet = match self.small_quiet {
+            Some(small) if changes <= SMALL_BURST => small,
+            _ => self.quiet,
+        };
+        self.record(now, quiet, changes);
+    }
+
+    /// Record a change that stands for many (a queue overflow, a new directory full of code,
+    /// a replaced root): the full quiet period.
+    pub fn on_bulk_change(&mut self, now: Instant) {
+        self.record(now, self.quiet, SMALL_BURST + 1);
     }
 
     /// Record a change that needs only `quiet` of silence: a release-link swap is atomic, so
     /// it needs none.
     pub fn on_change_with(&mut self, now: Instant, quiet: Duration) {
-        let (first, last) = match self.pending {
-            Some(p) => (p.first.min(now), p.last.max(now)),
-            None => (now, now),
+        let changes = self.pending.map_or(0, |p| p.changes);
+        self.record(now, quiet, changes);
+    }
+
+    fn record(&mut self, now: Instant, quiet: Duration, changes: u32) {
+        let (first, last, changes) = match self.pending {
+            Some(p) => (p.first.min(now), p.last.max(now), changes.max(p.changes)),
+            None => (now, now, changes),
         };
         self.pending = Some(Pending {
             first,
             last,
             quiet_until: later(last, quiet),
+            changes,
         });
     }
 
@@ -148,6 +185,48 @@ mod tests {
         d.on_change(t0 + 100 * MS);
         d.on_change(t0 + 50 * MS); // stamped earlier on another thread, handled later
         assert_eq!(d.deadline(), Some(t0 + 400 * MS));
+    }
+
+    #[test]
+    fn a_small_burst_settles_quickly_and_a_large_one_waits_the_full_period() {
+        let (d, t0) = debouncer();
+        let mut d = d.with_small_burst(Some(30 * MS));
+        d.on_change(t0);
+        d.on_change(t0 + MS);
+        assert_eq!(d.deadline(), Some(t0 + 31 * MS), "an editor's save");
+        assert!(d.take_due(t0 + 31 * MS));
+
+        for i in 0..=SMALL_BURST {
+            d.on_change(t0 + 100 * MS + i * MS);
+        }
+        let last = t0 + 100 * MS + SMALL_BURST * MS;
+        assert_eq!(
+            d.deadline(),
+            Some(last + 300 * MS),
+            "a checkout: the full period"
+        );
+        assert!(!d.take_due(last + 31 * MS));
+        assert!(d.take_due(last + 300 * MS));
+
+        d.on_bulk_change(t0 + 1000 * MS);
+        assert_eq!(
+            d.deadline(),
+            Some(t0 + 1300 * MS),
+            "an overflow is many changes"
+        );
+        d.on_change(t0 + 1010 * MS);
+        assert_eq!(
+            d.deadline(),
+            Some(t0 + 1310 * MS),
+            "and stays a large burst"
+        );
+    }
+
+    #[test]
+    fn without_a_small_burst_quiet_every_burst_waits_the_full_period() {
+        let (mut d, t0) = debouncer();
+        d.on_change(t0);
+        assert_eq!(d.deadline(), Some(t0 + 300 * MS));
     }
 
     #[test]

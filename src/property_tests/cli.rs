@@ -81,7 +81,7 @@ proptest! {
             let Command::Watch(w) = cli.command else {
                 return Err(TestCaseError::fail("not watch"));
             };
-            prop_assert_eq!(Some(w.app.debounce.debounce), human(&value));
+            prop_assert_eq!(w.app.debounce.debounce, human(&value));
         }
         let arg = format!("--verify-timeout={value}");
         if let Ok(cli) = try_cli(["hupwatch", "reload", &arg]) {

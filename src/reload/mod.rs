@@ -11,6 +11,9 @@ pub mod preflight;
 pub mod release_check;
 pub mod upgrade;
 pub mod verify;
+pub mod warm_checker;
+pub mod warm_process;
+pub mod warm_protocol;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

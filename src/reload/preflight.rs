@@ -68,14 +68,30 @@ pub enum PreflightError {
     },
 }
 
+impl PreflightError {
+    /// A check that ran and failed (`status` as `exit status: 1`), from its output: the cold
+    /// check and the warm checker report it alike.
+    pub fn failed(dir: &Path, status: &str, output: &[u8]) -> Self {
+        Self::Failed {
+            dir: dir.to_path_buf(),
+            outcome: format!("{status}: {}", last_line(output)),
+            hint: sandbox_hint(
+                &String::from_utf8_lossy(output),
+                std::env::var_os("INVOCATION_ID").is_some(),
+            ),
+            tail: tail(output),
+        }
+    }
+}
+
 /// A check ready to run; `describe` is what the log shows.
 #[derive(Debug)]
 pub struct Plan {
-    program: PathBuf,
-    args: Vec<OsString>,
-    dir: PathBuf,
-    env: Vec<(OsString, OsString)>,
-    creds: Option<Credentials>,
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) dir: PathBuf,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) creds: Option<Credentials>,
     pub describe: String,
 }
 
@@ -193,25 +209,7 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
         .stderr(writer)
         .process_group(0);
     if let Some(creds) = &plan.creds {
-        // Everything the child needs is built here, before the fork: after it, in a process
-        // with other threads, an allocation can deadlock on a lock another thread held.
-        let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        let (gid, uid) = (Gid::from_raw(creds.gid), Uid::from_raw(creds.uid));
-        // std's `Command::uid`/`gid` are not used: std applies them before any `pre_exec`
-        // closure, and once the uid is dropped setgroups and setgid fail (EPERM); the stable
-        // API cannot set the supplementary groups (`CommandExt::groups` is unstable). So all
-        // three are dropped here, in the only working order: groups, then gid, then uid.
-        // SAFETY: between fork and exec the closure makes three system calls (setgroups,
-        // setgid, setuid) on memory allocated before the fork; it neither allocates nor takes
-        // a lock (an errno becomes an `io::Error` without allocating).
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setgroups(&groups)?;
-                nix::unistd::setgid(gid)?;
-                nix::unistd::setuid(uid)?;
-                Ok(())
-            });
-        }
+        switch_user(&mut cmd, creds);
     }
     let mut child = cmd.spawn().map_err(spawn_err)?;
     drop(cmd); // closes our copies of the pipe's write end, so the reader sees EOF
@@ -238,15 +236,7 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
     let tail = tail(&output);
     match status {
         Some(s) if s.success() => Ok(started.elapsed()),
-        Some(s) => Err(PreflightError::Failed {
-            dir: plan.dir.clone(),
-            outcome: format!("{s}: {}", last_line(&output)),
-            hint: sandbox_hint(
-                &String::from_utf8_lossy(&output),
-                std::env::var_os("INVOCATION_ID").is_some(),
-            ),
-            tail,
-        }),
+        Some(s) => Err(PreflightError::failed(&plan.dir, &s.to_string(), &output)),
         None => Err(PreflightError::TimedOut {
             dir: plan.dir.clone(),
             timeout,
@@ -284,7 +274,31 @@ pub fn sandbox_hint(output: &str, under_systemd: bool) -> Option<&'static str> {
         .map(|(_, hint)| *hint)
 }
 
-fn last_line(output: &[u8]) -> String {
+/// Have `cmd`'s child drop to the master's user and groups before exec: shared by the cold
+/// check and the warm checker, which must run as exactly the same user.
+pub(crate) fn switch_user(cmd: &mut Command, creds: &Credentials) {
+    // Everything the child needs is built here, before the fork: after it, in a process
+    // with other threads, an allocation can deadlock on a lock another thread held.
+    let groups: Vec<Gid> = creds.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let (gid, uid) = (Gid::from_raw(creds.gid), Uid::from_raw(creds.uid));
+    // std's `Command::uid`/`gid` are not used: std applies them before any `pre_exec`
+    // closure, and once the uid is dropped setgroups and setgid fail (EPERM); the stable
+    // API cannot set the supplementary groups (`CommandExt::groups` is unstable). So all
+    // three are dropped here, in the only working order: groups, then gid, then uid.
+    // SAFETY: between fork and exec the closure makes three system calls (setgroups,
+    // setgid, setuid) on memory allocated before the fork; it neither allocates nor takes
+    // a lock (an errno becomes an `io::Error` without allocating).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            Ok(())
+        });
+    }
+}
+
+pub(crate) fn last_line(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
     let line = text
         .lines()
@@ -294,7 +308,7 @@ fn last_line(output: &[u8]) -> String {
     line.trim().chars().take(200).collect()
 }
 
-fn tail(output: &[u8]) -> String {
+pub(crate) fn tail(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(TAIL_LINES);

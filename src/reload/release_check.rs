@@ -9,6 +9,7 @@ use tracing::info;
 
 use super::ReloadError;
 use super::preflight;
+use super::warm_checker;
 use crate::config::ReloadSettings;
 use crate::config::release_link::{self, ReleaseError};
 use crate::gunicorn::discover::MasterProcess;
@@ -17,6 +18,10 @@ use crate::gunicorn::master_env;
 /// Run the preflight in the release the new workers will load; if the release link moved
 /// meanwhile, check the newer release instead, so the signal always goes out for the release
 /// that was checked and is current.
+/// Once the release link has moved during a preflight (a swap storm), how long it must then
+/// stay put before the checked release goes out.
+const STORM_SETTLE: Duration = Duration::from_millis(100);
+
 pub fn preflight_until_stable(
     settings: &ReloadSettings,
     master: &MasterProcess,
@@ -28,6 +33,7 @@ pub fn preflight_until_stable(
     };
     // A swap storm restarts the check for the newest release, within one preflight timeout.
     let deadline = Instant::now() + preflight.timeout;
+    let mut storm = false;
     while Instant::now() < deadline {
         let dir = release
             .clone()
@@ -39,7 +45,7 @@ pub fn preflight_until_stable(
                 hint: String::new(),
             })?;
         info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let took = preflight::run(&plan, preflight.timeout).map_err(|source| {
+        let took = warm_checker::run(&plan, &preflight.check, preflight.timeout).map_err(|source| {
             // The link already names the broken release while the old one still serves.
             let hint = link.map_or(String::new(), |l| {
                 format!(
@@ -56,11 +62,18 @@ pub fn preflight_until_stable(
             "preflight passed in {}ms",
             took.as_millis()
         );
-        let now = link.map(|l| l.target()).transpose()?;
+        let mut now = link.map(|l| l.target()).transpose()?;
+        if now == release && storm {
+            // A warm check can pass between two swaps of a storm: only a release the link
+            // has kept for STORM_SETTLE goes out, so a storm stays one reload.
+            std::thread::sleep(STORM_SETTLE);
+            now = link.map(|l| l.target()).transpose()?;
+        }
         if now == release {
             return Ok((release, Some(took)));
         }
         info!("release link moved during the preflight; checking the new release");
+        storm = true;
         release = now;
     }
     Err(ReleaseError::Unstable.into())

@@ -17,6 +17,7 @@ mod soak;
 mod stall;
 mod starting;
 mod support;
+mod warm;
 mod watch;
 
 use nix::sys::signal::{Signal, kill};

@@ -1,0 +1,315 @@
+//! The warm preflight: one Python process per app, Gunicorn already imported, forking a child
+//! per check (the script is `warm_checker.py`, embedded).
+//!
+//! A cold `python -m gunicorn --check-config APP` spends ≈0.2 s, far more on a loaded host,
+//! starting the interpreter and importing Gunicorn before it gets to the app; that is most of
+//! the preflight for a small app and a good share of the time from a save to new code served.
+//! The checker is started exactly like the cold check — the master's interpreter, its user and
+//! groups (the same `switch_user`), its environment — and restarted when that interpreter or
+//! its venv changes (path, mtime, `pyvenv.cfg`), when the environment or user changes, and when
+//! it dies. It never outlives hupwatch: it is SIGKILLed with its group when dropped, gets
+//! SIGKILL from the kernel when hupwatch dies (PR_SET_PDEATHSIG, set from a thread that lives
+//! as long as hupwatch, since the signal follows the thread that forked), and exits on EOF of
+//! its request pipe. Any answer that cannot be trusted sends the check to the cold path.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{debug, info, warn};
+
+use crate::config::PreflightCheck;
+use crate::gunicorn::master_env::Credentials;
+use crate::reload::preflight::{self, Plan, PreflightError};
+use crate::reload::warm_process::{Checker, Outcome, WarmError};
+use crate::reload::warm_protocol::Verdict;
+
+/// Variables that differ from check to check; the checker itself starts without them.
+const PER_CHECK: &[&str] = &["PWD", "HUPWATCH_RELEASE"];
+/// More apps than this in one hupwatch is unusual; beyond it, old checkers are stopped.
+const MAX_CHECKERS: usize = 16;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// `watch` turns the warm checker on; one-shot `reload` starts an interpreter anyway.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Stop every checker (at the end of `watch`).
+pub fn shutdown() {
+    registry().lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// The preflight for `plan`: on the warm checker for the default check while `watch` runs,
+/// else (a custom `--preflight CMD`, one-shot commands) the cold run as before.
+pub fn run(
+    plan: &Plan,
+    check: &PreflightCheck,
+    timeout: Duration,
+) -> Result<Duration, PreflightError> {
+    if !ENABLED.load(Ordering::Relaxed)
+        || !matches!(check, PreflightCheck::Gunicorn { .. })
+        || relative_pythonpath(plan)
+    {
+        return preflight::run(plan, timeout);
+    }
+    let started = Instant::now();
+    match check_warm(plan, timeout) {
+        Ok(Outcome::Done(Verdict::Pass, _)) => Ok(started.elapsed()),
+        Ok(Outcome::Done(Verdict::Fail { code }, output)) => Err(PreflightError::failed(
+            &plan.dir,
+            &format!("exit status: {code}"),
+            output.as_bytes(),
+        )),
+        Ok(Outcome::TimedOut(output)) => Err(PreflightError::TimedOut {
+            dir: plan.dir.clone(),
+            timeout,
+            tail: preflight::tail(output.as_bytes()),
+        }),
+        Ok(Outcome::Done(Verdict::Untrusted(why), _)) => cold(plan, timeout, &why),
+        Err(e) => cold(plan, timeout, &e.to_string()),
+    }
+}
+
+/// Python makes `$PYTHONPATH` entries absolute when it starts: a relative one names the release
+/// for the cold check, run in it, but `/` for the checker, started there. Such checks stay cold.
+fn relative_pythonpath(plan: &Plan) -> bool {
+    plan.env
+        .iter()
+        .filter(|(k, _)| k == "PYTHONPATH")
+        .any(|(_, v)| {
+            std::env::split_paths(v).any(|p| !p.as_os_str().is_empty() && p.is_relative())
+        })
+}
+
+/// Start the checker for `plan` ahead of the first change, so that one is warm too.
+pub fn prewarm(plan: &Plan) {
+    if !ENABLED.load(Ordering::Relaxed) || relative_pythonpath(plan) {
+        return;
+    }
+    let slot = slot_for(plan);
+    let Ok(mut slot) = slot.lock() else { return };
+    if slot.refused.is_none()
+        && slot.checker.is_none()
+        && let Err(e) = slot.start(plan, Instant::now() + Duration::from_secs(60))
+    {
+        debug!("warm preflight checker not started ahead: {e}");
+    }
+}
+
+fn cold(plan: &Plan, timeout: Duration, why: &str) -> Result<Duration, PreflightError> {
+    warn!(
+        "warm preflight check cannot be trusted ({why}); running the cold --check-config instead"
+    );
+    preflight::run(plan, timeout)
+}
+
+/// What a checker was started for: restarted when any of it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    python: PathBuf,
+    exe: Option<PathBuf>,
+    exe_mtime: Option<SystemTime>,
+    venv_mtime: Option<SystemTime>,
+    creds: Option<Credentials>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+impl Key {
+    fn of(plan: &Plan) -> Self {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let venv_cfg = plan
+            .program
+            .parent()
+            .and_then(Path::parent)
+            .map(|p| p.join("pyvenv.cfg"));
+        Self {
+            python: plan.program.clone(),
+            exe: std::fs::canonicalize(&plan.program).ok(),
+            exe_mtime: mtime(&plan.program),
+            venv_mtime: venv_cfg.as_deref().and_then(mtime),
+            creds: plan.creds.clone(),
+            env: base_env(plan),
+        }
+    }
+}
+
+pub(crate) fn base_env(plan: &Plan) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: Vec<_> = plan
+        .env
+        .iter()
+        .filter(|(k, _)| !PER_CHECK.iter().any(|p| k == p))
+        .cloned()
+        .collect();
+    env.sort();
+    env
+}
+
+#[derive(Default)]
+struct Slot {
+    checker: Option<Checker>,
+    /// This interpreter cannot import Gunicorn: go cold without trying again.
+    refused: Option<String>,
+}
+
+type Registry = Mutex<Vec<(Key, Arc<Mutex<Slot>>)>>;
+
+fn registry() -> &'static Registry {
+    static CHECKERS: OnceLock<Registry> = OnceLock::new();
+    CHECKERS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// The slot for `plan`'s key; a slot of the same interpreter path with an older fingerprint
+/// (a rebuilt venv, a new interpreter) is dropped, which stops its checker.
+fn slot_for(plan: &Plan) -> Arc<Mutex<Slot>> {
+    let key = Key::of(plan);
+    let mut slots = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, slot)) = slots.iter().find(|(k, _)| *k == key) {
+        return slot.clone();
+    }
+    slots.retain(|(k, _)| {
+        k.python != key.python
+            || (k.exe == key.exe && k.exe_mtime == key.exe_mtime && k.venv_mtime == key.venv_mtime)
+    });
+    if slots.len() >= MAX_CHECKERS {
+        slots.remove(0);
+    }
+    let slot = Arc::new(Mutex::new(Slot::default()));
+    slots.push((key, slot.clone()));
+    slot
+}
+
+fn check_warm(plan: &Plan, timeout: Duration) -> Result<Outcome, WarmError> {
+    let deadline = Instant::now() + timeout;
+    let slot = slot_for(plan);
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(why) = &slot.refused {
+        return Err(WarmError::Fatal(why.clone()));
+    }
+    // A checker that died since the last check (killed, OOM) is replaced before this one.
+    let dead = slot
+        .checker
+        .as_mut()
+        .is_some_and(|c| !matches!(c.child.try_wait(), Ok(None)));
+    if dead {
+        info!("warm preflight checker is gone; starting a new one");
+        slot.checker = None;
+    }
+    if slot.checker.is_none() {
+        slot.start(plan, deadline)?;
+    }
+    let Some(checker) = slot.checker.as_mut() else {
+        return Err(WarmError::Died);
+    };
+    let result = checker.check(plan, deadline);
+    if result.is_err() {
+        // Dead, or out of step with us: the next check starts a fresh one.
+        slot.checker = None;
+    }
+    result
+}
+
+impl Slot {
+    fn start(&mut self, plan: &Plan, deadline: Instant) -> Result<(), WarmError> {
+        match Checker::start(plan, deadline) {
+            Ok(c) => {
+                self.checker = Some(c);
+                Ok(())
+            }
+            Err(WarmError::Fatal(why)) => {
+                self.refused = Some(why.clone());
+                Err(WarmError::Fatal(why))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch_dir::ScratchDir;
+
+    fn plan(python: PathBuf, env: &[(&str, &str)]) -> Plan {
+        Plan {
+            program: python,
+            args: vec!["-m".into(), "gunicorn".into(), "--check-config".into()],
+            dir: PathBuf::from("/"),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            creds: None,
+            describe: String::new(),
+        }
+    }
+
+    fn touch_later(path: &Path, secs: u64) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        let when = SystemTime::now() + Duration::from_secs(secs);
+        file.set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn a_changed_interpreter_or_venv_gets_a_new_checker_and_the_old_one_is_dropped() {
+        let venv = ScratchDir::new("warm-key");
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        let python = venv.join("bin/python");
+        std::fs::write(&python, "").unwrap();
+        std::fs::write(venv.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+
+        let first = slot_for(&plan(python.clone(), &[("A", "1")]));
+        let again = slot_for(&plan(python.clone(), &[("A", "1"), ("PWD", "/srv/r2")]));
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "per-check variables do not matter"
+        );
+
+        touch_later(&venv.join("pyvenv.cfg"), 60);
+        let rebuilt = slot_for(&plan(python.clone(), &[("A", "1")]));
+        assert!(!Arc::ptr_eq(&first, &rebuilt), "a rebuilt venv");
+        drop(again);
+        assert_eq!(
+            Arc::strong_count(&first),
+            1,
+            "the old slot left the registry"
+        );
+
+        touch_later(&python, 120);
+        let upgraded = slot_for(&plan(python.clone(), &[("A", "1")]));
+        assert!(!Arc::ptr_eq(&rebuilt, &upgraded), "a new interpreter");
+        assert_eq!(Arc::strong_count(&rebuilt), 1);
+
+        let other_env = slot_for(&plan(python, &[("A", "2")]));
+        assert!(
+            !Arc::ptr_eq(&upgraded, &other_env),
+            "another app's environment"
+        );
+        assert_eq!(Arc::strong_count(&upgraded), 2, "kept: it is another app's");
+    }
+
+    #[test]
+    fn a_relative_pythonpath_keeps_the_check_cold() {
+        let p = |v: &str| plan(PathBuf::from("/v/bin/python"), &[("PYTHONPATH", v)]);
+        assert!(relative_pythonpath(&p(".")));
+        assert!(relative_pythonpath(&p("/srv/lib:src")));
+        assert!(!relative_pythonpath(&p("/srv/lib:/opt/x")));
+        assert!(!relative_pythonpath(&p("")));
+        assert!(!relative_pythonpath(&plan(
+            PathBuf::from("/v/bin/python"),
+            &[]
+        )));
+    }
+
+    #[test]
+    fn the_check_gets_gunicorns_own_arguments() {
+        let mut p = plan(PathBuf::from("/v/bin/python"), &[]);
+        p.args.push("app:app".into());
+        assert_eq!(
+            crate::reload::warm_process::args_after_module(&p),
+            &["--check-config".into(), "app:app".into()] as &[std::ffi::OsString]
+        );
+    }
+}
