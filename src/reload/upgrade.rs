@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::process_tree::ProcessTree;
+use crate::gunicorn::procfs;
 use crate::reload::pidfd_signal::{self, SignalError};
 use crate::reload::systemd_handover::{self, Handover, HandoverError};
 use crate::reload::verify::SETTLE;
@@ -133,10 +134,17 @@ fn await_new_master(
 ) -> Result<MasterProcess, UpgradeError> {
     let started = Instant::now();
     let mut seen: Option<MasterProcess> = None;
+    let mut reexec: Option<(u32, u64)> = None;
     let mut stable_since: Option<(Instant, Vec<u32>)> = None;
     loop {
         if !pidfd_signal::is_alive(old.pid, old.start_ticks) {
             return Err(UpgradeError::OldMasterDied { old: old.pid });
+        }
+        reexec = reexec.or_else(|| reexec_child(old.pid));
+        if let Some((pid, ticks)) = reexec.filter(|_| seen.is_none())
+            && !pidfd_signal::is_alive(pid, ticks)
+        {
+            return Err(UpgradeError::NewMasterDied { pid, old: old.pid });
         }
         // The old master's neighbourhood holds its children and theirs: enough to see the new
         // master and its workers without scanning every process 20 times a second.
@@ -175,6 +183,22 @@ fn await_new_master(
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The child that `old` re-executed for USR2 (its environment has `GUNICORN_PID=<old>`), with
+/// its start time. Without setproctitle a new master looks like a master only once it has
+/// workers; one whose workers fail at import exits within a poll or two of forking them, and
+/// would otherwise go unseen until the boot timeout.
+fn reexec_child(old: u32) -> Option<(u32, u64)> {
+    let marker = format!("GUNICORN_PID={old}");
+    procfs::read_children(old)?.into_iter().find_map(|pid| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+            .then_some(())?;
+        Some((pid, procfs::read_stat(pid).ok()?.start_ticks))
+    })
 }
 
 /// A new master that never finished booting is stopped, so two masters are never left serving.
@@ -242,6 +266,6 @@ fn await_takeover(
 }
 
 fn title_name(pid: u32) -> Option<String> {
-    let cmdline = crate::gunicorn::procfs::read_cmdline(pid).ok()?;
+    let cmdline = procfs::read_cmdline(pid).ok()?;
     crate::gunicorn::cmdline::parse(&cmdline)?.title_name
 }
