@@ -24,7 +24,8 @@ fn slow_app(version: &str) -> String {
 }
 
 /// The shipped example, byte for byte, plus a drop-in for the test's paths.
-fn install(units: &mut Units, dir: &AppDir, port: u16) {
+/// `service_type` overrides the example's `Type=notify` (empty: kept).
+fn install(units: &mut Units, dir: &AppDir, port: u16, service_type: &str) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gunicorn-app.service");
     let text = std::fs::read_to_string(&example).unwrap();
     units.install(UNIT, &text);
@@ -32,7 +33,7 @@ fn install(units: &mut Units, dir: &AppDir, port: u16) {
     // HUPWATCH_NO_PREFLIGHT: the broken release must reach the new master, whose death while
     // booting is what this test is about (the preflight would hold it back earlier).
     let paths = format!(
-        "[Service]\nUser=nobody\nGroup=nogroup\nEnvironment=HUPWATCH_NO_PREFLIGHT=true\n\
+        "[Service]\n{service_type}User=nobody\nGroup=nogroup\nEnvironment=HUPWATCH_NO_PREFLIGHT=true\n\
          ExecStart=\nExecStart={} --no-control-socket --graceful-timeout 5 -w 2 \
          -b 127.0.0.1:{port} --chdir {} app:app\n\
          ExecReload=\nExecReload=+{HUPWATCH} reload --pid $MAINPID --strategy upgrade\n",
@@ -52,13 +53,24 @@ fn reload(sd: &Systemd) -> (bool, String, Duration) {
 
 #[test]
 fn systemctl_reload_upgrades_the_main_process_and_keeps_it_on_a_broken_release() {
+    upgrade_then_broken_release("");
+}
+
+/// `Type=simple` works too: systemd takes `MAINPID=` from any process of the unit when
+/// `NotifyAccess=all`, whatever the type.
+#[test]
+fn the_same_with_type_simple() {
+    upgrade_then_broken_release("Type=simple\n");
+}
+
+fn upgrade_then_broken_release(service_type: &str) {
     let Some(sd) = Systemd::session() else { return };
     let _host = host_shared();
     let dir = AppDir::named("sd-upgrade");
     dir.write("app.py", &slow_app("v1"));
     let mut units = Units::new(&sd);
     let port = free_port();
-    install(&mut units, &dir, port);
+    install(&mut units, &dir, port, service_type);
     units.start(UNIT);
     let old = units.main_pid(UNIT);
     wait_for_body(port, "v1");
