@@ -4,7 +4,8 @@
 //! #2856: otherwise the old master's exit stops the unit). Under steady HTTP load on an app
 //! whose import takes 1.5 s: no failed request, no stall, new code served, unit active. A
 //! release that cannot be imported: the new master dies while booting, the reload fails, the
-//! old master keeps serving as the unit's main process.
+//! old master keeps serving as the unit's main process. Run from outside the unit, the same
+//! upgrade is refused with the two lines the unit needs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -74,6 +75,28 @@ fn upgrade_then_broken_release(service_type: &str) {
     units.start(UNIT);
     let old = units.main_pid(UNIT);
     wait_for_body(port, "v1");
+
+    // From outside the unit (a shell, another service): refused, saying how to set it up.
+    let pid = old.to_string();
+    let args = [
+        "reload",
+        "--pid",
+        &pid,
+        "--strategy",
+        "upgrade",
+        "--no-preflight",
+    ];
+    let out = sd.run(HUPWATCH, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "main process of gunicorn-app.service",
+        "NotifyAccess=all",
+        "ExecReload=",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+    }
+    assert_eq!(units.main_pid(UNIT), old);
 
     dir.replace("app.py", &slow_app("v2"));
     let load = http::Load::start(port);
