@@ -153,16 +153,6 @@ pub fn worker_start_dir(master: &MasterProcess) -> Option<PathBuf> {
     pwd.filter(|p| p.is_dir()).or_else(|| master.cwd.clone())
 }
 
-/// Is the master the main process of a systemd service? Its USR2 child would then be torn
-/// down with the unit when the old master exits.
-pub fn is_systemd_service_main(pid: u32, ppid: u32) -> Option<String> {
-    if ppid != 1 {
-        return None;
-    }
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    crate::gunicorn::systemd_unit::service_of_cgroup(&cgroup).map(|unit| unit.name)
-}
-
 /// Does the master preload the app (`--preload`, or `preload_app = True` in its config file)?
 /// Then HUP forks new workers from the already imported app: no new code is loaded.
 pub fn preloads_app(master: &MasterProcess) -> bool {

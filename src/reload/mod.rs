@@ -9,6 +9,7 @@ pub mod lock;
 pub mod pidfd_signal;
 pub mod preflight;
 pub mod release_check;
+pub mod systemd_handover;
 pub mod upgrade;
 pub mod verify;
 pub mod warm_checker;

@@ -8,6 +8,10 @@
 //! is "promoted", and renames the pidfile back. If the new master fails to boot, the old one
 //! never stopped serving: no outage, a failed reload.
 //! This is the only strategy that loads new code with `preload_app`.
+//!
+//! A master that is a systemd unit's main process is upgraded only from the unit's own
+//! `ExecReload=`, which names the new master to systemd before the old one is stopped
+//! (`systemd_handover`); elsewhere that upgrade is refused.
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +20,10 @@ use tracing::{info, warn};
 
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
-use crate::gunicorn::master_env;
 use crate::gunicorn::process_tree::ProcessTree;
+use crate::gunicorn::procfs;
 use crate::reload::pidfd_signal::{self, SignalError};
+use crate::reload::systemd_handover::{self, Handover, HandoverError};
 use crate::reload::verify::SETTLE;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -28,9 +33,16 @@ const PROMOTION_GRACE: Duration = Duration::from_millis(1500);
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
     #[error(
-        "master {pid} is the main process of {unit}: a USR2 child would be torn down with the unit when the old master exits; use --strategy hup (with --chdir <link> for release links) or restart the unit"
+        "master {pid} is the main process of {unit} and {why}: a USR2 child would be torn down with the unit when the old master exits. Upgrade it from the unit itself: set NotifyAccess=all and ExecReload=+/usr/bin/hupwatch reload --pid $MAINPID --strategy upgrade in {unit}, then run `systemctl reload {unit}` (see examples/gunicorn-app.service); or use --strategy hup (with --chdir <link> for release links)"
     )]
-    SystemdMain { pid: u32, unit: String },
+    SystemdMain { pid: u32, unit: String, why: String },
+    #[error("{source}{rollback}; the old master {old} keeps serving")]
+    Handover {
+        /// Boxed: a `ReloadError` carries it, and is returned on every path.
+        source: Box<HandoverError>,
+        old: u32,
+        rollback: String,
+    },
     #[error(transparent)]
     Signal(#[from] SignalError),
     #[error(
@@ -68,9 +80,17 @@ pub struct Upgraded {
 }
 
 pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, UpgradeError> {
-    if let Some(unit) = master_env::is_systemd_service_main(old.pid, old.ppid) {
-        return Err(UpgradeError::SystemdMain { pid: old.pid, unit });
-    }
+    let unit = match systemd_handover::decide_for(old.pid, old.ppid) {
+        Handover::NotMain => None,
+        Handover::Announce { unit } => Some(unit),
+        Handover::Refuse { unit, why } => {
+            return Err(UpgradeError::SystemdMain {
+                pid: old.pid,
+                unit,
+                why,
+            });
+        }
+    };
     let started = Instant::now();
     let signalled = heartbeat::monotonic_now();
     let wanted = old.workers.len().max(1);
@@ -82,6 +102,16 @@ pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, Upgra
     let mut boots = BootWatch::default();
     let new = await_new_master(old, wanted, timeout, &mut boots)?;
     let boot = boots.times(&new.worker_pids(), signalled);
+    if let Some(unit) = &unit {
+        // Before the old master exits: its exit would otherwise stop the unit.
+        systemd_handover::announce(unit, new.pid, timeout).map_err(|source| {
+            UpgradeError::Handover {
+                source: Box::new(source),
+                old: old.pid,
+                rollback: roll_back(Some(&new)),
+            }
+        })?;
+    }
     info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), boot_ms = boot.all.map(|d| d.as_millis() as u64), "new master {} is up, its workers booted; sending SIGTERM to the old master {}", new.pid, old.pid);
     pidfd_signal::send(old, Signal::SIGTERM)?;
     await_takeover(old, &new, timeout)?;
@@ -104,10 +134,17 @@ fn await_new_master(
 ) -> Result<MasterProcess, UpgradeError> {
     let started = Instant::now();
     let mut seen: Option<MasterProcess> = None;
+    let mut reexec: Option<(u32, u64)> = None;
     let mut stable_since: Option<(Instant, Vec<u32>)> = None;
     loop {
         if !pidfd_signal::is_alive(old.pid, old.start_ticks) {
             return Err(UpgradeError::OldMasterDied { old: old.pid });
+        }
+        reexec = reexec.or_else(|| reexec_child(old.pid));
+        if let Some((pid, ticks)) = reexec.filter(|_| seen.is_none())
+            && !pidfd_signal::is_alive(pid, ticks)
+        {
+            return Err(UpgradeError::NewMasterDied { pid, old: old.pid });
         }
         // The old master's neighbourhood holds its children and theirs: enough to see the new
         // master and its workers without scanning every process 20 times a second.
@@ -146,6 +183,22 @@ fn await_new_master(
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The child that `old` re-executed for USR2 (its environment has `GUNICORN_PID=<old>`), with
+/// its start time. Without setproctitle a new master looks like a master only once it has
+/// workers; one whose workers fail at import exits within a poll or two of forking them, and
+/// would otherwise go unseen until the boot timeout.
+fn reexec_child(old: u32) -> Option<(u32, u64)> {
+    let marker = format!("GUNICORN_PID={old}");
+    procfs::read_children(old)?.into_iter().find_map(|pid| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+            .then_some(())?;
+        Some((pid, procfs::read_stat(pid).ok()?.start_ticks))
+    })
 }
 
 /// A new master that never finished booting is stopped, so two masters are never left serving.
@@ -213,6 +266,6 @@ fn await_takeover(
 }
 
 fn title_name(pid: u32) -> Option<String> {
-    let cmdline = crate::gunicorn::procfs::read_cmdline(pid).ok()?;
+    let cmdline = procfs::read_cmdline(pid).ok()?;
     crate::gunicorn::cmdline::parse(&cmdline)?.title_name
 }

@@ -17,4 +17,5 @@ mod preflight_sandbox;
 mod security;
 mod service;
 mod template;
+mod upgrade;
 mod watchdog;

@@ -1,0 +1,141 @@
+//! `examples/gunicorn-app.service` under a real systemd, its paths changed by a drop-in:
+//! `systemctl reload` runs `hupwatch reload --strategy upgrade` as the unit's `ExecReload=`,
+//! which moves the unit's MainPID to the new master before the old one is stopped (Gunicorn
+//! #2856: otherwise the old master's exit stops the unit). Under steady HTTP load on an app
+//! whose import takes 1.5 s: no failed request, no stall, new code served, unit active. A
+//! release that cannot be imported: the new master dies while booting, the reload fails, the
+//! old master keeps serving as the unit's main process. Run from outside the unit, the same
+//! upgrade is refused with the two lines the unit needs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::sandbox::Systemd;
+use crate::service::wait_for_body;
+use crate::support::{AppDir, Venv, app_source, host_shared, http, venv};
+use crate::units::{HUPWATCH, Units, free_port};
+
+const UNIT: &str = "gunicorn-app.service";
+/// The slowest request allowed while the masters change hands.
+const WORST: Duration = Duration::from_millis(500);
+
+/// The app `version` whose import sleeps 1.5 s (a sleep: the test machine has 2 cores).
+fn slow_app(version: &str) -> String {
+    format!("import time\n\ntime.sleep(1.5)\n\n{}", app_source(version))
+}
+
+/// The shipped example, byte for byte, plus a drop-in for the test's paths.
+/// `service_type` overrides the example's `Type=notify` (empty: kept).
+fn install(units: &mut Units, dir: &AppDir, port: u16, service_type: &str) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gunicorn-app.service");
+    let text = std::fs::read_to_string(&example).unwrap();
+    units.install(UNIT, &text);
+    let gunicorn = venv::bin(Venv::SystemPlain, "gunicorn");
+    // HUPWATCH_NO_PREFLIGHT: the broken release must reach the new master, whose death while
+    // booting is what this test is about (the preflight would hold it back earlier).
+    let paths = format!(
+        "[Service]\n{service_type}User=nobody\nGroup=nogroup\nEnvironment=HUPWATCH_NO_PREFLIGHT=true\n\
+         ExecStart=\nExecStart={} --no-control-socket --graceful-timeout 5 -w 2 \
+         -b 127.0.0.1:{port} --chdir {} app:app\n\
+         ExecReload=\nExecReload=+{HUPWATCH} reload --pid $MAINPID --strategy upgrade\n",
+        gunicorn.display(),
+        dir.path().display(),
+    );
+    units.install(&format!("{UNIT}.d/10-test-paths.conf"), &paths);
+    units.sd.systemctl(&["daemon-reload"]);
+}
+
+/// `systemctl reload UNIT`: (success, output, how long it took).
+fn reload(sd: &Systemd) -> (bool, String, Duration) {
+    let started = Instant::now();
+    let (ok, out) = sd.try_systemctl(&["reload", UNIT]);
+    (ok, out, started.elapsed())
+}
+
+#[test]
+fn systemctl_reload_upgrades_the_main_process_and_keeps_it_on_a_broken_release() {
+    upgrade_then_broken_release("");
+}
+
+/// `Type=simple` works too: systemd takes `MAINPID=` from any process of the unit when
+/// `NotifyAccess=all`, whatever the type.
+#[test]
+fn the_same_with_type_simple() {
+    upgrade_then_broken_release("Type=simple\n");
+}
+
+fn upgrade_then_broken_release(service_type: &str) {
+    let Some(sd) = Systemd::session() else { return };
+    let _host = host_shared();
+    let dir = AppDir::named("sd-upgrade");
+    dir.write("app.py", &slow_app("v1"));
+    let mut units = Units::new(&sd);
+    let port = free_port();
+    install(&mut units, &dir, port, service_type);
+    units.start(UNIT);
+    let old = units.main_pid(UNIT);
+    wait_for_body(port, "v1");
+
+    // From outside the unit (a shell, another service): refused, saying how to set it up.
+    let pid = old.to_string();
+    let args = [
+        "reload",
+        "--pid",
+        &pid,
+        "--strategy",
+        "upgrade",
+        "--no-preflight",
+    ];
+    let out = sd.run(HUPWATCH, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "main process of gunicorn-app.service",
+        "NotifyAccess=all",
+        "ExecReload=",
+    ] {
+        assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+    }
+    assert_eq!(units.main_pid(UNIT), old);
+
+    dir.replace("app.py", &slow_app("v2"));
+    let load = http::Load::start(port);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, out, took) = reload(&sd);
+    let journal = sd.journal(&["-u", UNIT]);
+    assert!(
+        ok,
+        "systemctl reload failed: {out}\n--- journal ---\n{journal}"
+    );
+    let new = units.main_pid(UNIT);
+    assert_ne!(new, old, "MainPID moved to the new master\n{journal}");
+    assert_eq!(sd.show(UNIT, "ActiveState"), "active", "{journal}");
+    wait_for_body(port, "v2");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.stop();
+    report.assert_no_failures();
+    eprintln!(
+        "[upgrade] systemctl reload took {took:?}; {} requests, worst {:?} at +{:.3}s",
+        report.ok, report.worst, report.worst_at
+    );
+    assert!(report.worst < WORST, "worst request {:?}", report.worst);
+    assert!(
+        journal.contains(&format!("main process of {UNIT}")),
+        "{journal}"
+    );
+
+    // A release that cannot be imported: the new master dies while booting.
+    dir.replace("app.py", "import no_such_module_hupwatch_test\n");
+    let (ok, out, took) = reload(&sd);
+    assert!(!ok, "systemctl reload of a broken release succeeded: {out}");
+    eprintln!("[upgrade] failed systemctl reload took {took:?}");
+    let journal = sd.journal(&["-u", UNIT]);
+    assert!(journal.contains("exited while booting"), "{journal}");
+    // The new master's death is noticed, not waited out (the boot timeout is 30 s).
+    assert!(took < Duration::from_secs(10), "{took:?}\n{journal}");
+    assert_eq!(sd.show(UNIT, "ActiveState"), "active");
+    assert_eq!(units.main_pid(UNIT), new, "MainPID unchanged");
+    let body = http::get(port, Duration::from_secs(5)).unwrap();
+    assert!(body.starts_with("v2 "), "old code still served: {body}");
+    assert_eq!(sd.show(UNIT, "NRestarts"), "0");
+}
