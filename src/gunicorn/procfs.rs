@@ -58,19 +58,25 @@ pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
     parse_stat(pid, &text).ok_or_else(|| io::Error::other(format!("unparsable /proc/{pid}/stat")))
 }
 
-/// The signals a process has installed handlers for (`SigCgt` of /proc/PID/status, bit N-1
-/// for signal N). Gunicorn installs its handlers only after it has parsed its arguments (and,
-/// with `--preload`, imported the app), while its raw command line already looks like a
-/// master's: a HUP before that kills it. This bitmask is the only way to tell.
-pub fn read_caught_signals(pid: u32) -> io::Result<u64> {
+/// The signals a process takes without dying of them: those it has installed a handler for
+/// (`SigCgt` of /proc/PID/status) and those it blocks to take them synchronously with
+/// `sigwaitinfo` or a signalfd (`SigBlk`: a blocked signal stays pending, its default action
+/// never applies while it is blocked). Bit N-1 stands for signal N. Gunicorn installs its
+/// handlers only after it has parsed its arguments (and, with `--preload`, imported the app),
+/// while its raw command line already looks like a master's: a HUP before that kills it.
+/// These bitmasks are the only way to tell.
+pub fn read_taken_signals(pid: u32) -> io::Result<u64> {
     let bytes = read_small(&format!("/proc/{pid}/status"))?;
-    parse_caught_signals(&String::from_utf8_lossy(&bytes))
+    parse_taken_signals(&String::from_utf8_lossy(&bytes))
         .ok_or_else(|| io::Error::other(format!("no SigCgt in /proc/{pid}/status")))
 }
 
-pub fn parse_caught_signals(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
+pub fn parse_taken_signals(status: &str) -> Option<u64> {
+    let mask = |name: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix(name))?;
+        u64::from_str_radix(hex.trim(), 16).ok()
+    };
+    Some(mask("SigCgt:")? | mask("SigBlk:").unwrap_or(0))
 }
 
 /// open + read + close, nothing else: `fs::read` also stats the file for a size hint, which
@@ -253,12 +259,16 @@ mod tests {
     }
 
     #[test]
-    fn caught_signals_are_read_from_the_sigcgt_mask() {
-        let status = "Name:\tpython3\nSigIgn:\t0000000001001000\nSigCgt:\t0000000180004a03\n";
-        let mask = parse_caught_signals(status).unwrap();
+    fn taken_signals_are_the_caught_and_the_blocked_ones() {
+        let status = "Name:\tpython3\nSigBlk:\t0000000000000000\nSigIgn:\t0000000001001000\nSigCgt:\t0000000180004a03\n";
+        let mask = parse_taken_signals(status).unwrap();
         assert_ne!(mask & 1, 0, "SIGHUP (1) is bit 0");
-        assert_eq!(mask & (1 << 2), 0, "SIGQUIT (3) is bit 2, not caught here");
-        assert_eq!(parse_caught_signals("Name:\tx\n"), None);
+        assert_eq!(mask & (1 << 2), 0, "SIGQUIT (3) is bit 2, not taken here");
+        // A master taking signals with sigwaitinfo() blocks them and installs no handler.
+        let sigwait =
+            "SigBlk:\t0000000000010003\nSigIgn:\t0000000000000000\nSigCgt:\t0000000000000000\n";
+        assert_ne!(parse_taken_signals(sigwait).unwrap() & 1, 0);
+        assert_eq!(parse_taken_signals("Name:\tx\n"), None);
     }
 
     #[test]

@@ -69,12 +69,13 @@ pub fn send(master: &MasterProcess, signal: Signal) -> Result<(), SignalError> {
     pidfd_send_signal(&fd, sig).map_err(|errno| map_errno(master, signal, errno))
 }
 
-/// Has the process installed a handler for `signal`? A Gunicorn master that has not (still
-/// parsing its arguments, or importing the app with `--preload`) is killed by HUP or USR2.
-/// An unreadable status counts as "no": the signal is then not sent.
+/// Does the process take `signal` (a handler installed, or the signal blocked to be waited
+/// for)? A Gunicorn master that does not yet (still parsing its arguments, or importing the
+/// app with `--preload`) is killed by HUP or USR2. An unreadable status counts as "no": the
+/// signal is then not sent.
 pub fn handles(pid: u32, signal: Signal) -> bool {
     let bit = 1u64 << (signal as i32 - 1);
-    procfs::read_caught_signals(pid).is_ok_and(|mask| mask & bit != 0)
+    procfs::read_taken_signals(pid).is_ok_and(|mask| mask & bit != 0)
 }
 
 /// `signal` is only for the message: the pidfd is opened to send it (HUP, or USR2/TERM during
