@@ -105,16 +105,14 @@ pub fn command_of(pid: u32) -> Result<UnitCommand, String> {
 /// `systemctl show -p ExecStart --value UNIT`, when systemctl exists and a systemd answers
 /// within the timeout.
 fn systemctl_exec_start(unit: &str) -> Option<Vec<String>> {
+    parse_show_exec_start(&show_property(unit, "ExecStart", SYSTEMCTL_TIMEOUT)?)
+}
+
+/// `systemctl show -p PROPERTY --value UNIT`; `None` when systemctl is missing, fails, or takes
+/// longer than `timeout` (a wedged D-Bus must not stall discovery or a reload).
+pub fn show_property(unit: &str, property: &str, timeout: Duration) -> Option<String> {
     let mut child = Command::new("systemctl")
-        .args([
-            "show",
-            "--no-pager",
-            "-p",
-            "ExecStart",
-            "--value",
-            "--",
-            unit,
-        ])
+        .args(["show", "--no-pager", "-p", property, "--value", "--", unit])
         .env("SYSTEMD_PAGER", "")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -125,7 +123,7 @@ fn systemctl_exec_start(unit: &str) -> Option<Vec<String>> {
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < SYSTEMCTL_TIMEOUT => {
+            Ok(None) if started.elapsed() < timeout => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             _ => {
@@ -138,7 +136,7 @@ fn systemctl_exec_start(unit: &str) -> Option<Vec<String>> {
     // A few hundred bytes: the pipe never filled, so the child could exit before we read.
     let mut out = String::new();
     child.stdout.take()?.read_to_string(&mut out).ok()?;
-    status.success().then(|| parse_show_exec_start(&out))?
+    status.success().then_some(out)
 }
 
 /// `{ path=/v/bin/gunicorn ; argv[]=/v/bin/gunicorn -c shop.py ; ignore_errors=no ; … }` →

@@ -11,14 +11,12 @@
 //! Anywhere else (another unit's cgroup, no notify socket) the upgrade is refused, saying how to
 //! set the unit up.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 use tracing::info;
 
-use crate::gunicorn::systemd_unit::service_of_cgroup;
+use crate::gunicorn::systemd_unit::{service_of_cgroup, show_property};
 
 const POLL: Duration = Duration::from_millis(50);
 /// A datagram systemd could not attribute is lost; sending it again is harmless.
@@ -132,32 +130,7 @@ pub fn announce(unit: &str, new: u32, timeout: Duration) -> Result<Duration, Han
 
 /// `systemctl show -p MainPID --value UNIT`, trimmed; `None` when it fails or hangs.
 fn main_pid(unit: &str) -> Option<String> {
-    let mut child = Command::new("systemctl")
-        .args(["show", "--no-pager", "-p", "MainPID", "--value", "--", unit])
-        .env("SYSTEMD_PAGER", "")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < SYSTEMCTL_TIMEOUT => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    };
-    // A few bytes: the pipe never filled, so the child could exit before we read.
-    let mut out = String::new();
-    child.stdout.take()?.read_to_string(&mut out).ok()?;
-    status.success().then(|| out.trim().to_string())
+    show_property(unit, "MainPID", SYSTEMCTL_TIMEOUT).map(|out| out.trim().to_string())
 }
 
 #[cfg(test)]

@@ -11,28 +11,10 @@ fn out_of_inotify_watches_is_an_error_saying_how_many_are_needed() {
     for i in 0..30 {
         dir.write(&format!("pkg{i}/sub/mod.py"), "");
     }
-    // A user namespace has its own inotify limit (/proc/sys/user/max_inotify_watches), so the
-    // test can lower it without touching the host's.
-    let bin = env!("CARGO_BIN_EXE_hupwatch");
-    let script = format!(
-        "echo 10 > /proc/sys/user/max_inotify_watches && exec {bin} watch --watch {} --pid 999999999",
-        dir.path().display()
-    );
-    let out = Command::new("unshare")
-        .args(["-Ur", "sh", "-c", &script])
-        .output();
-    if !prerequisite(out.is_ok(), "no unshare(1) on this machine") {
+    let Some(stderr) = watch_with_inotify_limit(10, dir.path()) else {
         return;
-    }
-    let out = out.unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !prerequisite(
-        !stderr.contains("unshare:"),
-        &format!("user namespaces unavailable: {stderr}"),
-    ) {
-        return;
-    }
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    };
+    assert!(stderr.starts_with("exit 2\n"), "{stderr}");
     assert!(stderr.contains("out of inotify watches"), "{stderr}");
     assert!(stderr.contains("10 armed, about 61 needed"), "{stderr}");
     assert!(
@@ -48,24 +30,10 @@ fn out_of_inotify_watches_is_an_error_saying_how_many_are_needed() {
 fn out_of_inotify_watches_on_a_file_root_shows_no_made_up_numbers() {
     let dir = AppDir::new();
     dir.write_app("v1");
-    let bin = env!("CARGO_BIN_EXE_hupwatch");
-    let script = format!(
-        "echo 0 > /proc/sys/user/max_inotify_watches && exec {bin} watch --watch {} --pid 999999999",
-        dir.join("app.py").display()
-    );
-    let Ok(out) = Command::new("unshare")
-        .args(["-Ur", "sh", "-c", &script])
-        .output()
-    else {
-        eprintln!("skipped: no unshare");
+    let Some(stderr) = watch_with_inotify_limit(0, &dir.join("app.py")) else {
         return;
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("unshare:") {
-        eprintln!("skipped: user namespaces unavailable: {stderr}");
-        return;
-    }
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("exit 2\n"), "{stderr}");
     assert!(
         stderr.contains("0 armed, and fs.inotify.max_user_watches is 0 "),
         "{stderr}"
@@ -130,4 +98,34 @@ fn completions_and_man_page_are_generated_from_the_flags() {
         .args(["completions", "tcsh"])
         .output()
         .assert_code(2);
+}
+
+/// `hupwatch watch --watch ROOT` in a user namespace whose inotify limit
+/// (/proc/sys/user/max_inotify_watches, its own) is `limit`, so the test can lower it without
+/// touching the host's. Returns `exit CODE` and hupwatch's stderr; `None` (reported as
+/// SKIPPED with HUPWATCH_TEST_ALLOW_SKIP=1, a failure otherwise) without user namespaces.
+fn watch_with_inotify_limit(limit: u32, root: &std::path::Path) -> Option<String> {
+    let bin = env!("CARGO_BIN_EXE_hupwatch");
+    let script = format!(
+        "echo {limit} > /proc/sys/user/max_inotify_watches && exec {bin} watch --watch {} --pid 999999999",
+        root.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-Ur", "sh", "-c", &script])
+        .output();
+    if !prerequisite(out.is_ok(), "no unshare(1) on this machine") {
+        return None;
+    }
+    let out = out.ok()?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !prerequisite(
+        !stderr.contains("unshare:"),
+        &format!("user namespaces unavailable: {stderr}"),
+    ) {
+        return None;
+    }
+    Some(format!(
+        "exit {}\n{stderr}",
+        out.status.code().unwrap_or(-1)
+    ))
 }
