@@ -12,9 +12,27 @@
 # test run left behind (its command line is `/lib/systemd/systemd --system --unit=hupwatch-test.target`).
 set -eu
 [ "$$" = 1 ] || { echo "boot.sh: must run as PID 1 of a new PID namespace (see the header)" >&2; exit 2; }
+# A checkout (or target dir) under /tmp, /var/tmp or /run — a clone in /tmp — would be hidden by
+# the fresh tmpfs below, and the units name the binary and venvs by their paths there. The
+# harness passes those paths in HUPWATCH_TEST_KEEP (colon-separated, at most two): each is held
+# open first, then bound back in its place through /proc/self/fd/N (not re-resolved by path,
+# which would find the new, empty tmpfs).
+p8=""; p9=""
+old_ifs=$IFS; IFS=:
+for p in ${HUPWATCH_TEST_KEEP:-}; do
+  case "$p" in
+    /tmp/*|/var/tmp/*|/run/*)
+      if [ -z "$p8" ]; then p8=$p; exec 8<"$p8"
+      elif [ -z "$p9" ]; then p9=$p; exec 9<"$p9"
+      else echo "boot.sh: more than two paths to keep: $HUPWATCH_TEST_KEEP" >&2; exit 2; fi;;
+  esac
+done
+IFS=$old_ifs
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/tmp
 mount -t tmpfs tmpfs /run
+if [ -n "$p8" ]; then mkdir -p "$p8"; mount --bind --no-canonicalize /proc/self/fd/8 "$p8"; exec 8<&-; fi
+if [ -n "$p9" ]; then mkdir -p "$p9"; mount --bind --no-canonicalize /proc/self/fd/9 "$p9"; exec 9<&-; fi
 mkdir -p /run/systemd/system
 cat > /run/systemd/system/hupwatch-test.target <<T
 [Unit]

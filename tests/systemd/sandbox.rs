@@ -286,6 +286,7 @@ fn boot() -> Result<Systemd, String> {
         .args(["--propagation", "private"])
         .arg(&script)
         .env("container", "docker")
+        .env("HUPWATCH_TEST_KEEP", paths_to_keep())
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -371,6 +372,18 @@ fn boot() -> Result<Systemd, String> {
         started.elapsed()
     );
     Ok(sd)
+}
+
+/// The checkout and the target dir (when it is not inside the checkout), for boot.sh to keep
+/// visible when they live under a directory it mounts a fresh tmpfs on.
+fn paths_to_keep() -> String {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = target_dir();
+    let mut keep = vec![manifest.display().to_string()];
+    if !target.starts_with(manifest) {
+        keep.push(target.display().to_string());
+    }
+    keep.join(":")
 }
 
 /// The systemd that `unshare`'s forked child (`boot.sh`) has exec'd into, once it has.
