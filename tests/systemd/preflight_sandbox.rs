@@ -75,11 +75,33 @@ fn an_app_that_connects_at_import_passes_the_preflight_as_it_boots_in_its_master
 
 /// The app of [`an_app_writing_outside_tmp_is_held_back_with_the_fix_named_until_allowed`]:
 /// it opens `log/import.log` beside itself for appending at import.
-fn app_logging_at_import(version: &str) -> String {
+fn app_logging_at_import(log_dir: &std::path::Path, version: &str) -> String {
     format!(
-        "import os\n\nopen(os.path.join(os.path.dirname(__file__), \"log\", \"import.log\"), \"a\").close()\n\n{}",
+        "open({:?} + \"/import.log\", \"a\").close()\n\n{}",
+        log_dir.display().to_string(),
         app_source(version)
     )
+}
+
+/// An app's log directory outside /tmp and /var/tmp wherever the checkout lives (from a clone
+/// in /tmp, the app's own directory is writable to the check), removed on drop.
+struct LogDir(std::path::PathBuf);
+
+impl LogDir {
+    fn new() -> Self {
+        let dir =
+            std::path::PathBuf::from(format!("/var/lib/hupwatch-test-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the log dir under /var/lib");
+        // The master's user (nobody) may write there, as an app's own log directory allows.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A difference the unit keeps on purpose (ProtectSystem=strict, see its header): an app that
@@ -91,11 +113,9 @@ fn an_app_writing_outside_tmp_is_held_back_with_the_fix_named_until_allowed() {
     let Some(sd) = Systemd::session() else { return };
     let _host = host_shared();
     let (app, etc) = (AppDir::named("sd-log-app"), AppDir::named("sd-log-etc"));
-    let log_dir = app.join("log");
-    std::fs::create_dir_all(&log_dir).unwrap();
-    // The master's user (nobody) may write there, as an app's own log directory allows.
-    std::fs::set_permissions(&log_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    app.write("app.py", &app_logging_at_import("v1"));
+    let log = LogDir::new();
+    let log_dir = &log.0;
+    app.write("app.py", &app_logging_at_import(log_dir, "v1"));
     let mut units = Units::new(&sd);
     let port = free_port();
     let unit = units.gunicorn("log", &app, port);
@@ -106,7 +126,7 @@ fn an_app_writing_outside_tmp_is_held_back_with_the_fix_named_until_allowed() {
     units.hupwatch(&config, "");
     units.start(UNIT);
 
-    app.replace("app.py", &app_logging_at_import("v2"));
+    app.replace("app.py", &app_logging_at_import(log_dir, "v2"));
     let journal = sd.wait_for_journal(UNIT, "preflight failed", 1);
     assert!(
         journal.contains("[Errno 30] Read-only file system"),
@@ -124,7 +144,7 @@ fn an_app_writing_outside_tmp_is_held_back_with_the_fix_named_until_allowed() {
     );
     sd.systemctl(&["daemon-reload"]);
     sd.systemctl(&["restart", UNIT]);
-    app.replace("app.py", &app_logging_at_import("v3"));
+    app.replace("app.py", &app_logging_at_import(log_dir, "v3"));
     sd.wait_for_journal(UNIT, &format!("reloaded master {master}"), 1);
     wait_for_body(port, "v3");
 }
