@@ -11,6 +11,7 @@
 
 pub mod appdir;
 pub mod capture;
+pub mod daemon;
 pub mod gunicorn;
 pub mod http;
 pub mod hupwatch;
