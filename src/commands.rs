@@ -56,7 +56,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
     };
     crate::reload::warm_checker::enable();
     for app in &apps {
-        prewarm(&app.target, &app.reload);
+        crate::reload::warm_checker::prewarm_app(&app.target, &app.reload);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,39 +67,6 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     crate::reload::warm_checker::shutdown();
     result
-}
-
-/// Start an app's warm preflight checker in the background, so the first change finds it
-/// ready; when the master is not there yet, the first check starts it instead.
-fn prewarm(target: &crate::config::TargetSelector, settings: &crate::config::ReloadSettings) {
-    let Some(preflight) = &settings.preflight else {
-        return;
-    };
-    if !matches!(
-        preflight.check,
-        crate::config::PreflightCheck::Gunicorn { .. }
-    ) {
-        return;
-    }
-    let (target, settings) = (target.clone(), settings.clone());
-    let _ = std::thread::Builder::new()
-        .name("warm-checker-prewarm".into())
-        .spawn(move || {
-            let Ok(master) = crate::gunicorn::discover::find_master(&target) else {
-                return;
-            };
-            let dir = settings
-                .release_link
-                .as_ref()
-                .and_then(|l| l.target().ok())
-                .or_else(|| crate::gunicorn::master_env::worker_start_dir(&master))
-                .unwrap_or_else(|| PathBuf::from("/"));
-            if let Some(preflight) = &settings.preflight
-                && let Ok(plan) = crate::reload::preflight::plan(preflight, &master, &dir)
-            {
-                crate::reload::warm_checker::prewarm(&plan);
-            }
-        });
 }
 
 /// A name for the one app given by flags, for log lines: what the user selected it by.

@@ -15,6 +15,7 @@ use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::master_env;
 use crate::reload::lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
+use crate::reload::release_check::release_to_load;
 use crate::reload::{self, Prepared, ReloadError, ReloadOutcome};
 
 /// Masters followed one after the other (upgrade after upgrade) before giving up.
@@ -38,7 +39,7 @@ pub fn reload_locked(
         // Everything this holder looks at from here on goes out with its signal.
         let began_ns = lock::now_ns();
         let current = discover::find_master(target);
-        let seen = release_seen(settings, current.as_ref().ok());
+        let seen = release_to_load(settings, current.as_ref().ok());
         let record = lock.record();
         let action = action(settings);
         if lock::decide(record.as_ref(), started_ns, seen.as_deref(), &action) == Decision::Coalesce
@@ -95,15 +96,6 @@ fn wait_ceiling(settings: &ReloadSettings) -> Duration {
 
 fn action(settings: &ReloadSettings) -> String {
     settings.plan.action().into()
-}
-
-/// The release this invocation would deploy: the link's target, else the directory the
-/// master's next workers start in.
-fn release_seen(settings: &ReloadSettings, master: Option<&MasterProcess>) -> Option<PathBuf> {
-    match &settings.release_link {
-        Some(link) => link.target().ok(),
-        None => master.and_then(master_env::worker_start_dir),
-    }
 }
 
 /// What the next holder reads. A target problem (no master) is not recorded: the next one
@@ -260,7 +252,7 @@ impl InlineReload {
             lock,
         } = self;
         let began_ns = prepared.began_ns();
-        let seen = release_seen(settings, Some(prepared.master()));
+        let seen = release_to_load(settings, Some(prepared.master()));
         let result = reload::finish_hup(prepared, sent, settings);
         if let Some(mut lock) = lock {
             leave_record(

@@ -19,9 +19,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
-use crate::config::PreflightCheck;
+use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
+use crate::gunicorn::discover;
 use crate::gunicorn::master_env::Credentials;
 use crate::reload::preflight::{self, Plan, PreflightError};
+use crate::reload::release_check::release_to_load;
 use crate::reload::warm_process::{Checker, Outcome, WarmError};
 use crate::reload::warm_protocol::Verdict;
 
@@ -82,6 +84,32 @@ fn relative_pythonpath(plan: &Plan) -> bool {
         .any(|(_, v)| {
             std::env::split_paths(v).any(|p| !p.as_os_str().is_empty() && p.is_relative())
         })
+}
+
+/// Start an app's warm preflight checker in the background, so the first change finds it
+/// ready; when the master is not there yet, the first check starts it instead.
+pub fn prewarm_app(target: &TargetSelector, settings: &ReloadSettings) {
+    let Some(preflight) = &settings.preflight else {
+        return;
+    };
+    if !matches!(preflight.check, PreflightCheck::Gunicorn { .. }) {
+        return;
+    }
+    let (target, settings) = (target.clone(), settings.clone());
+    let _ = std::thread::Builder::new()
+        .name("warm-checker-prewarm".into())
+        .spawn(move || {
+            let Ok(master) = discover::find_master(&target) else {
+                return;
+            };
+            let dir =
+                release_to_load(&settings, Some(&master)).unwrap_or_else(|| PathBuf::from("/"));
+            if let Some(preflight) = &settings.preflight
+                && let Ok(plan) = preflight::plan(preflight, &master, &dir)
+            {
+                prewarm(&plan);
+            }
+        });
 }
 
 /// Start the checker for `plan` ahead of the first change, so that one is warm too.
