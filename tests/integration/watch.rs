@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::support::{AppDir, CEILING, Gunicorn, Venv, host_shared, hupwatch, watch_tree};
+use crate::support::{AppDir, CEILING, Daemon, Gunicorn, Venv, host_shared, hupwatch, watch_tree};
 
 const RELOADED: &str = "reloaded master";
 const SENT: &str = "sent SIGHUP";
@@ -52,13 +52,12 @@ fn excluded_files_give_no_reload() {
         dir.write(existing, "x");
     }
     let g = Gunicorn::builder(&dir).workers(2).start();
-    let old = g.workers();
     let daemon = watch_tree(
         dir.path(),
         &["--pid", &g.pid().to_string(), "--exclude", "*.md"],
     );
 
-    for noise in [
+    let noise = [
         "__pycache__/app.cpython-311.pyc",
         "pkg_cache.pyc",
         ".git/index",
@@ -69,23 +68,9 @@ fn excluded_files_give_no_reload() {
         "node_modules/x/index.js",
         "NOTES.md",
         "gunicorn.pid",
-    ] {
-        dir.write(noise, "noise");
-    }
-    daemon.barrier(dir.path());
-    assert_eq!(
-        daemon.counted_changes(""),
-        Vec::<String>::new(),
-        "noise counted:\n{}",
-        daemon.output()
-    );
-    assert_eq!(
-        daemon.count_lines(SENT),
-        0,
-        "noise reloaded:\n{}",
-        daemon.output()
-    );
-    assert_eq!(g.workers(), old);
+    ]
+    .map(|path| (path, "noise"));
+    assert_writes_ignored(&dir, &daemon, &g, &noise);
 
     // The watcher was live all along: a real change still reloads.
     dir.write_app("v2");
@@ -145,27 +130,17 @@ fn installing_into_the_project_virtualenv_gives_no_reload() {
     }
     dir.write(".gitignore", "dist/\n*.generated.py\n");
     let g = Gunicorn::builder(&dir).workers(1).start();
-    let old = g.workers();
     let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
 
-    for noise in [
+    let noise = [
         "env/lib/python3.12/site-packages/six.py",
         "env/lib/python3.12/site-packages/six-1.17.0.dist-info/RECORD",
         ".tox/py312/log.txt",
         "dist/app.whl",
         "schema.generated.py",
-    ] {
-        dir.write(noise, "noise");
-    }
-    daemon.barrier(dir.path());
-    assert_eq!(
-        daemon.counted_changes(""),
-        Vec::<String>::new(),
-        "noise counted:\n{}",
-        daemon.output()
-    );
-    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
-    assert_eq!(g.workers(), old);
+    ]
+    .map(|path| (path, "noise"));
+    assert_writes_ignored(&dir, &daemon, &g, &noise);
 
     dir.write_app("v2");
     daemon.wait_for_line(RELOADED, CEILING);
@@ -390,18 +365,38 @@ fn a_gitignore_written_while_watching_is_honoured_at_once() {
     let dir = AppDir::new();
     dir.write_app("v1");
     let g = Gunicorn::builder(&dir).workers(1).start();
-    let old = g.workers();
     let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
 
-    dir.write(".gitignore", "*.generated.py\n");
-    dir.write("schema.generated.py", "x = 1\n");
+    assert_writes_ignored(
+        &dir,
+        &daemon,
+        &g,
+        &[
+            (".gitignore", "*.generated.py\n"),
+            ("schema.generated.py", "x = 1\n"),
+        ],
+    );
+}
+
+/// Writes each file in `dir`, then proves — by a barrier, not a sleep — that hupwatch saw them
+/// all and counted none: no change counted, no signal sent, the master's workers unchanged.
+fn assert_writes_ignored(dir: &AppDir, daemon: &Daemon, g: &Gunicorn, files: &[(&str, &str)]) {
+    let old = g.workers();
+    for (path, contents) in files {
+        dir.write(path, contents);
+    }
     daemon.barrier(dir.path());
     assert_eq!(
         daemon.counted_changes(""),
         Vec::<String>::new(),
-        "{}",
+        "noise counted:\n{}",
         daemon.output()
     );
-    assert_eq!(daemon.count_lines(SENT), 0, "{}", daemon.output());
+    assert_eq!(
+        daemon.count_lines(SENT),
+        0,
+        "noise reloaded:\n{}",
+        daemon.output()
+    );
     assert_eq!(g.workers(), old);
 }
