@@ -235,9 +235,11 @@ pub struct TargetArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Reloading")]
 pub struct ReloadArgs {
-    /// `hup`: HUP, new workers from the same master. `upgrade`: USR2 starts a new master
-    /// (needed with preload_app, where HUP loads no new code), then TERM retires the old one.
-    #[arg(long, value_enum, default_value_t = Strategy::Hup, env = "HUPWATCH_STRATEGY")]
+    /// `auto`: HUP when the app loads within 50 ms (the stall a HUP causes) or an upgrade
+    /// cannot work there, else upgrade. `hup`: HUP, new workers from the same master (requests
+    /// wait while they load the app). `upgrade`: USR2 starts a new master (needed with
+    /// preload_app), TERM retires the old one once the new workers have booted.
+    #[arg(long, value_enum, default_value_t = Strategy::Auto, env = "HUPWATCH_STRATEGY")]
     pub strategy: Strategy,
 
     /// Signal that reloads the master: HUP (default), or USR1 / TTIN / TTOU.
@@ -293,6 +295,7 @@ pub struct PreflightArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
+    Auto,
     Hup,
     Upgrade,
 }

@@ -225,7 +225,7 @@ impl SourceFile<'_> {
             },
             target,
             reload: ReloadArgs {
-                strategy: pick!(strategy).unwrap_or(Strategy::Hup),
+                strategy: pick!(strategy).unwrap_or(Strategy::Auto),
                 signal: pick!(signal).unwrap_or_else(|| defaults::SIGNAL.into()),
                 verify_timeout: pick!(verify_timeout)
                     .unwrap_or_else(|| defaults::duration(defaults::VERIFY_TIMEOUT)),

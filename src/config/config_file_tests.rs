@@ -55,7 +55,10 @@ wsgi_app = "blog.wsgi:application"
         "relative to the file"
     );
     assert_eq!(shop.target.by, By::Pidfile("/run/shop.pid".into()));
-    assert!(shop.reload.plan.is_upgrade());
+    assert_eq!(
+        shop.reload.plan.method,
+        crate::config::reload_plan::Method::Upgrade
+    );
     assert_eq!(
         shop.watch.debounce,
         Duration::from_secs(1),
@@ -84,7 +87,7 @@ fn a_file_without_app_sections_is_one_app() {
     let dir = scratch();
     let apps = parse_in(
         &dir,
-        "watch = [\"blog\"]\npid = 4242\nno_preflight = true\n",
+        "watch = [\"blog\"]\npid = 4242\nno_preflight = true\nstrategy = \"hup\"\n",
     )
     .unwrap();
     assert_eq!(apps.len(), 1);

@@ -4,8 +4,9 @@
 //! preloading master makes the reload pointless, whether anything is sent at all, and whether
 //! the whole thing is quick enough to run on the watch loop: each of these used to be worked
 //! out again, from `strategy`, `signal`, `dry_run` and the preflight setting, by every stage
-//! that needed it. Now the stages ask the plan. A strategy decided per reload (`auto`: HUP when
-//! the app imports fast, else an upgrade) or a supervisor's generations become new `Method`s.
+//! that needed it. Now the stages ask the plan. `auto` is decided per reload, from facts only
+//! the reload has (how fast the app loads, where the master runs): `reload::strategy_choice`
+//! turns the plan's method into that reload's route.
 
 use nix::sys::signal::Signal;
 
@@ -19,6 +20,8 @@ pub enum Method {
     Signal(Signal),
     /// USR2: a new master with the new code beside the old one, which is then stopped (TERM).
     Upgrade,
+    /// HUP or upgrade, per reload: see `reload::strategy_choice`.
+    Auto,
 }
 
 /// The decisions every stage of one reload reads.
@@ -32,14 +35,17 @@ pub struct ReloadPlan {
 }
 
 impl ReloadPlan {
-    /// `signal` must be HUP for an upgrade (the configuration refuses anything else first).
-    /// Without a preflight, discovery and the signal are a few /proc reads and one syscall:
+    /// `signal` must be HUP for an upgrade (the configuration refuses anything else first);
+    /// `auto` with another signal sends that signal, since only HUP loads new code. Without a
+    /// preflight, discovery and the signal are a few /proc reads and one syscall:
     /// they run on the loop, sparing a thread hand-off between the debounce and the signal.
     /// Anything that may take long (a preflight, an upgrade) runs wholly off the loop.
     pub fn new(strategy: Strategy, signal: Signal, dry_run: bool, preflight: bool) -> Self {
         let method = match strategy {
             Strategy::Hup => Method::Signal(signal),
             Strategy::Upgrade => Method::Upgrade,
+            Strategy::Auto if signal == Signal::SIGHUP => Method::Auto,
+            Strategy::Auto => Method::Signal(signal),
         };
         let inline = matches!(method, Method::Signal(_)) && !preflight && !dry_run;
         Self {
@@ -49,30 +55,29 @@ impl ReloadPlan {
         }
     }
 
-    /// The signal the master receives first.
-    pub fn signal(self) -> Signal {
-        match self.method {
-            Method::Signal(signal) => signal,
-            Method::Upgrade => Signal::SIGUSR2,
-        }
+    /// An upgrade may follow (the strategy is `upgrade`, or `auto` may choose it): such a
+    /// reload is finished before hupwatch stops, so that two masters are never left serving.
+    pub fn may_upgrade(self) -> bool {
+        matches!(self.method, Method::Upgrade | Method::Auto)
     }
 
-    /// HUP alone makes Gunicorn replace its workers: verification must see new ones. It is
-    /// also what a master that preloads the app makes useless (the workers fork from the old
-    /// code), so such a master refuses it.
-    pub fn replaces_workers(self) -> bool {
-        self.method == Method::Signal(Signal::SIGHUP)
-    }
-
-    pub fn is_upgrade(self) -> bool {
-        self.method == Method::Upgrade
-    }
-
-    /// How the log and the reload lock's record name it: `HUP`, `USR1`, `upgrade`.
+    /// How the log and the reload lock's record name what was asked for: `HUP`, `USR1`,
+    /// `upgrade`, `auto`.
     pub fn action(self) -> &'static str {
         match self.method {
             Method::Signal(signal) => signal.as_str().trim_start_matches("SIG"),
             Method::Upgrade => "upgrade",
+            Method::Auto => "auto",
+        }
+    }
+
+    /// Whether a reload recorded as `action` (a route's name, see `reload::strategy_choice`)
+    /// did what this plan asks for, so that a waiter may report it as its own.
+    pub fn accepts(self, action: &str) -> bool {
+        match self.method {
+            Method::Auto => matches!(action, "HUP" | "upgrade" | "systemctl reload" | "auto"),
+            Method::Upgrade => matches!(action, "upgrade" | "systemctl reload"),
+            Method::Signal(_) => action == self.action(),
         }
     }
 }
@@ -94,24 +99,25 @@ mod tests {
     }
 
     #[test]
-    fn the_first_signal_and_whether_workers_change_follow_the_method() {
-        let hup = ReloadPlan::new(Strategy::Hup, Signal::SIGHUP, false, true);
-        assert_eq!(
-            (hup.signal(), hup.replaces_workers()),
-            (Signal::SIGHUP, true)
-        );
-        assert_eq!(hup.action(), "HUP");
-        let usr1 = ReloadPlan::new(Strategy::Hup, Signal::SIGUSR1, false, true);
-        assert_eq!(
-            (usr1.signal(), usr1.replaces_workers()),
-            (Signal::SIGUSR1, false)
-        );
-        let up = ReloadPlan::new(Strategy::Upgrade, Signal::SIGHUP, false, true);
-        assert_eq!(
-            (up.signal(), up.replaces_workers()),
-            (Signal::SIGUSR2, false)
-        );
-        assert!(up.is_upgrade());
-        assert_eq!(up.action(), "upgrade");
+    fn auto_is_decided_per_reload_unless_the_signal_is_not_hup() {
+        let auto = ReloadPlan::new(Strategy::Auto, Signal::SIGHUP, false, false);
+        assert_eq!(auto.method, Method::Auto);
+        assert!(!auto.inline, "an upgrade may follow: never on the loop");
+        let usr1 = ReloadPlan::new(Strategy::Auto, Signal::SIGUSR1, false, false);
+        assert_eq!(usr1.method, Method::Signal(Signal::SIGUSR1));
+        assert!(usr1.inline);
+    }
+
+    #[test]
+    fn a_waiter_reports_a_reload_that_did_what_it_asked_for() {
+        let plan = |strategy, signal| ReloadPlan::new(strategy, signal, false, true);
+        let auto = plan(Strategy::Auto, Signal::SIGHUP);
+        assert!(auto.accepts("HUP") && auto.accepts("upgrade"));
+        assert!(!auto.accepts("USR1"));
+        let up = plan(Strategy::Upgrade, Signal::SIGHUP);
+        assert!(up.accepts("upgrade") && !up.accepts("HUP"));
+        let hup = plan(Strategy::Hup, Signal::SIGHUP);
+        assert!(hup.accepts("HUP") && !hup.accepts("upgrade"));
+        assert_eq!(plan(Strategy::Hup, Signal::SIGUSR1).action(), "USR1");
     }
 }

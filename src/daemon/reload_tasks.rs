@@ -67,9 +67,10 @@ impl Reloads {
         self.in_flight.is_empty()
     }
 
-    /// An upgrade in flight is finished before stopping: two masters must not be left serving.
+    /// A reload that may be an upgrade is finished before stopping: two masters must not be
+    /// left serving.
     pub fn upgrading(&self) -> bool {
-        self.in_flight.values().any(|p| p.is_upgrade())
+        self.in_flight.values().any(|p| p.may_upgrade())
     }
 
     /// The next reload to end, its app no longer reloading; `None` when none is in flight

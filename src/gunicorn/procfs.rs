@@ -20,6 +20,8 @@ pub struct ProcStat {
     pub comm: String,
     pub state: char,
     pub ppid: u32,
+    /// The controlling terminal's device number; 0 for none (a daemon, a service).
+    pub tty_nr: u32,
     /// Start time after boot, in clock ticks.
     pub start_ticks: u64,
 }
@@ -41,13 +43,15 @@ pub fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
     let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
     let state = rest.next()?.chars().next()?;
     let ppid = rest.next()?.parse().ok()?;
-    // Fields 5..=21 sit between ppid (4) and starttime (22).
-    let start_ticks = rest.nth(17)?.parse().ok()?;
+    // pgrp (5) and session (6), then tty_nr (7); fields 8..=21 before starttime (22).
+    let tty_nr = rest.nth(2)?.parse::<i64>().ok()?;
+    let start_ticks = rest.nth(14)?.parse().ok()?;
     Some(ProcStat {
         pid,
         comm,
         state,
         ppid,
+        tty_nr: u32::try_from(tty_nr).unwrap_or(0),
         start_ticks,
     })
 }
@@ -77,6 +81,18 @@ pub fn parse_taken_signals(status: &str) -> Option<u64> {
         u64::from_str_radix(hex.trim(), 16).ok()
     };
     Some(mask("SigCgt:")? | mask("SigBlk:").unwrap_or(0))
+}
+
+/// The PID of `pid` inside its own PID namespace (the last `NSpid:` entry): 1 for the first
+/// process of a container, whatever PID the host gives it.
+pub fn read_ns_pid(pid: u32) -> Option<u32> {
+    let bytes = read_small(&format!("/proc/{pid}/status")).ok()?;
+    parse_ns_pid(&String::from_utf8_lossy(&bytes))
+}
+
+pub fn parse_ns_pid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_ascii_whitespace().last()?.parse().ok()
 }
 
 /// open + read + close, nothing else: `fs::read` also stats the file for a size hint, which
@@ -218,11 +234,22 @@ mod tests {
         assert_eq!(stat.state, 'S');
         assert_eq!(stat.ppid, 1);
         assert_eq!(stat.start_ticks, 15175);
+        assert_eq!(stat.tty_nr, 0);
+        let on_a_terminal =
+            "77 (gunicorn) S 70 77 70 34817 77 4194304 1 0 0 0 0 0 0 0 20 0 1 0 500 0 0";
+        assert_eq!(parse_stat(77, on_a_terminal).unwrap().tty_nr, 34817);
         let weird = "42 (a) b (c)) Z 7 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0";
         let stat = parse_stat(42, weird).unwrap();
         assert_eq!(stat.comm, "a) b (c)");
         assert!(stat.is_dead());
         assert_eq!((stat.ppid, stat.start_ticks), (7, 99));
+    }
+
+    #[test]
+    fn the_pid_in_the_innermost_namespace_is_the_last_nspid_entry() {
+        assert_eq!(parse_ns_pid("Name:\tgunicorn\nNSpid:\t4242\t1\n"), Some(1));
+        assert_eq!(parse_ns_pid("NSpid:\t4242\n"), Some(4242));
+        assert_eq!(parse_ns_pid("Name:\tx\n"), None);
     }
 
     #[test]

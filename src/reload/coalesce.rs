@@ -41,8 +41,9 @@ pub fn reload_locked(
         let current = discover::find_master(target);
         let seen = release_to_load(settings, current.as_ref().ok());
         let record = lock.record();
-        let action = action(settings);
-        if lock::decide(record.as_ref(), started_ns, seen.as_deref(), &action) == Decision::Coalesce
+        if lock::decide(record.as_ref(), started_ns, seen.as_deref(), |done| {
+            settings.plan.accepts(done)
+        }) == Decision::Coalesce
             && let Some(record) = record
         {
             return coalesced(record, master.pid, current, settings);
@@ -59,9 +60,16 @@ pub fn reload_locked(
             master = current;
             continue;
         }
-        let result = reload::prepare_handling(target, current, settings, began_ns)
-            .and_then(|p| reload::reload_prepared(p, settings));
-        leave_record(&mut lock, began_ns, seen, action, settings, &result);
+        let prepared = reload::prepare_handling(target, current, settings, began_ns);
+        if let Ok(p) = &prepared
+            && p.goes_through_unit()
+        {
+            // The unit's ExecReload= hupwatch takes this lock and leaves the record.
+            drop(lock);
+            return prepared.and_then(|p| reload::reload_prepared(p, settings));
+        }
+        let result = prepared.and_then(|p| reload::reload_prepared(p, settings));
+        leave_record(&mut lock, began_ns, seen, settings, &result);
         return result;
     }
     Err(LockError::Replaced {
@@ -94,8 +102,12 @@ fn wait_ceiling(settings: &ReloadSettings) -> Duration {
     preflight + settings.verify_timeout * 2 + Duration::from_secs(30)
 }
 
-fn action(settings: &ReloadSettings) -> String {
-    settings.plan.action().into()
+/// What the record names: the route a finished reload took, else what was asked for.
+fn action(settings: &ReloadSettings, result: &Result<ReloadOutcome, ReloadError>) -> String {
+    match result {
+        Ok(o) if o.coalesced_by.is_none() => o.action.into(),
+        _ => settings.plan.action().into(),
+    }
 }
 
 /// What the next holder reads. A target problem (no master) is not recorded: the next one
@@ -104,7 +116,6 @@ fn leave_record(
     lock: &mut ReloadLock,
     began_ns: u64,
     seen: Option<PathBuf>,
-    action: String,
     settings: &ReloadSettings,
     result: &Result<ReloadOutcome, ReloadError>,
 ) {
@@ -135,7 +146,7 @@ fn leave_record(
         by: std::process::id(),
         began_ns,
         release,
-        action,
+        action: action(settings, result),
         outcome,
     };
     if let Err(e) = lock.write(&record) {
@@ -177,11 +188,11 @@ fn coalesced(
         Ok(m) if m.pid == master => m,
         _ => discover::master_by_pid(master)?,
     };
-    let signal = settings.plan.signal();
     Ok(ReloadOutcome {
         master: serving,
         old_master,
-        signal,
+        action: settings.plan.action(),
+        why: None,
         old,
         new,
         elapsed: Duration::from_millis(elapsed_ms),
@@ -255,14 +266,7 @@ impl InlineReload {
         let seen = release_to_load(settings, Some(prepared.master()));
         let result = reload::finish_hup(prepared, sent, settings);
         if let Some(mut lock) = lock {
-            leave_record(
-                &mut lock,
-                began_ns,
-                seen,
-                action(settings),
-                settings,
-                &result,
-            );
+            leave_record(&mut lock, began_ns, seen, settings, &result);
         }
         result
     }

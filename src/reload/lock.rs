@@ -118,16 +118,17 @@ pub enum Decision {
 
 /// Coalesce only with a reload that began looking after this invocation started (so whatever
 /// this one was asked to deploy was already in place), on the release this one sees now, with
-/// the same action. Anything else, or no record at all, is a reload of our own.
+/// an action this one `accepts` (the same signal, or for `auto` either way of loading new code).
+/// Anything else, or no record at all, is a reload of our own.
 pub fn decide(
     record: Option<&Record>,
     started_ns: u64,
     release: Option<&Path>,
-    action: &str,
+    accepts: impl Fn(&str) -> bool,
 ) -> Decision {
     match record {
         Some(r)
-            if r.began_ns > started_ns && r.release.as_deref() == release && r.action == action =>
+            if r.began_ns > started_ns && r.release.as_deref() == release && accepts(&r.action) =>
         {
             Decision::Coalesce
         }
@@ -297,20 +298,24 @@ mod tests {
 
     #[test]
     fn coalesce_only_with_a_later_look_at_the_same_release_and_action() {
+        let is = |wanted: &'static str| move |done: &str| done == wanted;
         let r = record(2_000, "/srv/app/releases/2");
         let same = Some(Path::new("/srv/app/releases/2"));
-        assert_eq!(decide(Some(&r), 1_000, same, "HUP"), Decision::Coalesce);
+        assert_eq!(decide(Some(&r), 1_000, same, is("HUP")), Decision::Coalesce);
         // It began looking before we started: what we were asked to deploy may be newer.
-        assert_eq!(decide(Some(&r), 2_000, same, "HUP"), Decision::RunOwn);
-        assert_eq!(decide(Some(&r), 3_000, same, "HUP"), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 2_000, same, is("HUP")), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 3_000, same, is("HUP")), Decision::RunOwn);
         // The link moved since.
         let other = Some(Path::new("/srv/app/releases/3"));
-        assert_eq!(decide(Some(&r), 1_000, other, "HUP"), Decision::RunOwn);
-        assert_eq!(decide(Some(&r), 1_000, None, "HUP"), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 1_000, other, is("HUP")), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 1_000, None, is("HUP")), Decision::RunOwn);
         // Reopening logs is not a reload, nor is a reload an upgrade.
-        assert_eq!(decide(Some(&r), 1_000, same, "USR1"), Decision::RunOwn);
-        assert_eq!(decide(Some(&r), 1_000, same, "upgrade"), Decision::RunOwn);
-        assert_eq!(decide(None, 1_000, same, "HUP"), Decision::RunOwn);
+        assert_eq!(decide(Some(&r), 1_000, same, is("USR1")), Decision::RunOwn);
+        assert_eq!(
+            decide(Some(&r), 1_000, same, is("upgrade")),
+            Decision::RunOwn
+        );
+        assert_eq!(decide(None, 1_000, same, is("HUP")), Decision::RunOwn);
         // A failed reload is coalesced too: the same release would fail the same way.
         let failed = Record {
             outcome: RecordOutcome::Failed {
@@ -319,7 +324,7 @@ mod tests {
             ..r
         };
         assert_eq!(
-            decide(Some(&failed), 1_000, same, "HUP"),
+            decide(Some(&failed), 1_000, same, is("HUP")),
             Decision::Coalesce
         );
     }

@@ -8,8 +8,11 @@ pub mod coalesce;
 pub mod lock;
 pub mod pidfd_signal;
 pub mod preflight;
+mod prepare;
 pub mod release_check;
+pub mod strategy_choice;
 pub mod systemd_handover;
+pub mod unit_reload;
 pub mod upgrade;
 pub mod verify;
 pub mod warm_checker;
@@ -20,17 +23,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::config::release_link::ReleaseError;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
-use crate::gunicorn::master_env;
 use lock::LockError;
 use pidfd_signal::SignalError;
 use preflight::PreflightError;
-use release_check::{check_release, preflight_until_stable};
+pub use prepare::{Prepared, prepare, prepare_handling};
+use release_check::check_release;
+use strategy_choice::Route;
+use unit_reload::UnitReloadError;
 use upgrade::UpgradeError;
 use verify::{MasterId, VerifyError};
 
@@ -51,6 +56,16 @@ pub enum ReloadError {
         "master {pid} ({name}) preloads the app (preload_app): HUP would restart the workers with the old code; use --strategy upgrade"
     )]
     PreloadNeedsUpgrade { pid: u32, name: String },
+    #[error(
+        "master {pid} ({name}) preloads the app (preload_app): HUP would restart the workers with the old code, and an upgrade cannot work here: {why}"
+    )]
+    PreloadCannotUpgrade { pid: u32, name: String, why: String },
+    #[error("reload of master {pid} through systemd failed: {source}")]
+    UnitReload {
+        pid: u32,
+        #[source]
+        source: UnitReloadError,
+    },
     #[error("reload of master {pid} ({name}) failed: {source}")]
     Verify {
         pid: u32,
@@ -103,7 +118,10 @@ pub struct ReloadOutcome {
     /// The master serving after the reload (a new one after an upgrade).
     pub master: MasterProcess,
     pub old_master: u32,
-    pub signal: Signal,
+    /// How it went out: `HUP`, `USR1`, `upgrade`, `systemctl reload` (see [`Route::action`]).
+    pub action: &'static str,
+    /// Why `--strategy auto` chose that way.
+    pub why: Option<String>,
     pub old: Vec<u32>,
     /// Empty for a dry run.
     pub new: Vec<u32>,
@@ -116,28 +134,6 @@ pub struct ReloadOutcome {
     /// How long the new workers took to load the app (nothing for a dry run, a coalesced
     /// reload, or a signal that keeps the workers).
     pub boot: BootTimes,
-}
-
-/// A master found, checked and preflighted: everything before the signal.
-#[derive(Debug)]
-pub struct Prepared {
-    master: MasterProcess,
-    old: Vec<u32>,
-    signal: Signal,
-    release: Option<PathBuf>,
-    preflight: Option<Duration>,
-    /// When discovery began (CLOCK_BOOTTIME ns): everything deployed by then goes out.
-    began_ns: u64,
-}
-
-impl Prepared {
-    pub fn master(&self) -> &MasterProcess {
-        &self.master
-    }
-
-    pub fn began_ns(&self) -> u64 {
-        self.began_ns
-    }
 }
 
 /// One reload under the master's reload lock (see `lock`), unless it is a dry run or
@@ -165,85 +161,17 @@ pub fn reload_prepared(
     prepared: Prepared,
     settings: &ReloadSettings,
 ) -> Result<ReloadOutcome, ReloadError> {
-    if settings.plan.is_upgrade() {
-        upgrade_and_check(prepared, settings)
-    } else {
-        let started = send_hup(&prepared)?;
-        finish_hup(prepared, started, settings)
-    }
-}
-
-/// [`prepare_master`], waiting for a master that is still starting: it does not handle the
-/// signal yet and would die of it. Waits within the verification timeout, discovering the
-/// master again each time, since it replaces its raw command line by its title meanwhile.
-pub fn prepare_handling(
-    target: &TargetSelector,
-    mut master: MasterProcess,
-    settings: &ReloadSettings,
-    began_ns: u64,
-) -> Result<Prepared, ReloadError> {
-    let deadline = Instant::now() + settings.verify_timeout;
-    let mut waiting = false;
-    loop {
-        match prepare_master(master, settings, began_ns) {
-            Err(e) if e.is_master_starting() && Instant::now() < deadline => {
-                if !waiting {
-                    info!("{e}: waiting until it does");
-                    waiting = true;
-                }
-                std::thread::sleep(STARTING_POLL);
-                master = discover::find_master(target)?;
-            }
-            other => return other,
+    match &prepared.choice.route {
+        Route::Upgrade => upgrade_and_check(prepared, settings),
+        Route::UnitReload { unit } => {
+            let unit = unit.clone();
+            through_unit(prepared, &unit, settings)
+        }
+        Route::Signal(_) => {
+            let started = send_hup(&prepared)?;
+            finish_hup(prepared, started, settings)
         }
     }
-}
-
-/// How often a master still starting is looked at again.
-const STARTING_POLL: Duration = Duration::from_millis(20);
-
-/// Discover the master, refuse what cannot work, run the preflight.
-pub fn prepare(
-    target: &TargetSelector,
-    settings: &ReloadSettings,
-) -> Result<Prepared, ReloadError> {
-    let began_ns = lock::now_ns();
-    let master = discover::find_master(target)?;
-    prepare_master(master, settings, began_ns)
-}
-
-/// `prepare` for a master already found, discovery having begun at `began_ns`.
-pub fn prepare_master(
-    master: MasterProcess,
-    settings: &ReloadSettings,
-    began_ns: u64,
-) -> Result<Prepared, ReloadError> {
-    let old = master.worker_pids();
-    debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
-    let plan = settings.plan;
-    if plan.replaces_workers() && master_env::preloads_app(&master) {
-        return Err(ReloadError::PreloadNeedsUpgrade {
-            pid: master.pid,
-            name: master.name.clone(),
-        });
-    }
-    let signal = plan.signal();
-    if !plan.dry_run && !pidfd_signal::handles(master.pid, signal) {
-        return Err(SignalError::NotHandledYet {
-            pid: master.pid,
-            signal,
-        }
-        .into());
-    }
-    let (release, preflight) = preflight_until_stable(settings, &master)?;
-    Ok(Prepared {
-        master,
-        old,
-        signal,
-        release,
-        preflight,
-        began_ns,
-    })
 }
 
 fn dry_run(p: Prepared) -> ReloadOutcome {
@@ -252,14 +180,15 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
         name = %p.master.name,
         user = %p.master.user,
         workers = ?p.old,
-        "dry run: would send SIG{} to master {}; nothing sent",
-        signal_name(p.signal),
-        p.master.pid
+        "dry run: would reload master {} by {}; nothing sent",
+        p.master.pid,
+        p.choice.route.action(),
     );
     ReloadOutcome {
         old_master: p.master.pid,
         master: p.master,
-        signal: p.signal,
+        action: p.choice.route.action(),
+        why: p.choice.why,
         old: p.old,
         new: Vec::new(),
         elapsed: Duration::ZERO,
@@ -271,16 +200,17 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
     }
 }
 
-/// Send the plan's signal to the master itself (not an upgrade); returns when it was sent.
+/// Send the route's signal to the master itself (not an upgrade); returns when it was sent.
 pub fn send_hup(p: &Prepared) -> Result<Instant, ReloadError> {
     let started = Instant::now();
-    pidfd_signal::send(&p.master, p.signal)?;
+    let signal = p.choice.route.first_signal().unwrap_or(Signal::SIGHUP);
+    pidfd_signal::send(&p.master, signal)?;
     info!(
         master = p.master.pid,
         name = %p.master.name,
         user = %p.master.user,
         "sent SIG{} to master {}; verifying",
-        signal_name(p.signal),
+        signal_name(signal),
         p.master.pid
     );
     Ok(started)
@@ -299,7 +229,7 @@ pub fn finish_hup(
     let verified = verify::await_reload(
         id,
         &p.old,
-        settings.plan.replaces_workers(),
+        p.choice.route.replaces_workers(),
         settings.verify_timeout,
         started,
     )
@@ -329,6 +259,28 @@ fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOut
     outcome(p, Some(up.master), new, (up.elapsed, up.boot), settings)
 }
 
+fn through_unit(
+    p: Prepared,
+    unit: &str,
+    settings: &ReloadSettings,
+) -> Result<ReloadOutcome, ReloadError> {
+    let done = unit_reload::reload_unit(unit, &p.master, settings).map_err(|source| {
+        ReloadError::UnitReload {
+            pid: p.master.pid,
+            source,
+        }
+    })?;
+    let new = done.master.worker_pids();
+    let moved = (done.master.pid != p.master.pid).then_some(done.master);
+    outcome(
+        p,
+        moved,
+        new,
+        (done.elapsed, BootTimes::default()),
+        settings,
+    )
+}
+
 /// Check the release the new code runs, then describe the finished reload.
 fn outcome(
     p: Prepared,
@@ -346,7 +298,8 @@ fn outcome(
     Ok(ReloadOutcome {
         old_master,
         master: serving,
-        signal: p.signal,
+        action: p.choice.route.action(),
+        why: p.choice.why,
         old: p.old,
         new,
         elapsed,

@@ -122,10 +122,12 @@ pub fn plan(
     };
     let creds = run_as(master)?;
     let mut env = master_env::environment(master.pid).unwrap_or_else(own_environment);
+    // GUNICORN_PID and GUNICORN_FD mark a master started by a USR2 upgrade: they say nothing
+    // about the release, and would restart the warm checker after every upgrade.
     env.retain(|(k, _)| {
         !matches!(
             k.to_str(),
-            Some("PWD" | "HUPWATCH_RELEASE" | "HUPWATCH_PYTHON")
+            Some("PWD" | "HUPWATCH_RELEASE" | "HUPWATCH_PYTHON" | "GUNICORN_PID" | "GUNICORN_FD")
         )
     });
     env.push(("PWD".into(), dir.into()));

@@ -9,7 +9,7 @@ use tracing::info;
 
 use super::ReloadError;
 use super::preflight;
-use super::warm_checker;
+use super::warm_checker::{self, Passed};
 use crate::config::ReloadSettings;
 use crate::config::release_link::{self, ReleaseError};
 use crate::gunicorn::discover::MasterProcess;
@@ -38,7 +38,7 @@ const STORM_SETTLE: Duration = Duration::from_millis(100);
 pub fn preflight_until_stable(
     settings: &ReloadSettings,
     master: &MasterProcess,
-) -> Result<(Option<PathBuf>, Option<Duration>), ReloadError> {
+) -> Result<(Option<PathBuf>, Option<Passed>), ReloadError> {
     let link = settings.release_link.as_ref();
     let mut release = link.map(|l| l.target()).transpose()?;
     let Some(preflight) = &settings.preflight else {
@@ -58,7 +58,7 @@ pub fn preflight_until_stable(
                 hint: String::new(),
             })?;
         info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let took = warm_checker::run(&plan, &preflight.check, preflight.timeout).map_err(|source| {
+        let passed = warm_checker::run(&plan, &preflight.check, preflight.timeout).map_err(|source| {
             // The link already names the broken release while the old one still serves.
             let hint = link.map_or(String::new(), |l| {
                 format!(
@@ -69,11 +69,15 @@ pub fn preflight_until_stable(
             });
             ReloadError::Preflight { source, hint }
         })?;
+        let load = passed.load.map_or(String::new(), |l| {
+            format!(" (the app loaded in {}ms)", l.as_millis())
+        });
         info!(
             master = master.pid,
-            elapsed_ms = took.as_millis() as u64,
-            "preflight passed in {}ms",
-            took.as_millis()
+            elapsed_ms = passed.took.as_millis() as u64,
+            load_ms = passed.load.map(|l| l.as_millis() as u64),
+            "preflight passed in {}ms{load}",
+            passed.took.as_millis()
         );
         let mut now = link.map(|l| l.target()).transpose()?;
         if now == release && storm {
@@ -83,7 +87,7 @@ pub fn preflight_until_stable(
             now = link.map(|l| l.target()).transpose()?;
         }
         if now == release {
-            return Ok((release, Some(took)));
+            return Ok((release, Some(passed)));
         }
         info!("release link moved during the preflight; checking the new release");
         storm = true;

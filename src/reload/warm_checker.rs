@@ -44,35 +44,52 @@ pub fn shutdown() {
     registry().lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
+/// A preflight that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passed {
+    pub took: Duration,
+    /// How long the app took to load: a warm check, once its checker is up, is a fork and the
+    /// app's import, nothing else (a cold check also starts Python and imports Gunicorn, so it
+    /// says nothing about the app). HUP's stall, for `--strategy auto`.
+    pub load: Option<Duration>,
+}
+
 /// The preflight for `plan`: on the warm checker for the default check while `watch` runs,
 /// else (a custom `--preflight CMD`, one-shot commands) the cold run as before.
 pub fn run(
     plan: &Plan,
     check: &PreflightCheck,
     timeout: Duration,
-) -> Result<Duration, PreflightError> {
+) -> Result<Passed, PreflightError> {
     if !ENABLED.load(Ordering::Relaxed)
         || !matches!(check, PreflightCheck::Gunicorn { .. })
         || relative_pythonpath(plan)
     {
-        return preflight::run(plan, timeout);
+        return cold_passed(preflight::run(plan, timeout));
     }
     let started = Instant::now();
     match check_warm(plan, timeout) {
-        Ok(Outcome::Done(Verdict::Pass, _)) => Ok(started.elapsed()),
-        Ok(Outcome::Done(Verdict::Fail { code }, output)) => Err(PreflightError::failed(
+        Ok((Outcome::Done(Verdict::Pass, _), load)) => Ok(Passed {
+            took: started.elapsed(),
+            load,
+        }),
+        Ok((Outcome::Done(Verdict::Fail { code }, output), _)) => Err(PreflightError::failed(
             &plan.dir,
             &format!("exit status: {code}"),
             output.as_bytes(),
         )),
-        Ok(Outcome::TimedOut(output)) => Err(PreflightError::TimedOut {
+        Ok((Outcome::TimedOut(output), _)) => Err(PreflightError::TimedOut {
             dir: plan.dir.clone(),
             timeout,
             tail: preflight::tail(output.as_bytes()),
         }),
-        Ok(Outcome::Done(Verdict::Untrusted(why), _)) => cold(plan, timeout, &why),
+        Ok((Outcome::Done(Verdict::Untrusted(why), _), _)) => cold(plan, timeout, &why),
         Err(e) => cold(plan, timeout, &e.to_string()),
     }
+}
+
+fn cold_passed(result: Result<Duration, PreflightError>) -> Result<Passed, PreflightError> {
+    result.map(|took| Passed { took, load: None })
 }
 
 /// Python makes `$PYTHONPATH` entries absolute when it starts: a relative one names the release
@@ -127,11 +144,11 @@ pub fn prewarm(plan: &Plan) {
     }
 }
 
-fn cold(plan: &Plan, timeout: Duration, why: &str) -> Result<Duration, PreflightError> {
+fn cold(plan: &Plan, timeout: Duration, why: &str) -> Result<Passed, PreflightError> {
     warn!(
         "warm preflight check cannot be trusted ({why}); running the cold --check-config instead"
     );
-    preflight::run(plan, timeout)
+    cold_passed(preflight::run(plan, timeout))
 }
 
 /// What a checker was started for: restarted when any of it changes.
@@ -209,7 +226,9 @@ fn slot_for(plan: &Plan) -> Arc<Mutex<Slot>> {
     slot
 }
 
-fn check_warm(plan: &Plan, timeout: Duration) -> Result<Outcome, WarmError> {
+/// The outcome, and how long the check took (the checker's own start, which waits for its
+/// `ready`, not included).
+fn check_warm(plan: &Plan, timeout: Duration) -> Result<(Outcome, Option<Duration>), WarmError> {
     let deadline = Instant::now() + timeout;
     let slot = slot_for(plan);
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,12 +250,14 @@ fn check_warm(plan: &Plan, timeout: Duration) -> Result<Outcome, WarmError> {
     let Some(checker) = slot.checker.as_mut() else {
         return Err(WarmError::Died);
     };
+    let started = Instant::now();
     let result = checker.check(plan, deadline);
+    let took = started.elapsed();
     if result.is_err() {
         // Dead, or out of step with us: the next check starts a fresh one.
         slot.checker = None;
     }
-    result
+    result.map(|outcome| (outcome, Some(took)))
 }
 
 impl Slot {

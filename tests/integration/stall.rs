@@ -19,9 +19,9 @@ fn slow_app(version: &str) -> String {
     format!("import time\ntime.sleep(1.5)\n{}", app_source(version))
 }
 
-/// Deploys v2 of the slow app with `strategy` under load; returns the reload's log and what
-/// the load saw.
-fn deploy_under_load(strategy: &str) -> (String, LoadReport) {
+/// Deploys v2 of the slow app with `strategy` (`None`: hupwatch's default) under load;
+/// returns the reload's log and what the load saw.
+fn deploy_under_load(strategy: Option<&str>) -> (String, LoadReport) {
     let dir = AppDir::new();
     dir.write("app.py", &slow_app("v1"));
     let g = Gunicorn::builder(&dir).workers(2).pidfile(true).start();
@@ -29,12 +29,16 @@ fn deploy_under_load(strategy: &str) -> (String, LoadReport) {
     // The load is flowing before the reload starts.
     g.wait_for_body("v1", CEILING);
     dir.replace("app.py", &slow_app("v2"));
-    let out = hupwatch()
+    let mut reload = hupwatch();
+    reload
         .arg("reload")
         .arg("--pidfile")
-        .arg(g.pidfile().expect("pidfile"))
-        .args(["--strategy", strategy])
-        .output();
+        .arg(g.pidfile().expect("pidfile"));
+    match strategy {
+        Some(strategy) => reload.args(["--strategy", strategy]),
+        None => reload.default_strategy(),
+    };
+    let out = reload.output();
     out.assert_code(0);
     let body = g.wait_for_body("v2", CEILING);
     assert!(body.starts_with("v2 "), "{body}");
@@ -58,7 +62,7 @@ fn stall_ms(log: &str) -> u64 {
 #[test]
 fn an_upgrade_retires_the_old_master_only_once_the_new_workers_have_booted() {
     let _host = host_exclusive();
-    let (log, load) = deploy_under_load("upgrade");
+    let (log, load) = deploy_under_load(Some("upgrade"));
     assert!(
         log.contains("(the old master served meanwhile)"),
         "the reload line says how long the new workers took:\n{log}"
@@ -76,7 +80,7 @@ fn an_upgrade_retires_the_old_master_only_once_the_new_workers_have_booted() {
 #[test]
 fn a_hup_stalls_for_the_import_and_the_reload_line_says_how_long() {
     let _host = host_exclusive();
-    let (log, load) = deploy_under_load("hup");
+    let (log, load) = deploy_under_load(Some("hup"));
     let stall = stall_ms(&log);
     assert!(
         (1400..CEILING.as_millis() as u64).contains(&stall),
@@ -87,4 +91,89 @@ fn a_hup_stalls_for_the_import_and_the_reload_line_says_how_long() {
         "worst request {:?}: requests should have waited out the import\n{log}",
         load.worst
     );
+}
+
+/// The default strategy (`auto`) upgrades an app it cannot show to load within the stall
+/// budget: a one-shot reload has no warm preflight to measure the load time, so it upgrades,
+/// and the reload line says why.
+#[test]
+fn the_default_strategy_reloads_a_slow_app_without_a_stall_and_says_why() {
+    let _host = host_exclusive();
+    let (log, load) = deploy_under_load(None);
+    assert!(
+        log.contains("auto chose upgrade: the app's load time is unknown"),
+        "the reload line names the strategy and why:\n{log}"
+    );
+    assert!(
+        log.contains("(the old master served meanwhile)"),
+        "an upgrade, not a HUP:\n{log}"
+    );
+    assert!(
+        load.worst < NO_STALL,
+        "worst request {:?} at +{:.3}s ({} ok): the import was waited out\n{log}",
+        load.worst,
+        load.worst_at,
+        load.ok
+    );
+}
+
+/// `watch` measures the app's load time on its warm preflight checker and lets `auto` choose
+/// from it: a slow app is upgraded (nobody waits), a fast one gets the cheaper HUP.
+#[test]
+fn watch_chooses_by_the_load_time_its_preflight_measured() {
+    let _host = host_exclusive();
+    let dir = AppDir::new();
+    dir.write("app.py", &slow_app("v1"));
+    let g = Gunicorn::builder(&dir).workers(2).start();
+    let pid = g.pid().to_string();
+    let daemon = hupwatch()
+        .default_strategy()
+        .args(["watch", "--pid", &pid, "--debounce", "100ms", "--watch"])
+        .arg(dir.path())
+        .spawn();
+    daemon.wait_for_line("ready: ", CEILING);
+    let load = Load::start(g.port());
+    g.wait_for_body("v1", CEILING);
+    dir.replace("app.py", &slow_app("v2"));
+    let line = daemon.wait_for_line("reloaded master", CEILING);
+    assert!(
+        line.contains("auto chose upgrade: the app loads in 1"),
+        "a 1.5 s load is measured and upgraded:\n{}",
+        daemon.output()
+    );
+    g.wait_for_body("v2", CEILING);
+    let report = load.stop();
+    report.assert_no_failures();
+    assert!(
+        report.worst < NO_STALL,
+        "worst request {:?} at +{:.3}s: the import was waited out\n{}",
+        report.worst,
+        report.worst_at,
+        daemon.output()
+    );
+    // The same app without the sleep loads within the budget: a HUP, on the new master.
+    let master = daemon_master(&line);
+    dir.replace("app.py", &app_source("v3"));
+    let line = daemon.wait_for_line_after(&line, "reloaded master");
+    assert!(
+        line.contains(&format!("reloaded master {master} ("))
+            && line.contains("auto chose HUP: the app loads in"),
+        "a fast app is reloaded by HUP:\n{}",
+        daemon.output()
+    );
+    daemon.stop();
+}
+
+/// The master an upgrade left serving: `… -> new master N (` in the reload line.
+fn daemon_master(line: &str) -> u32 {
+    let after = line
+        .split("new master ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no new master in {line}"));
+    after
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("new master of {line}"))
 }

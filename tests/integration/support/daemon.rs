@@ -108,11 +108,15 @@ impl Daemon {
 
     /// Waits for a line containing `needle` printed after the first line containing `after`:
     /// "a reload after that change", in the order hupwatch printed them.
+    /// The first line containing `needle` strictly after the first one containing `after`.
     pub fn wait_for_line_after(&self, after: &str, needle: &str) -> String {
         poll_for(super::CEILING, || {
             let lines = self.run.all.snapshot();
             let from = lines.iter().position(|l| l.contains(after))?;
-            lines[from..].iter().find(|l| l.contains(needle)).cloned()
+            lines[from + 1..]
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
         })
         .unwrap_or_else(|| {
             panic!(

@@ -175,8 +175,18 @@ impl GunicornBuilder<'_> {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        // A session of its own: no controlling terminal, whether `cargo test` runs in one or
+        // under CI, so `--strategy auto` sees the same master either way (a master on a
+        // terminal is reloaded by HUP only). Also its own process group, killed on drop.
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
         if let Some((uid, gid)) = self.user {
             cmd.uid(uid).gid(gid);
         }

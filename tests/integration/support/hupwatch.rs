@@ -57,6 +57,10 @@ pub fn hupwatch() -> HupwatchCommand {
     // Reload locks under target/, not the host's /run/hupwatch (tests run as root); each
     // master has its own lock file, so tests sharing the directory never wait on each other.
     cmd.env("HUPWATCH_RUNTIME_DIR", super::target_dir().join("test-run"))
+        // Most tests are about what a HUP does (workers replaced under the same master, its
+        // verification, its lock): they pin it. The default, `auto`, is proven by the tests
+        // that call `default_strategy()` or pass `--strategy` themselves.
+        .env("HUPWATCH_STRATEGY", "hup")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -108,6 +112,12 @@ impl HupwatchCommand {
 
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
         self.cmd.env(key, value);
+        self
+    }
+
+    /// No pinned strategy: hupwatch's own default applies (see [`hupwatch`]).
+    pub fn default_strategy(&mut self) -> &mut Self {
+        self.cmd.env_remove("HUPWATCH_STRATEGY");
         self
     }
 

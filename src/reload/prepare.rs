@@ -1,0 +1,163 @@
+//! Everything before the signal: the master found and checked, the preflight passed, and the
+//! way this reload goes out chosen (`strategy_choice`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tracing::{debug, info};
+
+use super::pidfd_signal::{self, SignalError};
+use super::release_check::preflight_until_stable;
+use super::strategy_choice::{self, Choice, Refusal, Room, Route, Surroundings};
+use super::{ReloadError, lock};
+use crate::config::reload_plan::Method;
+use crate::config::{ReloadSettings, TargetSelector};
+use crate::gunicorn::discover::{self, MasterProcess};
+use crate::gunicorn::master_env;
+
+/// A master found, checked and preflighted: everything before the signal.
+#[derive(Debug)]
+pub struct Prepared {
+    pub(super) master: MasterProcess,
+    pub(super) old: Vec<u32>,
+    pub(super) choice: Choice,
+    pub(super) release: Option<PathBuf>,
+    pub(super) preflight: Option<Duration>,
+    /// When discovery began (CLOCK_BOOTTIME ns): everything deployed by then goes out.
+    pub(super) began_ns: u64,
+}
+
+impl Prepared {
+    pub fn master(&self) -> &MasterProcess {
+        &self.master
+    }
+
+    pub fn began_ns(&self) -> u64 {
+        self.began_ns
+    }
+
+    /// A reload done by the unit's own `ExecReload=` hupwatch, which takes the master's
+    /// reload lock itself: the caller must not hold it meanwhile.
+    pub fn goes_through_unit(&self) -> bool {
+        matches!(self.choice.route, Route::UnitReload { .. })
+    }
+}
+
+/// [`prepare_master`], waiting for a master that is still starting: it does not handle the
+/// signal yet and would die of it. Waits within the verification timeout, discovering the
+/// master again each time, since it replaces its raw command line by its title meanwhile.
+pub fn prepare_handling(
+    target: &TargetSelector,
+    mut master: MasterProcess,
+    settings: &ReloadSettings,
+    began_ns: u64,
+) -> Result<Prepared, ReloadError> {
+    let deadline = Instant::now() + settings.verify_timeout;
+    let mut waiting = false;
+    loop {
+        match prepare_master(master, settings, began_ns) {
+            Err(e) if e.is_master_starting() && Instant::now() < deadline => {
+                if !waiting {
+                    info!("{e}: waiting until it does");
+                    waiting = true;
+                }
+                std::thread::sleep(STARTING_POLL);
+                master = discover::find_master(target)?;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a master still starting is looked at again.
+const STARTING_POLL: Duration = Duration::from_millis(20);
+
+/// Discover the master, refuse what cannot work, run the preflight.
+pub fn prepare(
+    target: &TargetSelector,
+    settings: &ReloadSettings,
+) -> Result<Prepared, ReloadError> {
+    let began_ns = lock::now_ns();
+    let master = discover::find_master(target)?;
+    prepare_master(master, settings, began_ns)
+}
+
+/// `prepare` for a master already found, discovery having begun at `began_ns`.
+pub fn prepare_master(
+    master: MasterProcess,
+    settings: &ReloadSettings,
+    began_ns: u64,
+) -> Result<Prepared, ReloadError> {
+    let old = master.worker_pids();
+    debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
+    let plan = settings.plan;
+    // Where the master runs matters only when hupwatch may choose, or must carry out, an upgrade.
+    let room = (!matches!(plan.method, Method::Signal(_))).then(|| {
+        let around = Surroundings::of(&master);
+        debug!(master = master.pid, ?around, "master surroundings");
+        strategy_choice::room(&around)
+    });
+    let preloads = master_env::preloads_app(&master);
+    let decide = |load| {
+        strategy_choice::choose(plan.method, room.as_ref(), preloads, load)
+            .map_err(|refusal| refused(&master, refusal))
+    };
+    // Refused before the preflight; a unit's own ExecReload= preflights, locks and verifies.
+    let early = decide(None)?;
+    if let Some(Room::ThroughUnit { .. }) = &room
+        && matches!(early.route, Route::UnitReload { .. })
+    {
+        return Ok(prepared(master, old, early, (None, None), began_ns));
+    }
+    // Gunicorn installs all its handlers at once: HUP taken means USR2 is too.
+    let signal = early.route.first_signal().unwrap_or(Signal::SIGHUP);
+    if !plan.dry_run && !pidfd_signal::handles(master.pid, signal) {
+        return Err(SignalError::NotHandledYet {
+            pid: master.pid,
+            signal,
+        }
+        .into());
+    }
+    let (release, passed) = preflight_until_stable(settings, &master)?;
+    let choice = decide(passed.and_then(|p| p.load))?;
+    if let Some(why) = &choice.why {
+        info!(
+            master = master.pid,
+            strategy = choice.route.action(),
+            "strategy auto: {why}"
+        );
+    }
+    Ok(prepared(
+        master,
+        old,
+        choice,
+        (release, passed.map(|p| p.took)),
+        began_ns,
+    ))
+}
+
+fn prepared(
+    master: MasterProcess,
+    old: Vec<u32>,
+    choice: Choice,
+    (release, preflight): (Option<PathBuf>, Option<Duration>),
+    began_ns: u64,
+) -> Prepared {
+    Prepared {
+        master,
+        old,
+        choice,
+        release,
+        preflight,
+        began_ns,
+    }
+}
+
+fn refused(master: &MasterProcess, refusal: Refusal) -> ReloadError {
+    let (pid, name) = (master.pid, master.name.clone());
+    match refusal {
+        Refusal::PreloadNeedsUpgrade => ReloadError::PreloadNeedsUpgrade { pid, name },
+        Refusal::PreloadCannotUpgrade(why) => ReloadError::PreloadCannotUpgrade { pid, name, why },
+    }
+}

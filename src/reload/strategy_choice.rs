@@ -1,0 +1,275 @@
+//! Which way one reload goes out, and why: the `--strategy auto` decision.
+//!
+//! A HUP makes Gunicorn stop the old workers at once, so requests wait until a new worker has
+//! loaded the app: the stall is the app's load time. The warm preflight measures it (a fork of
+//! a process that has imported Gunicorn already, then the app's import). Within the stall
+//! budget a HUP is the better reload: one master, one set of workers, and what the developer
+//! loop wants. Above it, an upgrade (USR2) keeps the old master serving until every new worker
+//! has booted, at the cost of two sets of workers meanwhile. Some masters cannot be upgraded
+//! safely (see [`Room`]); those keep to HUP, and the reload line says why. The decision is a
+//! pure function of the facts, read once per reload.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::config::reload_plan::Method;
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::procfs;
+use crate::gunicorn::systemd_unit::show_property;
+use crate::reload::systemd_handover::{self, Handover};
+
+/// The longest stall a HUP may cause under `auto`: below what a user notices on one request.
+pub const STALL_BUDGET: Duration = Duration::from_millis(50);
+
+/// Parents that track the master by its PID and would lose it in an upgrade (the old master
+/// exits; the new one is its child, reparented away from the supervisor).
+const SUPERVISORS: &[&str] = &[
+    "supervisord",
+    "honcho",
+    "circusd",
+    "runsv",
+    "s6-supervise",
+    "forego",
+];
+
+/// What surrounds a master, as far as an upgrade is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Surroundings {
+    pub pid: u32,
+    /// PID 1 of its PID namespace (a container's first process): its exit ends the container.
+    pub container_init: bool,
+    /// The parent's name when it is a process supervisor (see [`SUPERVISORS`]).
+    pub supervisor: Option<String>,
+    /// It has a controlling terminal: started from a shell, whose Ctrl-C reaches its process
+    /// group. The new master of an upgrade would outlive the shell's job, orphaned.
+    pub terminal: bool,
+    pub handover: Handover,
+    /// The `ExecReload=` of the unit whose main process it is runs `hupwatch reload`.
+    pub unit_reloads_with_hupwatch: bool,
+}
+
+impl Surroundings {
+    /// Read from /proc (and, for a unit's main process reloaded from outside, `systemctl`).
+    pub fn of(master: &MasterProcess) -> Self {
+        let stat = procfs::read_stat(master.pid).ok();
+        let parent = procfs::read_stat(master.ppid).ok().map(|p| p.comm);
+        let handover = systemd_handover::decide_for(master.pid, master.ppid);
+        let unit_reloads_with_hupwatch = match &handover {
+            Handover::Refuse { unit, .. } => {
+                show_property(unit, "ExecReload", Duration::from_secs(5))
+                    .is_some_and(|v| runs_hupwatch_reload(&v))
+            }
+            _ => false,
+        };
+        Self {
+            pid: master.pid,
+            container_init: procfs::read_ns_pid(master.pid) == Some(1),
+            supervisor: parent.filter(|p| SUPERVISORS.contains(&p.as_str())),
+            terminal: stat.is_some_and(|s| s.tty_nr != 0),
+            handover,
+            unit_reloads_with_hupwatch,
+        }
+    }
+}
+
+/// `systemctl show -p ExecReload` text naming a `hupwatch … reload` command.
+fn runs_hupwatch_reload(exec_reload: &str) -> bool {
+    exec_reload.split(" ; ").any(|field| {
+        field.contains("argv[]=")
+            && field.contains("hupwatch")
+            && field.split_whitespace().any(|w| w == "reload")
+    })
+}
+
+/// What the surroundings leave open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Room {
+    Either,
+    /// An upgrade cannot work here, for this reason.
+    HupOnly(String),
+    /// A systemd unit's main process, reloaded from outside its unit: only the unit's own
+    /// `ExecReload=` can move its main PID, so `systemctl reload UNIT` does the reload.
+    ThroughUnit {
+        unit: String,
+    },
+}
+
+impl Room {
+    /// For `status`: what `--strategy auto` would do with this master, the load time aside.
+    pub fn describe(&self) -> String {
+        match self {
+            Room::Either => format!(
+                "HUP if the app loads within {}ms, else upgrade",
+                STALL_BUDGET.as_millis()
+            ),
+            Room::HupOnly(why) => format!("HUP only: {why}"),
+            Room::ThroughUnit { unit } => format!("systemctl reload {unit}"),
+        }
+    }
+}
+
+pub fn room(s: &Surroundings) -> Room {
+    match &s.handover {
+        Handover::Refuse { unit, .. } if s.unit_reloads_with_hupwatch => {
+            return Room::ThroughUnit { unit: unit.clone() };
+        }
+        Handover::Refuse { unit, why } => {
+            return Room::HupOnly(format!(
+                "master {} is the main process of {unit} and {why}; give the unit \
+                 ExecReload=hupwatch reload --pid $MAINPID and NotifyAccess=all \
+                 (see examples/gunicorn-app.service)",
+                s.pid
+            ));
+        }
+        Handover::NotMain | Handover::Announce { .. } => {}
+    }
+    if s.container_init {
+        Room::HupOnly(format!(
+            "master {} is PID 1 of its container, which ends when it exits",
+            s.pid
+        ))
+    } else if let Some(sup) = &s.supervisor {
+        Room::HupOnly(format!(
+            "master {} runs under {sup}, which would lose track of a new master",
+            s.pid
+        ))
+    } else if s.terminal {
+        Room::HupOnly(format!(
+            "master {} was started from a terminal: a new master would be orphaned and deaf to Ctrl-C",
+            s.pid
+        ))
+    } else {
+        Room::Either
+    }
+}
+
+/// How one reload goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// One signal to the master (HUP, or the `--signal` given).
+    Signal(Signal),
+    /// USR2, a new master beside the old one, then TERM to the old one.
+    Upgrade,
+    /// `systemctl reload UNIT`, whose `ExecReload=` hupwatch does the reload (see [`Room`]).
+    UnitReload { unit: String },
+}
+
+impl Route {
+    /// The signal the master receives first; `None` when hupwatch signals nothing itself.
+    pub fn first_signal(&self) -> Option<Signal> {
+        match self {
+            Route::Signal(signal) => Some(*signal),
+            Route::Upgrade => Some(Signal::SIGUSR2),
+            Route::UnitReload { .. } => None,
+        }
+    }
+
+    /// HUP alone makes Gunicorn replace its workers under the same master: verification
+    /// must see new ones.
+    pub fn replaces_workers(&self) -> bool {
+        *self == Route::Signal(Signal::SIGHUP)
+    }
+
+    /// How the log and the reload lock's record name it: `HUP`, `USR1`, `upgrade`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Route::Signal(signal) => signal.as_str().trim_start_matches("SIG"),
+            Route::Upgrade => "upgrade",
+            Route::UnitReload { .. } => "systemctl reload",
+        }
+    }
+}
+
+/// The route of one reload and, when `auto` chose it, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub route: Route,
+    pub why: Option<String>,
+}
+
+/// A master no strategy can reload with new code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `--strategy hup` on a preloading master.
+    PreloadNeedsUpgrade,
+    /// `auto` on a preloading master that cannot be upgraded, for this reason.
+    PreloadCannotUpgrade(String),
+}
+
+/// The decision. `room` is `None` for a fixed signal (nothing around the master matters);
+/// `load` is the app's load time if the preflight measured it.
+pub fn choose(
+    method: Method,
+    room: Option<&Room>,
+    preloads: bool,
+    load: Option<Duration>,
+) -> Result<Choice, Refusal> {
+    let through_unit = match room {
+        Some(Room::ThroughUnit { unit }) => Some(unit.clone()),
+        _ => None,
+    };
+    let fixed = |route| Ok(Choice { route, why: None });
+    match method {
+        Method::Signal(Signal::SIGHUP) if preloads => Err(Refusal::PreloadNeedsUpgrade),
+        Method::Signal(signal) => fixed(Route::Signal(signal)),
+        Method::Upgrade => match through_unit {
+            Some(unit) => Ok(through(unit)),
+            None => fixed(Route::Upgrade),
+        },
+        Method::Auto => match room.unwrap_or(&Room::Either) {
+            Room::ThroughUnit { unit } => Ok(through(unit.clone())),
+            Room::HupOnly(why) if preloads => Err(Refusal::PreloadCannotUpgrade(why.clone())),
+            Room::HupOnly(why) => Ok(Choice {
+                route: Route::Signal(Signal::SIGHUP),
+                why: Some(format!("HUP: {why}")),
+            }),
+            Room::Either => Ok(by_load_time(preloads, load)),
+        },
+    }
+}
+
+fn through(unit: String) -> Choice {
+    Choice {
+        why: Some(format!(
+            "systemctl reload {unit}: the master is its main process and its ExecReload= runs hupwatch"
+        )),
+        route: Route::UnitReload { unit },
+    }
+}
+
+fn by_load_time(preloads: bool, load: Option<Duration>) -> Choice {
+    let budget = STALL_BUDGET.as_millis();
+    let (route, why) = match load {
+        _ if preloads => (
+            Route::Upgrade,
+            "upgrade: the master preloads the app, so a HUP would load no new code".to_string(),
+        ),
+        Some(t) if t <= STALL_BUDGET => (
+            Route::Signal(Signal::SIGHUP),
+            format!(
+                "HUP: the app loads in {}ms, within the {budget}ms stall budget",
+                t.as_millis()
+            ),
+        ),
+        Some(t) => (
+            Route::Upgrade,
+            format!(
+                "upgrade: the app loads in {}ms, a HUP would stall requests that long (budget {budget}ms)",
+                t.as_millis()
+            ),
+        ),
+        None => (
+            Route::Upgrade,
+            "upgrade: the app's load time is unknown (only the warm preflight of `watch` measures it), so a HUP could stall requests for all of it".to_string(),
+        ),
+    };
+    Choice {
+        route,
+        why: Some(why),
+    }
+}
+
+#[cfg(test)]
+#[path = "strategy_choice_tests.rs"]
+mod tests;

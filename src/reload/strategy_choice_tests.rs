@@ -1,0 +1,154 @@
+use super::*;
+
+fn around() -> Surroundings {
+    Surroundings {
+        pid: 4242,
+        container_init: false,
+        supervisor: None,
+        terminal: false,
+        handover: Handover::NotMain,
+        unit_reloads_with_hupwatch: false,
+    }
+}
+
+fn ms(n: u64) -> Option<Duration> {
+    Some(Duration::from_millis(n))
+}
+
+fn auto(room: &Room, preloads: bool, load: Option<Duration>) -> Result<Choice, Refusal> {
+    choose(Method::Auto, Some(room), preloads, load)
+}
+
+#[test]
+fn auto_hups_an_app_that_loads_within_the_budget_and_upgrades_one_that_does_not() {
+    let fast = auto(&Room::Either, false, ms(13)).unwrap();
+    assert_eq!(fast.route, Route::Signal(Signal::SIGHUP));
+    assert!(fast.why.unwrap().contains("loads in 13ms, within the 50ms"));
+    let edge = auto(&Room::Either, false, ms(50)).unwrap();
+    assert_eq!(edge.route, Route::Signal(Signal::SIGHUP));
+    let slow = auto(&Room::Either, false, ms(1500)).unwrap();
+    assert_eq!(slow.route, Route::Upgrade);
+    assert!(slow.why.unwrap().contains("stall requests that long"));
+}
+
+#[test]
+fn auto_upgrades_when_the_load_time_is_unknown_or_the_master_preloads() {
+    let unknown = auto(&Room::Either, false, None).unwrap();
+    assert_eq!(unknown.route, Route::Upgrade);
+    assert!(unknown.why.unwrap().contains("unknown"));
+    let preload = auto(&Room::Either, true, ms(5)).unwrap();
+    assert_eq!(preload.route, Route::Upgrade);
+    assert!(preload.why.unwrap().contains("preloads"));
+}
+
+#[test]
+fn where_an_upgrade_cannot_work_auto_keeps_to_hup_and_says_why() {
+    let cases = [
+        (
+            Surroundings {
+                container_init: true,
+                ..around()
+            },
+            "PID 1 of its container",
+        ),
+        (
+            Surroundings {
+                supervisor: Some("supervisord".into()),
+                ..around()
+            },
+            "under supervisord",
+        ),
+        (
+            Surroundings {
+                terminal: true,
+                ..around()
+            },
+            "started from a terminal",
+        ),
+        (
+            Surroundings {
+                handover: Handover::Refuse {
+                    unit: "app.service".into(),
+                    why: "hupwatch runs in hupwatch.service, not in that unit".into(),
+                },
+                ..around()
+            },
+            "main process of app.service",
+        ),
+    ];
+    for (s, reason) in cases {
+        let room = room(&s);
+        let choice = auto(&room, false, ms(1500)).unwrap();
+        assert_eq!(choice.route, Route::Signal(Signal::SIGHUP), "{reason}");
+        let why = choice.why.unwrap();
+        assert!(why.starts_with("HUP: ") && why.contains(reason), "{why}");
+        assert!(
+            matches!(auto(&room, true, None), Err(Refusal::PreloadCannotUpgrade(w)) if w.contains(reason)),
+            "a preloading master there has no way to new code"
+        );
+    }
+}
+
+#[test]
+fn a_unit_reloaded_by_hupwatch_is_reloaded_through_systemctl_by_auto_and_upgrade_alike() {
+    let s = Surroundings {
+        handover: Handover::Refuse {
+            unit: "app.service".into(),
+            why: "hupwatch runs in hupwatch.service, not in that unit".into(),
+        },
+        unit_reloads_with_hupwatch: true,
+        ..around()
+    };
+    let room = room(&s);
+    let unit = Route::UnitReload {
+        unit: "app.service".into(),
+    };
+    assert_eq!(auto(&room, false, ms(1)).unwrap().route, unit);
+    assert_eq!(
+        choose(Method::Upgrade, Some(&room), false, None)
+            .unwrap()
+            .route,
+        unit
+    );
+    // An explicit HUP is a HUP: the unit's main PID does not change.
+    assert_eq!(
+        choose(Method::Signal(Signal::SIGHUP), Some(&room), false, None)
+            .unwrap()
+            .route,
+        Route::Signal(Signal::SIGHUP)
+    );
+}
+
+#[test]
+fn the_handover_inside_the_unit_leaves_both_ways_open() {
+    let s = Surroundings {
+        handover: Handover::Announce {
+            unit: "app.service".into(),
+        },
+        ..around()
+    };
+    assert_eq!(room(&s), Room::Either);
+}
+
+#[test]
+fn fixed_strategies_are_not_second_guessed() {
+    let hup = choose(Method::Signal(Signal::SIGHUP), None, false, ms(5000)).unwrap();
+    assert_eq!((hup.route, hup.why), (Route::Signal(Signal::SIGHUP), None));
+    assert_eq!(
+        choose(Method::Signal(Signal::SIGHUP), None, true, None),
+        Err(Refusal::PreloadNeedsUpgrade)
+    );
+    let usr1 = choose(Method::Signal(Signal::SIGUSR1), None, true, None).unwrap();
+    assert_eq!(usr1.route, Route::Signal(Signal::SIGUSR1));
+    let up = choose(Method::Upgrade, Some(&Room::Either), false, ms(1)).unwrap();
+    assert_eq!((up.route, up.why), (Route::Upgrade, None));
+}
+
+#[test]
+fn exec_reload_naming_hupwatch_reload_is_recognised() {
+    let ours = "{ path=/usr/local/bin/hupwatch ; argv[]=/usr/local/bin/hupwatch reload --pid $MAINPID --strategy upgrade ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }";
+    assert!(runs_hupwatch_reload(ours));
+    let kill = "{ path=/bin/kill ; argv[]=/bin/kill -HUP $MAINPID ; ignore_errors=no }";
+    assert!(!runs_hupwatch_reload(kill));
+    assert!(!runs_hupwatch_reload(""));
+}
