@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
 use crate::gunicorn::discover;
 use crate::gunicorn::master_env::Credentials;
+use crate::reload::framework_check;
 use crate::reload::preflight::{self, Plan, PreflightError};
 use crate::reload::release_check::release_to_load;
 use crate::reload::warm_process::{Checker, Outcome, WarmError};
@@ -59,7 +60,10 @@ pub fn run(
     }
     let started = Instant::now();
     match check_warm(plan, timeout) {
-        Ok(Outcome::Done(Verdict::Pass, _)) => Ok(started.elapsed()),
+        Ok(Outcome::Done(Verdict::Pass, output)) => {
+            framework_check::conclude(plan, output.as_bytes())?;
+            Ok(started.elapsed())
+        }
         Ok(Outcome::Done(Verdict::Fail { code }, output)) => Err(PreflightError::failed(
             &plan.dir,
             &format!("exit status: {code}"),
@@ -270,6 +274,7 @@ mod tests {
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
             creds: None,
+            framework: None,
             describe: String::new(),
         }
     }
