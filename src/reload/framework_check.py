@@ -154,8 +154,9 @@ def _request_host(cfg):
     return host, port if port.isdigit() else "80"
 
 
-class _NoAnswer(Exception):
-    pass
+class _NoAnswer(BaseException):
+    """Raised by the timer inside the app: not an Exception, or the app's own error handling
+    (Django turns any Exception in a view into a 500) would answer for it."""
 
 
 def health_request(wsgi, cfg, path, timeout):
@@ -219,7 +220,7 @@ def health_request(wsgi, cfg, path, timeout):
             "body": b"".join(body)[:BODY_START].decode("utf-8", "replace"),
         }
     except _NoAnswer:
-        answer = {"no_answer": "no answer within %ss" % timeout, "host": host}
+        answer = {"no_answer": "no answer within %gs" % timeout, "host": host}
     except BaseException as e:  # noqa: B036 - anything the app raises fails the request
         traceback.print_exc()
         answer = {"error": "%s: %s" % (type(e).__name__, e), "host": host}

@@ -35,6 +35,9 @@ const BROKEN_VIEW: &str =
 const RAISING_VIEW: &str =
     "def index(request):\n    raise RuntimeError(\"the view broke at request time\")\n";
 
+/// A view module that never answers in time.
+const HANGING_VIEW: &str = "import time\n\n\ndef index(request):\n    time.sleep(120)\n";
+
 /// `startproject mysite` and `startapp shop` in `<dir>/project`, the app's view rendering a
 /// template (`{release} pid={pid}`) at `/`: the source each release is copied from.
 fn django_project(dir: &AppDir) {
@@ -185,6 +188,15 @@ fn a_django_view_raising_at_request_time_is_held_back_only_with_health_path() {
         "the old code keeps answering"
     );
     assert_eq!(g.workers(), workers, "nothing was sent");
+
+    deploy(&dir, &tree, "v3h", HANGING_VIEW);
+    reload(&tree, &g, &["--health-path", "/", "--health-timeout", "1s"])
+        .assert_code(1)
+        .assert_stderr_contains("failed: no answer within 1");
+    assert!(
+        g.get().starts_with("v1 pid="),
+        "the old code keeps answering"
+    );
 
     deploy(&dir, &tree, "v4", &view("v4"));
     reload(&tree, &g, &["--health-path", "/"])
