@@ -74,8 +74,20 @@ pub fn judge(answer: &HealthAnswer) -> Result<(), HealthFailure> {
 }
 
 /// The body's start on one line: whitespace runs collapsed, cut at [`BODY_SHOWN`] characters.
+/// An HTML page shows its `<title>` instead (Django's debug page: `RuntimeError at /`), since
+/// its start is a doctype and a style sheet.
 fn body_start(body: &str) -> String {
-    let one_line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lower = body.to_ascii_lowercase();
+    let title = lower
+        .find("<title>")
+        .map(|i| i + "<title>".len())
+        .and_then(|start| Some(start..start + lower[start..].find("</title>")?))
+        .map(|range| &body[range]);
+    let one_line = title
+        .unwrap_or(body)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if one_line.is_empty() {
         return "(empty body)".into();
     }
@@ -130,6 +142,24 @@ mod tests {
         assert!(judge(&answer("404 Not Found", "")).is_err());
         assert!(judge(&answer("199 Odd", "")).is_err());
         assert!(judge(&answer("OK", "")).is_err(), "no code");
+    }
+
+    #[test]
+    fn an_html_page_shows_its_title() {
+        let page = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n  <meta charset=\"utf-8\">\n  <TITLE>RuntimeError\n          at /</TITLE>\n  <style>html * { padding:0 }</style>";
+        assert_eq!(
+            judge(&answer("500 Internal Server Error", page))
+                .unwrap_err()
+                .to_string(),
+            "answered 500 Internal Server Error: RuntimeError at /"
+        );
+        let cut = "<html><head><title>Server Err";
+        assert!(
+            judge(&answer("500 x", cut))
+                .unwrap_err()
+                .to_string()
+                .ends_with(cut)
+        );
     }
 
     #[test]

@@ -180,8 +180,9 @@ fn a_django_view_raising_at_request_time_is_held_back_only_with_health_path() {
     let held = reload(&tree, &g, &["--health-path", "/"]);
     held.assert_code(1)
         .assert_stderr_contains("GET / on the new release")
-        .assert_stderr_contains("answered 500 Internal Server Error")
-        .assert_stderr_contains("(Host: 127.0.0.1)")
+        .assert_stderr_contains(
+            "answered 500 Internal Server Error: RuntimeError at / (Host: 127.0.0.1)",
+        )
         .assert_stderr_contains("RuntimeError: the view broke at request time");
     assert!(
         g.get().starts_with("v1 pid="),
