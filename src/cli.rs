@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod health_args;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hupwatch",
@@ -30,7 +32,6 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
-/// Defaults shared by the flags and the config file.
 /// The defaults of flags that the config file shares, written once: clap shows and parses these
 /// texts, and the config file falls back to the same values through [`defaults::duration`].
 pub mod defaults {
@@ -48,6 +49,7 @@ pub mod defaults {
     pub const MAX_WAIT: &str = "5s";
     pub const VERIFY_TIMEOUT: &str = "30s";
     pub const PREFLIGHT_TIMEOUT: &str = "60s";
+    pub const HEALTH_TIMEOUT: &str = "10s";
     pub const SIGNAL: &str = "HUP";
 
     /// One of the duration texts above; they are checked by a test, so this cannot fail.
@@ -290,6 +292,8 @@ pub struct PreflightArgs {
     /// Give up on (and fail) a preflight that runs longer than this.
     #[arg(long, value_name = "DURATION", default_value = defaults::PREFLIGHT_TIMEOUT, env = "HUPWATCH_PREFLIGHT_TIMEOUT", value_parser = parse_duration)]
     pub preflight_timeout: Duration,
+    #[command(flatten)]
+    pub health: health_args::HealthArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

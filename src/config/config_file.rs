@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use toml::Spanned;
 
+use crate::cli::health_args::HealthArgs;
 use crate::cli::{
     DebounceArgs, FilterArgs, PathArgs, PreflightArgs, ReleaseArgs, ReloadArgs, Strategy,
     TargetArgs, defaults,
@@ -78,6 +79,9 @@ struct Section {
     no_preflight: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     preflight_timeout: Option<Duration>,
+    health_path: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    health_timeout: Option<Duration>,
     app: Option<Vec<Spanned<Section>>>,
 }
 
@@ -238,6 +242,11 @@ impl SourceFile<'_> {
                 no_preflight: pick!(no_preflight).unwrap_or(false),
                 preflight_timeout: pick!(preflight_timeout)
                     .unwrap_or_else(|| defaults::duration(defaults::PREFLIGHT_TIMEOUT)),
+                health: HealthArgs {
+                    health_path: pick!(health_path),
+                    health_timeout: pick!(health_timeout)
+                        .unwrap_or_else(|| defaults::duration(defaults::HEALTH_TIMEOUT)),
+                },
             },
         };
         if args.preflight.preflight.is_some() && args.preflight.no_preflight {
@@ -290,6 +299,10 @@ fn key_of(e: &ConfigError) -> &'static str {
         ConfigError::EmptyPreflight => "preflight",
         ConfigError::ZeroPreflightTimeout => "preflight_timeout",
         ConfigError::UnknownUser(_) => "user",
+        ConfigError::BadHealthPath(_) | ConfigError::HealthWithoutDefaultPreflight(_) => {
+            "health_path"
+        }
+        ConfigError::ZeroHealthTimeout => "health_timeout",
     }
 }
 

@@ -73,7 +73,8 @@ wsgi_app = "blog.wsgi:application"
     assert_eq!(
         blog.reload.preflight.as_ref().map(|p| &p.check),
         Some(&PreflightCheck::Gunicorn {
-            app: Some("blog.wsgi:application".into())
+            app: Some("blog.wsgi:application".into()),
+            health: None,
         })
     );
     assert!(

@@ -5,6 +5,7 @@
 
 pub mod config_file;
 pub mod filter;
+pub mod health;
 pub mod release_link;
 pub mod reload_plan;
 
@@ -20,6 +21,7 @@ use crate::cli::{
     TargetArgs,
 };
 use crate::config::filter::{GlobError, PathFilter};
+use crate::config::health::HealthCheck;
 use crate::config::release_link::ReleaseLink;
 use crate::config::reload_plan::ReloadPlan;
 
@@ -58,6 +60,12 @@ pub enum ConfigError {
     ZeroPreflightTimeout,
     #[error("--user {0:?}: no such user on this host")]
     UnknownUser(String),
+    #[error("--health-path {0:?} must be a path starting with '/' (such as /healthz), not a URL")]
+    BadHealthPath(String),
+    #[error("--health-timeout must be more than zero")]
+    ZeroHealthTimeout,
+    #[error("--health-path runs inside the default preflight; it cannot be combined with {0}")]
+    HealthWithoutDefaultPreflight(&'static str),
 }
 
 /// Which master a command acts on: how it is named, and optionally whose it must be.
@@ -147,8 +155,12 @@ pub struct ReloadSettings {
 /// What proves, before any signal, that the new code loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PreflightCheck {
-    /// `python -m gunicorn --check-config APP` with the master's interpreter.
-    Gunicorn { app: Option<String> },
+    /// `python -m gunicorn --check-config APP` with the master's interpreter, in-process
+    /// followed by Django's system checks for a Django project and the health request.
+    Gunicorn {
+        app: Option<String>,
+        health: Option<HealthCheck>,
+    },
     /// A shell command of the user's.
     Command(String),
 }
@@ -165,12 +177,14 @@ impl PreflightSettings {
         if args.preflight_timeout.is_zero() {
             return Err(ConfigError::ZeroPreflightTimeout);
         }
+        let health = HealthCheck::for_preflight(args)?;
         let check = match (&args.preflight, args.no_preflight) {
             (_, true) => return Ok(None),
             (Some(cmd), _) if cmd.trim().is_empty() => return Err(ConfigError::EmptyPreflight),
             (Some(cmd), _) => PreflightCheck::Command(cmd.clone()),
             (None, false) => PreflightCheck::Gunicorn {
                 app: args.app.clone().filter(|a| !a.trim().is_empty()),
+                health,
             },
         };
         Ok(Some(Self {

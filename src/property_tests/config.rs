@@ -28,6 +28,8 @@ const CONFIG_KEYS: &[&str] = &[
     "preflight",
     "no_preflight",
     "preflight_timeout",
+    "health_path",
+    "health_timeout",
     "app",
 ];
 
@@ -93,15 +95,15 @@ fn plausible_value(key: &str) -> BoxedStrategy<toml::Value> {
         "no_default_excludes" | "dry_run" | "no_preflight" => {
             any::<bool>().prop_map(Value::Boolean).boxed()
         }
-        "debounce" | "max_wait" | "poll" | "verify_timeout" | "preflight_timeout" => {
-            strings(&["1s", "300ms", " 2s ", "1m 30s", "1s", "2s", "0s", "soon"])
-        }
+        "debounce" | "max_wait" | "poll" | "verify_timeout" | "preflight_timeout"
+        | "health_timeout" => strings(&["1s", "300ms", " 2s ", "1m 30s", "1s", "2s", "0s", "soon"]),
         "pid" => prop::sample::select(vec![-1i64, 0, 1, 2, 4242, i64::MAX])
             .prop_map(Value::Integer)
             .boxed(),
         "user" => strings(&["root", "0", "nobody", "no-such-user", "", "4294967295"]),
         "strategy" => strings(&["hup", "upgrade", "hup", "upgrade", "sideways"]),
         "signal" => strings(&["HUP", "usr1", "SIGTTIN", "hup", "TTOU", "KILL"]),
+        "health_path" => strings(&["/", "/healthz", "healthz", "", "http://x/"]),
         "match" | "preflight" | "wsgi_app" | "name" => {
             strings(&["", " ", "x", "blog", "app:app", "true", "é"])
         }

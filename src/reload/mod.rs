@@ -5,6 +5,8 @@
 //! here, at each reload, so a master restarted under a new PID is found.
 
 pub mod coalesce;
+pub mod framework_check;
+pub mod health_request;
 pub mod lock;
 pub mod pidfd_signal;
 pub mod preflight;

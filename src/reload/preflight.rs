@@ -20,6 +20,7 @@ use crate::config::{PreflightCheck, PreflightSettings};
 use crate::gunicorn::app_spec::{self, AppSource};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env::{self, Credentials};
+use crate::reload::framework_check::{self, FrameworkChecks};
 
 /// Lines of the check's output kept for the report.
 const TAIL_LINES: usize = 20;
@@ -36,6 +37,16 @@ pub enum PreflightError {
         outcome: String,
         /// The unit setting that may be the cause (see [`sandbox_hint`]).
         hint: Option<&'static str>,
+        tail: String,
+    },
+    #[error(
+        "preflight: GET {path} on the new release in {dir} failed: {failure}; nothing was sent, the old workers keep serving:\n{tail}"
+    )]
+    Unhealthy {
+        dir: PathBuf,
+        path: String,
+        /// What [`crate::reload::health_request::judge`] found, with the Host header sent.
+        failure: String,
         tail: String,
     },
     #[error("preflight timed out after {timeout:?} in {dir}; nothing was sent:\n{tail}")]
@@ -92,6 +103,8 @@ pub struct Plan {
     pub(crate) dir: PathBuf,
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) creds: Option<Credentials>,
+    /// The default check's in-process steps after loading the app; `None` for `--preflight CMD`.
+    pub(crate) framework: Option<FrameworkChecks>,
     pub describe: String,
 }
 
@@ -101,13 +114,14 @@ pub fn plan(
     master: &MasterProcess,
     dir: &Path,
 ) -> Result<Plan, PreflightError> {
+    let mut framework = None;
     let (program, args, describe) = match &settings.check {
         PreflightCheck::Command(cmd) => (
             PathBuf::from("/bin/sh"),
             vec!["-c".into(), cmd.into()],
             format!("sh -c {cmd:?}"),
         ),
-        PreflightCheck::Gunicorn { app } => {
+        PreflightCheck::Gunicorn { app, health } => {
             let python = master_env::interpreter(master)
                 .ok_or(PreflightError::UnknownInterpreter { pid: master.pid })?;
             let (args, source) = check_config_args(master, app.as_deref())?;
@@ -116,7 +130,16 @@ pub fn plan(
                 .map(|a| a.to_string_lossy())
                 .collect::<Vec<_>>()
                 .join(" ");
-            let describe = format!("{} {shown} (app from {source})", python.display());
+            let get = health
+                .as_ref()
+                .map_or(String::new(), |h| format!(", GET {}", h.path));
+            let describe = format!(
+                "{} {shown} (app from {source}), in-process with Django's system checks for a Django project{get}",
+                python.display()
+            );
+            framework = Some(FrameworkChecks {
+                health: health.clone(),
+            });
             (python, args, describe)
         }
     };
@@ -143,6 +166,7 @@ pub fn plan(
         dir: dir.to_path_buf(),
         env,
         creds,
+        framework,
         describe,
     })
 }
@@ -201,11 +225,12 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
         source,
     };
     let (mut reader, writer) = std::io::pipe().map_err(spawn_err)?;
+    let (args, script_env) = framework_check::cold_invocation(plan);
     let mut cmd = Command::new(&plan.program);
-    cmd.args(&plan.args)
+    cmd.args(&args)
         .current_dir(&plan.dir)
         .env_clear()
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .envs(plan.env.iter().chain(&script_env).map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(writer.try_clone().map_err(spawn_err)?)
         .stderr(writer)
@@ -237,7 +262,10 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
     let output = output.join().unwrap_or_default();
     let tail = tail(&output);
     match status {
-        Some(s) if s.success() => Ok(started.elapsed()),
+        Some(s) if s.success() => {
+            framework_check::conclude(plan, &output)?;
+            Ok(started.elapsed())
+        }
         Some(s) => Err(PreflightError::failed(&plan.dir, &s.to_string(), &output)),
         None => Err(PreflightError::TimedOut {
             dir: plan.dir.clone(),

@@ -8,7 +8,9 @@
 # app's modules only ever exist in the child.
 #
 # Protocol: one JSON object per line. hupwatch -> stdin:
-#   {"id": N, "dir": DIR, "argv": [ARGS after "-m gunicorn"], "env": [[K, V], ...]}
+#   {"id": N, "dir": DIR, "argv": [ARGS after "-m gunicorn"], "env": [[K, V], ...],
+#    "checks": {} | {"health": {"path": P, "timeout": SECONDS}}}
+# The child runs app_check from framework_check.py, which hupwatch prepends to this file.
 # stdout -> hupwatch:
 #   {"event": "ready", "gunicorn": VERSION}                  once, after the imports
 #   {"event": "started", "id": N, "pid": CHILD}              the child exists
@@ -67,16 +69,8 @@ def child(req, out_fd, res_fd):
         else:
             import importlib
             importlib.reload(gunicorn.config)
-        import gunicorn.__main__ as main_module
-        sys.argv = [main_module.__file__] + list(req["argv"])
-        from gunicorn.app.wsgiapp import run
-        try:
-            run(prog="gunicorn")
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            if not isinstance(e.code, int) and e.code is not None:
-                print(e.code, file=sys.stderr)
+        # What `python -m gunicorn ARGS` does, then Django's checks and the health request.
+        code = app_check(req["argv"], req.get("checks") or {})
     except BaseException:  # noqa: B036 - anything the app raises fails the check
         import traceback
         traceback.print_exc()

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
 use crate::gunicorn::discover;
 use crate::gunicorn::master_env::Credentials;
+use crate::reload::framework_check;
 use crate::reload::preflight::{self, Plan, PreflightError};
 use crate::reload::release_check::release_to_load;
 use crate::reload::warm_process::{Checker, Outcome, WarmError};
@@ -69,10 +70,13 @@ pub fn run(
     }
     let started = Instant::now();
     match check_warm(plan, timeout) {
-        Ok((Outcome::Done(Verdict::Pass, _), load)) => Ok(Passed {
-            took: started.elapsed(),
-            load,
-        }),
+        Ok((Outcome::Done(Verdict::Pass, output), load)) => {
+            framework_check::conclude(plan, output.as_bytes())?;
+            Ok(Passed {
+                took: started.elapsed(),
+                load,
+            })
+        }
         Ok((Outcome::Done(Verdict::Fail { code }, output), _)) => Err(PreflightError::failed(
             &plan.dir,
             &format!("exit status: {code}"),
@@ -291,6 +295,7 @@ mod tests {
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect(),
             creds: None,
+            framework: None,
             describe: String::new(),
         }
     }

@@ -18,7 +18,7 @@ use crate::reload::preflight::{self, Plan};
 use crate::reload::warm_checker::base_env;
 use crate::reload::warm_protocol::{self, Message, ProtocolError, Request, Verdict};
 
-const SCRIPT: &str = include_str!("warm_checker.py");
+const SCRIPT: &str = crate::reload::framework_check::WARM_SCRIPT;
 /// The script travels in this variable, not on the command line, so `ps` shows one short line;
 /// the bootstrap takes it out of the environment before anything else runs.
 const SCRIPT_VAR: &str = "HUPWATCH_WARM_CHECKER";
@@ -138,7 +138,9 @@ impl Checker {
     pub fn check(&mut self, plan: &Plan, deadline: Instant) -> Result<Outcome, WarmError> {
         let id = self.next_id;
         self.next_id += 1;
-        let request = Request::new(id, plan.dir.as_os_str(), args_after_module(plan), &plan.env)?;
+        let checks = plan.framework.as_ref().map(|c| c.json());
+        let request = Request::new(id, plan.dir.as_os_str(), args_after_module(plan), &plan.env)?
+            .with_checks(checks);
         self.stdin
             .write_all(request.line().as_bytes())
             .map_err(|_| WarmError::Died)?;

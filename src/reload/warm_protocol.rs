@@ -20,13 +20,15 @@ pub enum ProtocolError {
 }
 
 /// One check: the release directory, Gunicorn's arguments (after `-m gunicorn`), the
-/// environment the check runs with.
+/// environment the check runs with, and the in-process checks after loading the app
+/// (`framework_check`; `null` runs `--check-config` alone).
 #[derive(Debug, Serialize)]
 pub struct Request<'a> {
     pub id: u64,
     pub dir: &'a str,
     pub argv: Vec<&'a str>,
     pub env: Vec<(&'a str, &'a str)>,
+    pub checks: Option<serde_json::Value>,
 }
 
 impl<'a> Request<'a> {
@@ -54,7 +56,13 @@ impl<'a> Request<'a> {
                 .iter()
                 .map(|(k, v)| Ok((text(k, "the variable")?, text(v, "the value of")?)))
                 .collect::<Result<_, _>>()?,
+            checks: None,
         })
+    }
+
+    pub fn with_checks(mut self, checks: Option<serde_json::Value>) -> Self {
+        self.checks = checks;
+        self
     }
 
     pub fn line(&self) -> String {

@@ -6,6 +6,7 @@
 mod app_spec;
 mod concurrent;
 mod discovery;
+mod django;
 mod exit_codes;
 mod faults;
 mod hostile;

@@ -1,7 +1,8 @@
 //! The pinned Gunicorn virtualenvs the integration tests run against, provisioned by the test
 //! suite itself so `cargo test` on a fresh machine needs nothing but python3 and PyPI.
 //! Two flavours, because Gunicorn looks different to `ps` with and without setproctitle
-//! (`gunicorn: master [NAME]` versus `…/python …/gunicorn ARGS`) and discovery must handle both.
+//! (`gunicorn: master [NAME]` versus `…/python …/gunicorn ARGS`) and discovery must handle both;
+//! a third with Django, for the preflight's framework checks on a real Django project.
 //!
 //! A venv is made once and reused: `.hupwatch-ready`, holding the pinned requirements, is
 //! written (atomically) only after pip succeeded, and a venv without a matching marker is
@@ -32,10 +33,15 @@ pub enum Venv {
     /// default `/usr/bin/python3`), so a master can run as another user: a pyenv interpreter
     /// under `/root` is not reachable by `nobody`.
     SystemPlain,
+    /// `WithSetproctitle` plus Django 5.1 (and its dependencies, pinned): setproctitle zeroes
+    /// the master's environment, as on a real host, so the settings module must be found
+    /// another way.
+    Django,
 }
 
 pub const GUNICORN: &str = "gunicorn==27.0.1";
 pub const SETPROCTITLE: &str = "setproctitle==1.3.8";
+const DJANGO: [&str; 3] = ["django==5.1.15", "asgiref==3.13.0", "sqlparse==0.6.1"];
 const MARKER: &str = ".hupwatch-ready";
 
 impl Venv {
@@ -44,6 +50,7 @@ impl Venv {
             Venv::WithSetproctitle => "gunicorn-27.0.1-setproctitle",
             Venv::Plain => "gunicorn-27.0.1-plain",
             Venv::SystemPlain => "gunicorn-27.0.1-system",
+            Venv::Django => "gunicorn-27.0.1-django-5.1.15",
         }
     }
 
@@ -51,6 +58,7 @@ impl Venv {
         match self {
             Venv::WithSetproctitle => &[GUNICORN, SETPROCTITLE],
             Venv::Plain | Venv::SystemPlain => &[GUNICORN],
+            Venv::Django => &[GUNICORN, SETPROCTITLE, DJANGO[0], DJANGO[1], DJANGO[2]],
         }
     }
 
@@ -58,10 +66,12 @@ impl Venv {
         static WITH_SETPROCTITLE: OnceLock<PathBuf> = OnceLock::new();
         static PLAIN: OnceLock<PathBuf> = OnceLock::new();
         static SYSTEM: OnceLock<PathBuf> = OnceLock::new();
+        static DJANGO: OnceLock<PathBuf> = OnceLock::new();
         match self {
             Venv::WithSetproctitle => &WITH_SETPROCTITLE,
             Venv::Plain => &PLAIN,
             Venv::SystemPlain => &SYSTEM,
+            Venv::Django => &DJANGO,
         }
     }
 }

@@ -1,0 +1,31 @@
+//! `--health-path` and `--health-timeout`: one GET on the new release before the signal, on
+//! top of the default preflight. A group of its own because `hupwatch run` takes the same pair
+//! (and the same pass rule, `reload::health_request`).
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{defaults, parse_duration};
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Preflight (prove the new code loads before any signal)")]
+pub struct HealthArgs {
+    /// Also load the app as Gunicorn would and call it once, in-process, with a GET for PATH
+    /// (e.g. /healthz): a 2xx or 3xx answer passes, anything else or an exception holds the
+    /// release back. This runs app code: name a path without side effects.
+    #[arg(long, value_name = "PATH", env = "HUPWATCH_HEALTH_PATH")]
+    pub health_path: Option<String>,
+
+    /// Fail a health request that has not answered within this time.
+    #[arg(long, value_name = "DURATION", default_value = defaults::HEALTH_TIMEOUT, env = "HUPWATCH_HEALTH_TIMEOUT", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_timeout_parses() {
+        assert!(!super::defaults::duration(super::defaults::HEALTH_TIMEOUT).is_zero());
+    }
+}
