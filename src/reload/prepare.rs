@@ -125,7 +125,7 @@ pub fn prepare_master(
         info!(
             master = master.pid,
             strategy = choice.route.action(),
-            "strategy auto: {why}"
+            "{why}"
         );
     }
     Ok(prepared(

@@ -181,7 +181,8 @@ impl Route {
     }
 }
 
-/// The route of one reload and, when `auto` chose it, why.
+/// The route of one reload and, when hupwatch chose it (`auto`, or a unit's own reload), why:
+/// the end of the reload line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
     pub route: Route,
@@ -222,7 +223,7 @@ pub fn choose(
             Room::HupOnly(why) if preloads => Err(Refusal::PreloadCannotUpgrade(why.clone())),
             Room::HupOnly(why) => Ok(Choice {
                 route: Route::Signal(Signal::SIGHUP),
-                why: Some(format!("HUP: {why}")),
+                why: Some(format!("auto chose HUP: {why}")),
             }),
             Room::Either => Ok(by_load_time(preloads, load)),
         },
@@ -232,7 +233,7 @@ pub fn choose(
 fn through(unit: String) -> Choice {
     Choice {
         why: Some(format!(
-            "systemctl reload {unit}: the master is its main process and its ExecReload= runs hupwatch"
+            "through systemctl reload {unit}: the master is its main process and its ExecReload= runs hupwatch"
         )),
         route: Route::UnitReload { unit },
     }
@@ -266,7 +267,7 @@ fn by_load_time(preloads: bool, load: Option<Duration>) -> Choice {
     };
     Choice {
         route,
-        why: Some(why),
+        why: Some(format!("auto chose {why}")),
     }
 }
 

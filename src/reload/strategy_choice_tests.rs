@@ -81,7 +81,10 @@ fn where_an_upgrade_cannot_work_auto_keeps_to_hup_and_says_why() {
         let choice = auto(&room, false, ms(1500)).unwrap();
         assert_eq!(choice.route, Route::Signal(Signal::SIGHUP), "{reason}");
         let why = choice.why.unwrap();
-        assert!(why.starts_with("HUP: ") && why.contains(reason), "{why}");
+        assert!(
+            why.starts_with("auto chose HUP: ") && why.contains(reason),
+            "{why}"
+        );
         assert!(
             matches!(auto(&room, true, None), Err(Refusal::PreloadCannotUpgrade(w)) if w.contains(reason)),
             "a preloading master there has no way to new code"

@@ -57,7 +57,7 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
     let strategy = outcome
         .why
         .as_ref()
-        .map_or(String::new(), |why| format!("; auto chose {why}"));
+        .map_or(String::new(), |why| format!("; {why}"));
     info!(
         master = m.pid,
         old_master = outcome.old_master,

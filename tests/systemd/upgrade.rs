@@ -4,8 +4,9 @@
 //! #2856: otherwise the old master's exit stops the unit). Under steady HTTP load on an app
 //! whose import takes 1.5 s: no failed request, no stall, new code served, unit active. A
 //! release that cannot be imported: the new master dies while booting, the reload fails, the
-//! old master keeps serving as the unit's main process. Run from outside the unit, the same
-//! upgrade is refused with the two lines the unit needs.
+//! old master keeps serving as the unit's main process. From outside the unit (a shell, the
+//! watch service) hupwatch reloads such a master through `systemctl reload`; a unit without
+//! that `ExecReload=` is HUPed by `auto` and refused an upgrade, with the lines it needs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -75,28 +76,6 @@ fn upgrade_then_broken_release(service_type: &str) {
     units.start(UNIT);
     let old = units.main_pid(UNIT);
     wait_for_body(port, "v1");
-
-    // From outside the unit (a shell, another service): refused, saying how to set it up.
-    let pid = old.to_string();
-    let args = [
-        "reload",
-        "--pid",
-        &pid,
-        "--strategy",
-        "upgrade",
-        "--no-preflight",
-    ];
-    let out = sd.run(HUPWATCH, &args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    for needle in [
-        "main process of gunicorn-app.service",
-        "NotifyAccess=all",
-        "ExecReload=",
-    ] {
-        assert!(stderr.contains(needle), "{needle:?} in {stderr}");
-    }
-    assert_eq!(units.main_pid(UNIT), old);
 
     dir.replace("app.py", &slow_app("v2"));
     let load = http::Load::start(port);
@@ -175,7 +154,7 @@ fn the_watch_service_reloads_a_units_main_process_through_systemctl_reload() {
     assert_ne!(new, old, "MainPID moved to the new master\n{journal}");
     assert!(
         line.contains(&format!("reloaded master {old} -> new master {new} ("))
-            && line.contains(&format!("auto chose systemctl reload {UNIT}")),
+            && line.contains(&format!("through systemctl reload {UNIT}")),
         "{line}\n--- hupwatch.service ---\n{journal}\n--- {UNIT} ---\n{}",
         sd.journal(&["-u", UNIT])
     );
@@ -184,4 +163,73 @@ fn the_watch_service_reloads_a_units_main_process_through_systemctl_reload() {
     let report = load.stop();
     report.assert_no_failures();
     assert!(report.worst < WORST, "worst request {:?}", report.worst);
+}
+
+/// From a shell (outside every unit): `--strategy upgrade` on the example unit goes through
+/// `systemctl reload`; on a unit without hupwatch as `ExecReload=` it is refused with the two
+/// lines the unit needs, and `auto` (the default) HUPs that master instead, saying why.
+#[test]
+fn from_outside_the_unit_hupwatch_reloads_through_systemctl_or_keeps_to_hup() {
+    let Some(sd) = Systemd::session() else { return };
+    let _host = host_shared();
+    let (dir, plain_dir) = (AppDir::named("sd-outside"), AppDir::named("sd-plain"));
+    dir.write("app.py", &app_source("v1"));
+    plain_dir.write_app("p-1");
+    let mut units = Units::new(&sd);
+    let (port, plain_port) = (free_port(), free_port());
+    install(&mut units, &dir, port, "");
+    units.start(UNIT);
+    let plain = units.gunicorn("plain", &plain_dir, plain_port);
+    let (old, plain_master) = (units.main_pid(UNIT), units.main_pid(&plain));
+    wait_for_body(port, "v1");
+
+    dir.replace("app.py", &app_source("v2"));
+    let pid = old.to_string();
+    let out = sd.run(
+        HUPWATCH,
+        &["reload", "--pid", &pid, "--strategy", "upgrade"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let new = units.main_pid(UNIT);
+    assert_ne!(new, old, "{stderr}");
+    assert!(
+        stderr.contains(&format!("reloaded master {old} -> new master {new} (")),
+        "{stderr}"
+    );
+    assert_eq!(sd.show(UNIT, "ActiveState"), "active");
+    wait_for_body(port, "v2");
+
+    let pid = plain_master.to_string();
+    let upgrade = [
+        "reload",
+        "--pid",
+        &pid,
+        "--strategy",
+        "upgrade",
+        "--no-preflight",
+    ];
+    let out = sd.run(HUPWATCH, &upgrade);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let main_of = format!("main process of {plain}");
+    for needle in [main_of.as_str(), "NotifyAccess=all", "ExecReload="] {
+        assert!(stderr.contains(needle), "{needle:?} in {stderr}");
+    }
+    plain_dir.replace_app("p-2");
+    let out = sd.run(HUPWATCH, &["reload", "--pid", &pid]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "auto chose HUP: master {pid} is the main process of {plain}"
+        )) && stderr.contains("ExecReload=hupwatch reload --pid $MAINPID"),
+        "{stderr}"
+    );
+    assert_eq!(
+        units.main_pid(&plain),
+        plain_master,
+        "a HUP keeps the master"
+    );
+    wait_for_body(plain_port, "p-2");
 }
