@@ -71,16 +71,20 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     sd_notify::spawn_watchdog();
 
     let mut status = ServiceStatus::default();
-    let mut reloads = Reloads::default();
+    let (milestones_tx, mut milestones) = mpsc::unbounded_channel();
+    let mut reloads = Reloads::new(milestones_tx);
     let mut lead = EarlyWake::default();
     let mut timer = DeadlineTimer::new().map_err(|source| AppError::Io {
         context: "creating the debounce timer",
         source,
     })?;
     loop {
+        // An app whose reload only settles may have its next one (see `reload::handoff`).
         let deadline = apps
             .iter()
-            .filter(|a| !reloads.is_reloading(&a.config.name))
+            .filter(|a| {
+                !reloads.is_reloading(&a.config.name) || reloads.may_supersede(&a.config.name)
+            })
             .filter_map(WatchedApp::deadline)
             .min();
         timer
@@ -102,6 +106,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event),
             Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event),
             Some(joined) = reloads.join_next() => finish_joined(&mut apps, &mut status, joined),
+            Some(milestone) = milestones.recv() => reloads.reached(milestone),
             fired = timer.fired(), if deadline.is_some() => {
                 fired.map_err(|source| AppError::Io { context: "waiting for the debounce timer", source })?;
                 let mut early = prepare_due_soon(&apps, &reloads, &mut lead);
@@ -114,7 +119,14 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
                 let now = Instant::now();
                 let mut failed = Vec::new();
                 for app in apps.iter_mut() {
-                    if !reloads.is_reloading(&app.config.name) && app.take_due(now) {
+                    let name = &app.config.name;
+                    if reloads.may_supersede(name) && app.deadline().is_some_and(|d| d <= now) {
+                        // Its change stays pending: it goes as soon as the superseded one ends.
+                        debug!(app = %name, "change due while the last reload settles: superseding it");
+                        reloads.supersede(name);
+                        continue;
+                    }
+                    if !reloads.is_reloading(name) && app.take_due(now) {
                         let (name, target, settings) = (app.config.name.clone(), app.target.clone(), app.config.reload.clone());
                         let found = early.remove(&name);
                         if let Err(err) = start_reload(&mut reloads, name.clone(), target, settings, found) {
@@ -189,14 +201,20 @@ fn start_reload(
 ) -> Result<(), ReloadError> {
     let plan = settings.plan;
     if !plan.inline {
-        reloads.spawn_blocking(name, plan, move || reload::reload_once(&target, &settings));
+        reloads.spawn_blocking(name, plan, move |handoff| {
+            reload::reload_once(&target, &settings, Some(handoff))
+        });
         return Ok(());
     }
     // Sent only if the master's reload lock was free and the master handles HUP already;
     // else all of it (waiting included) runs off the loop.
     match coalesce::signal_inline(&target, &settings, found)? {
-        Some(sent) => reloads.spawn_blocking(name, plan, move || sent.finish(&settings)),
-        None => reloads.spawn_blocking(name, plan, move || reload::reload_once(&target, &settings)),
+        Some(sent) => reloads.spawn_blocking(name, plan, move |handoff| {
+            sent.finish(&settings, Some(handoff))
+        }),
+        None => reloads.spawn_blocking(name, plan, move |handoff| {
+            reload::reload_once(&target, &settings, Some(handoff))
+        }),
     };
     Ok(())
 }

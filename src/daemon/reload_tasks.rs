@@ -8,9 +8,12 @@
 
 use std::collections::HashMap;
 
+use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
+use tracing::debug;
 
 use crate::config::reload_plan::ReloadPlan;
+use crate::reload::handoff::Handoff;
 use crate::reload::{ReloadError, ReloadOutcome};
 
 /// A reload task that ended without a result: reported as a failed reload of its app.
@@ -41,22 +44,83 @@ pub struct Joined {
     pub ended: Ended,
 }
 
-#[derive(Default)]
+/// "This reload of `app` (its sequence number) can be superseded": sent by the verifying
+/// thread through the reload's [`Handoff`], read by the loop.
+pub type Milestone = (String, u64);
+
 pub struct Reloads {
     set: JoinSet<Result<ReloadOutcome, ReloadError>>,
     apps: HashMap<Id, String>,
-    in_flight: HashMap<String, ReloadPlan>,
+    in_flight: HashMap<String, InFlight>,
+    milestones: mpsc::UnboundedSender<Milestone>,
+    next_seq: u64,
+}
+
+struct InFlight {
+    plan: ReloadPlan,
+    handoff: Handoff,
+    seq: u64,
+    /// Past its milestone: old workers gone, new ones booted; only settling now.
+    settling: bool,
 }
 
 impl Reloads {
+    /// Milestones of the reloads go to `milestones` (see [`Reloads::reached`]).
+    pub fn new(milestones: mpsc::UnboundedSender<Milestone>) -> Self {
+        Self {
+            set: JoinSet::new(),
+            apps: HashMap::new(),
+            in_flight: HashMap::new(),
+            milestones,
+            next_seq: 0,
+        }
+    }
+
     /// Run `reload` for `app` on a blocking thread; the app counts as reloading until joined.
     pub fn spawn_blocking<F>(&mut self, app: String, plan: ReloadPlan, reload: F)
     where
-        F: FnOnce() -> Result<ReloadOutcome, ReloadError> + Send + 'static,
+        F: FnOnce(&Handoff) -> Result<ReloadOutcome, ReloadError> + Send + 'static,
     {
-        let id = self.set.spawn_blocking(reload).id();
+        self.next_seq += 1;
+        let (seq, tx, name) = (self.next_seq, self.milestones.clone(), app.clone());
+        let handoff = Handoff::new(move || {
+            let _ = tx.send((name.clone(), seq));
+        });
+        let theirs = handoff.clone();
+        let id = self.set.spawn_blocking(move || reload(&theirs)).id();
         self.apps.insert(id, app.clone());
-        self.in_flight.insert(app, plan);
+        let flight = InFlight {
+            plan,
+            handoff,
+            seq,
+            settling: false,
+        };
+        self.in_flight.insert(app, flight);
+    }
+
+    /// A milestone arrived; one of a reload already joined is stale and ignored.
+    pub fn reached(&mut self, (app, seq): Milestone) {
+        if let Some(flight) = self.in_flight.get_mut(&app)
+            && flight.seq == seq
+        {
+            flight.settling = true;
+            debug!(app = %app, "reload of app {app}: new workers up; settling (a change now supersedes it)");
+        }
+    }
+
+    /// The app's reload only settles, and was not superseded yet: a due change may go.
+    pub fn may_supersede(&self, app: &str) -> bool {
+        self.in_flight
+            .get(app)
+            .is_some_and(|f| f.settling && !f.handoff.is_superseded())
+    }
+
+    /// End the settle period of the app's reload now; the next reload starts once it is
+    /// joined (it releases the master's reload lock as it ends).
+    pub fn supersede(&self, app: &str) {
+        if let Some(flight) = self.in_flight.get(app) {
+            flight.handoff.supersede();
+        }
     }
 
     pub fn is_reloading(&self, app: &str) -> bool {
@@ -70,7 +134,7 @@ impl Reloads {
     /// A reload that may be an upgrade is finished before stopping: two masters must not be
     /// left serving.
     pub fn upgrading(&self) -> bool {
-        self.in_flight.values().any(|p| p.may_upgrade())
+        self.in_flight.values().any(|f| f.plan.may_upgrade())
     }
 
     /// The next reload to end, its app no longer reloading; `None` when none is in flight
@@ -131,9 +195,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicked_reload_is_joined_as_a_lost_reload_of_its_app() {
-        let mut reloads = Reloads::default();
+        let (tx, _milestones) = mpsc::unbounded_channel();
+        let mut reloads = Reloads::new(tx);
         let hup = ReloadPlan::new(Strategy::Hup, Signal::SIGHUP, false, true);
-        reloads.spawn_blocking("shop".into(), hup, || panic!("verification fell over"));
+        reloads.spawn_blocking("shop".into(), hup, |_| panic!("verification fell over"));
         assert!(reloads.is_reloading("shop"));
         let joined = reloads.join_next().await.expect("one task in flight");
         assert_eq!(joined.app.as_deref(), Some("shop"));

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::master_env;
+use crate::reload::handoff::Handoff;
 use crate::reload::lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
 use crate::reload::release_check::release_to_load;
 use crate::reload::{self, Prepared, ReloadError, ReloadOutcome};
@@ -26,6 +27,7 @@ pub fn reload_locked(
     dir: &Path,
     target: &TargetSelector,
     settings: &ReloadSettings,
+    handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
     let started_ns = lock::now_ns();
     let mut master = discover::find_master(target)?;
@@ -34,7 +36,7 @@ pub fn reload_locked(
         let mut lock = match ReloadLock::acquire(dir, master.pid, master.start_ticks, ceiling) {
             Ok(lock) => lock,
             Err(e @ LockError::TimedOut { .. }) => return Err(e.into()),
-            Err(e) => return unlocked(e, target, master, settings),
+            Err(e) => return unlocked(e, target, master, settings, handoff),
         };
         // Everything this holder looks at from here on goes out with its signal.
         let began_ns = lock::now_ns();
@@ -66,9 +68,9 @@ pub fn reload_locked(
         {
             // The unit's ExecReload= hupwatch takes this lock and leaves the record.
             drop(lock);
-            return prepared.and_then(|p| reload::reload_prepared(p, settings));
+            return prepared.and_then(|p| reload::reload_prepared(p, settings, handoff));
         }
-        let result = prepared.and_then(|p| reload::reload_prepared(p, settings));
+        let result = prepared.and_then(|p| reload::reload_prepared(p, settings, handoff));
         leave_record(&mut lock, began_ns, seen, settings, &result);
         return result;
     }
@@ -86,10 +88,11 @@ fn unlocked(
     target: &TargetSelector,
     master: MasterProcess,
     settings: &ReloadSettings,
+    handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
     warn!(master = master.pid, "{why}; reloading without the lock");
     let prepared = reload::prepare_handling(target, master, settings, lock::now_ns())?;
-    reload::reload_prepared(prepared, settings)
+    reload::reload_prepared(prepared, settings, handoff)
 }
 
 /// Longer than any reload a live holder can be doing (preflight, then up to two verification
@@ -201,6 +204,7 @@ fn coalesced(
         dry_run: false,
         coalesced_by: Some(record.by),
         boot: Default::default(),
+        superseded: false,
     })
 }
 
@@ -256,7 +260,11 @@ pub struct InlineReload {
 
 impl InlineReload {
     /// Verify (blocking: seconds of polling), leave the record, release the lock.
-    pub fn finish(self, settings: &ReloadSettings) -> Result<ReloadOutcome, ReloadError> {
+    pub fn finish(
+        self,
+        settings: &ReloadSettings,
+        handoff: Option<&Handoff>,
+    ) -> Result<ReloadOutcome, ReloadError> {
         let Self {
             prepared,
             sent,
@@ -264,7 +272,7 @@ impl InlineReload {
         } = self;
         let began_ns = prepared.began_ns();
         let seen = release_to_load(settings, Some(prepared.master()));
-        let result = reload::finish_hup(prepared, sent, settings);
+        let result = reload::finish_hup(prepared, sent, settings, handoff);
         if let Some(mut lock) = lock {
             leave_record(&mut lock, began_ns, seen, settings, &result);
         }

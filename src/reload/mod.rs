@@ -6,6 +6,7 @@
 
 pub mod coalesce;
 pub mod framework_check;
+pub mod handoff;
 pub mod health_request;
 pub mod lock;
 pub mod pidfd_signal;
@@ -31,6 +32,7 @@ use crate::config::release_link::ReleaseError;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
+use handoff::Handoff;
 use lock::LockError;
 use pidfd_signal::SignalError;
 use preflight::PreflightError;
@@ -136,6 +138,8 @@ pub struct ReloadOutcome {
     /// How long the new workers took to load the app (nothing for a dry run, a coalesced
     /// reload, or a signal that keeps the workers).
     pub boot: BootTimes,
+    /// The next reload began during the settle period (`watch`, see `handoff`).
+    pub superseded: bool,
 }
 
 /// One reload under the master's reload lock (see `lock`), unless it is a dry run or
@@ -143,25 +147,29 @@ pub struct ReloadOutcome {
 pub fn reload_once(
     target: &TargetSelector,
     settings: &ReloadSettings,
+    handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
     if settings.plan.dry_run {
         return Ok(dry_run(prepare(target, settings)?));
     }
     if let Some(dir) = &settings.runtime_dir {
-        return crate::reload::coalesce::reload_locked(dir, target, settings);
+        return crate::reload::coalesce::reload_locked(dir, target, settings, handoff);
     }
     let began_ns = lock::now_ns();
     let master = discover::find_master(target)?;
     reload_prepared(
         prepare_handling(target, master, settings, began_ns)?,
         settings,
+        handoff,
     )
 }
 
-/// Signal a prepared reload and verify it.
+/// Signal a prepared reload and verify it; a `handoff` lets the next reload supersede it once
+/// the master can take one (watch).
 pub fn reload_prepared(
     prepared: Prepared,
     settings: &ReloadSettings,
+    handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
     match &prepared.choice.route {
         Route::Upgrade => upgrade_and_check(prepared, settings),
@@ -171,7 +179,7 @@ pub fn reload_prepared(
         }
         Route::Signal(_) => {
             let started = send_hup(&prepared)?;
-            finish_hup(prepared, started, settings)
+            finish_hup(prepared, started, settings, handoff)
         }
     }
 }
@@ -199,6 +207,7 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
         dry_run: true,
         coalesced_by: None,
         boot: BootTimes::default(),
+        superseded: false,
     }
 }
 
@@ -223,6 +232,7 @@ pub fn finish_hup(
     p: Prepared,
     started: Instant,
     settings: &ReloadSettings,
+    handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
     let id = MasterId {
         pid: p.master.pid,
@@ -234,19 +244,22 @@ pub fn finish_hup(
         p.choice.route.replaces_workers(),
         settings.verify_timeout,
         started,
+        handoff,
     )
     .map_err(|source| ReloadError::Verify {
         pid: p.master.pid,
         name: p.master.name.clone(),
         source,
     })?;
-    outcome(
+    let mut done = outcome(
         p,
         None,
         verified.new,
         (verified.elapsed, verified.boot),
         settings,
-    )
+    )?;
+    done.superseded = verified.superseded;
+    Ok(done)
 }
 
 fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOutcome, ReloadError> {
@@ -310,6 +323,7 @@ fn outcome(
         dry_run: false,
         coalesced_by: None,
         boot,
+        superseded: false,
     })
 }
 

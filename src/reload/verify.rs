@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::gunicorn::discover::DiscoverError;
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::process_tree::ProcessTree;
+use crate::reload::handoff::Handoff;
 use crate::reload::pidfd_signal;
 
 /// How long the new workers must stay up, unchanged, before the reload counts. Gunicorn halts
@@ -87,6 +88,8 @@ pub struct Replacement {
     /// included).
     pub elapsed: Duration,
     pub boot: BootTimes,
+    /// The next reload started during the settle period (see `handoff`).
+    pub superseded: bool,
 }
 
 /// Identity of the master being verified.
@@ -98,18 +101,35 @@ pub struct MasterId {
 
 /// Poll until `old` workers are replaced and the new set has settled, or `timeout` passes.
 /// `replace_workers` is false for signals that keep the workers (USR1, TTIN, TTOU): then only
-/// the master's survival over the settle period is checked.
+/// the master's survival over the settle period is checked. With a `handoff`, the settle
+/// period ends early when the next reload supersedes this one.
 pub fn await_reload(
     master: MasterId,
     old: &[u32],
     replace_workers: bool,
     timeout: Duration,
     started: Instant,
+    handoff: Option<&Handoff>,
 ) -> Result<Replacement, VerifyError> {
     let old: BTreeSet<u32> = old.iter().copied().collect();
     let signalled = heartbeat::monotonic_now().saturating_sub(started.elapsed());
     let mut boots = BootWatch::default();
     let mut stable_since: Option<(Instant, BTreeSet<u32>)> = None;
+    let mut announced = false;
+    let done = |since: Instant, new: BTreeSet<u32>, boots: &BootWatch, superseded| {
+        let new: Vec<u32> = new.into_iter().collect();
+        let boot = if replace_workers {
+            boots.times(&new, signalled)
+        } else {
+            BootTimes::default()
+        };
+        Replacement {
+            new,
+            elapsed: since.duration_since(started),
+            boot,
+            superseded,
+        }
+    };
     loop {
         let alive = pidfd_signal::is_alive(master.pid, master.start_ticks);
         let current: BTreeSet<u32> = if alive {
@@ -136,20 +156,16 @@ pub fn await_reload(
             Progress::Replaced => match &stable_since {
                 Some((since, set)) if *set == current => {
                     if now.duration_since(*since) >= SETTLE {
-                        let new: Vec<u32> = current.into_iter().collect();
-                        let boot = if replace_workers {
-                            boots.times(&new, signalled)
-                        } else {
-                            BootTimes::default()
-                        };
-                        return Ok(Replacement {
-                            new,
-                            elapsed: since.duration_since(started),
-                            boot,
-                        });
+                        return Ok(done(*since, current, &boots, false));
                     }
                 }
-                _ => stable_since = Some((now, current.clone())),
+                _ => {
+                    stable_since = Some((now, current.clone()));
+                    if let Some(h) = handoff.filter(|_| !announced) {
+                        announced = true;
+                        h.replaced();
+                    }
+                }
             },
             Progress::Waiting => stable_since = None,
         }
@@ -168,7 +184,14 @@ pub fn await_reload(
                 booting,
             });
         }
-        std::thread::sleep(POLL);
+        match (handoff, &stable_since) {
+            (Some(h), Some((since, _))) => {
+                if h.wait(POLL) {
+                    return Ok(done(*since, current, &boots, true));
+                }
+            }
+            _ => std::thread::sleep(POLL),
+        }
     }
 }
 

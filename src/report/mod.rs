@@ -54,6 +54,14 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         .as_ref()
         .map_or(String::new(), |r| format!(", release {}", r.display()));
     let boot = boot_phrase(outcome);
+    let settled = if outcome.superseded {
+        "; superseded by the next reload before its settle period ended".to_string()
+    } else {
+        format!(
+            " and stable for {}s",
+            crate::reload::verify::SETTLE.as_secs()
+        )
+    };
     let strategy = outcome
         .why
         .as_ref()
@@ -72,13 +80,12 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         release = outcome.release.as_ref().map(|r| r.display().to_string()),
         boot_ms = outcome.boot.all.map(|d| d.as_millis() as u64),
         stall_ms = stall(outcome).map(|d| d.as_millis() as u64),
-        "reloaded {masters} ({}, user {}): workers {} -> {}{boot}, replaced in {} and stable for {}s{release}{strategy}",
+        "reloaded {masters} ({}, user {}): workers {} -> {}{boot}, replaced in {}{settled}{release}{strategy}",
         m.name,
         m.user,
         pids(&outcome.old),
         pids(&outcome.new),
         human(outcome.elapsed),
-        crate::reload::verify::SETTLE.as_secs(),
     );
 }
 
@@ -171,6 +178,7 @@ mod tests {
             dry_run,
             coalesced_by: None,
             boot: Default::default(),
+            superseded: false,
         }
     }
 

@@ -14,6 +14,7 @@ mod limits;
 mod multi_app;
 mod releases;
 mod service;
+mod settle;
 mod soak;
 mod stall;
 mod starting;
