@@ -360,11 +360,18 @@ impl Gunicorn {
             }
             match self.try_get() {
                 Ok(_) => {
+                    // Every worker has loaded the app: one still importing would read whatever
+                    // the test writes next (a broken release it means for the next reload).
                     let workers = self.workers();
-                    if workers.len() == self.wanted_workers {
+                    let booting: Vec<u32> = workers
+                        .iter()
+                        .copied()
+                        .filter(|w| proc::has_booted(*w) == Some(false))
+                        .collect();
+                    if workers.len() == self.wanted_workers && booting.is_empty() {
                         return Some(Ok(()));
                     }
-                    last = format!("serving, but with workers {workers:?}");
+                    last = format!("serving, but with workers {workers:?} ({booting:?} booting)");
                 }
                 Err(e) => last = e,
             }

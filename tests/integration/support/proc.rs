@@ -102,3 +102,22 @@ mod tests {
         assert_eq!(stat.pgrp, 4242);
     }
 }
+
+/// Whether Gunicorn worker `pid` has loaded the app: its heartbeat file (the unlinked
+/// `wgunicorn-*` it keeps open) has a monotonic-clock mtime once the worker's run loop touched
+/// it, a wall-clock one (its creation) before. `None` when no heartbeat file is readable.
+pub fn has_booted(pid: u32) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten()
+        .find(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|t| {
+                let t = t.to_string_lossy();
+                t.contains("wgunicorn-") && t.ends_with("(deleted)")
+            })
+        })
+        .and_then(|fd| std::fs::metadata(fd.path()).ok())
+        // Wall-clock seconds are past 1e9 since 2001; a monotonic clock that high would mean
+        // 31 years of uptime.
+        .map(|meta| meta.mtime() < 1_000_000_000)
+}
