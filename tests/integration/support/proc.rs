@@ -88,21 +88,6 @@ pub fn cmdline(pid: u32) -> Option<String> {
     Some(text.trim_end().to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_stat_finds_fields_after_the_last_paren() {
-        let stat = parse_stat("4242 (gunicorn: (x) y) S 17 4242 4242 0 -1").unwrap();
-        assert_eq!(stat.pid, 4242);
-        assert_eq!(stat.comm, "gunicorn: (x) y");
-        assert_eq!(stat.state, 'S');
-        assert_eq!(stat.ppid, 17);
-        assert_eq!(stat.pgrp, 4242);
-    }
-}
-
 /// Whether Gunicorn worker `pid` has loaded the app: its heartbeat file (the unlinked
 /// `wgunicorn-*` it keeps open) has a monotonic-clock mtime once the worker's run loop touched
 /// it, a wall-clock one (its creation) before. `None` when no heartbeat file is readable.
@@ -120,4 +105,19 @@ pub fn has_booted(pid: u32) -> Option<bool> {
         // Wall-clock seconds are past 1e9 since 2001; a monotonic clock that high would mean
         // 31 years of uptime.
         .map(|meta| meta.mtime() < 1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_stat_finds_fields_after_the_last_paren() {
+        let stat = parse_stat("4242 (gunicorn: (x) y) S 17 4242 4242 0 -1").unwrap();
+        assert_eq!(stat.pid, 4242);
+        assert_eq!(stat.comm, "gunicorn: (x) y");
+        assert_eq!(stat.state, 'S');
+        assert_eq!(stat.ppid, 17);
+        assert_eq!(stat.pgrp, 4242);
+    }
 }
