@@ -46,9 +46,13 @@ def app_check(argv, checks):
         return _exit_code(e)
     loaded = []
     real_load = app.load
+    load_ms = []
 
     def load():
+        # What a worker does in load_wsgi(): how long requests wait after a HUP.
+        started = time.monotonic()
         wsgi = real_load()
+        load_ms.append((time.monotonic() - started) * 1000)
         loaded.append(wsgi)
         return wsgi
 
@@ -60,7 +64,7 @@ def app_check(argv, checks):
         code = _exit_code(e)
     if code != 0 or not loaded:
         return code
-    report = {"django": None, "health": None}
+    report = {"django": None, "health": None, "load_ms": load_ms[0] if load_ms else None}
     django = django_checks(settings_before)
     if django is not None and "failed" in django:
         return 1

@@ -10,6 +10,7 @@
 //! passes is decided here, by [`health_request::judge`], the rule `hupwatch run` shares.
 
 use std::ffi::OsString;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tracing::{info, warn};
@@ -81,6 +82,9 @@ struct Report {
     django: Option<DjangoReport>,
     #[serde(default)]
     health: Option<HealthAnswer>,
+    /// How long loading the app took (Gunicorn's `load()`, what a new worker does).
+    #[serde(default)]
+    load_ms: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -100,13 +104,19 @@ fn report(output: &str) -> Option<Report> {
 }
 
 /// After a check that exited 0: log what the framework checks did, and hold the release back
-/// when the health request's answer fails the pass rule (or no request was made).
-pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<(), PreflightError> {
+/// when the health request's answer fails the pass rule (or no request was made). Returns how
+/// long the app took to load, when the check measured it.
+pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, PreflightError> {
     let Some(checks) = &plan.framework else {
-        return Ok(());
+        return Ok(None);
     };
     let text = String::from_utf8_lossy(output);
     let found = report(&text);
+    let load = found
+        .as_ref()
+        .and_then(|r| r.load_ms)
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0));
     match found.as_ref().and_then(|r| r.django.as_ref()) {
         Some(DjangoReport {
             skipped: Some(why), ..
@@ -121,7 +131,7 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<(), PreflightError>
         None => {}
     }
     let Some(health) = &checks.health else {
-        return Ok(());
+        return Ok(load);
     };
     let unhealthy = |failure: String| PreflightError::Unhealthy {
         dir: plan.dir.clone(),
@@ -142,7 +152,7 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<(), PreflightError>
         health.path,
         answer.status.as_deref().unwrap_or("?")
     );
-    Ok(())
+    Ok(load)
 }
 
 #[cfg(test)]

@@ -217,8 +217,17 @@ fn own_environment() -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// Run the check to completion or timeout. Ok(elapsed) when it passed.
-pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
+/// A preflight that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Passed {
+    pub took: Duration,
+    /// How long the app itself took to load (Gunicorn's `load()`, timed inside the check):
+    /// what requests wait after a HUP, for `--strategy auto`. `None` for a custom check.
+    pub load: Option<Duration>,
+}
+
+/// Run the check to completion or timeout.
+pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
     let started = Instant::now();
     let spawn_err = |source| PreflightError::Spawn {
         program: plan.program.display().to_string(),
@@ -263,8 +272,11 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Duration, PreflightError> {
     let tail = tail(&output);
     match status {
         Some(s) if s.success() => {
-            framework_check::conclude(plan, &output)?;
-            Ok(started.elapsed())
+            let load = framework_check::conclude(plan, &output)?;
+            Ok(Passed {
+                took: started.elapsed(),
+                load,
+            })
         }
         Some(s) => Err(PreflightError::failed(&plan.dir, &s.to_string(), &output)),
         None => Err(PreflightError::TimedOut {

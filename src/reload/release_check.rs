@@ -9,7 +9,8 @@ use tracing::info;
 
 use super::ReloadError;
 use super::preflight;
-use super::warm_checker::{self, Passed};
+use super::preflight::Passed;
+use super::warm_checker;
 use crate::config::ReloadSettings;
 use crate::config::release_link::{self, ReleaseError};
 use crate::gunicorn::discover::MasterProcess;

@@ -8,6 +8,9 @@
 //! has booted, at the cost of two sets of workers meanwhile. Some masters cannot be upgraded
 //! safely (see [`Room`]); those keep to HUP, and the reload line says why. The decision is a
 //! pure function of the facts, read once per reload.
+//!
+//! The load time comes from the default preflight, which times Gunicorn's own `load()` (what a
+//! new worker does before it accepts) in the check process, warm or cold alike.
 
 use std::time::Duration;
 
@@ -262,7 +265,7 @@ fn by_load_time(preloads: bool, load: Option<Duration>) -> Choice {
         ),
         None => (
             Route::Upgrade,
-            "upgrade: the app's load time is unknown (only the warm preflight of `watch` measures it), so a HUP could stall requests for all of it".to_string(),
+            "upgrade: the app's load time is unknown (no preflight measured it: --no-preflight or a custom --preflight), so a HUP could stall requests for all of it".to_string(),
         ),
     };
     Choice {

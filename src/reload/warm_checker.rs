@@ -23,7 +23,7 @@ use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
 use crate::gunicorn::discover;
 use crate::gunicorn::master_env::Credentials;
 use crate::reload::framework_check;
-use crate::reload::preflight::{self, Plan, PreflightError};
+use crate::reload::preflight::{self, Passed, Plan, PreflightError};
 use crate::reload::release_check::release_to_load;
 use crate::reload::warm_process::{Checker, Outcome, WarmError};
 use crate::reload::warm_protocol::Verdict;
@@ -45,16 +45,6 @@ pub fn shutdown() {
     registry().lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
-/// A preflight that passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Passed {
-    pub took: Duration,
-    /// How long the app took to load: a warm check, once its checker is up, is a fork and the
-    /// app's import, nothing else (a cold check also starts Python and imports Gunicorn, so it
-    /// says nothing about the app). HUP's stall, for `--strategy auto`.
-    pub load: Option<Duration>,
-}
-
 /// The preflight for `plan`: on the warm checker for the default check while `watch` runs,
 /// else (a custom `--preflight CMD`, one-shot commands) the cold run as before.
 pub fn run(
@@ -66,15 +56,15 @@ pub fn run(
         || !matches!(check, PreflightCheck::Gunicorn { .. })
         || relative_pythonpath(plan)
     {
-        return cold_passed(preflight::run(plan, timeout));
+        return preflight::run(plan, timeout);
     }
     let started = Instant::now();
     match check_warm(plan, timeout) {
-        Ok((Outcome::Done(Verdict::Pass, output), load)) => {
-            framework_check::conclude(plan, output.as_bytes())?;
+        Ok((Outcome::Done(Verdict::Pass, output), check_time)) => {
+            let load = framework_check::conclude(plan, output.as_bytes())?;
             Ok(Passed {
                 took: started.elapsed(),
-                load,
+                load: load.or(check_time),
             })
         }
         Ok((Outcome::Done(Verdict::Fail { code }, output), _)) => Err(PreflightError::failed(
@@ -90,10 +80,6 @@ pub fn run(
         Ok((Outcome::Done(Verdict::Untrusted(why), _), _)) => cold(plan, timeout, &why),
         Err(e) => cold(plan, timeout, &e.to_string()),
     }
-}
-
-fn cold_passed(result: Result<Duration, PreflightError>) -> Result<Passed, PreflightError> {
-    result.map(|took| Passed { took, load: None })
 }
 
 /// Python makes `$PYTHONPATH` entries absolute when it starts: a relative one names the release
@@ -152,7 +138,7 @@ fn cold(plan: &Plan, timeout: Duration, why: &str) -> Result<Passed, PreflightEr
     warn!(
         "warm preflight check cannot be trusted ({why}); running the cold --check-config instead"
     );
-    cold_passed(preflight::run(plan, timeout))
+    preflight::run(plan, timeout)
 }
 
 /// What a checker was started for: restarted when any of it changes.
