@@ -286,6 +286,15 @@ fn reload_config(path: &std::path::Path, ch: &mut Channels, apps: &mut Vec<Watch
         .and_then(|configs| ch.start_all(configs));
     match fresh {
         Ok(mut fresh) => {
+            // Changes already queued for the old apps count too: they happened before the
+            // re-read, and the fresh watches (armed above) never saw them.
+            while let Ok((tag, event)) = ch.changes.try_recv() {
+                dispatch(apps, tag, event);
+            }
+            while let Ok((tag, event)) = ch.control.try_recv() {
+                dispatch(apps, tag, event);
+            }
+            apps.iter_mut().for_each(WatchedApp::take_spilled);
             let pending: HashSet<String> = apps
                 .iter()
                 .filter(|a| a.is_pending())
