@@ -16,6 +16,10 @@ Scenarios (BENCH_SCENARIOS, comma-separated; default all, in this order):
   oneshot    `hupwatch reload --pid` vs `pkill -HUP -f 'gunicorn.*master'` — figure 4
   defaults   edit-to-new-code-served, every tool as a newcomer gets it (hupwatch's default
              debounce and preflight vs `gunicorn --reload`, polling and inotify) — figure 3b
+  stall      worst request during a reload, slow-importing app under load: HUP, upgrade, auto,
+             `gunicorn --reload` — issue 11 (bench/stall.py)
+  rhythm     save-to-signal with saves 0.4 s apart vs isolated saves, vs watchexec — issue 11
+             (bench/rhythm.py)
 """
 
 import atexit
@@ -53,7 +57,7 @@ CONFIG = {
     "venv_inotify": os.environ.get("BENCH_VENV_INOTIFY", "/tmp/bench-venv-inotify"),
     "defaults_rounds": env_int("BENCH_DEFAULTS", 8),
     "defaults_alt_debounce": os.environ.get("BENCH_DEFAULTS_ALT_DEBOUNCE", "100ms"),
-    "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot,defaults"),
+    "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot,defaults,stall,rhythm"),
     "debounce_ms": env_int("BENCH_DEBOUNCE_MS", 100),
     "saves": env_int("BENCH_SAVES", 30),
     "swaps": env_int("BENCH_SWAPS", 30),
@@ -477,11 +481,11 @@ def hupwatch_watch(name, binary, args):
     return child
 
 
-def watchexec(name, dir_, pid, no_shell=False):
+def watchexec(name, dir_, pid, no_shell=False, debounce_ms=None):
     """`watchexec --postpone --debounce D -w DIR -- kill -HUP PID`. watchexec runs the command
     through $SHELL (else sh); SHELL=/bin/sh pins that to dash, whatever the caller's shell.
-    `no_shell` adds `-n` (exec /usr/bin/kill directly)."""
-    d = CONFIG["debounce_ms"]
+    `no_shell` adds `-n` (exec /usr/bin/kill directly). D: BENCH_DEBOUNCE_MS unless given."""
+    d = CONFIG["debounce_ms"] if debounce_ms is None else debounce_ms
     args = [CONFIG["watchexec"], *(["-n"] if no_shell else []), "--postpone", "--debounce", f"{d}ms",
             "-w", dir_, "--", "kill", "-HUP", str(pid)]
     return Child(name, args, env={"SHELL": "/bin/sh"})
@@ -1153,11 +1157,22 @@ def markdown(r):
                      f"status --json {c['status --json']['median_ms']} / {c['status --json']['max_ms']} ms; "
                      f"reload --dry-run --pid {c['reload --dry-run --pid']['median_ms']} / {c['reload --dry-run --pid']['max_ms']} ms | "
                      f"pgrep -f {c[PGREP]['median_ms']} ms | ≤ 50 ms |")
+    for name, table in EXTRA_TABLES.items():
+        if name in sc and "error" not in sc[name]:
+            L += table(sc[name])
     if r["notes"]:
         L.append("")
         L += [f"- {n}" for n in r["notes"]]
     return "\n".join(L) + "\n"
 
+
+# The scenarios kept in files of their own import this module as `bench` (one harness: one
+# work directory, one list of children to stop).
+sys.modules.setdefault("bench", sys.modules[__name__])
+import rhythm  # noqa: E402
+import stall  # noqa: E402
+
+EXTRA_TABLES = {"stall": stall.markdown_stall, "rhythm": rhythm.markdown_rhythm}
 
 SCENARIOS = {
     "tree": scenario_tree,
@@ -1167,6 +1182,8 @@ SCENARIOS = {
     "e2e": scenario_e2e,
     "oneshot": scenario_oneshot,
     "defaults": scenario_defaults,
+    "stall": stall.scenario_stall,
+    "rhythm": rhythm.scenario_rhythm,
 }
 
 
