@@ -354,10 +354,11 @@ def app(environ, start_response):
 """
 
 
-def write_app(dir_, version):
-    """An editor's save: truncate and rewrite app.py. Returns the time just before the open."""
+def write_app(dir_, version, prefix=""):
+    """An editor's save: truncate and rewrite app.py (`prefix` + the app). Returns the time just
+    before the open."""
     path = Path(dir_) / "app.py"
-    data = APP_TEMPLATE.format(version=version).encode()
+    data = (prefix + APP_TEMPLATE.format(version=version)).encode()
     t0 = now()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, data)
@@ -408,7 +409,8 @@ def free_port():
     return port
 
 
-def http_body(port, timeout=1.0):
+def http_get(port, timeout=1.0):
+    """One `GET /` over HTTP/1.0: (status line, body), or (None, the error) when no answer came."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -418,10 +420,15 @@ def http_body(port, timeout=1.0):
                 if not chunk:
                     break
                 data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        return body.decode("utf-8", "replace") if head.startswith(b"HTTP/1.") else None
-    except OSError:
-        return None
+    except OSError as e:
+        return None, f"{type(e).__name__}: {e}"
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode("latin-1"), body.decode("utf-8", "replace")
+
+
+def http_body(port, timeout=1.0):
+    status, body = http_get(port, timeout)
+    return body if status is not None and status.startswith("HTTP/1.") else None
 
 
 def probe_until(port, want, timeout=15.0):

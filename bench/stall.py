@@ -20,11 +20,9 @@ in `hupwatch reload --help` is skipped with a note.
 import os
 import re
 import statistics
-import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import bench as h
 
@@ -45,37 +43,19 @@ STALL_CONFIG = {
 }
 
 
-def slow_app_source(delay, version):
-    return f"import time\ntime.sleep({delay!r})\n" + h.APP_TEMPLATE.format(version=version)
-
-
 def write_slow_app(dir_, delay, version):
-    """An editor's save of the slow app: truncate and rewrite app.py. The time before the open."""
-    data = slow_app_source(delay, version).encode()
-    t0 = h.now()
-    fd = os.open(Path(dir_) / "app.py", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, data)
-    os.close(fd)
-    return t0
+    """An editor's save of the app whose import sleeps `delay` s. The time before the open."""
+    return h.write_app(dir_, version, prefix=f"import time\ntime.sleep({delay!r})\n")
 
 
 def get(port, timeout):
-    """One `GET /`: (ok, body or error)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError as e:
-        return False, f"{type(e).__name__}: {e}"
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
-        return False, head.split(b"\r\n", 1)[0].decode("utf-8", "replace") or "empty response"
-    return True, body.decode("utf-8", "replace").strip()
+    """One `GET /`: (ok, body or error); ok only for a 200."""
+    status, text = h.http_get(port, timeout)
+    if status is None:
+        return False, text
+    if not status.startswith(("HTTP/1.0 200", "HTTP/1.1 200")):
+        return False, status or "empty response"
+    return True, text.strip()
 
 
 class SteadyLoad:
@@ -138,13 +118,6 @@ def supported_strategies(binary):
     line = next((l for l in out.splitlines() if "--strategy" in l), "")
     m = re.search(r"\[possible values: ([^\]]+)\]", line)
     return [v.strip() for v in m.group(1).split(",")] if m else []
-
-
-def read_pid(pidfile):
-    try:
-        return int(Path(pidfile).read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 class Target:
