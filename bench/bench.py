@@ -16,6 +16,10 @@ Scenarios (BENCH_SCENARIOS, comma-separated; default all, in this order):
   oneshot    `hupwatch reload --pid` vs `pkill -HUP -f 'gunicorn.*master'` — figure 4
   defaults   edit-to-new-code-served, every tool as a newcomer gets it (hupwatch's default
              debounce and preflight vs `gunicorn --reload`, polling and inotify) — figure 3b
+  stall      worst request during a reload, slow-importing app under load: HUP, upgrade, auto,
+             `gunicorn --reload` — issue 11 (bench/stall.py)
+  rhythm     save-to-signal with saves 0.4 s apart vs isolated saves, vs watchexec — issue 11
+             (bench/rhythm.py)
 """
 
 import atexit
@@ -53,7 +57,7 @@ CONFIG = {
     "venv_inotify": os.environ.get("BENCH_VENV_INOTIFY", "/tmp/bench-venv-inotify"),
     "defaults_rounds": env_int("BENCH_DEFAULTS", 8),
     "defaults_alt_debounce": os.environ.get("BENCH_DEFAULTS_ALT_DEBOUNCE", "100ms"),
-    "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot,defaults"),
+    "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot,defaults,stall,rhythm"),
     "debounce_ms": env_int("BENCH_DEBOUNCE_MS", 100),
     "saves": env_int("BENCH_SAVES", 30),
     "swaps": env_int("BENCH_SWAPS", 30),
@@ -350,10 +354,11 @@ def app(environ, start_response):
 """
 
 
-def write_app(dir_, version):
-    """An editor's save: truncate and rewrite app.py. Returns the time just before the open."""
+def write_app(dir_, version, prefix=""):
+    """An editor's save: truncate and rewrite app.py (`prefix` + the app). Returns the time just
+    before the open."""
     path = Path(dir_) / "app.py"
-    data = APP_TEMPLATE.format(version=version).encode()
+    data = (prefix + APP_TEMPLATE.format(version=version)).encode()
     t0 = now()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, data)
@@ -404,7 +409,8 @@ def free_port():
     return port
 
 
-def http_body(port, timeout=1.0):
+def http_get(port, timeout=1.0):
+    """One `GET /` over HTTP/1.0: (status line, body), or (None, the error) when no answer came."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
@@ -414,10 +420,15 @@ def http_body(port, timeout=1.0):
                 if not chunk:
                     break
                 data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        return body.decode("utf-8", "replace") if head.startswith(b"HTTP/1.") else None
-    except OSError:
-        return None
+    except OSError as e:
+        return None, f"{type(e).__name__}: {e}"
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode("latin-1"), body.decode("utf-8", "replace")
+
+
+def http_body(port, timeout=1.0):
+    status, body = http_get(port, timeout)
+    return body if status is not None and status.startswith("HTTP/1.") else None
 
 
 def probe_until(port, want, timeout=15.0):
@@ -477,11 +488,11 @@ def hupwatch_watch(name, binary, args):
     return child
 
 
-def watchexec(name, dir_, pid, no_shell=False):
+def watchexec(name, dir_, pid, no_shell=False, debounce_ms=None):
     """`watchexec --postpone --debounce D -w DIR -- kill -HUP PID`. watchexec runs the command
     through $SHELL (else sh); SHELL=/bin/sh pins that to dash, whatever the caller's shell.
-    `no_shell` adds `-n` (exec /usr/bin/kill directly)."""
-    d = CONFIG["debounce_ms"]
+    `no_shell` adds `-n` (exec /usr/bin/kill directly). D: BENCH_DEBOUNCE_MS unless given."""
+    d = CONFIG["debounce_ms"] if debounce_ms is None else debounce_ms
     args = [CONFIG["watchexec"], *(["-n"] if no_shell else []), "--postpone", "--debounce", f"{d}ms",
             "-w", dir_, "--", "kill", "-HUP", str(pid)]
     return Child(name, args, env={"SHELL": "/bin/sh"})
@@ -1153,11 +1164,22 @@ def markdown(r):
                      f"status --json {c['status --json']['median_ms']} / {c['status --json']['max_ms']} ms; "
                      f"reload --dry-run --pid {c['reload --dry-run --pid']['median_ms']} / {c['reload --dry-run --pid']['max_ms']} ms | "
                      f"pgrep -f {c[PGREP]['median_ms']} ms | ≤ 50 ms |")
+    for name, table in EXTRA_TABLES.items():
+        if name in sc and "error" not in sc[name]:
+            L += table(sc[name])
     if r["notes"]:
         L.append("")
         L += [f"- {n}" for n in r["notes"]]
     return "\n".join(L) + "\n"
 
+
+# The scenarios kept in files of their own import this module as `bench` (one harness: one
+# work directory, one list of children to stop).
+sys.modules.setdefault("bench", sys.modules[__name__])
+import rhythm  # noqa: E402
+import stall  # noqa: E402
+
+EXTRA_TABLES = {"stall": stall.markdown_stall, "rhythm": rhythm.markdown_rhythm}
 
 SCENARIOS = {
     "tree": scenario_tree,
@@ -1167,6 +1189,8 @@ SCENARIOS = {
     "e2e": scenario_e2e,
     "oneshot": scenario_oneshot,
     "defaults": scenario_defaults,
+    "stall": stall.scenario_stall,
+    "rhythm": rhythm.scenario_rhythm,
 }
 
 

@@ -2,21 +2,29 @@
 # hupwatch benchmarks: builds the release binaries, provisions the peers, runs every scenario
 # with interleaved rounds, prints the results table and writes bench/results/latest.{md,json}.
 #
-#   bench/run.sh                       # everything, ~10-15 min on 2 cores once tools are built
+#   bench/run.sh                       # everything, ~20-25 min on 2 cores once tools are built
 #   BENCH_SCENARIOS=save,swap bench/run.sh
+#   BENCH_SCENARIOS=stall BENCH_SETTLE_VARIANT=0 bench/run.sh    # worst request during a reload, ~7 min
+#   BENCH_SCENARIOS=rhythm BENCH_SETTLE_VARIANT=0 bench/run.sh   # save rhythm, ~3 min
 #
 # Not part of `cargo test`. Needs root only to raise fs.inotify.max_user_watches when it is too
 # low for the 100k-file tree (the original value is recorded). Loopback only. Knobs (defaults):
-#   BENCH_SCENARIOS=tree,discovery,save,swap,e2e,oneshot,defaults   BENCH_DEBOUNCE_MS=100
+#   BENCH_SCENARIOS=tree,discovery,save,swap,e2e,oneshot,defaults,stall,rhythm   BENCH_DEBOUNCE_MS=100
 #   BENCH_DEFAULTS=8 BENCH_DEFAULTS_ALT_DEBOUNCE=100ms BENCH_VENV_INOTIFY=/tmp/bench-venv-inotify
 #   BENCH_SAVES=30 BENCH_SWAPS=30 BENCH_SWAPS_PREFLIGHT=10 BENCH_E2E=15 BENCH_ONESHOT=8
 #   BENCH_FILES=100000 BENCH_DIRS=2000 BENCH_READY_ROUNDS=3 BENCH_IDLE_SECS=60
 #   BENCH_PROCS=2000 BENCH_DISCOVERY_RUNS=20 BENCH_POLL_MS=5 BENCH_KEEP=0 BENCH_OUT=bench/results
 #   BENCH_QUIET_WAIT=90 (s to wait for <25% CPU before a scenario; 2x that per run at most)
-#   BENCH_TIMEOUT=1200 (s, hard bound on the measuring part)
+#   BENCH_TIMEOUT=1800 (s, hard bound on the measuring part)
+#   stall (bench/stall.py): BENCH_STALL_STRATEGIES=hup,upgrade,auto (a value `hupwatch reload --help`
+#     does not list is skipped with a note) BENCH_STALL_GUNICORN_RELOAD=1 BENCH_STALL_IMPORTS=0,1.5,5
+#     (s the app's import sleeps) BENCH_STALL_ROUNDS=3 BENCH_STALL_WORKERS=2 BENCH_STALL_CLIENTS=4
+#     BENCH_STALL_PAUSE_MS=20 BENCH_STALL_STEADY_SECS=3 BENCH_STALL_TAIL_MS=500 BENCH_STALL_PREFLIGHT=1
+#   rhythm (bench/rhythm.py): BENCH_RHYTHM_SPACINGS=0.4,1.6 (s between saves) BENCH_RHYTHM_SAVES=9
+#     (per train; the first is left out) BENCH_RHYTHM_ROUNDS=3 BENCH_RHYTHM_DEBOUNCE_MS=50
 #   BENCH_SETTLE_VARIANT=1  also build a copy of the source with SWAP_SETTLE flipped 50ms<->0 (in /tmp)
 #   BENCH_HUPWATCH_ALT=/path/to/hupwatch BENCH_HUPWATCH_ALT_LABEL=name  an extra build (e.g. a proposed
-#                     patch) measured side by side in the save and swap scenarios
+#                     patch) measured side by side in the save, swap and rhythm scenarios
 #   CARGO_TARGET_DIR=/tmp/bench-target  BENCH_TOOLS=/tmp/bench-tools  BENCH_VENV=/tmp/bench-venv
 set -euo pipefail
 
@@ -82,8 +90,8 @@ fi
 
 # 3. watchexec, compiled from crates.io (a few minutes on 2 cores, once), when a scenario uses it.
 export BENCH_WATCHEXEC="$tools/bin/watchexec"
-scenarios="${BENCH_SCENARIOS:-tree,discovery,save,swap,e2e,oneshot,defaults}"
-if [[ ! -x "$BENCH_WATCHEXEC" && "$scenarios" =~ (tree|save|e2e) ]]; then
+scenarios="${BENCH_SCENARIOS:-tree,discovery,save,swap,e2e,oneshot,defaults,stall,rhythm}"
+if [[ ! -x "$BENCH_WATCHEXEC" && "$scenarios" =~ (tree|save|e2e|rhythm) ]]; then
     say "installing watchexec-cli into $tools (compiles for a few minutes)"
     CARGO_INSTALL_ROOT="$tools" CARGO_TARGET_DIR=/tmp/bench-watchexec-target \
         cargo install watchexec-cli --locked --quiet
@@ -128,4 +136,4 @@ fi
 
 # 6. The run itself, bounded: on BENCH_TIMEOUT (s) it is sent TERM, stops every process it
 #    started, removes its files and still writes the results it has.
-exec timeout --signal=TERM --kill-after=30 "${BENCH_TIMEOUT:-1200}" "$venv/bin/python3" "$here/bench.py"
+exec timeout --signal=TERM --kill-after=30 "${BENCH_TIMEOUT:-1800}" "$venv/bin/python3" "$here/bench.py"
