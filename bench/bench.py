@@ -89,6 +89,11 @@ CHILDREN = []
 QUIET_SPENT = 0.0  # seconds waited for a quiet machine, at most 2 × BENCH_QUIET_WAIT in a run
 RESULTS = {"config": CONFIG, "scenarios": {}, "notes": []}
 
+# The scenarios measure the HUP path (save -> SIGHUP, swap, one-shot, ...): hupwatch's default
+# strategy, `auto`, may choose an upgrade instead (always with --no-preflight, which measures no
+# load time). `defaults` unsets this to measure the real defaults; `stall` passes --strategy.
+os.environ.setdefault("HUPWATCH_STRATEGY", "hup")
+
 
 def now():
     return time.monotonic_ns()
@@ -118,8 +123,11 @@ class Child:
         self.cv = threading.Condition()
         full_env = dict(os.environ)
         full_env.pop("HUPWATCH_CONFIG", None)
-        if env:
-            full_env.update(env)
+        for key, value in (env or {}).items():
+            if value is None:
+                full_env.pop(key, None)  # None: unset (e.g. to measure a tool's defaults)
+            else:
+                full_env[key] = value
         out = open(logfile, "ab") if logfile else subprocess.PIPE
         self.t_spawn = now()
         self.p = subprocess.Popen(
@@ -748,7 +756,8 @@ def scenario_defaults():
             pidfile = WORK / "defaults" / f"t{j}.pid"
             g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["-p", str(pidfile)], titled_by_name=False)
             extra = ["--debounce", alt] if "--debounce" in tool else []
-            watcher = Child(f"defaults-hupwatch-{j}", [H, "watch", "--pidfile", pidfile, *extra], cwd=app_dir)
+            watcher = Child(f"defaults-hupwatch-{j}", [H, "watch", "--pidfile", pidfile, *extra], cwd=app_dir,
+                            env={"HUPWATCH_STRATEGY": None})
             watcher.wait_line(r"ready: ", timeout=60)
             # The warm checker is started ahead of the first change; let it finish.
             try:
