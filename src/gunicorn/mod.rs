@@ -10,6 +10,7 @@ pub mod discover;
 pub mod heartbeat;
 pub mod master_choice;
 pub mod master_env;
+pub mod preload;
 pub mod process_tree;
 pub mod procfs;
 pub mod systemd_unit;

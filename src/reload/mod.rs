@@ -55,13 +55,22 @@ pub enum ReloadError {
     #[error("{0}; not acting on it")]
     Release(#[from] ReleaseError),
     #[error(
-        "master {pid} ({name}) preloads the app (preload_app): HUP would restart the workers with the old code; use --strategy upgrade"
+        "master {pid} ({name}) preloads the app ({read_in}): HUP would restart the workers with the old code; use --strategy upgrade"
     )]
-    PreloadNeedsUpgrade { pid: u32, name: String },
+    PreloadNeedsUpgrade {
+        pid: u32,
+        name: String,
+        read_in: String,
+    },
     #[error(
-        "master {pid} ({name}) preloads the app (preload_app): HUP would restart the workers with the old code, and an upgrade cannot work here: {why}"
+        "master {pid} ({name}) preloads the app ({read_in}): HUP would restart the workers with the old code, and an upgrade cannot work here: {why}"
     )]
-    PreloadCannotUpgrade { pid: u32, name: String, why: String },
+    PreloadCannotUpgrade {
+        pid: u32,
+        name: String,
+        read_in: String,
+        why: String,
+    },
     #[error("reload of master {pid} through systemd failed: {source}")]
     UnitReload {
         pid: u32,

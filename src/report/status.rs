@@ -11,6 +11,7 @@ use crate::config::release_link;
 use crate::gunicorn::app_spec;
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
+use crate::gunicorn::preload::{self, Preload};
 use crate::gunicorn::procfs;
 use crate::reload::strategy_choice::{self, Surroundings};
 
@@ -34,7 +35,10 @@ struct MasterJson<'a> {
     title: Option<&'a str>,
     /// The release directory the master runs (its cwd, resolved).
     release: Option<String>,
-    preload_app: bool,
+    /// `yes`, `no`, or `unknown` (setproctitle hid the command line and nothing else tells).
+    preload_app: &'static str,
+    /// Where `yes` was read, or why it is `unknown`.
+    preload_app_detail: Option<String>,
     /// What `--strategy auto` would do with it (the app's load time aside), and why.
     auto: String,
     workers: Vec<u32>,
@@ -105,10 +109,12 @@ pub fn print_status(
             Ok(found) => format!("app {} ({})", found.spec, found.source),
             Err(_) => "app ? (unknown: reloads need --app)".to_string(),
         };
-        let preload = if master_env::preloads_app(m) {
-            "  preload_app (HUP loads no new code: use --strategy upgrade)"
-        } else {
-            ""
+        let preload = match preload::preload_app(m) {
+            Preload::No => "  preload_app no".to_string(),
+            p @ Preload::Yes(_) => format!("  preload_app {p}: HUP loads no new code"),
+            p @ Preload::Unknown(_) => {
+                format!("  preload_app {p}: a HUP cannot be proven to load new code")
+            }
         };
         writeln!(
             out,
@@ -144,6 +150,7 @@ pub fn print_status(
 fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJson<'a> {
     let app = app_spec::resolve(m, None).ok();
     let titled = m.parsed.title_name.is_some();
+    let preload = preload::preload_app(m);
     MasterJson {
         pid: m.pid,
         user: &m.user,
@@ -160,7 +167,12 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
             .cwd
             .as_deref()
             .map(|c| release_link::release_of(c).display().to_string()),
-        preload_app: master_env::preloads_app(m),
+        preload_app: preload.word(),
+        preload_app_detail: match preload {
+            Preload::Yes(source) => Some(source),
+            Preload::Unknown(why) => Some(why),
+            Preload::No => None,
+        },
         auto: auto_for(m),
         workers: m.worker_pids(),
         worker_details: m
