@@ -189,14 +189,18 @@ fn start_reload(
 ) -> Result<(), ReloadError> {
     let plan = settings.plan;
     if !plan.inline {
-        reloads.spawn_blocking(name, plan, move || reload::reload_once(&target, &settings));
+        reloads.spawn_blocking(name, plan, move || {
+            reload::reload_checked(&target, &settings)
+        });
         return Ok(());
     }
     // Sent only if the master's reload lock was free and the master handles HUP already;
     // else all of it (waiting included) runs off the loop.
     match coalesce::signal_inline(&target, &settings, found)? {
         Some(sent) => reloads.spawn_blocking(name, plan, move || sent.finish(&settings)),
-        None => reloads.spawn_blocking(name, plan, move || reload::reload_once(&target, &settings)),
+        None => reloads.spawn_blocking(name, plan, move || {
+            reload::reload_checked(&target, &settings)
+        }),
     };
     Ok(())
 }

@@ -6,12 +6,15 @@
 
 pub mod coalesce;
 pub mod framework_check;
+pub mod health_probe;
 pub mod health_request;
 pub mod lock;
 pub mod pidfd_signal;
 pub mod preflight;
 mod prepare;
 pub mod release_check;
+pub mod rollback;
+pub mod serve_check;
 pub mod strategy_choice;
 pub mod systemd_handover;
 pub mod unit_reload;
@@ -36,6 +39,8 @@ use pidfd_signal::SignalError;
 use preflight::PreflightError;
 pub use prepare::{Prepared, prepare, prepare_handling};
 use release_check::check_release;
+use serve_check::ServedError;
+pub use serve_check::reload_checked;
 use strategy_choice::Route;
 use unit_reload::UnitReloadError;
 use upgrade::UpgradeError;
@@ -93,6 +98,8 @@ pub enum ReloadError {
     },
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Served(#[from] ServedError),
     #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
     Coalesced { pid: u32, by: u32, message: String },
     #[error(
