@@ -27,7 +27,9 @@ use crate::gunicorn::discover;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServedError {
-    #[error("{release} failed after the reload of master {pid}: {failure}")]
+    #[error(
+        "{release} failed after the reload of master {pid}: {failure}; it is what serves now (--rollback with --release-link puts the previous release back)"
+    )]
     Unhealthy {
         pid: u32,
         release: String,
@@ -92,7 +94,10 @@ pub fn reload_checked(
             }
             Err(failure) => (
                 outcome.release.clone(),
-                (outcome.master.pid, failure.to_string()),
+                (
+                    outcome.master.pid,
+                    format!("health check {} {failure}", check.url),
+                ),
             ),
         },
         // New workers that would not stay up (a crash loop) are a failed release too.
@@ -108,7 +113,11 @@ pub fn reload_checked(
     let Some(way_back) = way_back else {
         return Err(ServedError::Unhealthy {
             pid: failure.0,
-            release: release.map_or("the new release".into(), |r| r.display().to_string()),
+            release: match (release, &settings.release_link) {
+                (Some(r), Some(link)) => rollback::shown(&r, link.path()),
+                (Some(r), None) => r.display().to_string(),
+                (None, _) => "the new release".into(),
+            },
             failure: failure.1,
         }
         .into());

@@ -2,7 +2,7 @@
 //! (and so passes the preflight) but answers 500 on its health path is rolled back to the
 //! release that served before, and not deployed again when the deploy script runs once more.
 
-use crate::support::{AppDir, Gunicorn, ReleaseTree, host_shared, hupwatch};
+use crate::support::{AppDir, CEILING, Gunicorn, ReleaseTree, host_shared, hupwatch};
 
 /// An app that loads fine and answers `/` but fails its health check, as a release with a
 /// missing setting or an unreachable database does.
@@ -70,6 +70,101 @@ fn a_release_failing_its_health_check_is_rolled_back_and_not_deployed_again() {
     assert_eq!(link_target(), std::path::Path::new("releases/release-1"));
     assert_eq!(g.workers(), workers, "no reload happened");
     assert!(g.get().starts_with("release-1 "));
+}
+
+/// Without `--rollback`: a passing probe (after an upgrade, once the old master is gone) is
+/// reported; a failing one fails the reload with the status and body, exit 1.
+#[test]
+fn health_url_passes_a_healthy_release_and_fails_an_unhealthy_one() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(2).start();
+    let health_url = format!("http://127.0.0.1:{}/health", g.port());
+    let reload = |strategy: &str| {
+        hupwatch()
+            .args([
+                "reload",
+                "--pid",
+                &g.pid().to_string(),
+                "--strategy",
+                strategy,
+            ])
+            .args(["--health-url", &health_url, "--health-timeout", "1s"])
+            .output()
+    };
+    dir.write_app("v2");
+    reload("upgrade")
+        .assert_success()
+        .assert_stderr_contains("new master")
+        .assert_stderr_contains("health check passed");
+    assert!(g.get().starts_with("v2 "));
+
+    dir.write("app.py", UNHEALTHY_APP);
+    // The upgrade replaced the master: name it by its directory, unique to this test.
+    let failed = hupwatch()
+        .arg("reload")
+        .arg("--match")
+        .arg(dir.path())
+        .args(["--health-url", &health_url, "--health-timeout", "1s"])
+        .output();
+    failed
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "health check {health_url} answered 500 Internal Server Error: database unreachable"
+        ))
+        .assert_stderr_contains("it is what serves now");
+}
+
+/// The same under `watch`: putting the link back is itself a swap that `watch` sees, and must
+/// not start the bad release over (no flap).
+#[test]
+fn watch_rolls_back_once_and_does_not_flap() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .workers(2)
+        .start();
+    dir.write("releases/release-2/app.py", UNHEALTHY_APP);
+    let health_url = format!("http://127.0.0.1:{}/health", g.port());
+    let daemon = hupwatch()
+        .arg("watch")
+        .arg("--release-link")
+        .arg(tree.current())
+        .args(["--pid", &g.pid().to_string()])
+        .args([
+            "--health-url",
+            &health_url,
+            "--health-timeout",
+            "2s",
+            "--rollback",
+        ])
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+
+    tree.swap("release-2");
+    daemon.wait_for_line("rolled back to releases/release-1", CEILING);
+    // The swap back is seen and reloads release-1 once more; then all is quiet.
+    daemon.wait_for_line_after("rolled back to", "nothing pending");
+    assert!(g.get().starts_with("release-1 "));
+
+    tree.swap("release-2");
+    daemon.wait_for_line("not deploying it again", CEILING);
+    daemon.wait_for_line_after("not deploying it again", "nothing pending");
+    assert!(g.get().starts_with("release-1 "));
+    let out = daemon.output();
+    assert_eq!(out.matches("rolled back to").count(), 1, "{out}");
+    let preflights_of_2 = out
+        .lines()
+        .filter(|l| l.contains("preflight: ") && l.contains("releases/release-2"))
+        .count();
+    assert_eq!(preflights_of_2, 1, "release-2 went out once\n{out}");
+    assert_eq!(
+        std::fs::read_link(tree.current()).unwrap(),
+        std::path::Path::new("releases/release-1")
+    );
 }
 
 #[test]
