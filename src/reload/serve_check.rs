@@ -101,13 +101,7 @@ pub fn reload_checked(
             ),
         },
         // New workers that would not stay up (a crash loop) are a failed release too.
-        Err(e @ ReloadError::Verify { .. }) if way_back.is_some() => {
-            let pid = match &e {
-                ReloadError::Verify { pid, .. } => *pid,
-                _ => 0,
-            };
-            (None, (pid, e.to_string()))
-        }
+        Err(e) if way_back.is_some() && release_at_fault(&e) => (None, (0, e.to_string())),
         Err(e) => return Err(e),
     };
     let Some(way_back) = way_back else {
@@ -125,6 +119,29 @@ pub fn reload_checked(
     Err(way_back
         .take(target, settings, check, release, failure.1)
         .into())
+}
+
+/// Did the reload fail because of the release itself, so that going back to the previous one
+/// helps? Its new workers did not boot or stay up (after a HUP Gunicorn may even halt; a
+/// restarted master then starts from the link, which must name a release that works), or the
+/// upgrade's new master died booting or never booted its workers. Not: a refusal before
+/// anything was sent, a master that vanished, a handover or promotion problem.
+pub fn release_at_fault(e: &ReloadError) -> bool {
+    use super::upgrade::UpgradeError;
+    use super::verify::VerifyError;
+    match e {
+        ReloadError::Verify { source, .. } => {
+            matches!(
+                source,
+                VerifyError::MasterDied { .. } | VerifyError::Timeout { .. }
+            )
+        }
+        ReloadError::Upgrade { source, .. } => matches!(
+            source,
+            UpgradeError::NewMasterDied { .. } | UpgradeError::BootTimeout { .. }
+        ),
+        _ => false,
+    }
 }
 
 /// What `--rollback` knows before the signal.
@@ -243,11 +260,26 @@ impl WayBack {
         if let Err(e) = rollback::swap_link(&self.link, &back) {
             return not_back(format!("cannot swap {} back: {e}", self.link.display()));
         }
-        warn!(release = %shown_failed, to = %to, "{shown_failed} failed: {failure}; {} swapped back to {to}, reloading", self.link.display());
-        let after = match reload_once(target, settings) {
-            Ok(_) => match health_probe::probe_until(&check.url, check.timeout) {
-                Ok(_) => " (reloaded and verified; its health check passes)".to_string(),
-                Err(f) => format!(" (reloaded and verified, but its health check fails too: {f})"),
+        // A failed upgrade leaves the old master serving the old release: nothing to reload.
+        let still_served = discover::find_master(target)
+            .ok()
+            .and_then(|m| rollback::serving_release(&m))
+            .is_some_and(|r| r == back);
+        warn!(
+            release = %shown_failed,
+            to = %to,
+            "{shown_failed} failed: {failure}; {} swapped back to {to}{}",
+            self.link.display(),
+            if still_served { ", which still serves" } else { ", reloading" }
+        );
+        let reloaded = match still_served {
+            true => Ok("its workers kept serving it"),
+            false => reload_once(target, settings).map(|_| "reloaded and verified"),
+        };
+        let after = match reloaded {
+            Ok(how) => match health_probe::probe_until(&check.url, check.timeout) {
+                Ok(_) => format!(" ({how}; its health check passes)"),
+                Err(f) => format!(" ({how}, but its health check fails too: {f})"),
             },
             Err(e) => format!(", but its reload failed: {e}"),
         };
@@ -257,5 +289,61 @@ impl WayBack {
             to,
             after,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::reload::upgrade::UpgradeError;
+    use crate::reload::verify::VerifyError;
+
+    fn verify(source: VerifyError) -> ReloadError {
+        ReloadError::Verify {
+            pid: 7,
+            name: "app".into(),
+            source,
+        }
+    }
+
+    fn upgrade(source: UpgradeError) -> ReloadError {
+        ReloadError::Upgrade {
+            pid: 7,
+            name: "app".into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn only_failures_of_the_new_code_roll_back() {
+        let timeout = VerifyError::Timeout {
+            timeout: Duration::from_secs(1),
+            lingering: vec![],
+            new: vec![8],
+            wanted: 2,
+            booting: 0,
+        };
+        assert!(release_at_fault(&verify(timeout)));
+        assert!(release_at_fault(&verify(VerifyError::MasterDied {
+            pid: 7,
+            old: vec![1]
+        })));
+        assert!(release_at_fault(&upgrade(UpgradeError::NewMasterDied {
+            pid: 9,
+            old: 7
+        })));
+        assert!(!release_at_fault(&upgrade(UpgradeError::OldMasterDied {
+            old: 7
+        })));
+        assert!(!release_at_fault(&upgrade(UpgradeError::SystemdMain {
+            pid: 7,
+            unit: "a.service".into(),
+            why: "x".into()
+        })));
+        assert!(!release_at_fault(&verify(VerifyError::Discover(
+            crate::gunicorn::discover::DiscoverError::NoneRunning(String::new())
+        ))));
     }
 }

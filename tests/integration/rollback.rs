@@ -72,6 +72,53 @@ fn a_release_failing_its_health_check_is_rolled_back_and_not_deployed_again() {
     assert!(g.get().starts_with("release-1 "));
 }
 
+/// Imports in the preflight (which sets `HUPWATCH_RELEASE`) but not in Gunicorn's workers:
+/// a setting the check's environment has and the site's has not.
+const CRASHING_APP: &str = r#"import os
+
+if "HUPWATCH_RELEASE" not in os.environ:
+    raise RuntimeError("SECRET_KEY is not set")
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"release-3\n"]
+"#;
+
+/// New workers that cannot boot are a failed release too: under an upgrade the new master
+/// dies booting and the old one keeps serving; the link still names the bad release (which
+/// any restart would load) and is put back.
+#[test]
+fn an_upgrade_whose_workers_cannot_boot_is_rolled_back() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "release-1");
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .pidfile(true)
+        .workers(2)
+        .start();
+    dir.write("releases/release-3/app.py", CRASHING_APP);
+    tree.swap("release-3");
+    let out = hupwatch()
+        .arg("reload")
+        .arg("--pidfile")
+        .arg(g.pidfile().unwrap())
+        .arg("--release-link")
+        .arg(tree.current())
+        .args(["--strategy", "upgrade", "--rollback"])
+        .args(["--health-url", &format!("http://127.0.0.1:{}/", g.port())])
+        .output();
+    out.assert_code(1)
+        .assert_stderr_contains("releases/release-3 failed after the reload: upgrade of master")
+        .assert_stderr_contains("rolled back to releases/release-1 (its workers kept serving it; its health check passes)");
+    assert_eq!(
+        std::fs::read_link(tree.current()).unwrap(),
+        std::path::Path::new("releases/release-1")
+    );
+    assert!(g.get().starts_with("release-1 "));
+}
+
 /// Without `--rollback`: a passing probe (after an upgrade, once the old master is gone) is
 /// reported; a failing one fails the reload with the status and body, exit 1.
 #[test]
