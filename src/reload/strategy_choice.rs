@@ -110,6 +110,22 @@ impl Room {
     }
 }
 
+/// For `status`: what `auto` would do with a master, the load time aside — the same rules as
+/// [`choose`], in words.
+pub fn describe_auto(room: &Room, preload: &Preload) -> String {
+    match (room, preload) {
+        (Room::Either, Preload::Yes(_)) => "upgrade (it preloads the app)".into(),
+        (Room::Either, Preload::Unknown(_)) => "upgrade (preload_app unknown)".into(),
+        (Room::HupOnly(why), Preload::Yes(_)) => {
+            format!("nothing: it preloads the app and an upgrade cannot work here: {why}")
+        }
+        (Room::HupOnly(why), Preload::Unknown(_)) => {
+            format!("HUP only, unproven (preload_app unknown): {why}")
+        }
+        _ => room.describe(),
+    }
+}
+
 pub fn room(s: &Surroundings) -> Room {
     match &s.handover {
         Handover::Refuse { unit, .. } if s.unit_reloads_with_hupwatch => {

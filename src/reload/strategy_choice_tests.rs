@@ -200,3 +200,15 @@ fn a_hup_to_a_master_that_may_preload_goes_out_unproven_with_the_ways_to_certain
     let usr1 = choose(Method::Signal(Signal::SIGUSR1), None, &unknown(), None).unwrap();
     assert!(!usr1.unproven && usr1.why.is_none());
 }
+
+#[test]
+fn status_describes_auto_with_the_preload_answer() {
+    assert!(describe_auto(&Room::Either, &NO).starts_with("HUP if the app loads within 50ms"));
+    assert_eq!(
+        describe_auto(&Room::Either, &unknown()),
+        "upgrade (preload_app unknown)"
+    );
+    let room = Room::HupOnly("master 4242 runs under supervisord".into());
+    assert!(describe_auto(&room, &yes()).starts_with("nothing: it preloads"));
+    assert!(describe_auto(&room, &unknown()).starts_with("HUP only, unproven"));
+}

@@ -109,16 +109,18 @@ pub fn print_status(
             Ok(found) => format!("app {} ({})", found.spec, found.source),
             Err(_) => "app ? (unknown: reloads need --app)".to_string(),
         };
-        let preload = match preload::preload_app(m) {
-            Preload::No => "  preload_app no".to_string(),
-            p @ Preload::Yes(_) => format!("  preload_app {p}: HUP loads no new code"),
+        let preload_app = preload::preload_app(m);
+        let auto = auto_for(m, &preload_app);
+        let preload = match preload_app {
+            Preload::No => "no".to_string(),
+            p @ Preload::Yes(_) => format!("{p}: HUP loads no new code"),
             p @ Preload::Unknown(_) => {
-                format!("  preload_app {p}: a HUP cannot be proven to load new code")
+                format!("{p}: a HUP cannot be proven to load new code")
             }
         };
         writeln!(
             out,
-            "master {}  {}  {app}  user {}  cwd {}  release {}  pidfile {}{preload}",
+            "master {}  {}  {app}  user {}  cwd {}  release {}  pidfile {}",
             m.pid,
             m.name,
             m.user,
@@ -126,7 +128,8 @@ pub fn print_status(
             show(release.as_deref()),
             show(master_env::pidfile(m).as_deref())
         )?;
-        writeln!(out, "  auto reloads by: {}", auto_for(m))?;
+        writeln!(out, "  preload_app: {preload}")?;
+        writeln!(out, "  auto reloads by: {auto}")?;
         for w in &m.workers {
             let age = procfs::age(w.start_ticks).map_or_else(|| "?".into(), human_age);
             let (release, stale) = worker_release(w.pid, link_target);
@@ -151,6 +154,7 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
     let app = app_spec::resolve(m, None).ok();
     let titled = m.parsed.title_name.is_some();
     let preload = preload::preload_app(m);
+    let auto = auto_for(m, &preload);
     MasterJson {
         pid: m.pid,
         user: &m.user,
@@ -173,7 +177,7 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
             Preload::Unknown(why) => Some(why),
             Preload::No => None,
         },
-        auto: auto_for(m),
+        auto,
         workers: m.worker_pids(),
         worker_details: m
             .workers
@@ -200,6 +204,6 @@ fn human_age(d: Duration) -> String {
     }
 }
 
-fn auto_for(m: &MasterProcess) -> String {
-    strategy_choice::room(&Surroundings::of(m)).describe()
+fn auto_for(m: &MasterProcess, preload: &Preload) -> String {
+    strategy_choice::describe_auto(&strategy_choice::room(&Surroundings::of(m)), preload)
 }

@@ -26,6 +26,7 @@ fn a_titled_master_that_may_preload_is_upgraded_by_default_and_serves_the_new_co
     assert_eq!(list[0]["preload_app"], "unknown", "{list:#?}");
     let why = list[0]["preload_app_detail"].as_str().unwrap_or_default();
     assert!(why.contains("setproctitle"), "{why}");
+    assert_eq!(list[0]["auto"], "upgrade (preload_app unknown)", "{list:#?}");
 
     // Asked for a HUP: it goes out, but the line says it proves nothing and how to be sure.
     dir.write_app("v2");
