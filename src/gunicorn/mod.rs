@@ -6,6 +6,7 @@
 
 pub mod app_spec;
 pub mod cmdline;
+pub mod control_socket;
 pub mod discover;
 pub mod heartbeat;
 pub mod master_choice;

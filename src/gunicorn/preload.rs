@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::gunicorn::cmdline;
+use crate::gunicorn::control_socket;
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
 use crate::gunicorn::systemd_unit::{self, UnitCommand};
@@ -96,9 +97,31 @@ pub struct Facts {
 }
 
 /// The answer for a running master (reads /proc, the config file, and for a titled master in
-/// a systemd service, `systemctl show`).
+/// a systemd service, `systemctl show`); when those leave it unknown, the master's control
+/// socket is asked.
 pub fn preload_app(master: &MasterProcess) -> Preload {
-    judge(&facts(master))
+    match judge(&facts(master)) {
+        Preload::Unknown(why) => {
+            with_control_socket(why, control_socket::preload_app(master, CONTROL_TIMEOUT))
+        }
+        known => known,
+    }
+}
+
+/// A control socket answers at once; a master busy draining old workers may not.
+const CONTROL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The control socket reports the running configuration: its answer settles what the other
+/// sources left unknown.
+pub fn with_control_socket(unknown: String, answer: Result<(bool, PathBuf), String>) -> Preload {
+    match answer {
+        Ok((true, path)) => Preload::Yes(format!(
+            "`show config` on its control socket {}",
+            path.display()
+        )),
+        Ok((false, _)) => Preload::No,
+        Err(why) => Preload::Unknown(format!("{unknown}; control socket: {why}")),
+    }
 }
 
 fn facts(master: &MasterProcess) -> Facts {

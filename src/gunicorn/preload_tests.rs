@@ -120,3 +120,20 @@ fn status_words() {
     assert_eq!(Preload::Yes("x".into()).word(), "yes");
     assert_eq!(Preload::Unknown("y".into()).to_string(), "unknown (y)");
 }
+
+#[test]
+fn the_control_socket_settles_what_the_rest_left_unknown() {
+    let path = PathBuf::from("/root/.gunicorn/gunicorn.ctl");
+    assert!(matches!(
+        with_control_socket("x".into(), Ok((true, path.clone()))),
+        Preload::Yes(s) if s.contains("control socket /root/.gunicorn/gunicorn.ctl")
+    ));
+    assert_eq!(
+        with_control_socket("x".into(), Ok((false, path))),
+        Preload::No
+    );
+    assert_eq!(
+        with_control_socket("cannot read --preload".into(), Err("none".into())),
+        Preload::Unknown("cannot read --preload; control socket: none".into())
+    );
+}
