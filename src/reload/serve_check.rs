@@ -67,58 +67,57 @@ pub fn reload_checked(
         (Some(link), true) => Some(WayBack::read(target, settings, link.path())?),
         _ => None,
     };
-    let result = reload_once(target, settings);
-    if let Ok(outcome) = &result {
-        info!(
-            master = outcome.master.pid,
-            url = %check.url,
-            "reload of master {} verified (workers {:?} -> {:?}); health check: GET {} until it answers 2xx/3xx, for up to {}ms",
-            outcome.master.pid,
-            outcome.old,
-            outcome.new,
-            check.url,
-            check.timeout.as_millis()
-        );
-    }
-    let (release, failure) = match result {
-        Ok(outcome) => match health_probe::probe_until(&check.url, check.timeout) {
-            Ok(took) => {
-                info!(
-                    master = outcome.master.pid,
-                    url = %check.url,
-                    "health check passed: {} answered 2xx/3xx {}ms after the reload",
-                    check.url,
-                    took.as_millis()
-                );
-                return Ok(outcome);
-            }
-            Err(failure) => (
-                outcome.release.clone(),
-                (
-                    outcome.master.pid,
-                    format!("health check {} {failure}", check.url),
-                ),
-            ),
-        },
-        // New workers that would not stay up (a crash loop) are a failed release too.
-        Err(e) if way_back.is_some() && release_at_fault(&e) => (None, (0, e.to_string())),
+    let outcome = match reload_once(target, settings) {
+        Ok(outcome) => outcome,
+        // New workers that would not boot or stay up: a failed release too.
+        Err(e) if release_at_fault(&e) => {
+            return Err(match way_back {
+                Some(way_back) => way_back
+                    .take(target, settings, check, None, e.to_string())
+                    .into(),
+                None => e,
+            });
+        }
         Err(e) => return Err(e),
     };
-    let Some(way_back) = way_back else {
-        return Err(ServedError::Unhealthy {
-            pid: failure.0,
-            release: match (release, &settings.release_link) {
-                (Some(r), Some(link)) => rollback::shown(&r, link.path()),
+    info!(
+        master = outcome.master.pid,
+        url = %check.url,
+        "reload of master {} verified (workers {:?} -> {:?}); health check: GET {} until it answers 2xx/3xx, for up to {}ms",
+        outcome.master.pid,
+        outcome.old,
+        outcome.new,
+        check.url,
+        check.timeout.as_millis()
+    );
+    let failure = match health_probe::probe_until(&check.url, check.timeout) {
+        Ok(took) => {
+            info!(
+                master = outcome.master.pid,
+                url = %check.url,
+                "health check passed: {} answered 2xx/3xx {}ms after the reload",
+                check.url,
+                took.as_millis()
+            );
+            return Ok(outcome);
+        }
+        Err(failure) => format!("health check {} {failure}", check.url),
+    };
+    Err(match way_back {
+        Some(way_back) => way_back
+            .take(target, settings, check, outcome.release, failure)
+            .into(),
+        None => ServedError::Unhealthy {
+            pid: outcome.master.pid,
+            release: match (&outcome.release, &settings.release_link) {
+                (Some(r), Some(link)) => rollback::shown(r, link.path()),
                 (Some(r), None) => r.display().to_string(),
                 (None, _) => "the new release".into(),
             },
-            failure: failure.1,
+            failure,
         }
-        .into());
-    };
-    Err(way_back
-        .take(target, settings, check, release, failure.1)
-        .into())
+        .into(),
+    })
 }
 
 /// Did the reload fail because of the release itself, so that going back to the previous one
