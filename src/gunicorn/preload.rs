@@ -171,16 +171,48 @@ fn facts(master: &MasterProcess) -> Facts {
     Facts { args, env, config }
 }
 
-/// `GUNICORN_CMD_ARGS` from the unit's `Environment=` (systemd passes it to the master).
+/// `GUNICORN_CMD_ARGS` from the unit's `Environment=` and `EnvironmentFile=`s (systemd passes
+/// both to the master).
 fn unit_env(unit: &str) -> CmdArgsEnv {
-    match systemd_unit::show_property(unit, "Environment", Duration::from_secs(2)) {
-        Some(env) => env
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("GUNICORN_CMD_ARGS="))
-            .map_or(CmdArgsEnv::Unset, |v| CmdArgsEnv::Set(v.to_string())),
-        None => CmdArgsEnv::Hidden(format!(
+    let show = |property| systemd_unit::show_property(unit, property, Duration::from_secs(2));
+    let (Some(env), Some(files)) = (show("Environment"), show("EnvironmentFiles")) else {
+        return CmdArgsEnv::Hidden(format!(
             "setproctitle overwrote the environment and systemctl did not show {unit}'s"
-        )),
+        ));
+    };
+    let mut texts = vec![env];
+    for file in env_file_paths(&files) {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => texts.push(text),
+            // `-/path` (ignore_errors=yes) that does not exist sets nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return CmdArgsEnv::Hidden(format!("{unit}'s EnvironmentFile= {file}: {e}"));
+            }
+        }
+    }
+    cmd_args_in(&texts.join("\n"))
+}
+
+/// The paths of `systemctl show -p EnvironmentFiles --value`: `PATH (ignore_errors=no)` lines
+/// (a unit file's `-` prefix, should it show, dropped).
+pub fn env_file_paths(value: &str) -> Vec<String> {
+    value
+        .lines()
+        .filter_map(|l| l.split(" (ignore_errors=").next())
+        .map(|p| p.trim().trim_start_matches('-'))
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `GUNICORN_CMD_ARGS` in `Environment=` text or an environment file. Its value may be quoted
+/// and hold spaces; everything after the name counts, so a `--preload` in it is never missed
+/// (taking a later variable's words for it can only err toward "preloads").
+pub fn cmd_args_in(text: &str) -> CmdArgsEnv {
+    match text.split_once("GUNICORN_CMD_ARGS=") {
+        Some((_, rest)) => CmdArgsEnv::Set(rest.replace(['"', '\''], " ")),
+        None => CmdArgsEnv::Unset,
     }
 }
 

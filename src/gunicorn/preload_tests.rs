@@ -137,3 +137,30 @@ fn the_control_socket_settles_what_the_rest_left_unknown() {
         Preload::Unknown("cannot read --preload; control socket: none".into())
     );
 }
+
+#[test]
+fn gunicorn_cmd_args_of_a_unit_quoted_or_from_a_file() {
+    let quoted = cmd_args_in("PATH=/v/bin \"GUNICORN_CMD_ARGS=--workers 3 --preload\" LANG=C");
+    let f = facts(
+        Args::Unit {
+            unit: "shop.service".into(),
+            args: vec!["shop:app".into()],
+        },
+        quoted,
+        missing(true),
+    );
+    assert_eq!(
+        judge(&f),
+        Preload::Yes("--preload in GUNICORN_CMD_ARGS".into())
+    );
+    assert_eq!(cmd_args_in("PATH=/v/bin LANG=C"), CmdArgsEnv::Unset);
+    assert_eq!(
+        env_file_paths(
+            "/etc/default/shop (ignore_errors=no)\n-/etc/shop.env (ignore_errors=yes)\n"
+        ),
+        vec![
+            "/etc/default/shop".to_string(),
+            "/etc/shop.env".to_string()
+        ]
+    );
+}
