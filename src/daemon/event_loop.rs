@@ -198,9 +198,7 @@ fn start_reload(
     // else all of it (waiting included) runs off the loop.
     match coalesce::signal_inline(&target, &settings, found)? {
         Some(sent) => reloads.spawn_blocking(name, plan, move || sent.finish(&settings)),
-        None => reloads.spawn_blocking(name, plan, move || {
-            reload::reload_checked(&target, &settings)
-        }),
+        None => reloads.spawn_blocking(name, plan, move || reload::reload_once(&target, &settings)),
     };
     Ok(())
 }

@@ -158,9 +158,6 @@ fn gunicorn_cmd_args_of_a_unit_quoted_or_from_a_file() {
         env_file_paths(
             "/etc/default/shop (ignore_errors=no)\n-/etc/shop.env (ignore_errors=yes)\n"
         ),
-        vec![
-            "/etc/default/shop".to_string(),
-            "/etc/shop.env".to_string()
-        ]
+        vec!["/etc/default/shop".to_string(), "/etc/shop.env".to_string()]
     );
 }
