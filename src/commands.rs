@@ -104,7 +104,7 @@ fn app_name(args: &AppArgs) -> String {
 fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
     let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
-    let outcome = reload::reload_once(&target, &settings, None)?;
+    let outcome = reload::reload_checked(&target, &settings, None)?;
     report::reload_succeeded(&outcome);
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `--health-path` and `--health-timeout`: one GET on the new release before the signal, on
 //! top of the default preflight. A group of its own because `hupwatch run` takes the same pair
-//! (and the same pass rule, `reload::health_request`).
+//! (and the same pass rule, `reload::health_request`). `--health-url` and `--rollback` judge the
+//! release again once it serves, over real HTTP, with the same timeout and rule.
 
 use std::time::Duration;
 
@@ -20,6 +21,26 @@ pub struct HealthArgs {
     /// Fail a health request that has not answered within this time.
     #[arg(long, value_name = "DURATION", default_value = defaults::HEALTH_TIMEOUT, env = "HUPWATCH_HEALTH_TIMEOUT", value_parser = parse_duration)]
     pub health_timeout: Duration,
+
+    #[command(flatten)]
+    pub served: ServedArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "After the reload (prove the new release serves)")]
+pub struct ServedArgs {
+    /// Once the reload is verified (after an upgrade: once the old master is gone), GET this
+    /// http:// URL until it answers 2xx/3xx or --health-timeout runs out; otherwise the reload
+    /// fails (exit 1) with the status and the start of the body.
+    #[arg(long, value_name = "URL", env = "HUPWATCH_HEALTH_URL")]
+    pub health_url: Option<String>,
+
+    /// With --release-link and --health-url: when the new release fails its health check (or
+    /// its workers crash), point the link back at the release the workers ran before, reload,
+    /// and exit 1. A release that failed is remembered (in the runtime directory) and not
+    /// deployed again.
+    #[arg(long, env = "HUPWATCH_ROLLBACK")]
+    pub rollback: bool,
 }
 
 #[cfg(test)]

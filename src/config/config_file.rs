@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use toml::Spanned;
 
-use crate::cli::health_args::HealthArgs;
+use crate::cli::health_args::{HealthArgs, ServedArgs};
 use crate::cli::{
     DebounceArgs, FilterArgs, PathArgs, PreflightArgs, ReleaseArgs, ReloadArgs, Strategy,
     TargetArgs, defaults,
@@ -82,6 +82,8 @@ struct Section {
     health_path: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     health_timeout: Option<Duration>,
+    health_url: Option<String>,
+    rollback: Option<bool>,
     app: Option<Vec<Spanned<Section>>>,
 }
 
@@ -246,6 +248,10 @@ impl SourceFile<'_> {
                     health_path: pick!(health_path),
                     health_timeout: pick!(health_timeout)
                         .unwrap_or_else(|| defaults::duration(defaults::HEALTH_TIMEOUT)),
+                    served: ServedArgs {
+                        health_url: pick!(health_url),
+                        rollback: pick!(rollback).unwrap_or(false),
+                    },
                 },
             },
         };
@@ -303,6 +309,8 @@ fn key_of(e: &ConfigError) -> &'static str {
             "health_path"
         }
         ConfigError::ZeroHealthTimeout => "health_timeout",
+        ConfigError::BadHealthUrl(..) => "health_url",
+        ConfigError::RollbackWithout(_) => "rollback",
     }
 }
 

@@ -154,6 +154,16 @@ fn bad_values_name_the_line_and_key() {
             "two apps",
         ),
         ("watch = 3\n", "line 1", "watch"),
+        (
+            "[[app]]\nwatch = [\"shop\"]\nhealth_url = \"http://x/\"\nrollback = true\n",
+            "line 4",
+            "key `rollback`: --rollback needs --release-link",
+        ),
+        (
+            "[[app]]\nwatch = [\"shop\"]\nhealth_url = \"ftp://x/\"\n",
+            "line 3",
+            "\"ftp://x/\"",
+        ),
     ];
     for (text, line, needle) in cases {
         let err = error_in(&dir, text);

@@ -1,11 +1,14 @@
-//! The health request of the preflight (`--health-path`, `--health-timeout`), validated once:
-//! a path the app can be asked for, a timeout that can pass.
+//! The health requests, validated once: the preflight's (`--health-path`, `--health-timeout`):
+//! a path the app can be asked for, a timeout that can pass; and the one after the reload
+//! (`--health-url`, `--rollback`): a plain-HTTP URL to GET, and whether a failure swaps the
+//! release link back.
 
 use std::time::Duration;
 
 use crate::cli::PreflightArgs;
 use crate::cli::health_args::HealthArgs;
 use crate::config::ConfigError;
+use crate::config::health_url::HealthUrl;
 
 /// One GET for `path` on the new release, in-process, within `timeout`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,15 +52,89 @@ impl HealthCheck {
     }
 }
 
+/// `--health-url`, probed once the reload is verified, and `--rollback`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedCheck {
+    pub url: HealthUrl,
+    pub timeout: Duration,
+    /// Swap the release link back when the new release fails (needs `--release-link`).
+    pub rollback: bool,
+}
+
+impl ServedCheck {
+    /// `None` without `--health-url`; `--rollback` without it, or without a release link to
+    /// swap back, is refused rather than silently doing nothing.
+    pub fn from_args(args: &HealthArgs, release_link: bool) -> Result<Option<Self>, ConfigError> {
+        let served = &args.served;
+        let Some(text) = &served.health_url else {
+            return match served.rollback {
+                true => Err(ConfigError::RollbackWithout(
+                    "--health-url (what fails the release)",
+                )),
+                false => Ok(None),
+            };
+        };
+        if served.rollback && !release_link {
+            return Err(ConfigError::RollbackWithout(
+                "--release-link (the link it swaps back)",
+            ));
+        }
+        if args.health_timeout.is_zero() {
+            return Err(ConfigError::ZeroHealthTimeout);
+        }
+        let url =
+            HealthUrl::parse(text).map_err(|why| ConfigError::BadHealthUrl(text.clone(), why))?;
+        Ok(Some(Self {
+            url,
+            timeout: args.health_timeout,
+            rollback: served.rollback,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::health_args::ServedArgs;
 
     fn args(path: Option<&str>, timeout: u64) -> HealthArgs {
         HealthArgs {
             health_path: path.map(str::to_string),
             health_timeout: Duration::from_secs(timeout),
+            served: ServedArgs {
+                health_url: None,
+                rollback: false,
+            },
         }
+    }
+
+    fn served(url: Option<&str>, rollback: bool) -> HealthArgs {
+        HealthArgs {
+            served: ServedArgs {
+                health_url: url.map(str::to_string),
+                rollback,
+            },
+            ..args(None, 10)
+        }
+    }
+
+    #[test]
+    fn rollback_needs_a_url_and_a_link_and_a_bad_url_is_named() {
+        assert_eq!(
+            ServedCheck::from_args(&served(None, false), false).unwrap(),
+            None
+        );
+        let url = "http://127.0.0.1:8000/health";
+        let ok = ServedCheck::from_args(&served(Some(url), true), true)
+            .unwrap()
+            .unwrap();
+        assert!(ok.rollback);
+        for (args, link) in [(served(None, true), true), (served(Some(url), true), false)] {
+            let err = ServedCheck::from_args(&args, link).unwrap_err();
+            assert!(matches!(err, ConfigError::RollbackWithout(_)), "{err}");
+        }
+        let err = ServedCheck::from_args(&served(Some("https://x/"), false), false).unwrap_err();
+        assert!(err.to_string().contains("\"https://x/\""), "{err}");
     }
 
     #[test]

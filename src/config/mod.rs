@@ -6,6 +6,7 @@
 pub mod config_file;
 pub mod filter;
 pub mod health;
+pub mod health_url;
 pub mod release_link;
 pub mod reload_plan;
 
@@ -21,7 +22,7 @@ use crate::cli::{
     TargetArgs,
 };
 use crate::config::filter::{GlobError, PathFilter};
-use crate::config::health::HealthCheck;
+use crate::config::health::{HealthCheck, ServedCheck};
 use crate::config::release_link::ReleaseLink;
 use crate::config::reload_plan::ReloadPlan;
 
@@ -66,6 +67,10 @@ pub enum ConfigError {
     ZeroHealthTimeout,
     #[error("--health-path runs inside the default preflight; it cannot be combined with {0}")]
     HealthWithoutDefaultPreflight(&'static str),
+    #[error("--health-url {0:?}: {1}")]
+    BadHealthUrl(String, &'static str),
+    #[error("--rollback needs {0}")]
+    RollbackWithout(&'static str),
 }
 
 /// Which master a command acts on: how it is named, and optionally whose it must be.
@@ -150,6 +155,8 @@ pub struct ReloadSettings {
     /// The reload locks' directory; `None` (a non-root user without `$XDG_RUNTIME_DIR`):
     /// reloads run unlocked.
     pub runtime_dir: Option<PathBuf>,
+    /// `--health-url` (and `--rollback`): what proves the release serves after the reload.
+    pub served: Option<ServedCheck>,
 }
 
 /// What proves, before any signal, that the new code loads.
@@ -207,9 +214,15 @@ impl ReloadSettings {
         if args.strategy == Strategy::Upgrade && signal != Signal::SIGHUP {
             return Err(ConfigError::SignalWithUpgrade(args.signal.clone()));
         }
+        let served = ServedCheck::from_args(&preflight.health, release.release_link.is_some())?;
         let preflight = PreflightSettings::from_args(preflight)?;
+        let plan = ReloadPlan::new(args.strategy, signal, args.dry_run, preflight.is_some());
         Ok(Self {
-            plan: ReloadPlan::new(args.strategy, signal, args.dry_run, preflight.is_some()),
+            plan: match served {
+                Some(_) => plan.probed_after(),
+                None => plan,
+            },
+            served,
             verify_timeout: args.verify_timeout,
             preflight,
             release_link: release_link(release)?,

@@ -55,6 +55,16 @@ impl ReloadPlan {
         }
     }
 
+    /// A reload followed by a health probe (`--health-url`): the probe, and a rollback, take
+    /// seconds, and must know the release served before the signal, so nothing of it runs on
+    /// the watch loop.
+    pub fn probed_after(self) -> Self {
+        Self {
+            inline: false,
+            ..self
+        }
+    }
+
     /// An upgrade may follow (the strategy is `upgrade`, or `auto` may choose it): such a
     /// reload is finished before hupwatch stops, so that two masters are never left serving.
     pub fn may_upgrade(self) -> bool {

@@ -202,7 +202,7 @@ fn start_reload(
     let plan = settings.plan;
     if !plan.inline {
         reloads.spawn_blocking(name, plan, move |handoff| {
-            reload::reload_once(&target, &settings, Some(handoff))
+            reload::reload_checked(&target, &settings, Some(handoff))
         });
         return Ok(());
     }

@@ -153,19 +153,6 @@ pub fn worker_start_dir(master: &MasterProcess) -> Option<PathBuf> {
     pwd.filter(|p| p.is_dir()).or_else(|| master.cwd.clone())
 }
 
-/// Does the master preload the app (`--preload`, or `preload_app = True` in its config file)?
-/// Then HUP forks new workers from the already imported app: no new code is loaded.
-pub fn preloads_app(master: &MasterProcess) -> bool {
-    if master.cmdline.iter().any(|a| a == "--preload") {
-        return true;
-    }
-    let Some(cwd) = master.cwd.as_deref() else {
-        return false;
-    };
-    let path = config_file(master.parsed.config.as_deref(), cwd);
-    std::fs::read_to_string(path).is_ok_and(|text| sets_preload(&text))
-}
-
 /// The Gunicorn config file a master reads: `given` (`-c`/`--config`, relative to its cwd),
 /// else `gunicorn.conf.py` in its cwd (Gunicorn's default since 20.x). Gunicorn reads only
 /// one of the two. The path is returned whether or not the file exists.

@@ -6,10 +6,12 @@
 
 pub mod app_spec;
 pub mod cmdline;
+pub mod control_socket;
 pub mod discover;
 pub mod heartbeat;
 pub mod master_choice;
 pub mod master_env;
+pub mod preload;
 pub mod process_tree;
 pub mod procfs;
 pub mod systemd_unit;

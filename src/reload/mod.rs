@@ -7,12 +7,15 @@
 pub mod coalesce;
 pub mod framework_check;
 pub mod handoff;
+pub mod health_probe;
 pub mod health_request;
 pub mod lock;
 pub mod pidfd_signal;
 pub mod preflight;
 mod prepare;
 pub mod release_check;
+pub mod rollback;
+pub mod serve_check;
 pub mod strategy_choice;
 pub mod systemd_handover;
 pub mod unit_reload;
@@ -38,6 +41,8 @@ use pidfd_signal::SignalError;
 use preflight::PreflightError;
 pub use prepare::{Prepared, prepare, prepare_handling};
 use release_check::check_release;
+use serve_check::ServedError;
+pub use serve_check::reload_checked;
 use strategy_choice::Route;
 use unit_reload::UnitReloadError;
 use upgrade::UpgradeError;
@@ -57,13 +62,22 @@ pub enum ReloadError {
     #[error("{0}; not acting on it")]
     Release(#[from] ReleaseError),
     #[error(
-        "master {pid} ({name}) preloads the app (preload_app): HUP would restart the workers with the old code; use --strategy upgrade"
+        "master {pid} ({name}) preloads the app ({read_in}): HUP would restart the workers with the old code; use --strategy upgrade"
     )]
-    PreloadNeedsUpgrade { pid: u32, name: String },
+    PreloadNeedsUpgrade {
+        pid: u32,
+        name: String,
+        read_in: String,
+    },
     #[error(
-        "master {pid} ({name}) preloads the app (preload_app): HUP would restart the workers with the old code, and an upgrade cannot work here: {why}"
+        "master {pid} ({name}) preloads the app ({read_in}): HUP would restart the workers with the old code, and an upgrade cannot work here: {why}"
     )]
-    PreloadCannotUpgrade { pid: u32, name: String, why: String },
+    PreloadCannotUpgrade {
+        pid: u32,
+        name: String,
+        read_in: String,
+        why: String,
+    },
     #[error("reload of master {pid} through systemd failed: {source}")]
     UnitReload {
         pid: u32,
@@ -86,6 +100,8 @@ pub enum ReloadError {
     },
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Served(#[from] ServedError),
     #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
     Coalesced { pid: u32, by: u32, message: String },
     #[error(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::pidfd_signal::{self, SignalError};
 use super::release_check::preflight_until_stable;
@@ -14,7 +14,7 @@ use super::{ReloadError, lock};
 use crate::config::reload_plan::Method;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, MasterProcess};
-use crate::gunicorn::master_env;
+use crate::gunicorn::preload;
 
 /// A master found, checked and preflighted: everything before the signal.
 #[derive(Debug)]
@@ -98,9 +98,10 @@ pub fn prepare_master(
         debug!(master = master.pid, ?around, "master surroundings");
         strategy_choice::room(&around)
     });
-    let preloads = master_env::preloads_app(&master);
+    let preload = preload::preload_app(&master);
+    debug!(master = master.pid, %preload, "preload_app");
     let decide = |load| {
-        strategy_choice::choose(plan.method, room.as_ref(), preloads, load)
+        strategy_choice::choose(plan.method, room.as_ref(), &preload, load)
             .map_err(|refusal| refused(&master, refusal))
     };
     // Refused before the preflight; a unit's own ExecReload= preflights, locks and verifies.
@@ -121,7 +122,13 @@ pub fn prepare_master(
     }
     let (release, passed) = preflight_until_stable(settings, &master)?;
     let choice = decide(passed.and_then(|p| p.load))?;
-    if let Some(why) = &choice.why {
+    if let (true, Some(why)) = (choice.unproven, &choice.why) {
+        warn!(
+            master = master.pid,
+            strategy = choice.route.action(),
+            "{why}"
+        );
+    } else if let Some(why) = &choice.why {
         info!(
             master = master.pid,
             strategy = choice.route.action(),
@@ -157,7 +164,16 @@ fn prepared(
 fn refused(master: &MasterProcess, refusal: Refusal) -> ReloadError {
     let (pid, name) = (master.pid, master.name.clone());
     match refusal {
-        Refusal::PreloadNeedsUpgrade => ReloadError::PreloadNeedsUpgrade { pid, name },
-        Refusal::PreloadCannotUpgrade(why) => ReloadError::PreloadCannotUpgrade { pid, name, why },
+        Refusal::PreloadNeedsUpgrade { source } => ReloadError::PreloadNeedsUpgrade {
+            pid,
+            name,
+            read_in: source,
+        },
+        Refusal::PreloadCannotUpgrade { source, why } => ReloadError::PreloadCannotUpgrade {
+            pid,
+            name,
+            read_in: source,
+            why,
+        },
     }
 }

@@ -18,6 +18,7 @@ use nix::sys::signal::Signal;
 
 use crate::config::reload_plan::Method;
 use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::preload::Preload;
 use crate::gunicorn::procfs;
 use crate::gunicorn::systemd_unit::show_property;
 use crate::reload::systemd_handover::{self, Handover};
@@ -112,6 +113,22 @@ impl Room {
     }
 }
 
+/// For `status`: what `auto` would do with a master, the load time aside — the same rules as
+/// [`choose`], in words.
+pub fn describe_auto(room: &Room, preload: &Preload) -> String {
+    match (room, preload) {
+        (Room::Either, Preload::Yes(_)) => "upgrade (it preloads the app)".into(),
+        (Room::Either, Preload::Unknown(_)) => "upgrade (preload_app unknown)".into(),
+        (Room::HupOnly(why), Preload::Yes(_)) => {
+            format!("nothing: it preloads the app and an upgrade cannot work here: {why}")
+        }
+        (Room::HupOnly(why), Preload::Unknown(_)) => {
+            format!("HUP only, unproven (preload_app unknown): {why}")
+        }
+        _ => room.describe(),
+    }
+}
+
 pub fn room(s: &Surroundings) -> Room {
     match &s.handover {
         Handover::Refuse { unit, .. } if s.unit_reloads_with_hupwatch => {
@@ -190,46 +207,92 @@ impl Route {
 pub struct Choice {
     pub route: Route,
     pub why: Option<String>,
+    /// A HUP to a master that may preload the app: verification cannot prove that the new
+    /// workers loaded new code, so the reload is reported with a warning (`why` says it).
+    pub unproven: bool,
 }
 
 /// A master no strategy can reload with new code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// `--strategy hup` on a preloading master.
-    PreloadNeedsUpgrade,
+    /// `--strategy hup` on a preloading master (where that was read).
+    PreloadNeedsUpgrade { source: String },
     /// `auto` on a preloading master that cannot be upgraded, for this reason.
-    PreloadCannotUpgrade(String),
+    PreloadCannotUpgrade { source: String, why: String },
 }
 
 /// The decision. `room` is `None` for a fixed signal (nothing around the master matters);
-/// `load` is the app's load time if the preflight measured it.
+/// `load` is the app's load time if the preflight measured it. A master that *may* preload
+/// ([`Preload::Unknown`]) is upgraded where `auto` may choose; a HUP it gets anyway (asked
+/// for, or the only way) goes out `unproven`: refusing it would refuse every setproctitle
+/// master without a config file.
 pub fn choose(
     method: Method,
     room: Option<&Room>,
-    preloads: bool,
+    preload: &Preload,
     load: Option<Duration>,
 ) -> Result<Choice, Refusal> {
     let through_unit = match room {
         Some(Room::ThroughUnit { unit }) => Some(unit.clone()),
         _ => None,
     };
-    let fixed = |route| Ok(Choice { route, why: None });
-    match method {
-        Method::Signal(Signal::SIGHUP) if preloads => Err(Refusal::PreloadNeedsUpgrade),
-        Method::Signal(signal) => fixed(Route::Signal(signal)),
-        Method::Upgrade => match through_unit {
+    let fixed = |route| {
+        Ok(Choice {
+            route,
+            why: None,
+            unproven: false,
+        })
+    };
+    match (method, preload) {
+        (Method::Signal(Signal::SIGHUP), Preload::Yes(source)) => {
+            Err(Refusal::PreloadNeedsUpgrade {
+                source: source.clone(),
+            })
+        }
+        (Method::Signal(Signal::SIGHUP), Preload::Unknown(unknown)) => {
+            Ok(unproven_hup(format!("HUP as asked: {}", unproven(unknown))))
+        }
+        (Method::Signal(signal), _) => fixed(Route::Signal(signal)),
+        (Method::Upgrade, _) => match through_unit {
             Some(unit) => Ok(through(unit)),
             None => fixed(Route::Upgrade),
         },
-        Method::Auto => match room.unwrap_or(&Room::Either) {
+        (Method::Auto, _) => match room.unwrap_or(&Room::Either) {
             Room::ThroughUnit { unit } => Ok(through(unit.clone())),
-            Room::HupOnly(why) if preloads => Err(Refusal::PreloadCannotUpgrade(why.clone())),
-            Room::HupOnly(why) => Ok(Choice {
-                route: Route::Signal(Signal::SIGHUP),
-                why: Some(format!("auto chose HUP: {why}")),
-            }),
-            Room::Either => Ok(by_load_time(preloads, load)),
+            Room::HupOnly(why) => match preload {
+                Preload::Yes(source) => Err(Refusal::PreloadCannotUpgrade {
+                    source: source.clone(),
+                    why: why.clone(),
+                }),
+                Preload::Unknown(unknown) => Ok(unproven_hup(format!(
+                    "auto chose HUP: {why}; {}",
+                    unproven(unknown)
+                ))),
+                Preload::No => Ok(Choice {
+                    route: Route::Signal(Signal::SIGHUP),
+                    why: Some(format!("auto chose HUP: {why}")),
+                    unproven: false,
+                }),
+            },
+            Room::Either => Ok(by_load_time(preload, load)),
         },
+    }
+}
+
+/// The warning a HUP to a master that may preload carries, with the ways to certainty.
+fn unproven(unknown: &str) -> String {
+    format!(
+        "preload_app unknown ({unknown}): this HUP cannot prove that the new workers loaded the new code \
+         (with preload_app they fork from the old one); use --strategy upgrade, or write \
+         preload_app = False in the master's config file (gunicorn.conf.py in its working directory)"
+    )
+}
+
+fn unproven_hup(why: String) -> Choice {
+    Choice {
+        route: Route::Signal(Signal::SIGHUP),
+        why: Some(why),
+        unproven: true,
     }
 }
 
@@ -239,16 +302,34 @@ fn through(unit: String) -> Choice {
             "through systemctl reload {unit}: the master is its main process and its ExecReload= runs hupwatch"
         )),
         route: Route::UnitReload { unit },
+        unproven: false,
     }
 }
 
-fn by_load_time(preloads: bool, load: Option<Duration>) -> Choice {
+fn by_load_time(preload: &Preload, load: Option<Duration>) -> Choice {
+    let (route, why) = match (preload, load) {
+        (Preload::Yes(source), _) => (
+            Route::Upgrade,
+            format!(
+                "upgrade: the master preloads the app ({source}), so a HUP would load no new code"
+            ),
+        ),
+        (Preload::Unknown(unknown), _) => (
+            Route::Upgrade,
+            format!("upgrade: preload_app unknown: {unknown}; a HUP might load no new code"),
+        ),
+        (Preload::No, load) => return by_measured_load(load),
+    };
+    Choice {
+        route,
+        why: Some(format!("auto chose {why}")),
+        unproven: false,
+    }
+}
+
+fn by_measured_load(load: Option<Duration>) -> Choice {
     let budget = STALL_BUDGET.as_millis();
     let (route, why) = match load {
-        _ if preloads => (
-            Route::Upgrade,
-            "upgrade: the master preloads the app, so a HUP would load no new code".to_string(),
-        ),
         Some(t) if t <= STALL_BUDGET => (
             Route::Signal(Signal::SIGHUP),
             format!(
@@ -271,6 +352,7 @@ fn by_load_time(preloads: bool, load: Option<Duration>) -> Choice {
     Choice {
         route,
         why: Some(format!("auto chose {why}")),
+        unproven: false,
     }
 }
 

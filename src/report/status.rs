@@ -11,6 +11,7 @@ use crate::config::release_link;
 use crate::gunicorn::app_spec;
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
+use crate::gunicorn::preload::{self, Preload};
 use crate::gunicorn::procfs;
 use crate::reload::strategy_choice::{self, Surroundings};
 
@@ -34,7 +35,10 @@ struct MasterJson<'a> {
     title: Option<&'a str>,
     /// The release directory the master runs (its cwd, resolved).
     release: Option<String>,
-    preload_app: bool,
+    /// `yes`, `no`, or `unknown` (setproctitle hid the command line and nothing else tells).
+    preload_app: &'static str,
+    /// Where `yes` was read, or why it is `unknown`.
+    preload_app_detail: Option<String>,
     /// What `--strategy auto` would do with it (the app's load time aside), and why.
     auto: String,
     workers: Vec<u32>,
@@ -105,14 +109,18 @@ pub fn print_status(
             Ok(found) => format!("app {} ({})", found.spec, found.source),
             Err(_) => "app ? (unknown: reloads need --app)".to_string(),
         };
-        let preload = if master_env::preloads_app(m) {
-            "  preload_app (HUP loads no new code: use --strategy upgrade)"
-        } else {
-            ""
+        let preload_app = preload::preload_app(m);
+        let auto = auto_for(m, &preload_app);
+        let preload = match preload_app {
+            Preload::No => "no".to_string(),
+            p @ Preload::Yes(_) => format!("{p}: HUP loads no new code"),
+            p @ Preload::Unknown(_) => {
+                format!("{p}: a HUP cannot be proven to load new code")
+            }
         };
         writeln!(
             out,
-            "master {}  {}  {app}  user {}  cwd {}  release {}  pidfile {}{preload}",
+            "master {}  {}  {app}  user {}  cwd {}  release {}  pidfile {}",
             m.pid,
             m.name,
             m.user,
@@ -120,7 +128,8 @@ pub fn print_status(
             show(release.as_deref()),
             show(master_env::pidfile(m).as_deref())
         )?;
-        writeln!(out, "  auto reloads by: {}", auto_for(m))?;
+        writeln!(out, "  preload_app: {preload}")?;
+        writeln!(out, "  auto reloads by: {auto}")?;
         for w in &m.workers {
             let age = procfs::age(w.start_ticks).map_or_else(|| "?".into(), human_age);
             let (release, stale) = worker_release(w.pid, link_target);
@@ -144,6 +153,8 @@ pub fn print_status(
 fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJson<'a> {
     let app = app_spec::resolve(m, None).ok();
     let titled = m.parsed.title_name.is_some();
+    let preload = preload::preload_app(m);
+    let auto = auto_for(m, &preload);
     MasterJson {
         pid: m.pid,
         user: &m.user,
@@ -160,8 +171,13 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
             .cwd
             .as_deref()
             .map(|c| release_link::release_of(c).display().to_string()),
-        preload_app: master_env::preloads_app(m),
-        auto: auto_for(m),
+        preload_app: preload.word(),
+        preload_app_detail: match preload {
+            Preload::Yes(source) => Some(source),
+            Preload::Unknown(why) => Some(why),
+            Preload::No => None,
+        },
+        auto,
         workers: m.worker_pids(),
         worker_details: m
             .workers
@@ -188,6 +204,6 @@ fn human_age(d: Duration) -> String {
     }
 }
 
-fn auto_for(m: &MasterProcess) -> String {
-    strategy_choice::room(&Surroundings::of(m)).describe()
+fn auto_for(m: &MasterProcess, preload: &Preload) -> String {
+    strategy_choice::describe_auto(&strategy_choice::room(&Surroundings::of(m)), preload)
 }

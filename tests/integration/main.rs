@@ -13,6 +13,8 @@ mod hostile;
 mod limits;
 mod multi_app;
 mod releases;
+mod rollback;
+mod serve_proof;
 mod service;
 mod settle;
 mod soak;

@@ -43,6 +43,8 @@ pub struct GunicornBuilder<'a> {
     app: Option<String>,
     env: Vec<(OsString, OsString)>,
     user: Option<(u32, u32)>,
+    /// `None`: `--no-control-socket` (the default path is shared by every master of a user).
+    control_socket: Option<PathBuf>,
 }
 
 impl GunicornBuilder<'_> {
@@ -98,6 +100,12 @@ impl GunicornBuilder<'_> {
     /// No APP argument on the command line: the config file's `wsgi_app` names the app.
     pub fn without_app_argument(mut self) -> Self {
         self.app = None;
+        self
+    }
+
+    /// Gunicorn's control socket at `path` instead of `--no-control-socket`.
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control_socket = Some(path.into());
         self
     }
 
@@ -158,7 +166,11 @@ impl GunicornBuilder<'_> {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--workers")
             .arg(self.workers.to_string())
-            .args(["--graceful-timeout", "5", "--no-control-socket"]);
+            .args(["--graceful-timeout", "5"]);
+        match &self.control_socket {
+            Some(path) => cmd.arg("--control-socket").arg(path),
+            None => cmd.arg("--no-control-socket"),
+        };
         if let Some(name) = &self.name {
             cmd.arg("--name").arg(name);
         }
@@ -235,6 +247,7 @@ impl Gunicorn {
             app: Some("app:app".to_string()),
             env: Vec::new(),
             user: None,
+            control_socket: None,
         }
     }
 

@@ -1,0 +1,155 @@
+//! Gunicorn's control socket (≥ 25.1, on by default): the one place a titled master still
+//! tells its effective `preload_app` after setproctitle erased its command line and
+//! environment. `show config` answers with the running configuration (measured on 27.0.1:
+//! `{"status": "ok", "data": {"preload_app": true, …}}`).
+//!
+//! Finding the master's own socket takes care. The default path is the same for every master
+//! of a user and the last one started takes it over, so a path can lead to another master.
+//! So the socket is found from the master's side: a listening Unix stream socket with a path
+//! among its file descriptors and not among its workers' (those share only the bound
+//! listeners, a `unix:` bind included, which must never receive this protocol); and after
+//! connecting, the peer's credentials (`SO_PEERCRED`: the process that listened) must be the
+//! master. The protocol: a 4-byte big-endian length, then JSON, both ways.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::gunicorn::discover::MasterProcess;
+
+/// The largest answer read: `show config` is well under 4 KiB.
+const MAX_ANSWER: u32 = 1 << 20;
+
+/// The master's `preload_app` as its control socket reports it, with the socket's path; or
+/// why it could not be asked (one phrase for the log).
+pub fn preload_app(master: &MasterProcess, timeout: Duration) -> Result<(bool, PathBuf), String> {
+    let own = socket_inodes(master.pid);
+    let shared: HashSet<u64> = master
+        .workers
+        .iter()
+        .flat_map(|w| socket_inodes(w.pid))
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/unix")
+        .map_err(|e| format!("cannot read /proc/net/unix: {e}"))?;
+    let candidates: Vec<PathBuf> = listening_paths(&table)
+        .into_iter()
+        .filter(|(inode, _)| own.contains(inode) && !shared.contains(inode))
+        .map(|(_, path)| path)
+        .collect();
+    if candidates.is_empty() {
+        return Err("none (disabled, or its socket is unreadable)".into());
+    }
+    let mut last = String::new();
+    for path in candidates {
+        match ask(&path, master.pid, timeout) {
+            Ok(preload) => return Ok((preload, path)),
+            Err(e) => last = format!("{}: {e}", path.display()),
+        }
+    }
+    Err(last)
+}
+
+/// `show config` on one socket, answered by `pid` itself.
+fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, String> {
+    let mut stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
+    let peer = rustix::net::sockopt::socket_peercred(&stream).map_err(|e| e.to_string())?;
+    if peer.pid.as_raw_nonzero().get() as u32 != pid {
+        return Err(format!(
+            "answered by PID {}, not the master",
+            peer.pid.as_raw_nonzero()
+        ));
+    }
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let request = br#"{"id": 1, "command": "show", "args": ["config"]}"#;
+    let mut framed = (request.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(request);
+    stream.write_all(&framed).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let len = u32::from_be_bytes(len);
+    if len > MAX_ANSWER {
+        return Err(format!("an answer of {len} bytes is not Gunicorn's"));
+    }
+    let mut body = vec![0u8; len as usize];
+    stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+    parse_preload(&body)
+}
+
+/// `preload_app` from a `show config` answer.
+pub fn parse_preload(body: &[u8]) -> Result<bool, String> {
+    let answer: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    if answer["status"] != "ok" {
+        return Err(format!("answered {}", answer["status"]));
+    }
+    answer["data"]["preload_app"]
+        .as_bool()
+        .ok_or_else(|| "no preload_app in its config".into())
+}
+
+/// The inodes of the sockets `pid` holds (`/proc/PID/fd/N -> socket:[INODE]`).
+fn socket_inodes(pid: u32) -> HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// Listening Unix stream sockets with a file-system path, from /proc/net/unix:
+/// `Num RefCount Protocol Flags Type St Inode Path`, flags `00010000` = accepting.
+pub fn listening_paths(table: &str) -> Vec<(u64, PathBuf)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (flags, kind, inode, path) = (f.get(3)?, f.get(4)?, f.get(6)?, f.get(7)?);
+            let listening = u32::from_str_radix(flags, 16).ok()? & 0x0001_0000 != 0;
+            (listening && *kind == "0001" && path.starts_with('/'))
+                .then(|| Some((inode.parse().ok()?, PathBuf::from(path))))?
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listening_stream_sockets_with_a_path() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            000000008b6beb5f: 00000002 00000000 00010000 0001 01 464719 /tmp/g.ctl\n\
+            000000008c45b5ff: 00000003 00000000 00000000 0001 03 464717\n\
+            000000001c7c9f46: 00000003 00000000 00000000 0001 03 464718 /tmp/g.ctl\n\
+            0000000011111111: 00000002 00000000 00010000 0001 01 5 @abstract\n\
+            0000000022222222: 00000002 00000000 00010000 0002 01 6 /run/dgram\n";
+        assert_eq!(
+            listening_paths(table),
+            vec![(464719, PathBuf::from("/tmp/g.ctl"))]
+        );
+    }
+
+    #[test]
+    fn the_answer_of_show_config() {
+        let on = br#"{"id": 1, "status": "ok", "data": {"workers": 1, "preload_app": true}}"#;
+        assert_eq!(parse_preload(on), Ok(true));
+        let off = br#"{"id": 1, "status": "ok", "data": {"preload_app": false}}"#;
+        assert_eq!(parse_preload(off), Ok(false));
+        assert!(parse_preload(br#"{"status": "error"}"#).is_err());
+        assert!(parse_preload(b"HTTP/1.1 400").is_err());
+    }
+}
