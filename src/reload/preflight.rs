@@ -134,7 +134,7 @@ pub fn plan(
                 .as_ref()
                 .map_or(String::new(), |h| format!(", GET {}", h.path));
             let describe = format!(
-                "{} {shown} (app from {source}), in-process with Django's system checks for a Django project{get}",
+                "{} {shown} (app from {source}), then Django's system checks if it is a Django project{get}",
                 python.display()
             );
             framework = Some(FrameworkChecks {

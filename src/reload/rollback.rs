@@ -79,7 +79,24 @@ impl FailedReleases {
     }
 
     /// Add `release` and write the file (atomically: a new file renamed over the old one).
+    /// Two deploys may fail at once: under an flock, the file is read again and `release`
+    /// added to what it holds now, so neither loses the other's entry.
     pub fn remember(&mut self, dir: &Path, release: &Path) -> std::io::Result<()> {
+        let mode = if nix::unistd::geteuid().is_root() {
+            0o755
+        } else {
+            0o700
+        };
+        DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+        let guard = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(dir.join(format!(".{FILE}.lock")))?;
+        guard.lock()?;
+        *self = Self::load(dir);
         let inode = inode_of(release).unwrap_or(0);
         self.entries.retain(|f| f.release != release);
         self.entries.push(Failed {
@@ -89,12 +106,6 @@ impl FailedReleases {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         });
-        let mode = if nix::unistd::geteuid().is_root() {
-            0o755
-        } else {
-            0o700
-        };
-        DirBuilder::new().recursive(true).mode(mode).create(dir)?;
         let tmp = dir.join(format!(".{FILE}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let mut file = OpenOptions::new()
@@ -106,6 +117,7 @@ impl FailedReleases {
         file.write_all(self.render().as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, dir.join(FILE))
+        // `guard` is closed here, releasing the flock after the rename.
     }
 }
 
@@ -166,6 +178,24 @@ fn link_dir(link: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::scratch_dir::ScratchDir;
+
+    #[test]
+    fn two_deploys_failing_at_once_both_stay_remembered() {
+        let scratch = ScratchDir::new("rollback-two");
+        let runtime = scratch.0.join("run");
+        let (a, b) = (scratch.0.join("releases/a"), scratch.0.join("releases/b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        // Both loaded before either wrote: each would overwrite the other's entry.
+        let (mut first, mut second) = (
+            FailedReleases::load(&runtime),
+            FailedReleases::load(&runtime),
+        );
+        first.remember(&runtime, &a).unwrap();
+        second.remember(&runtime, &b).unwrap();
+        let now = FailedReleases::load(&runtime);
+        assert!(now.find(&a).is_some() && now.find(&b).is_some(), "{now:?}");
+    }
 
     #[test]
     fn the_memory_survives_a_write_and_knows_a_rebuilt_release_as_new() {
