@@ -13,6 +13,7 @@ mod hostile;
 mod limits;
 mod multi_app;
 mod releases;
+mod run;
 mod service;
 mod settle;
 mod soak;

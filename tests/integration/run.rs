@@ -1,0 +1,245 @@
+//! `hupwatch run -- gunicorn …`: hupwatch holds the listening socket and switches Gunicorn
+//! generations only once the new one has booted. Real hupwatch, real Gunicorn 27.0.1, real HTTP
+//! on a free port of 127.0.0.1.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::support::http::get;
+use crate::support::venv::bin;
+use crate::support::{
+    AppDir, CEILING, Daemon, Load, Venv, app_source, host_exclusive, host_shared, hupwatch,
+    poll_until, proc,
+};
+
+/// Generous on purpose: the point is that a 1.5 s import is no longer waited out.
+const NO_STALL: Duration = Duration::from_millis(500);
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+fn slow_app(version: &str) -> String {
+    format!("import time\ntime.sleep(1.5)\n{}", app_source(version))
+}
+
+/// `hupwatch run --watch DIR -- gunicorn -w 2 -b 127.0.0.1:PORT --graceful-timeout 5 app:app`
+/// in `dir`, once its first generation serves.
+fn run_app(dir: &AppDir, port: u16) -> Daemon {
+    let daemon = hupwatch()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("--watch")
+        .arg(dir.path())
+        .args(["--debounce", "100ms", "--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-w", "2", "-b", &format!("127.0.0.1:{port}")])
+        .args(["--graceful-timeout", "5", "app:app"])
+        .spawn();
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    daemon
+}
+
+/// The body served on `port` once it contains `needle`.
+fn wait_for_body(port: u16, needle: &str) -> String {
+    poll_until(CEILING, &format!("a body containing {needle:?}"), || {
+        get(port, Duration::from_secs(5))
+            .ok()
+            .filter(|b| b.contains(needle))
+    })
+}
+
+/// The master PID in a `generation N starting (master PID)` line.
+fn master_of(daemon: &Daemon, generation: u32) -> u32 {
+    let line = daemon.wait_for_line(&format!("generation {generation} starting"), CEILING);
+    let after = line.split("(master ").nth(1).expect("master in line");
+    after[..after.find(')').expect(")")].parse().expect("pid")
+}
+
+/// The milliseconds in `… booted in 1234ms` of a serving line.
+fn booted_ms(line: &str) -> u64 {
+    let after = line.split("booted in ").nth(1).expect("booted in");
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().expect("ms")
+}
+
+#[test]
+fn an_edit_under_load_is_served_without_a_failed_or_slow_request() {
+    let _host = host_exclusive();
+    let dir = AppDir::new();
+    dir.write("app.py", &slow_app("v1"));
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    let load = Load::start(port);
+    wait_for_body(port, "v1");
+
+    dir.replace("app.py", &slow_app("v2"));
+    let line = daemon.wait_for_line("generation 2 serving", CEILING);
+    wait_for_body(port, "v2");
+    daemon.wait_for_line("generation 1 (master", CEILING);
+    let report = load.stop();
+    report.assert_no_failures();
+    eprintln!(
+        "[measure] switch: generation 2 up {}ms after its start; {} requests, worst {:?} at +{:.3}s",
+        booted_ms(&line),
+        report.ok,
+        report.worst,
+        report.worst_at
+    );
+    assert!(
+        booted_ms(&line) >= 1500,
+        "the new generation cannot be up before its import ends: {line}"
+    );
+    assert!(
+        report.worst < NO_STALL,
+        "worst request {:?} at +{:.3}s: the import was waited out\n{}",
+        report.worst,
+        report.worst_at,
+        daemon.output()
+    );
+    daemon.stop().assert_success();
+}
+
+#[test]
+fn a_release_that_fails_to_import_leaves_the_old_generation_serving() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    let load = Load::start(port);
+    wait_for_body(port, "v1");
+
+    dir.replace("app.py", "raise RuntimeError('this release is broken')\n");
+    let failed = daemon.wait_for_line("reload failed: generation 2", CEILING);
+    assert!(
+        daemon.output().contains("generation 1 (master")
+            && daemon.output().contains("keeps serving"),
+        "{failed}\n{}",
+        daemon.output()
+    );
+    assert!(
+        daemon.output().contains("Worker failed to boot"),
+        "the failure shows Gunicorn's last lines:\n{}",
+        daemon.output()
+    );
+    let body = get(port, Duration::from_secs(5)).expect("still served");
+    assert!(body.starts_with("v1 "), "{body}");
+
+    // The next good release goes out.
+    dir.replace_app("v3");
+    daemon.wait_for_line("generation 3 serving", CEILING);
+    wait_for_body(port, "v3");
+    load.stop().assert_no_failures();
+    daemon.stop().assert_success();
+}
+
+#[test]
+fn a_killed_master_is_replaced_on_the_held_socket() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    let master = master_of(&daemon, 1);
+    let load = Load::start(port);
+    wait_for_body(port, "v1");
+
+    kill(Pid::from_raw(master as i32), Signal::SIGKILL).expect("SIGKILL the master");
+    daemon.wait_for_line("was killed by SIGKILL", CEILING);
+    daemon.wait_for_line("generation 2 serving", CEILING);
+    let second = master_of(&daemon, 2);
+    assert_ne!(second, master);
+    let body = wait_for_body(port, "v1");
+    assert!(
+        proc::children(second)
+            .iter()
+            .any(|w| body.contains(&format!("pid={w}"))),
+        "served by a worker of the new master {second}: {body}"
+    );
+    load.stop().assert_no_failures();
+    daemon.stop().assert_success();
+}
+
+#[test]
+fn sigterm_stops_every_generation_and_leaves_no_gunicorn_behind() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    let master = master_of(&daemon, 1);
+    let mut pids = proc::children(master);
+    assert_eq!(pids.len(), 2, "two workers: {pids:?}");
+    pids.push(master);
+    wait_for_body(port, "v1");
+
+    daemon.stop().assert_success();
+    let left: Vec<u32> = pids.into_iter().filter(|p| proc::is_live(*p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after hupwatch exited: {left:?}"
+    );
+    assert!(
+        get(port, Duration::from_secs(1)).is_err(),
+        "nothing listens once hupwatch is gone"
+    );
+}
+
+#[test]
+fn an_address_in_use_exits_2_naming_it() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr").to_string();
+    let out = hupwatch()
+        .current_dir(dir.path())
+        .args(["run", "--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-b", &address, "app:app"])
+        .output();
+    out.assert_code(2)
+        .assert_stderr_contains(&format!("address {address} is already in use"));
+}
+
+#[test]
+fn reuse_port_is_refused_with_exit_2() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let out = hupwatch()
+        .current_dir(dir.path())
+        .args(["run", "--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["--reuse-port", "-b", &format!("127.0.0.1:{}", free_port())])
+        .arg("app:app")
+        .output();
+    out.assert_code(2).assert_stderr_contains("--reuse-port");
+    assert!(
+        !out.stderr.contains("generation 1 starting"),
+        "nothing may start: {}",
+        out.report()
+    );
+}
+
+#[test]
+fn a_first_release_that_cannot_load_under_systemd_exits_1() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write("app.py", "raise RuntimeError('broken from the start')\n");
+    let out = hupwatch()
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", dir.join("notify.sock"))
+        .args(["run", "--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-b", &format!("127.0.0.1:{}", free_port()), "app:app"])
+        .output();
+    out.assert_code(1)
+        .assert_stderr_contains("the first generation could not start")
+        .assert_stderr_contains("Worker failed to boot");
+}
