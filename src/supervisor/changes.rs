@@ -48,10 +48,11 @@ impl Changes {
             .skipped()
             .describe()
             .map_or(String::new(), |s| format!(" ({s})"));
+        let n = tree.directory_count();
+        let noun = if n == 1 { "directory" } else { "directories" };
         info!(
-            directories = tree.directory_count(),
-            "watching {} directories under {}{skipped}",
-            tree.directory_count(),
+            directories = n,
+            "watching {n} {noun} under {}{skipped}",
             roots.join(", ")
         );
         let timer = DeadlineTimer::new().map_err(|source| SupervisorError::Io {

@@ -5,18 +5,24 @@
 //! request waits out an import.
 //!
 //! Stages, one file each: what the command says (`command_line`, `bind_address`), the held
-//! sockets (`listeners`), a generation's process (`generation`), when it is up (`readiness`),
-//! reaping (`reaper`), the changes that deploy (`changes`), and the loop that decides what
-//! each event means (`supervise`).
+//! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
+//! (`generation`), when it is up (`readiness`), the health request to a check generation
+//! (`probe`), what a starting generation calls for (`candidate`), stopping one (`retiring`),
+//! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
+//! (`service`), and the loop that decides what each event means (`supervise`).
 
 pub mod bind_address;
+pub mod candidate;
 pub mod changes;
 pub mod command_line;
 pub mod generation;
 pub mod listeners;
+pub mod probe;
 pub mod readiness;
 pub mod reaper;
+pub mod retiring;
 pub mod run_dir;
+pub mod service;
 pub mod supervise;
 
 use std::ffi::OsString;
@@ -26,6 +32,7 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::cli::RunArgs;
+use crate::config::health::HealthCheck;
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
@@ -78,6 +85,9 @@ pub struct RunSettings {
     pub watch: WatchSettings,
     pub boot_timeout: Duration,
     pub runtime_base: PathBuf,
+    /// `--health-path`: each release is first booted as a check generation on a private probe
+    /// socket and asked for it; only a release that passes gets a serving generation.
+    pub health: Option<HealthCheck>,
     /// Started by systemd (`NOTIFY_SOCKET`): a first generation that cannot start is fatal
     /// (systemd restarts the unit), where a developer at a terminal would fix the code.
     pub under_systemd: bool,
@@ -118,6 +128,7 @@ impl RunSettings {
             watch,
             boot_timeout: args.generations.boot_timeout,
             runtime_base,
+            health: HealthCheck::from_args(&args.health)?,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
         })
     }

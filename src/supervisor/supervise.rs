@@ -1,7 +1,8 @@
 //! The supervisor's loop: which generation serves, which one is starting, which ones are on
 //! their way out, and what each event means for them.
 //!
-//! - A deploy (a settled change, SIGHUP) starts a *candidate* on the held sockets. Once every
+//! - A deploy (a settled change, SIGHUP) starts a *candidate* on the held sockets (with
+//!   `--health-path`, first a check generation on a private probe socket: `candidate`). Once every
 //!   worker of it has booted it serves, and the serving one gets TERM (graceful) and is watched
 //!   until nothing of its process group is left (KILL after Gunicorn's graceful timeout and a
 //!   margin). A candidate whose master exits, or that has not booted within `--boot-timeout`,
@@ -17,40 +18,28 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
+use crate::supervisor::bind_address::BindAddress;
+use crate::supervisor::candidate::{Candidate, Check, Next};
 use crate::supervisor::changes::Changes;
 use crate::supervisor::command_line;
 use crate::supervisor::generation::{Generation, Launch};
 use crate::supervisor::listeners::Listener;
-use crate::supervisor::readiness::{Boot, Readiness};
+use crate::supervisor::readiness::Readiness;
 use crate::supervisor::reaper::Reaper;
+use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
+use crate::supervisor::service::{self, Signals};
 use crate::supervisor::{RunSettings, SupervisorError};
 
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
-/// Beyond Gunicorn's graceful timeout, before a retiring generation is KILLed.
-const STOP_MARGIN: Duration = Duration::from_secs(5);
 /// Failed restarts of a serving generation in a row before hupwatch gives up.
 const MAX_FAILURES: u32 = 5;
 /// A generation that served this long before it died did not die of its release: the count of
 /// failures in a row starts again.
 const STABLE: Duration = Duration::from_secs(30);
-
-struct Candidate {
-    generation: Generation,
-    readiness: Readiness,
-    deadline: Instant,
-}
-
-struct Retiring {
-    generation: Generation,
-    since: Instant,
-    kill_at: Instant,
-    killed: bool,
-}
 
 struct Supervisor<'a> {
     settings: &'a RunSettings,
@@ -128,31 +117,62 @@ impl Supervisor<'_> {
         }
     }
 
+    /// Start the next release: a check generation first with `--health-path`, else straight
+    /// a serving one.
     fn start_candidate(&mut self, why: &str) {
+        self.start_generation(why, self.settings.health.is_some());
+    }
+
+    fn start_generation(&mut self, why: &str, check: bool) {
         self.deploy_pending = false;
         self.restart_at = None;
         let number = self.next_number;
         self.next_number += 1;
         let pidfile = self.dir.join(format!("generation-{number}.pid"));
         let command = command_line::for_generation(&self.settings.command, &pidfile);
-        let sockets: Vec<_> = self.listeners.iter().map(Listener::raw_fd).collect();
+        let check = match check {
+            false => None,
+            true => {
+                let path = self.dir.join(format!("probe-{number}.sock"));
+                match Listener::bind(&BindAddress::Unix(path)) {
+                    Ok(probe) => Some(Check {
+                        probe,
+                        answer: None,
+                    }),
+                    Err(e) => {
+                        error!(generation = number, "cannot start generation {number}: {e}");
+                        return;
+                    }
+                }
+            }
+        };
+        let sockets: Vec<_> = match &check {
+            Some(check) => vec![check.probe.raw_fd()],
+            None => self.listeners.iter().map(Listener::raw_fd).collect(),
+        };
         let launch = Launch {
             number,
             command: &command,
             sockets: &sockets,
+        };
+        let role = if check.is_some() {
+            " to check the release on its private probe socket"
+        } else {
+            ""
         };
         match Generation::spawn(launch) {
             Ok(generation) => {
                 info!(
                     generation = number,
                     master = generation.pid,
-                    "generation {number} starting (master {}): {why}",
+                    "generation {number} starting (master {}){role}: {why}",
                     generation.pid
                 );
                 self.candidate = Some(Candidate {
                     generation,
                     readiness: Readiness::new(),
                     deadline: Instant::now() + self.settings.boot_timeout,
+                    check,
                 });
             }
             Err(e) => error!(generation = number, "cannot start generation {number}: {e}"),
@@ -196,25 +216,44 @@ impl Supervisor<'_> {
         let Some(candidate) = self.candidate.as_mut() else {
             return Ok(());
         };
-        let generation = &candidate.generation;
-        if let Some(exit) = generation.exit {
-            return self.candidate_failed(format!("its master {exit}"));
-        }
-        match candidate
-            .readiness
-            .poll(generation.pid, self.settings.facts.workers)
-        {
-            Boot::Up { workers } => {
-                self.promote(workers);
-                Ok(())
+        match candidate.next(self.settings) {
+            Next::Wait => {}
+            Next::Failed { why, show_output } => return self.candidate_failed(why, show_output),
+            Next::Serve { workers } => self.promote(workers),
+            Next::Probe => {
+                if let Some(health) = &self.settings.health {
+                    candidate.start_probe(health);
+                }
             }
-            Boot::Booting { booted, seen } if Instant::now() >= candidate.deadline => self
-                .candidate_failed(format!(
-                    "not every worker booted within {:?} ({booted} of {seen} booted)",
-                    self.settings.boot_timeout
-                )),
-            Boot::Booting { .. } => Ok(()),
+            Next::Passed(status) => self.check_passed(&status),
         }
+        Ok(())
+    }
+
+    /// The check generation answered well: it goes, and a serving one of the same release starts.
+    fn check_passed(&mut self, status: &str) {
+        let Some(candidate) = self.candidate.take() else {
+            return;
+        };
+        let generation = candidate.generation;
+        let path = self
+            .settings
+            .health
+            .as_ref()
+            .map_or("", |h| h.path.as_str());
+        info!(
+            generation = generation.number,
+            "generation {} (master {}) passed its check: GET {path} answered {status} after {}ms; stopping it",
+            generation.number,
+            generation.pid,
+            generation.started.elapsed().as_millis()
+        );
+        generation.signal(Signal::SIGTERM);
+        self.retire(generation);
+        let pending = self.deploy_pending;
+        self.start_generation("its release passed the check", false);
+        // A deploy asked for during the check is still owed.
+        self.deploy_pending = pending;
     }
 
     /// The candidate serves; the generation that served until now drains and goes.
@@ -224,12 +263,9 @@ impl Supervisor<'_> {
         };
         let generation = candidate.generation;
         let took = generation.started.elapsed();
-        let slowest = candidate
-            .readiness
-            .slowest(generation.pid)
-            .map_or(String::new(), |d| {
-                format!(", slowest worker {}ms", d.as_millis())
-            });
+        let slowest = candidate.readiness.slowest().map_or(String::new(), |d| {
+            format!(", slowest worker {}ms", d.as_millis())
+        });
         generation.pass_output_through();
         let retired = self.serving.take().map(|(old, _)| {
             old.signal(Signal::SIGTERM);
@@ -252,14 +288,21 @@ impl Supervisor<'_> {
             retired.unwrap_or_default()
         );
         if let Some(path) = &self.settings.facts.pidfile {
-            write_pidfile(path, generation.pid);
+            service::write_pidfile(path, generation.pid);
         }
+        service::tell_systemd(
+            !self.served_once,
+            &format!(
+                "generation {} serving (master {})",
+                generation.number, generation.pid
+            ),
+        );
         self.serving = Some((generation, Instant::now()));
         self.served_once = true;
         self.restart_at = None;
     }
 
-    fn candidate_failed(&mut self, why: String) -> Result<(), SupervisorError> {
+    fn candidate_failed(&mut self, why: String, show_output: bool) -> Result<(), SupervisorError> {
         let Some(candidate) = self.candidate.take() else {
             return Ok(());
         };
@@ -269,7 +312,7 @@ impl Supervisor<'_> {
             generation.number, generation.pid
         );
         let lines = generation.last_lines();
-        if !lines.is_empty() {
+        if show_output && !lines.is_empty() {
             report.push_str("; its last lines:");
             for line in &lines {
                 report.push_str("\n  | ");
@@ -338,34 +381,18 @@ impl Supervisor<'_> {
     }
 
     fn retire(&mut self, generation: Generation) {
-        let now = Instant::now();
-        self.retiring.push(Retiring {
-            generation,
-            since: now,
-            kill_at: now + self.settings.facts.graceful_timeout + STOP_MARGIN,
-            killed: false,
-        });
+        let graceful = self.settings.facts.graceful_timeout;
+        self.retiring.push(Retiring::new(generation, graceful));
     }
 
     fn check_retiring(&mut self) {
         let now = Instant::now();
-        self.retiring.retain_mut(|r| {
-            let g = &r.generation;
-            if g.is_gone() {
-                info!(generation = g.number, master = g.pid, "generation {} (master {}) stopped in {}ms; none of its processes is left", g.number, g.pid, r.since.elapsed().as_millis());
-                return false;
-            }
-            if now >= r.kill_at && !r.killed {
-                warn!(generation = g.number, master = g.pid, "generation {} (master {}) still running {}s after TERM: sending KILL to its process group", g.number, g.pid, r.since.elapsed().as_secs());
-                g.kill_group();
-                r.killed = true;
-            }
-            true
-        });
+        self.retiring.retain_mut(|r| r.still_there(now));
     }
 
     /// Stop every generation gracefully and wait until none of their processes is left.
     async fn shutdown(&mut self) {
+        service::tell_systemd_stopping();
         if let Some(candidate) = self.candidate.take() {
             candidate.generation.signal(Signal::SIGTERM);
             self.retire(candidate.generation);
@@ -385,37 +412,5 @@ impl Supervisor<'_> {
             let _ = std::fs::remove_file(path);
         }
         info!("stopped: no generation is left running");
-    }
-}
-
-/// The user's `--pid` file names the serving master (written beside, then renamed over, so a
-/// reader never sees it empty).
-fn write_pidfile(path: &std::path::Path, pid: u32) {
-    let tmp = path.with_extension("hupwatch-tmp");
-    let written =
-        std::fs::write(&tmp, format!("{pid}\n")).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        warn!(path = %path.display(), "cannot write the pidfile {}: {e}", path.display());
-    }
-}
-
-/// SIGTERM, SIGINT (stop), SIGHUP (deploy now), SIGCHLD (a process to reap).
-struct Signals {
-    term: SignalStream,
-    int: SignalStream,
-    hangup: SignalStream,
-    child: SignalStream,
-}
-
-impl Signals {
-    fn install() -> Result<Self, SupervisorError> {
-        let install =
-            |kind, context| signal(kind).map_err(|source| SupervisorError::Io { context, source });
-        Ok(Self {
-            term: install(SignalKind::terminate(), "installing the SIGTERM handler")?,
-            int: install(SignalKind::interrupt(), "installing the SIGINT handler")?,
-            hangup: install(SignalKind::hangup(), "installing the SIGHUP handler")?,
-            child: install(SignalKind::child(), "installing the SIGCHLD handler")?,
-        })
     }
 }

@@ -243,3 +243,63 @@ fn a_first_release_that_cannot_load_under_systemd_exits_1() {
         .assert_stderr_contains("the first generation could not start")
         .assert_stderr_contains("Worker failed to boot");
 }
+
+/// A WSGI app answering `VERSION pid=…` on every path, with status 500 when VERSION is `bad`.
+fn health_app(version: &str) -> String {
+    format!(
+        r#"import os
+
+VERSION = {version:?}
+
+
+def app(environ, start_response):
+    status = "500 Internal Server Error" if VERSION == "bad" else "200 OK"
+    body = f"{{VERSION}} pid={{os.getpid()}}\n".encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"#
+    )
+}
+
+#[test]
+fn with_a_health_path_a_release_answering_500_never_takes_traffic() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write("app.py", &health_app("good-1"));
+    let port = free_port();
+    let daemon = hupwatch()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("--watch")
+        .arg(dir.path())
+        .args(["--debounce", "100ms", "--health-path", "/healthz", "--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-w", "2", "-b", &format!("127.0.0.1:{port}")])
+        .args(["--graceful-timeout", "5", "app:app"])
+        .spawn();
+    daemon.wait_for_line("passed its check: GET /healthz answered 200 OK", CEILING);
+    daemon.wait_for_count("serving (master", 1, CEILING);
+    let load = Load::start(port);
+    wait_for_body(port, "good-1");
+
+    dir.replace("app.py", &health_app("bad"));
+    let failed = daemon.wait_for_line("reload failed", CEILING);
+    assert!(
+        failed.contains("GET /healthz answered 500 Internal Server Error: bad pid="),
+        "the failure names the status and the body: {failed}"
+    );
+    daemon.wait_for_line("keeps serving", CEILING);
+
+    dir.replace("app.py", &health_app("good-2"));
+    daemon.wait_for_count("serving (master", 2, CEILING);
+    wait_for_body(port, "good-2");
+    let report = load.stop();
+    report.assert_no_failures();
+    assert_eq!(
+        daemon.count_lines("serving (master"),
+        2,
+        "the bad release got no serving generation:\n{}",
+        daemon.output()
+    );
+    daemon.stop().assert_success();
+}
