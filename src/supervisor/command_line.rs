@@ -131,10 +131,25 @@ pub fn inspect(
     Ok(facts)
 }
 
+/// The version in `gunicorn --version`'s answer (`gunicorn (version 27.0.1)`).
+pub fn parse_version(output: &str) -> Option<(u32, u32)> {
+    let version = output.split("version ").nth(1)?;
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Whether Gunicorn of `version` has a control socket to turn off: `--no-control-socket` came
+/// with it in 25.1, and an older Gunicorn refuses the unknown option (every generation would
+/// fail). An unknown version is taken as a current one.
+pub fn has_control_socket(version: Option<(u32, u32)>) -> bool {
+    version.is_none_or(|v| v >= (25, 1))
+}
+
 /// The command a generation runs: the user's, without its `--pid`, with this generation's own
-/// pidfile and no control socket. Options go last: Gunicorn's argparse takes them after the
-/// app, and the front may be an interpreter (`python -m gunicorn`) that must not see them.
-pub fn for_generation(args: &[OsString], pidfile: &Path) -> Vec<OsString> {
+/// pidfile and (`control_socket`) no control socket. Options go last: Gunicorn's argparse takes
+/// them after the app, and the front may be an interpreter (`python -m gunicorn`) that must
+/// not see them.
+pub fn for_generation(args: &[OsString], pidfile: &Path, control_socket: bool) -> Vec<OsString> {
     let mut out = Vec::with_capacity(args.len() + 3);
     let mut words = args.iter();
     while let Some(word) = words.next() {
@@ -145,11 +160,10 @@ pub fn for_generation(args: &[OsString], pidfile: &Path) -> Vec<OsString> {
             out.push(word.clone());
         }
     }
-    out.extend([
-        OsString::from("--pid"),
-        pidfile.as_os_str().to_owned(),
-        OsStr::new("--no-control-socket").to_owned(),
-    ]);
+    out.extend([OsString::from("--pid"), pidfile.as_os_str().to_owned()]);
+    if control_socket {
+        out.push(OsStr::new("--no-control-socket").to_owned());
+    }
     out
 }
 
@@ -224,12 +238,31 @@ mod tests {
                 .into_iter()
                 .map(OsString::from)
                 .collect();
-        let out = for_generation(&args, Path::new("/run/hupwatch/gen-3.pid"));
-        let out: Vec<String> = out.iter().map(|w| w.to_string_lossy().into()).collect();
+        let shown = |control| {
+            let out = for_generation(&args, Path::new("/run/hupwatch/gen-3.pid"), control);
+            let out: Vec<String> = out.iter().map(|w| w.to_string_lossy().into()).collect();
+            out.join(" ")
+        };
         assert_eq!(
-            out.join(" "),
+            shown(true),
             "gunicorn -w 2 app:app --pid /run/hupwatch/gen-3.pid --no-control-socket"
         );
+        assert_eq!(
+            shown(false),
+            "gunicorn -w 2 app:app --pid /run/hupwatch/gen-3.pid"
+        );
+    }
+
+    #[test]
+    fn only_a_gunicorn_with_a_control_socket_is_told_to_open_none() {
+        assert_eq!(parse_version("gunicorn (version 27.0.1)\n"), Some((27, 0)));
+        assert_eq!(parse_version("gunicorn (version 25.1.0)"), Some((25, 1)));
+        assert_eq!(parse_version("usage: gunicorn"), None);
+        assert!(has_control_socket(Some((27, 0))));
+        assert!(has_control_socket(Some((25, 1))));
+        assert!(!has_control_socket(Some((25, 0))));
+        assert!(!has_control_socket(Some((23, 0))));
+        assert!(has_control_socket(None));
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct RunSettings {
     pub facts: CommandFacts,
     pub watch: WatchSettings,
     pub boot_timeout: Duration,
+    /// Gunicorn ≥ 25.1: each generation is started with `--no-control-socket`.
+    pub control_socket: bool,
     pub runtime_base: PathBuf,
     /// `--health-path`: each release is first booted as a check generation on a private probe
     /// socket and asked for it; only a release that passes gets a serving generation.
@@ -122,16 +124,44 @@ impl RunSettings {
             .map(|d| std::path::absolute(&d).unwrap_or(d))
             .or_else(crate::config::default_runtime_dir)
             .unwrap_or_else(|| std::env::temp_dir().join("hupwatch"));
+        let control_socket = command_line::has_control_socket(gunicorn_version(&args.command));
         Ok(Self {
             command: args.command,
             facts,
             watch,
             boot_timeout: args.generations.boot_timeout,
+            control_socket,
             runtime_base,
             health: HealthCheck::from_args(&args.health)?,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
         })
     }
+}
+
+/// `COMMAND --version` (Gunicorn's argparse answers it before anything else and exits), within
+/// a few seconds; `None` when it does not answer so.
+fn gunicorn_version(command: &[OsString]) -> Option<(u32, u32)> {
+    let (program, args) = command.split_first()?;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut output = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut output).ok()?;
+    command_line::parse_version(&output)
 }
 
 /// Run until SIGTERM/SIGINT (Ok), or until the app cannot be kept up (Err).

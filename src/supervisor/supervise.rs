@@ -129,7 +129,11 @@ impl Supervisor<'_> {
         let number = self.next_number;
         self.next_number += 1;
         let pidfile = self.dir.join(format!("generation-{number}.pid"));
-        let command = command_line::for_generation(&self.settings.command, &pidfile);
+        let command = command_line::for_generation(
+            &self.settings.command,
+            &pidfile,
+            self.settings.control_socket,
+        );
         let check = match check {
             false => None,
             true => {

@@ -303,3 +303,101 @@ fn with_a_health_path_a_release_answering_500_never_takes_traffic() {
     );
     daemon.stop().assert_success();
 }
+
+/// Every live process whose process group is `pgid` (a generation's master and workers).
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(proc::stat)
+        .filter(|s| s.pgrp == pgid as i32 && s.is_live())
+        .map(|s| s.pid)
+        .collect()
+}
+
+#[test]
+fn sigint_while_a_new_generation_boots_stops_both_and_leaves_nothing() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write("app.py", &slow_app("v1"));
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    let first = master_of(&daemon, 1);
+    dir.replace("app.py", &slow_app("v2"));
+    let second = master_of(&daemon, 2);
+    // Its workers are forked and importing: the group has more than the master.
+    poll_until(CEILING, "the new generation's workers", || {
+        (group_members(second).len() >= 2).then_some(())
+    });
+    assert!(!group_members(first).is_empty());
+
+    kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGINT).expect("SIGINT hupwatch");
+    let out = daemon.wait_for_exit(CEILING);
+    out.assert_success();
+    for master in [first, second] {
+        let left = group_members(master);
+        assert!(
+            left.is_empty(),
+            "generation of master {master} left {left:?}\n{}",
+            out.report()
+        );
+    }
+}
+
+#[test]
+fn a_broken_first_release_on_a_developers_terminal_waits_for_the_fix() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write("app.py", "raise RuntimeError('not yet')\n");
+    let port = free_port();
+    let daemon = hupwatch()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("--watch")
+        .arg(dir.path())
+        .args(["--debounce", "100ms", "--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-b", &format!("127.0.0.1:{port}"), "app:app"])
+        .spawn();
+    let line = daemon.wait_for_line("nothing is serving: waiting for the next change", CEILING);
+    assert!(daemon.is_running(), "{line}");
+    assert!(
+        daemon.output().contains("RuntimeError: not yet"),
+        "the failure shows why:\n{}",
+        daemon.output()
+    );
+    dir.replace_app("v1");
+    daemon.wait_for_line("generation 2 serving", CEILING);
+    wait_for_body(port, "v1");
+    daemon.stop().assert_success();
+}
+
+#[test]
+fn a_master_that_keeps_failing_after_a_crash_is_given_up_with_exit_1() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    // Imports fail once `broken.log` exists (a *.log file: not a change hupwatch deploys).
+    dir.write(
+        "app.py",
+        &format!(
+            "import os\nif os.path.exists('broken.log'):\n    raise RuntimeError('cannot start')\n{}",
+            app_source("v1")
+        ),
+    );
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    let master = master_of(&daemon, 1);
+    dir.write("broken.log", "");
+    kill(Pid::from_raw(master as i32), Signal::SIGKILL).expect("SIGKILL the master");
+    let out = daemon.wait_for_exit(Duration::from_secs(60));
+    out.assert_code(1)
+        .assert_stderr_contains("gave up after 5 failed restarts in a row");
+    assert!(
+        out.stderr
+            .matches("starting a new generation on the held sockets")
+            .count()
+            == 5,
+        "five restarts, with backoff:\n{}",
+        out.report()
+    );
+}
