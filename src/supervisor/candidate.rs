@@ -14,10 +14,12 @@ use crate::config::health::HealthCheck;
 use crate::reload::health_request::{HealthAnswer, judge};
 use crate::supervisor::RunSettings;
 use crate::supervisor::bind_address::BindAddress;
-use crate::supervisor::generation::Generation;
+use crate::supervisor::command_line;
+use crate::supervisor::generation::{Generation, Launch};
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::probe;
 use crate::supervisor::readiness::{Boot, Readiness};
+use crate::supervisor::run_dir::RunDir;
 
 pub struct Candidate {
     pub generation: Generation,
@@ -51,6 +53,47 @@ pub enum Next {
 }
 
 impl Candidate {
+    /// Start generation `number`: on every held socket, or (`check`) on a new private probe
+    /// socket alone.
+    pub fn start(
+        settings: &RunSettings,
+        dir: &RunDir,
+        listeners: &[Listener],
+        number: u32,
+        check: bool,
+    ) -> Result<Self, String> {
+        let pidfile = dir.join(format!("generation-{number}.pid"));
+        let command =
+            command_line::for_generation(&settings.command, &pidfile, settings.control_socket);
+        let check = match check {
+            false => None,
+            true => {
+                let path = dir.join(format!("probe-{number}.sock"));
+                let probe = Listener::bind(&BindAddress::Unix(path)).map_err(|e| e.to_string())?;
+                Some(Check {
+                    probe,
+                    answer: None,
+                })
+            }
+        };
+        let sockets: Vec<_> = match &check {
+            Some(check) => vec![check.probe.raw_fd()],
+            None => listeners.iter().map(Listener::raw_fd).collect(),
+        };
+        let launch = Launch {
+            number,
+            command: &command,
+            sockets: &sockets,
+        };
+        let generation = Generation::spawn(launch).map_err(|e| e.to_string())?;
+        Ok(Self {
+            generation,
+            readiness: Readiness::new(),
+            deadline: Instant::now() + settings.boot_timeout,
+            check,
+        })
+    }
+
     pub fn next(&mut self, settings: &RunSettings) -> Next {
         let failed = |why: String| Next::Failed {
             why,

@@ -76,17 +76,22 @@ impl Generation {
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: between fork and exec only dup2 runs (async-signal-safe), over a vector
-        // allocated before the fork; each source descriptor is numbered above every target
-        // (`listeners::HELD_FD_FLOOR`), so no dup2 closes a source still to be placed. dup2
-        // leaves the copy without close-on-exec, so exactly these descriptors are inherited.
+        // SAFETY: between fork and exec only dup2 and prctl run (async-signal-safe syscalls),
+        // over a vector allocated before the fork; each source descriptor is numbered above
+        // every target (`listeners::HELD_FD_FLOOR`), so no dup2 closes a source still to be
+        // placed. dup2 leaves the copy without close-on-exec, so exactly these descriptors are
+        // inherited.
         unsafe {
             command.pre_exec(move || {
                 for (i, fd) in sockets.iter().enumerate() {
-                    if libc_dup2(*fd, 3 + i as RawFd) < 0 {
+                    if nix::libc::dup2(*fd, 3 + i as RawFd) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+                // Should hupwatch die without stopping it (SIGKILL, a crash), the master gets
+                // TERM and stops gracefully instead of serving on, unsupervised. Kept across
+                // the exec; the spawning thread is the loop's, which lives as long as hupwatch.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
                 Ok(())
             });
         }
@@ -135,14 +140,6 @@ impl Generation {
     pub fn is_gone(&self) -> bool {
         self.exit.is_some()
             && killpg(Pid::from_raw(self.pid as i32), None::<Signal>) == Err(Errno::ESRCH)
-    }
-}
-
-fn libc_dup2(from: RawFd, to: RawFd) -> i32 {
-    // SAFETY: dup2 on plain descriptor numbers; the caller owns `from` for the call.
-    match unsafe { nix::libc::dup2(from, to) } {
-        r if r < 0 => -1,
-        _ => 0,
     }
 }
 

@@ -20,13 +20,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{error, info};
 
-use crate::supervisor::bind_address::BindAddress;
-use crate::supervisor::candidate::{Candidate, Check, Next};
+use crate::supervisor::candidate::{Candidate, Next};
 use crate::supervisor::changes::Changes;
-use crate::supervisor::command_line;
-use crate::supervisor::generation::{Generation, Launch};
+use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
-use crate::supervisor::readiness::Readiness;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
@@ -128,56 +125,20 @@ impl Supervisor<'_> {
         self.restart_at = None;
         let number = self.next_number;
         self.next_number += 1;
-        let pidfile = self.dir.join(format!("generation-{number}.pid"));
-        let command = command_line::for_generation(
-            &self.settings.command,
-            &pidfile,
-            self.settings.control_socket,
-        );
-        let check = match check {
-            false => None,
-            true => {
-                let path = self.dir.join(format!("probe-{number}.sock"));
-                match Listener::bind(&BindAddress::Unix(path)) {
-                    Ok(probe) => Some(Check {
-                        probe,
-                        answer: None,
-                    }),
-                    Err(e) => {
-                        error!(generation = number, "cannot start generation {number}: {e}");
-                        return;
-                    }
-                }
-            }
-        };
-        let sockets: Vec<_> = match &check {
-            Some(check) => vec![check.probe.raw_fd()],
-            None => self.listeners.iter().map(Listener::raw_fd).collect(),
-        };
-        let launch = Launch {
-            number,
-            command: &command,
-            sockets: &sockets,
-        };
-        let role = if check.is_some() {
-            " to check the release on its private probe socket"
-        } else {
-            ""
-        };
-        match Generation::spawn(launch) {
-            Ok(generation) => {
+        let started = Candidate::start(self.settings, self.dir, &self.listeners, number, check);
+        match started {
+            Ok(candidate) => {
+                let role = match candidate.check {
+                    Some(_) => " to check the release on its private probe socket",
+                    None => "",
+                };
+                let pid = candidate.generation.pid;
                 info!(
                     generation = number,
-                    master = generation.pid,
-                    "generation {number} starting (master {}){role}: {why}",
-                    generation.pid
+                    master = pid,
+                    "generation {number} starting (master {pid}){role}: {why}"
                 );
-                self.candidate = Some(Candidate {
-                    generation,
-                    readiness: Readiness::new(),
-                    deadline: Instant::now() + self.settings.boot_timeout,
-                    check,
-                });
+                self.candidate = Some(candidate);
             }
             Err(e) => error!(generation = number, "cannot start generation {number}: {e}"),
         }

@@ -401,3 +401,85 @@ fn a_master_that_keeps_failing_after_a_crash_is_given_up_with_exit_1() {
         out.report()
     );
 }
+
+/// `GET /` over the Unix socket at `path`: the body, if the status is 200.
+fn get_unix(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
+}
+
+#[test]
+fn every_generation_serves_every_held_socket_and_sighup_deploys() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let port = free_port();
+    // A Unix socket path has at most 107 bytes: the test directory's is longer.
+    let short = AppDir::named_in(&std::env::temp_dir(), "hw-run");
+    let socket = short.join("app.sock");
+    let daemon = hupwatch()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("--watch")
+        .arg(dir.path())
+        .args(["--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-b", &format!("127.0.0.1:{port}")])
+        .arg("-b")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("app:app")
+        .spawn();
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    let first = master_of(&daemon, 1);
+    let body = get_unix(&socket).expect("served on the Unix socket");
+    assert!(body.starts_with("v1 "), "{body}");
+
+    kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGHUP).expect("SIGHUP hupwatch");
+    daemon.wait_for_line("generation 2 starting (master", CEILING);
+    daemon.wait_for_line("generation 2 serving", CEILING);
+    let second = master_of(&daemon, 2);
+    let workers = proc::children(second);
+    for body in [
+        get(port, Duration::from_secs(5)).expect("TCP"),
+        get_unix(&socket).expect("Unix"),
+    ] {
+        assert!(
+            workers.iter().any(|w| body.contains(&format!("pid={w}"))),
+            "served by generation 2 ({second}: {workers:?}): {body}"
+        );
+    }
+    daemon.wait_for_line(&format!("generation 1 (master {first}) stopped"), CEILING);
+    assert!(
+        socket.exists(),
+        "Gunicorn leaves the held socket's file alone"
+    );
+    daemon.stop().assert_success();
+    assert!(
+        !socket.exists(),
+        "hupwatch removes the socket file it created"
+    );
+}
+
+#[test]
+fn a_killed_hupwatch_takes_its_generation_down_with_it() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    let master = master_of(&daemon, 1);
+    wait_for_body(port, "v1");
+    kill(Pid::from_raw(daemon.pid() as i32), Signal::SIGKILL).expect("SIGKILL hupwatch");
+    daemon.wait_for_exit(CEILING);
+    poll_until(CEILING, "the orphaned generation to stop", || {
+        group_members(master).is_empty().then_some(())
+    });
+}
