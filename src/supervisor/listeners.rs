@@ -32,6 +32,8 @@ pub enum ListenError {
     Bind { address: String, source: io::Error },
     #[error(transparent)]
     Address(#[from] BindAddressError),
+    #[error("the socket passed by systemd at descriptor {fd} cannot be used: {why}")]
+    Passed { fd: RawFd, why: String },
 }
 
 /// One socket hupwatch listens on.
@@ -89,6 +91,16 @@ impl Listener {
         };
         rustix::net::listen(&listener.fd, BACKLOG).map_err(|e| failed(e.into()))?;
         Ok(listener)
+    }
+
+    /// A socket someone else bound (systemd socket activation): its file is not ours to remove.
+    pub fn adopt(address: BindAddress, fd: OwnedFd) -> io::Result<Self> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), HELD_FD_FLOOR)?;
+        Ok(Self {
+            address,
+            fd,
+            created: None,
+        })
     }
 
     #[cfg(test)]

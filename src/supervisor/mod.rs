@@ -11,6 +11,7 @@
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
 //! (`service`), and the loop that decides what each event means (`supervise`).
 
+pub mod activation;
 pub mod bind_address;
 pub mod candidate;
 pub mod changes;
@@ -166,12 +167,25 @@ fn gunicorn_version(command: &[OsString]) -> Option<(u32, u32)> {
 
 /// Run until SIGTERM/SIGINT (Ok), or until the app cannot be kept up (Err).
 pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
+    // Before anything else can start a process that would inherit them.
+    let passed = activation::take_passed()?;
     let settings = RunSettings::from_args(args)?;
     let io = |context| move |source| SupervisorError::Io { context, source };
-    let listeners = listeners::bind_all(&settings.facts.binds)?;
-    for listener in &listeners {
-        info!(address = %listener.address, "listening on {} (held by hupwatch, inherited by every generation)", listener.address);
-    }
+    let listeners = match passed {
+        Some(passed) => {
+            for listener in &passed {
+                info!(address = %listener.address, "listening on {} (from systemd socket activation; the command's binds are not used)", listener.address);
+            }
+            passed
+        }
+        None => {
+            let bound = listeners::bind_all(&settings.facts.binds)?;
+            for listener in &bound {
+                info!(address = %listener.address, "listening on {} (held by hupwatch, inherited by every generation)", listener.address);
+            }
+            bound
+        }
+    };
     reaper::become_subreaper().map_err(|e| SupervisorError::Io {
         context: "becoming a child subreaper",
         source: e.into(),

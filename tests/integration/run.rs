@@ -483,3 +483,33 @@ fn a_killed_hupwatch_takes_its_generation_down_with_it() {
         group_members(master).is_empty().then_some(())
     });
 }
+
+#[test]
+fn a_socket_activated_hupwatch_serves_the_socket_systemd_passed() {
+    use std::os::fd::AsRawFd;
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let daemon = crate::support::hupwatch_socket_activated(listener.as_raw_fd())
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("--watch")
+        .arg(dir.path())
+        .args(["--"])
+        .arg(bin(Venv::Plain, "gunicorn"))
+        // Not used: the passed socket is.
+        .args(["-b", &format!("127.0.0.1:{}", free_port()), "app:app"])
+        .spawn();
+    let line = daemon.wait_for_line("from systemd socket activation", CEILING);
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    // Only hupwatch (and its generations) hold it now.
+    drop(listener);
+    wait_for_body(port, "v1");
+    dir.replace_app("v2");
+    daemon.wait_for_line("generation 2 serving", CEILING);
+    wait_for_body(port, "v2");
+    daemon.stop().assert_success();
+}
