@@ -435,10 +435,14 @@ fn every_generation_serves_every_held_socket_and_sighup_deploys() {
         .args(["-b", &format!("127.0.0.1:{port}")])
         .arg("-b")
         .arg(format!("unix:{}", socket.display()))
+        .arg("--pid")
+        .arg(dir.join("app.pid"))
         .arg("app:app")
         .spawn();
     daemon.wait_for_line("generation 1 serving", CEILING);
     let first = master_of(&daemon, 1);
+    let pidfile = || std::fs::read_to_string(dir.join("app.pid")).unwrap_or_default();
+    assert_eq!(pidfile().trim(), first.to_string(), "the user's pidfile");
     let body = get_unix(&socket).expect("served on the Unix socket");
     assert!(body.starts_with("v1 "), "{body}");
 
@@ -511,5 +515,35 @@ fn a_socket_activated_hupwatch_serves_the_socket_systemd_passed() {
     dir.replace_app("v2");
     daemon.wait_for_line("generation 2 serving", CEILING);
     wait_for_body(port, "v2");
+    daemon.stop().assert_success();
+}
+
+#[test]
+fn changes_while_a_generation_boots_give_exactly_one_follow_up() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write("app.py", &slow_app("v1"));
+    let port = free_port();
+    let daemon = run_app(&dir, port);
+    dir.replace("app.py", &slow_app("v2"));
+    daemon.wait_for_line("generation 2 starting", CEILING);
+    dir.replace("app.py", &slow_app("v3"));
+    daemon.barrier(dir.path());
+    dir.replace("app.py", &slow_app("v4"));
+    daemon.wait_for_line("once the one starting now has ended", CEILING);
+    daemon.wait_for_line("generation 2 serving", CEILING);
+    let follow_up = daemon.wait_for_line("generation 3 starting", CEILING);
+    assert!(
+        follow_up.contains("a deploy asked for while"),
+        "{follow_up}"
+    );
+    daemon.wait_for_line("generation 3 serving", CEILING);
+    wait_for_body(port, "v4");
+    assert_eq!(
+        daemon.count_lines("starting (master"),
+        3,
+        "one follow-up for both saves:\n{}",
+        daemon.output()
+    );
     daemon.stop().assert_success();
 }
