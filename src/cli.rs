@@ -130,10 +130,15 @@ pub struct RunArgs {
     #[command(flatten)]
     pub generations: GenerationArgs,
     #[command(flatten)]
-    pub health: health_args::HealthArgs,
+    pub health: health_args::RunHealthArgs,
 
     /// The Gunicorn command (`gunicorn [OPTIONS] APP`, `python -m gunicorn …`), after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required = true,
+        value_name = "COMMAND",
+        help_heading = "Command"
+    )]
     pub command: Vec<std::ffi::OsString>,
 }
 

@@ -133,7 +133,7 @@ impl RunSettings {
             boot_timeout: args.generations.boot_timeout,
             control_socket,
             runtime_base,
-            health: HealthCheck::from_args(&args.health)?,
+            health: HealthCheck::from_args(&args.health.as_health_args())?,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
         })
     }
