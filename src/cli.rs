@@ -50,6 +50,7 @@ pub mod defaults {
     pub const VERIFY_TIMEOUT: &str = "30s";
     pub const PREFLIGHT_TIMEOUT: &str = "60s";
     pub const HEALTH_TIMEOUT: &str = "10s";
+    pub const BOOT_TIMEOUT: &str = "30s";
     pub const SIGNAL: &str = "HUP";
 
     /// One of the duration texts above; they are checked by a test, so this cannot fail.
@@ -64,6 +65,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Reload the target master once, verify the reload, and exit with a code a script can trust.
     Reload(ReloadCommandArgs),
+    /// Run Gunicorn under hupwatch: hold its listening sockets, start each release as a new
+    /// generation beside the serving one, and switch only once every new worker has booted.
+    Run(RunArgs),
     /// List the Gunicorn masters on this host with their workers.
     Status(StatusArgs),
     /// Validate a config file; print what each app would watch and which master it resolves to.
@@ -112,6 +116,45 @@ pub struct AppArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
+}
+
+/// `hupwatch run [WATCH FLAGS] -- COMMAND [ARGS…]`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub debounce: DebounceArgs,
+    #[command(flatten)]
+    pub generations: GenerationArgs,
+    #[command(flatten)]
+    pub health: health_args::RunHealthArgs,
+
+    /// The Gunicorn command (`gunicorn [OPTIONS] APP`, `python -m gunicorn …`), after `--`.
+    #[arg(
+        last = true,
+        required = true,
+        value_name = "COMMAND",
+        help_heading = "Command"
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Generations")]
+pub struct GenerationArgs {
+    /// A new generation that has not booted every worker within this time failed: it is
+    /// stopped and the serving one keeps serving.
+    #[arg(long, value_name = "DURATION", default_value = defaults::BOOT_TIMEOUT, env = "HUPWATCH_BOOT_TIMEOUT", value_parser = parse_duration)]
+    pub boot_timeout: Duration,
+
+    /// Where each generation's pidfile and probe socket live, in a 0700 directory of this
+    /// process (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch, else the
+    /// system temp dir).
+    #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -392,6 +435,7 @@ mod tests {
             defaults::MAX_WAIT,
             defaults::VERIFY_TIMEOUT,
             defaults::PREFLIGHT_TIMEOUT,
+            defaults::BOOT_TIMEOUT,
         ] {
             assert!(!defaults::duration(text).is_zero(), "default {text:?}");
         }

@@ -19,6 +19,7 @@ pub fn run(command: Command) -> Result<(), AppError> {
     match command {
         Command::Watch(args) => watch(args),
         Command::Reload(args) => reload(args),
+        Command::Run(args) => crate::supervisor::run(args).map_err(AppError::from),
         Command::Status(args) => status(args),
         Command::CheckConfig(args) => check_config(args),
         Command::Completions { shell } => {

@@ -8,6 +8,7 @@ use crate::config::ConfigError;
 use crate::config::config_file::ConfigFileError;
 use crate::gunicorn::discover::DiscoverError;
 use crate::reload::ReloadError;
+use crate::supervisor::SupervisorError;
 use crate::watch::WatchError;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,8 @@ pub enum AppError {
     Target(#[from] DiscoverError),
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -40,6 +43,7 @@ impl AppError {
             Self::Target(_) => 3,
             Self::Reload(e) if e.is_target_problem() => 3,
             Self::Reload(_) | Self::Io { .. } => 1,
+            Self::Supervisor(e) => e.exit_code(),
         }
     }
 }

@@ -5,7 +5,8 @@
 
 // The stages of the data flow, one folder each, upstream first: config → watch → debounce →
 // gunicorn (discover) → reload (preflight, signal, verify) → report; `daemon` runs them for
-// `watch`, `commands` for the one-shot subcommands.
+// `watch`, `supervisor` for `run` (Gunicorn started and held by hupwatch), `commands` for the
+// one-shot subcommands.
 mod cli;
 mod commands;
 mod config;
@@ -21,6 +22,7 @@ mod reload;
 mod report;
 #[cfg(test)]
 mod scratch_dir;
+mod supervisor;
 mod watch;
 
 use std::process::ExitCode;

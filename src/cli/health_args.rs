@@ -43,6 +43,37 @@ pub struct ServedArgs {
     pub rollback: bool,
 }
 
+/// `run`'s pair: the same flags, env twins and pass rule, asked of a check generation of the
+/// new release over HTTP on its private probe socket rather than in-process.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Health check (before a release gets a serving generation)")]
+pub struct RunHealthArgs {
+    /// Boot each new release first as a check generation on a private Unix socket only, GET
+    /// PATH there (e.g. /healthz, Host: localhost), and start a serving generation only when it
+    /// answers 2xx or 3xx. Costs a second boot per deploy. Name a path without side effects.
+    #[arg(long, value_name = "PATH", env = "HUPWATCH_HEALTH_PATH")]
+    pub health_path: Option<String>,
+
+    /// Fail a health request that has not answered within this time.
+    #[arg(long, value_name = "DURATION", default_value = defaults::HEALTH_TIMEOUT, env = "HUPWATCH_HEALTH_TIMEOUT", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+}
+
+impl RunHealthArgs {
+    /// The same request as `watch`'s, for the one validation both share.
+    pub fn as_health_args(&self) -> HealthArgs {
+        HealthArgs {
+            health_path: self.health_path.clone(),
+            health_timeout: self.health_timeout,
+            // `run` probes its check generation instead (see `supervisor::probe`).
+            served: ServedArgs {
+                health_url: None,
+                rollback: false,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

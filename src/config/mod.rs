@@ -169,7 +169,7 @@ impl ReloadSettings {
 /// The default runtime directory of the reload locks (see `reload::lock`): `/run/hupwatch` for
 /// root, else `$XDG_RUNTIME_DIR/hupwatch`;
 /// `None` when a non-root user has no runtime directory (then reloads run unlocked).
-fn default_runtime_dir() -> Option<PathBuf> {
+pub(crate) fn default_runtime_dir() -> Option<PathBuf> {
     if nix::unistd::geteuid().is_root() {
         return Some(PathBuf::from("/run/hupwatch"));
     }

@@ -14,6 +14,7 @@ mod limits;
 mod multi_app;
 mod releases;
 mod rollback;
+mod run;
 mod serve_proof;
 mod service;
 mod settle;

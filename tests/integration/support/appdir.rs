@@ -31,6 +31,12 @@ impl AppDir {
 
     /// A fresh directory named `<name>-<pid>-<counter>`.
     pub fn named(name: &str) -> AppDir {
+        AppDir::named_in(&super::target_dir().join("test-tmp"), name)
+    }
+
+    /// A fresh directory `<parent>/<name>-<pid>-<counter>`: somewhere short when a path must
+    /// be (a Unix socket's is at most 107 bytes).
+    pub fn named_in(parent: &Path, name: &str) -> AppDir {
         let name: String = name
             .chars()
             .map(|c| {
@@ -42,9 +48,7 @@ impl AppDir {
             })
             .collect();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = super::target_dir()
-            .join("test-tmp")
-            .join(format!("{name}-{}-{n}", std::process::id()));
+        let path = parent.join(format!("{name}-{}-{n}", std::process::id()));
         // A directory of the same name can only be a leftover of a killed run whose pid
         // came round again.
         let _ = fs::remove_dir_all(&path);

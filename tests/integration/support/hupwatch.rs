@@ -9,6 +9,7 @@
 //! prints the command line, cwd, exit code, stdout and stderr.
 
 use std::ffi::OsStr;
+use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -44,7 +45,38 @@ const SCRUBBED: &[&str] = &[
 
 /// The `hupwatch` binary under test, with a scrubbed environment; see the module docs.
 pub fn hupwatch() -> HupwatchCommand {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hupwatch"));
+    scrubbed(Command::new(env!("CARGO_BIN_EXE_hupwatch")))
+}
+
+/// `hupwatch` started as systemd starts a socket-activated service: `listener` at descriptor
+/// 3, `LISTEN_FDS=1` and `LISTEN_PID` = hupwatch's own PID (exported by a `sh` shim that then
+/// execs hupwatch under the same PID).
+pub fn hupwatch_socket_activated(listener: RawFd) -> HupwatchCommand {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        r#"LISTEN_PID=$$; LISTEN_FDS=1; export LISTEN_PID LISTEN_FDS; exec "$@""#,
+        "sh",
+        env!("CARGO_BIN_EXE_hupwatch"),
+    ]);
+    // SAFETY: only dup2/fcntl between fork and exec (async-signal-safe, no allocation).
+    unsafe {
+        cmd.pre_exec(move || {
+            let placed = if listener == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(listener, 3)
+            };
+            if placed < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    scrubbed(cmd)
+}
+
+fn scrubbed(mut cmd: Command) -> HupwatchCommand {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("HUPWATCH_") {
             cmd.env_remove(key);

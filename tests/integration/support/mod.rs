@@ -30,7 +30,9 @@ pub use gunicorn::{AppDir, Gunicorn, app_source};
 #[allow(unused_imports)]
 pub use http::{Load, LoadReport};
 #[allow(unused_imports)]
-pub use hupwatch::{Daemon, HupwatchCommand, Outcome, hupwatch, watch_tree};
+pub use hupwatch::{
+    Daemon, HupwatchCommand, Outcome, hupwatch, hupwatch_socket_activated, watch_tree,
+};
 #[allow(unused_imports)]
 pub use releases::ReleaseTree;
 #[allow(unused_imports)]

@@ -1,0 +1,148 @@
+//! A generation that has not taken over yet, and what its state calls for next: wait, fail,
+//! serve, or — a check generation with `--health-path` — be probed and pass or fail.
+//!
+//! Deciding (`Candidate::next`) is kept apart from acting (the loop in `supervise`), so the
+//! order of the checks reads in one place: a master that exited has failed whatever else is
+//! true; workers not all booted by the deadline have failed; booted, a serving candidate takes
+//! over, and a check candidate is asked for the health path first.
+
+use std::time::Instant;
+
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+use crate::config::health::HealthCheck;
+use crate::reload::health_request::{HealthAnswer, judge};
+use crate::supervisor::RunSettings;
+use crate::supervisor::bind_address::BindAddress;
+use crate::supervisor::command_line;
+use crate::supervisor::generation::{Generation, Launch};
+use crate::supervisor::listeners::Listener;
+use crate::supervisor::probe;
+use crate::supervisor::readiness::{Boot, Readiness};
+use crate::supervisor::run_dir::RunDir;
+
+pub struct Candidate {
+    pub generation: Generation,
+    pub readiness: Readiness,
+    pub deadline: Instant,
+    /// A check generation (with `--health-path`): on its private probe socket only.
+    pub check: Option<Check>,
+}
+
+pub struct Check {
+    /// Kept open (and its socket file kept) until the check generation is gone.
+    pub probe: Listener,
+    pub answer: Option<oneshot::Receiver<HealthAnswer>>,
+}
+
+/// What a candidate's state calls for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Wait,
+    /// Failed, and why; whether Gunicorn's last lines tell more (not after a health answer).
+    Failed {
+        why: String,
+        show_output: bool,
+    },
+    Serve {
+        workers: usize,
+    },
+    Probe,
+    /// The check passed, with the status it answered.
+    Passed(String),
+}
+
+impl Candidate {
+    /// Start generation `number`: on every held socket, or (`check`) on a new private probe
+    /// socket alone.
+    pub fn start(
+        settings: &RunSettings,
+        dir: &RunDir,
+        listeners: &[Listener],
+        number: u32,
+        check: bool,
+    ) -> Result<Self, String> {
+        let pidfile = dir.join(format!("generation-{number}.pid"));
+        let command =
+            command_line::for_generation(&settings.command, &pidfile, settings.control_socket);
+        let check = match check {
+            false => None,
+            true => {
+                let path = dir.join(format!("probe-{number}.sock"));
+                let probe = Listener::bind(&BindAddress::Unix(path)).map_err(|e| e.to_string())?;
+                Some(Check {
+                    probe,
+                    answer: None,
+                })
+            }
+        };
+        let sockets: Vec<_> = match &check {
+            Some(check) => vec![check.probe.raw_fd()],
+            None => listeners.iter().map(Listener::raw_fd).collect(),
+        };
+        let launch = Launch {
+            number,
+            command: &command,
+            sockets: &sockets,
+        };
+        let generation = Generation::spawn(launch).map_err(|e| e.to_string())?;
+        Ok(Self {
+            generation,
+            readiness: Readiness::new(),
+            deadline: Instant::now() + settings.boot_timeout,
+            check,
+        })
+    }
+
+    pub fn next(&mut self, settings: &RunSettings) -> Next {
+        let failed = |why: String| Next::Failed {
+            why,
+            show_output: true,
+        };
+        let generation = &self.generation;
+        if let Some(exit) = generation.exit {
+            return failed(format!("its master {exit}"));
+        }
+        let workers = match self.readiness.poll(generation.pid, settings.facts.workers) {
+            Boot::Up { workers } => workers,
+            Boot::Booting { booted, seen } if Instant::now() >= self.deadline => {
+                return failed(format!(
+                    "not every worker booted within {:?} ({booted} of {seen} booted)",
+                    settings.boot_timeout
+                ));
+            }
+            Boot::Booting { .. } => return Next::Wait,
+        };
+        let Some(check) = &mut self.check else {
+            return Next::Serve { workers };
+        };
+        let Some(answer) = &mut check.answer else {
+            return Next::Probe;
+        };
+        let path = settings.health.as_ref().map_or("", |h| h.path.as_str());
+        match answer.try_recv() {
+            Err(TryRecvError::Empty) => Next::Wait,
+            Err(TryRecvError::Closed) => failed("the health request was lost".into()),
+            Ok(answer) => match judge(&answer) {
+                Ok(()) => Next::Passed(answer.status.unwrap_or_default()),
+                Err(failure) => Next::Failed {
+                    why: format!("the health check GET {path} {failure}"),
+                    show_output: false,
+                },
+            },
+        }
+    }
+
+    /// Send the health request to a booted check generation.
+    pub fn start_probe(&mut self, health: &HealthCheck) {
+        if let Some(check) = &mut self.check
+            && let BindAddress::Unix(socket) = &check.probe.address
+        {
+            check.answer = Some(probe::spawn_get(
+                socket.clone(),
+                health.path.clone(),
+                health.timeout,
+            ));
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The code changes that deploy a new generation: `watch`'s tree watcher and debouncer, wired
+//! for one app whose master hupwatch started itself.
+//!
+//! The same stages as `hupwatch watch` (`daemon::watched_app`), minus what only a master found
+//! on the host needs: no discovery, no files of a foreign master to ignore. The future
+//! [`Changes::settled`] resolves once per settled burst; it is cancel-safe, so the supervisor's
+//! loop can drop it for any other event and call it again without losing a change.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::WatchSettings;
+use crate::debounce::Debouncer;
+use crate::debounce::deadline_timer::DeadlineTimer;
+use crate::supervisor::SupervisorError;
+use crate::watch::change_sink::{ChangeSink, SpillSlot};
+use crate::watch::{AppTag, TreeWatcher, WatchEvent};
+
+const QUEUE: usize = 256;
+const TAG: AppTag = 1;
+
+pub struct Changes {
+    tree: TreeWatcher,
+    debouncer: Debouncer,
+    timer: DeadlineTimer,
+    changes: mpsc::Receiver<(AppTag, WatchEvent)>,
+    control: mpsc::UnboundedReceiver<(AppTag, WatchEvent)>,
+    spill: Arc<SpillSlot>,
+}
+
+impl Changes {
+    /// Arm the watches; logs what is watched.
+    pub fn start(settings: &WatchSettings) -> Result<Self, SupervisorError> {
+        let (changes_tx, changes) = mpsc::channel(QUEUE);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let spill = Arc::new(SpillSlot::default());
+        let sink = ChangeSink::new(TAG, changes_tx, control_tx, Arc::clone(&spill));
+        let tree = TreeWatcher::start(settings, None, sink)?;
+        let roots: Vec<String> = settings
+            .roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        let skipped = tree
+            .skipped()
+            .describe()
+            .map_or(String::new(), |s| format!(" ({s})"));
+        let n = tree.directory_count();
+        let noun = if n == 1 { "directory" } else { "directories" };
+        info!(
+            directories = n,
+            "watching {n} {noun} under {}{skipped}",
+            roots.join(", ")
+        );
+        let timer = DeadlineTimer::new().map_err(|source| SupervisorError::Io {
+            context: "creating the debounce timer",
+            source,
+        })?;
+        Ok(Self {
+            tree,
+            debouncer: Debouncer::new(settings.debounce, settings.max_wait)
+                .with_small_burst(settings.small_burst_quiet),
+            timer,
+            changes,
+            control,
+            spill,
+        })
+    }
+
+    /// Resolves when a burst of changes has settled.
+    pub async fn settled(&mut self) -> std::io::Result<()> {
+        loop {
+            self.timer.arm(self.debouncer.deadline())?;
+            let armed = self.debouncer.deadline().is_some();
+            tokio::select! {
+                Some((_, event)) = self.changes.recv() => self.on_event(event),
+                Some((_, event)) = self.control.recv() => self.on_event(event),
+                fired = self.timer.fired(), if armed => {
+                    fired?;
+                    if self.debouncer.take_due(Instant::now()) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: WatchEvent) {
+        let now = Instant::now();
+        match event {
+            WatchEvent::Changed(Some(path), seen) => {
+                debug!(path = %path.display(), "change counted");
+                self.debouncer.on_change(seen);
+            }
+            WatchEvent::Changed(None, seen) => {
+                debug!("event queue overflowed: treating as a change");
+                self.debouncer.on_bulk_change(seen);
+            }
+            WatchEvent::NewDir(dir) => match self.tree.add_tree(&dir, true) {
+                Ok(added) if added.has_counting_file => self.debouncer.on_bulk_change(now),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(path = %dir.display(), "cannot watch the new directory {}: {e}; counting it as a change", dir.display());
+                    self.debouncer.on_bulk_change(now);
+                }
+            },
+            WatchEvent::Ignored(path) => {
+                debug!(path = %path.display(), "change ignored: excluded");
+            }
+            WatchEvent::DirGone(dir) => self.tree.forget(&dir),
+            WatchEvent::VirtualenvFound(dir) => {
+                let dropped = self.tree.unwatch_tree(&dir);
+                info!(path = %dir.display(), dropped, "a virtualenv appeared in {}: no longer watched", dir.display());
+            }
+            WatchEvent::LinkTouched(path) | WatchEvent::RootTouched(path) => {
+                if let Err(e) = self.tree.rearm_through(&path) {
+                    warn!(path = %path.display(), "cannot watch {} again: {e}", path.display());
+                }
+                self.debouncer.on_bulk_change(now);
+            }
+            WatchEvent::Spilled => {
+                if let Some(spilled) = self.spill.take() {
+                    self.debouncer.on_bulk_change(spilled.first);
+                    self.debouncer.on_bulk_change(spilled.last);
+                }
+            }
+            WatchEvent::Error(message) => warn!("watch error: {message}"),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `hupwatch run -- gunicorn …`: hupwatch stands where Gunicorn's parent stood. It holds the
+//! listening sockets for its whole life and starts Gunicorn on them in generations; a deploy
+//! starts the next generation beside the serving one, and the switch happens only once the new
+//! one has booted every worker — so a release that cannot load never takes a request, and no
+//! request waits out an import.
+//!
+//! Stages, one file each: what the command says (`command_line`, `bind_address`), the held
+//! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
+//! (`generation`), when it is up (`readiness`), the health request to a check generation
+//! (`probe`), what a starting generation calls for (`candidate`), stopping one (`retiring`),
+//! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
+//! (`service`), and the loop that decides what each event means (`supervise`).
+
+pub mod activation;
+pub mod bind_address;
+pub mod candidate;
+pub mod changes;
+pub mod command_line;
+pub mod generation;
+pub mod listeners;
+pub mod probe;
+pub mod readiness;
+pub mod reaper;
+pub mod retiring;
+pub mod run_dir;
+pub mod service;
+pub mod supervise;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tracing::info;
+
+use crate::cli::RunArgs;
+use crate::config::health::HealthCheck;
+use crate::config::{ConfigError, WatchSettings};
+use crate::supervisor::command_line::{CommandError, CommandFacts};
+use crate::supervisor::listeners::ListenError;
+use crate::supervisor::run_dir::RunDir;
+use crate::watch::WatchError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("--boot-timeout must be more than zero")]
+    ZeroBootTimeout,
+    #[error("the first generation could not start, so there is nothing to serve: {0}")]
+    FirstGeneration(String),
+    #[error("gave up after {attempts} failed restarts in a row: {last}")]
+    GaveUp { attempts: u32, last: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl SupervisorError {
+    /// 2 for what the user must fix before anything can run (the command, an address in
+    /// use), 1 for a supervisor that ran and had to give up.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_)
+            | Self::Command(_)
+            | Self::Listen(_)
+            | Self::Watch(_)
+            | Self::ZeroBootTimeout => 2,
+            Self::FirstGeneration(_) | Self::GaveUp { .. } | Self::Io { .. } => 1,
+        }
+    }
+}
+
+/// `hupwatch run`'s settings, validated once.
+#[derive(Debug)]
+pub struct RunSettings {
+    pub command: Vec<OsString>,
+    pub facts: CommandFacts,
+    pub watch: WatchSettings,
+    pub boot_timeout: Duration,
+    /// Gunicorn ≥ 25.1: each generation is started with `--no-control-socket`.
+    pub control_socket: bool,
+    pub runtime_base: PathBuf,
+    /// `--health-path`: each release is first booted as a check generation on a private probe
+    /// socket and asked for it; only a release that passes gets a serving generation.
+    pub health: Option<HealthCheck>,
+    /// Started by systemd (`NOTIFY_SOCKET`): a first generation that cannot start is fatal
+    /// (systemd restarts the unit), where a developer at a terminal would fix the code.
+    pub under_systemd: bool,
+}
+
+impl RunSettings {
+    pub fn from_args(args: RunArgs) -> Result<Self, SupervisorError> {
+        let words: Vec<String> = args
+            .command
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        let env = |key| std::env::var(key).ok();
+        let facts = command_line::inspect(
+            &words,
+            env("GUNICORN_CMD_ARGS").as_deref(),
+            env("PORT").as_deref(),
+            env("WEB_CONCURRENCY").as_deref(),
+        )?;
+        if args.generations.boot_timeout.is_zero() {
+            return Err(SupervisorError::ZeroBootTimeout);
+        }
+        let watch = WatchSettings::from_args(
+            &args.paths,
+            &args.filter,
+            &args.debounce,
+            &crate::cli::ReleaseArgs { release_link: None },
+        )?;
+        let runtime_base = args
+            .generations
+            .runtime_dir
+            .map(|d| std::path::absolute(&d).unwrap_or(d))
+            .or_else(crate::config::default_runtime_dir)
+            .unwrap_or_else(|| std::env::temp_dir().join("hupwatch"));
+        let control_socket = command_line::has_control_socket(gunicorn_version(&args.command));
+        Ok(Self {
+            command: args.command,
+            facts,
+            watch,
+            boot_timeout: args.generations.boot_timeout,
+            control_socket,
+            runtime_base,
+            health: HealthCheck::from_args(&args.health.as_health_args())?,
+            under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// `COMMAND --version` (Gunicorn's argparse answers it before anything else and exits), within
+/// a few seconds; `None` when it does not answer so.
+fn gunicorn_version(command: &[OsString]) -> Option<(u32, u32)> {
+    let (program, args) = command.split_first()?;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut output = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut output).ok()?;
+    command_line::parse_version(&output)
+}
+
+/// Run until SIGTERM/SIGINT (Ok), or until the app cannot be kept up (Err).
+pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
+    // Before anything else can start a process that would inherit them.
+    let passed = activation::take_passed()?;
+    let settings = RunSettings::from_args(args)?;
+    let io = |context| move |source| SupervisorError::Io { context, source };
+    let listeners = match passed {
+        Some(passed) => {
+            for listener in &passed {
+                info!(address = %listener.address, "listening on {} (from systemd socket activation; the command's binds are not used)", listener.address);
+            }
+            passed
+        }
+        None => {
+            let bound = listeners::bind_all(&settings.facts.binds)?;
+            for listener in &bound {
+                info!(address = %listener.address, "listening on {} (held by hupwatch, inherited by every generation)", listener.address);
+            }
+            bound
+        }
+    };
+    reaper::become_subreaper().map_err(|e| SupervisorError::Io {
+        context: "becoming a child subreaper",
+        source: e.into(),
+    })?;
+    let dir =
+        RunDir::create(&settings.runtime_base).map_err(io("creating the runtime directory"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("starting the async runtime"))?;
+    let result = runtime.block_on(supervise::run(&settings, listeners, &dir));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}

@@ -1,0 +1,381 @@
+//! The supervisor's loop: which generation serves, which one is starting, which ones are on
+//! their way out, and what each event means for them.
+//!
+//! - A deploy (a settled change, SIGHUP) starts a *candidate* on the held sockets (with
+//!   `--health-path`, first a check generation on a private probe socket: `candidate`). Once every
+//!   worker of it has booted it serves, and the serving one gets TERM (graceful) and is watched
+//!   until nothing of its process group is left (KILL after Gunicorn's graceful timeout and a
+//!   margin). A candidate whose master exits, or that has not booted within `--boot-timeout`,
+//!   is stopped, and the serving one keeps serving. A deploy asked for while a candidate
+//!   starts is done once that one has ended: the candidate may have loaded the code too early.
+//! - The serving master exiting on its own is restarted on the held sockets with a growing
+//!   backoff, until `MAX_FAILURES` failures in a row: then hupwatch gives up (exit 1).
+//! - SIGTERM/SIGINT: every generation stopped gracefully, exit 0 with nothing left running.
+//!
+//! The loop sleeps on signals (SIGCHLD included) and file changes; it polls every `POLL` only
+//! while a generation boots or stops, so a quiet supervisor has no wakeups.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tracing::{error, info};
+
+use crate::supervisor::candidate::{Candidate, Next};
+use crate::supervisor::changes::Changes;
+use crate::supervisor::generation::Generation;
+use crate::supervisor::listeners::Listener;
+use crate::supervisor::reaper::Reaper;
+use crate::supervisor::retiring::Retiring;
+use crate::supervisor::run_dir::RunDir;
+use crate::supervisor::service::{self, Signals};
+use crate::supervisor::{RunSettings, SupervisorError};
+
+/// How often a booting or stopping generation is looked at.
+const POLL: Duration = Duration::from_millis(25);
+/// Failed restarts of a serving generation in a row before hupwatch gives up.
+const MAX_FAILURES: u32 = 5;
+/// A generation that served this long before it died did not die of its release: the count of
+/// failures in a row starts again.
+const STABLE: Duration = Duration::from_secs(30);
+
+struct Supervisor<'a> {
+    settings: &'a RunSettings,
+    listeners: Vec<Listener>,
+    dir: &'a RunDir,
+    reaper: Reaper,
+    next_number: u32,
+    serving: Option<(Generation, Instant)>,
+    candidate: Option<Candidate>,
+    retiring: Vec<Retiring>,
+    deploy_pending: bool,
+    restart_at: Option<Instant>,
+    failures: u32,
+    served_once: bool,
+}
+
+pub async fn run(
+    settings: &RunSettings,
+    listeners: Vec<Listener>,
+    dir: &RunDir,
+) -> Result<(), SupervisorError> {
+    let mut signals = Signals::install()?;
+    let mut changes = Changes::start(&settings.watch)?;
+    let mut sup = Supervisor {
+        settings,
+        listeners,
+        dir,
+        reaper: Reaper::default(),
+        next_number: 1,
+        serving: None,
+        candidate: None,
+        retiring: Vec::new(),
+        deploy_pending: false,
+        restart_at: None,
+        failures: 0,
+        served_once: false,
+    };
+    sup.start_candidate("first start");
+    let outcome = loop {
+        let wake = sup.next_wake();
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            _ = signals.term.recv() => { info!("SIGTERM: stopping"); break Ok(()) }
+            _ = signals.int.recv() => { info!("SIGINT: stopping"); break Ok(()) }
+            _ = signals.hangup.recv() => sup.deploy("SIGHUP"),
+            _ = signals.child.recv() => {}
+            settled = changes.settled() => {
+                settled.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })?;
+                sup.deploy("a change");
+            }
+            _ = tokio::time::sleep_until(wake.unwrap_or(far).into()), if wake.is_some() => {}
+        }
+        if let Err(e) = sup.step() {
+            break Err(e);
+        }
+    };
+    sup.shutdown().await;
+    outcome
+}
+
+impl Supervisor<'_> {
+    fn next_wake(&self) -> Option<Instant> {
+        let polling =
+            (self.candidate.is_some() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
+        polling.into_iter().chain(self.restart_at).min()
+    }
+
+    /// A deploy: now, or once the candidate in flight has ended.
+    fn deploy(&mut self, why: &str) {
+        if self.candidate.is_some() {
+            info!("{why}: a new generation will start once the one starting now has ended");
+            self.deploy_pending = true;
+        } else {
+            self.start_candidate(why);
+        }
+    }
+
+    /// Start the next release: a check generation first with `--health-path`, else straight
+    /// a serving one.
+    fn start_candidate(&mut self, why: &str) {
+        self.start_generation(why, self.settings.health.is_some());
+    }
+
+    fn start_generation(&mut self, why: &str, check: bool) {
+        self.deploy_pending = false;
+        self.restart_at = None;
+        let number = self.next_number;
+        self.next_number += 1;
+        let started = Candidate::start(self.settings, self.dir, &self.listeners, number, check);
+        match started {
+            Ok(candidate) => {
+                let role = match candidate.check {
+                    Some(_) => " to check the release on its private probe socket",
+                    None => "",
+                };
+                let pid = candidate.generation.pid;
+                info!(
+                    generation = number,
+                    master = pid,
+                    "generation {number} starting (master {pid}){role}: {why}"
+                );
+                self.candidate = Some(candidate);
+            }
+            Err(e) => error!(generation = number, "cannot start generation {number}: {e}"),
+        }
+    }
+
+    /// Everything that may have changed since the last event.
+    fn step(&mut self) -> Result<(), SupervisorError> {
+        self.reaper.reap();
+        let reaper = &mut self.reaper;
+        let mut masters = Vec::new();
+        for generation in self
+            .candidate
+            .iter_mut()
+            .map(|c| &mut c.generation)
+            .chain(self.serving.iter_mut().map(|(g, _)| g))
+            .chain(self.retiring.iter_mut().map(|r| &mut r.generation))
+        {
+            if generation.exit.is_none() {
+                generation.exit = reaper.take(generation.pid);
+            }
+            masters.push(generation.pid);
+        }
+        // The rest are orphaned workers, reaped and of no interest.
+        reaper.forget_others(&masters);
+        self.check_candidate()?;
+        self.check_serving()?;
+        self.check_retiring();
+        let now = Instant::now();
+        if self.candidate.is_none() {
+            if self.restart_at.is_some_and(|at| at <= now) {
+                self.start_candidate("restart after the serving generation exited");
+            } else if self.deploy_pending {
+                self.start_candidate("a deploy asked for while the last generation started");
+            }
+        }
+        Ok(())
+    }
+
+    fn check_candidate(&mut self) -> Result<(), SupervisorError> {
+        let Some(candidate) = self.candidate.as_mut() else {
+            return Ok(());
+        };
+        match candidate.next(self.settings) {
+            Next::Wait => {}
+            Next::Failed { why, show_output } => return self.candidate_failed(why, show_output),
+            Next::Serve { workers } => self.promote(workers),
+            Next::Probe => {
+                if let Some(health) = &self.settings.health {
+                    candidate.start_probe(health);
+                }
+            }
+            Next::Passed(status) => self.check_passed(&status),
+        }
+        Ok(())
+    }
+
+    /// The check generation answered well: it goes, and a serving one of the same release starts.
+    fn check_passed(&mut self, status: &str) {
+        let Some(candidate) = self.candidate.take() else {
+            return;
+        };
+        let generation = candidate.generation;
+        let path = self
+            .settings
+            .health
+            .as_ref()
+            .map_or("", |h| h.path.as_str());
+        info!(
+            generation = generation.number,
+            "generation {} (master {}) passed its check: GET {path} answered {status} after {}ms; stopping it",
+            generation.number,
+            generation.pid,
+            generation.started.elapsed().as_millis()
+        );
+        generation.signal(Signal::SIGTERM);
+        self.retire(generation);
+        let pending = self.deploy_pending;
+        self.start_generation("its release passed the check", false);
+        // A deploy asked for during the check is still owed.
+        self.deploy_pending = pending;
+    }
+
+    /// The candidate serves; the generation that served until now drains and goes.
+    fn promote(&mut self, workers: usize) {
+        let Some(candidate) = self.candidate.take() else {
+            return;
+        };
+        let generation = candidate.generation;
+        let took = generation.started.elapsed();
+        let slowest = candidate.readiness.slowest().map_or(String::new(), |d| {
+            format!(", slowest worker {}ms", d.as_millis())
+        });
+        generation.pass_output_through();
+        let retired = self.serving.take().map(|(old, _)| {
+            old.signal(Signal::SIGTERM);
+            let line = format!(
+                "; generation {} (master {}) stopping gracefully",
+                old.number, old.pid
+            );
+            self.retire(old);
+            line
+        });
+        info!(
+            generation = generation.number,
+            master = generation.pid,
+            workers,
+            took_ms = took.as_millis() as u64,
+            "generation {} serving (master {}): {workers} workers booted in {}ms{slowest}{}",
+            generation.number,
+            generation.pid,
+            took.as_millis(),
+            retired.unwrap_or_default()
+        );
+        if let Some(path) = &self.settings.facts.pidfile {
+            service::write_pidfile(path, generation.pid);
+        }
+        service::tell_systemd(
+            !self.served_once,
+            &format!(
+                "generation {} serving (master {})",
+                generation.number, generation.pid
+            ),
+        );
+        self.serving = Some((generation, Instant::now()));
+        self.served_once = true;
+        self.restart_at = None;
+    }
+
+    fn candidate_failed(&mut self, why: String, show_output: bool) -> Result<(), SupervisorError> {
+        let Some(candidate) = self.candidate.take() else {
+            return Ok(());
+        };
+        let generation = candidate.generation;
+        let mut report = format!(
+            "generation {} (master {}) failed: {why}",
+            generation.number, generation.pid
+        );
+        let lines = generation.last_lines();
+        if show_output && !lines.is_empty() {
+            report.push_str("; its last lines:");
+            for line in &lines {
+                report.push_str("\n  | ");
+                report.push_str(line);
+            }
+        }
+        generation.signal(Signal::SIGTERM);
+        self.retire(generation);
+        if let Some((serving, _)) = &self.serving {
+            error!(
+                "reload failed: {report}\ngeneration {} (master {}) keeps serving",
+                serving.number, serving.pid
+            );
+            return Ok(());
+        }
+        if self.served_once {
+            return self.schedule_restart(report);
+        }
+        if self.settings.under_systemd {
+            return Err(SupervisorError::FirstGeneration(report));
+        }
+        error!("{report}\nnothing is serving: waiting for the next change");
+        Ok(())
+    }
+
+    fn check_serving(&mut self) -> Result<(), SupervisorError> {
+        let Some((generation, since)) = self.serving.take_if(|(g, _)| g.exit.is_some()) else {
+            return Ok(());
+        };
+        let exit = generation.exit.map(|e| e.to_string()).unwrap_or_default();
+        let report = format!(
+            "the serving generation {} (master {}) {exit} after serving {}s",
+            generation.number,
+            generation.pid,
+            since.elapsed().as_secs()
+        );
+        if since.elapsed() >= STABLE {
+            self.failures = 0;
+        }
+        // Its orphaned workers are still in its process group: stop them too.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(generation.pid as i32),
+            Signal::SIGTERM,
+        );
+        self.retire(generation);
+        self.schedule_restart(report)
+    }
+
+    fn schedule_restart(&mut self, report: String) -> Result<(), SupervisorError> {
+        self.failures += 1;
+        if self.failures > MAX_FAILURES {
+            return Err(SupervisorError::GaveUp {
+                attempts: self.failures - 1,
+                last: report,
+            });
+        }
+        let backoff = Duration::from_millis(250 << (self.failures - 1).min(6));
+        error!(
+            failures = self.failures,
+            "{report}; starting a new generation on the held sockets in {}ms (failure {} of {MAX_FAILURES})",
+            backoff.as_millis(),
+            self.failures
+        );
+        self.restart_at = Some(Instant::now() + backoff);
+        Ok(())
+    }
+
+    fn retire(&mut self, generation: Generation) {
+        let graceful = self.settings.facts.graceful_timeout;
+        self.retiring.push(Retiring::new(generation, graceful));
+    }
+
+    fn check_retiring(&mut self) {
+        let now = Instant::now();
+        self.retiring.retain_mut(|r| r.still_there(now));
+    }
+
+    /// Stop every generation gracefully and wait until none of their processes is left.
+    async fn shutdown(&mut self) {
+        service::tell_systemd_stopping();
+        if let Some(candidate) = self.candidate.take() {
+            candidate.generation.signal(Signal::SIGTERM);
+            self.retire(candidate.generation);
+        }
+        if let Some((serving, _)) = self.serving.take() {
+            serving.signal(Signal::SIGTERM);
+            self.retire(serving);
+        }
+        while !self.retiring.is_empty() {
+            let _ = self.step();
+            if self.retiring.is_empty() {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        if let Some(path) = &self.settings.facts.pidfile {
+            let _ = std::fs::remove_file(path);
+        }
+        info!("stopped: no generation is left running");
+    }
+}
