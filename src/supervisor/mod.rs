@@ -16,6 +16,8 @@ pub mod bind_address;
 pub mod candidate;
 pub mod changes;
 pub mod command_line;
+pub mod control;
+pub mod control_client;
 pub mod generation;
 pub mod listeners;
 pub mod probe;
