@@ -107,13 +107,7 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
     if let Some(supervisor) = Supervisor::aimed_at(&target) {
         // `hupwatch run` switches generations itself; it answers once the switch is verified.
-        let message = supervisor.reload()?;
-        tracing::info!(
-            supervisor = supervisor.pid,
-            "reloaded by hupwatch run (PID {}): {message}",
-            supervisor.pid
-        );
-        return Ok(());
+        return Ok(supervisor.deploy(args.reload.dry_run)?);
     }
     let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
     let outcome = reload::reload_checked(&target, &settings, None)?;

@@ -145,16 +145,17 @@ async fn serve(
 ) -> std::io::Result<()> {
     let peer = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
+    // Read first, whoever asks, so a refused client reads its answer instead of a broken pipe.
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
     let answer = if peer != own_uid && peer != 0 {
         warn!(uid = peer, "control socket: refused uid {peer}");
         Answer::failed(format!(
             "uid {peer} may not control this supervisor (only uid {own_uid} and root)"
         ))
     } else {
-        let mut line = String::new();
-        BufReader::new(read.take(MAX_REQUEST))
-            .read_line(&mut line)
-            .await?;
         match serde_json::from_str::<RequestLine>(line.trim()) {
             Err(e) => Answer::failed(format!("not a request: {e}")),
             Ok(RequestLine { request }) => {

@@ -13,6 +13,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use tracing::info;
+
 use crate::config::{By, TargetSelector};
 use crate::gunicorn::{discover, procfs};
 use crate::supervisor::control::{Answer, Request, SOCKET_NAME, StatusView};
@@ -91,11 +93,29 @@ impl Supervisor {
         found
     }
 
-    /// Deploy now, and wait until the switch has been verified or has failed.
-    pub fn reload(&self) -> Result<String, ControlError> {
+    /// `hupwatch reload` aimed at a supervisor: deploy now, and return once the switch has
+    /// been verified (Ok) or has failed (Err, with the supervisor's reason). The reload flags
+    /// meant for a master (strategy, signal, preflight) do not apply: the supervisor's own
+    /// settings decide how its generations start and are judged.
+    pub fn deploy(&self, dry_run: bool) -> Result<(), ControlError> {
+        let pid = self.pid;
+        if dry_run {
+            info!(supervisor = pid, socket = %self.socket.display(), "dry run: would ask hupwatch run (PID {pid}) to deploy over {}; nothing sent", self.socket.display());
+            return Ok(());
+        }
+        info!(
+            supervisor = pid,
+            "asking hupwatch run (PID {pid}) to deploy, waiting for its switch"
+        );
         let answer = self.ask(Request::Reload)?;
         match answer.ok {
-            true => Ok(answer.message),
+            true => {
+                info!(
+                    supervisor = pid,
+                    "reloaded by hupwatch run (PID {pid}): {}", answer.message
+                );
+                Ok(())
+            }
             false => Err(ControlError::Failed(answer.message)),
         }
     }

@@ -129,5 +129,78 @@ fn status_shows_the_supervisor_its_sockets_and_generations() {
         .unwrap_or_else(|| panic!("master {first} listed: {masters}"));
     assert_eq!(ours["run"]["supervisor"], daemon.pid(), "{ours}");
     assert_eq!(ours["run"]["role"], "serving", "{ours}");
+
+    // A dry run asks nothing: the status asked after it still shows generation 1 alone.
+    hupwatch()
+        .args(["reload", "--dry-run", "--pid", &supervisor])
+        .output()
+        .assert_success()
+        .assert_stderr_contains("dry run: would ask hupwatch run");
+    let out = hupwatch()
+        .args(["status", "--json", "--pid", &supervisor])
+        .output();
+    let view: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(
+        view["generations"].as_array().map(Vec::len),
+        Some(1),
+        "{view}"
+    );
+    assert!(
+        !daemon.output().contains("generation 2"),
+        "{}",
+        daemon.output()
+    );
+    daemon.stop().assert_success();
+}
+
+#[test]
+fn the_control_socket_answers_no_other_user_even_when_its_directory_is_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let _host = host_shared();
+    let (dir, quiet, port) = (AppDir::new(), AppDir::new(), free_port());
+    dir.write_app("v1");
+    // A Unix socket path has at most 107 bytes: the test directory's is longer.
+    let runtime = AppDir::named_in(&std::env::temp_dir(), "hw-ctl");
+    let bind = format!("127.0.0.1:{port}");
+    let daemon = hupwatch()
+        .current_dir(dir.path())
+        .args(["run", "--watch"])
+        .arg(quiet.path())
+        .arg("--runtime-dir")
+        .arg(runtime.path())
+        .arg("--")
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-b", &bind, "app:app"])
+        .spawn();
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    let run_dir = runtime.join(format!("run-{}", daemon.pid()));
+    let socket = run_dir.join("control.sock");
+    for (path, mode) in [(runtime.path(), 0o755), (&run_dir, 0o755), (&socket, 0o777)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let ask = "import socket, sys\n\
+               s = socket.socket(socket.AF_UNIX)\n\
+               s.connect(sys.argv[1])\n\
+               s.sendall(b'{\"request\":\"reload\"}\\n')\n\
+               print(s.makefile().readline())";
+    let out = std::process::Command::new("python3")
+        .args(["-c", ask])
+        .arg(&socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("python3 as nobody");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains(r#""ok":false"#) && answer.contains("uid 65534 may not control"),
+        "{answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !daemon.output().contains("generation 2"),
+        "{}",
+        daemon.output()
+    );
     daemon.stop().assert_success();
 }
