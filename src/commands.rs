@@ -117,7 +117,7 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
 
 fn status(args: StatusArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
-    if let Some(supervisor) = Supervisor::aimed_at(&target) {
+    if let Some(supervisor) = Supervisor::named_by(&target) {
         let view = supervisor.status()?;
         return report::print_supervisor(&view, args.json).map_err(io("writing status"));
     }

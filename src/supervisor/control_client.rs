@@ -75,6 +75,14 @@ impl Supervisor {
         })
     }
 
+    /// `status --pid PID` naming a supervisor itself (its masters keep their own status).
+    pub fn named_by(target: &TargetSelector) -> Option<Self> {
+        match target.by {
+            By::Pid(pid) => Self::at(u32::try_from(pid).ok().filter(|p| *p > 1)?),
+            _ => None,
+        }
+    }
+
     /// Every supervisor on the host this user may reach (by the name it runs under first, so
     /// only a few processes' descriptors are read).
     pub fn all() -> Vec<Self> {

@@ -9,7 +9,9 @@
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
 //! (`probe`), what a starting generation calls for (`candidate`), stopping one (`retiring`),
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
-//! (`service`), and the loop that decides what each event means (`supervise`).
+//! (`service`), the control socket `hupwatch reload`/`status` reach it by (`control`, and its
+//! client side `control_client`), and the loop that decides what each event means
+//! (`supervise`).
 
 pub mod activation;
 pub mod bind_address;
