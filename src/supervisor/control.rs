@@ -29,6 +29,10 @@ use crate::supervisor::run_dir::RunDir;
 pub const SOCKET_NAME: &str = "control.sock";
 /// A request line longer than this is not one of ours.
 const MAX_REQUEST: u64 = 4096;
+/// A client that connects and says nothing is dropped after this.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// After a failed `accept`, before the next.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,8 +129,14 @@ impl Control {
 async fn accept(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
     let own = nix::unistd::getuid().as_raw();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE) repeats at once: do not spin on it.
+                warn!("control socket: cannot accept: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -147,9 +157,10 @@ async fn serve(
     let (read, mut write) = stream.into_split();
     // Read first, whoever asks, so a refused client reads its answer instead of a broken pipe.
     let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await?;
+    let mut reader = BufReader::new(read.take(MAX_REQUEST));
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::other("no request line within 10 s"))??;
     let answer = if peer != own_uid && peer != 0 {
         warn!(uid = peer, "control socket: refused uid {peer}");
         Answer::failed(format!(
