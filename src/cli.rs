@@ -177,7 +177,8 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub release: ReleaseArgs,
 
-    /// Print a JSON array instead of text.
+    /// Print JSON instead of text: an array of masters (an object for a `hupwatch run`
+    /// supervisor named by --pid).
     #[arg(long, env = "HUPWATCH_JSON")]
     pub json: bool,
 }

@@ -14,6 +14,7 @@ use crate::error::AppError;
 use crate::gunicorn::discover;
 use crate::reload::{self, ReloadError};
 use crate::report;
+use crate::supervisor::control_client::Supervisor;
 
 pub fn run(command: Command) -> Result<(), AppError> {
     match command {
@@ -104,6 +105,10 @@ fn app_name(args: &AppArgs) -> String {
 
 fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
+    if let Some(supervisor) = Supervisor::aimed_at(&target) {
+        // `hupwatch run` switches generations itself; it answers once the switch is verified.
+        return Ok(supervisor.deploy(args.reload.dry_run)?);
+    }
     let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
     let outcome = reload::reload_checked(&target, &settings, None)?;
     report::reload_succeeded(&outcome);
@@ -112,6 +117,10 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
 
 fn status(args: StatusArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
+    if let Some(supervisor) = Supervisor::named_by(&target) {
+        let view = supervisor.status()?;
+        return report::print_supervisor(&view, args.json).map_err(io("writing status"));
+    }
     let masters = discover::list_masters(&target)?;
     let link = config::release_link(&args.release)?;
     let link_target = match &link {
@@ -125,7 +134,15 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
             path: link.path(),
             target,
         });
-    report::print_status(&masters, args.json, view).map_err(io("writing status"))
+    // Every `hupwatch run` on the host too (only without a selector: a selector names masters).
+    let supervisors: Vec<_> = match target.by {
+        config::By::OnlyOne => Supervisor::all()
+            .iter()
+            .filter_map(|s| s.status().ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    report::print_status(&masters, args.json, view, &supervisors).map_err(io("writing status"))
 }
 
 /// Validate the file, then show what each app would watch and which master it resolves to.

@@ -9,6 +9,7 @@ use crate::config::config_file::ConfigFileError;
 use crate::gunicorn::discover::DiscoverError;
 use crate::reload::ReloadError;
 use crate::supervisor::SupervisorError;
+use crate::supervisor::control_client::ControlError;
 use crate::watch::WatchError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,9 @@ pub enum AppError {
     Reload(#[from] ReloadError),
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
+    /// `reload`/`status` aimed at a `hupwatch run` supervisor.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -44,6 +48,7 @@ impl AppError {
             Self::Reload(e) if e.is_target_problem() => 3,
             Self::Reload(_) | Self::Io { .. } => 1,
             Self::Supervisor(e) => e.exit_code(),
+            Self::Control(e) => e.exit_code(),
         }
     }
 }

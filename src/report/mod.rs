@@ -3,9 +3,11 @@
 //! Logs go to stderr through tracing (one line per decision, with fields a log shipper can
 //! index); `status` output is the command's result and goes to stdout.
 
+mod run_status;
 pub mod sd_notify;
 mod status;
 
+pub use run_status::print_supervisor;
 pub use status::{LinkView, print_status};
 
 use std::time::Duration;

@@ -14,6 +14,8 @@ use crate::gunicorn::master_env;
 use crate::gunicorn::preload::{self, Preload};
 use crate::gunicorn::procfs;
 use crate::reload::strategy_choice::{self, Surroundings};
+use crate::report::run_status::{RunJson, run_of, write_supervisors};
+use crate::supervisor::control::StatusView;
 
 #[derive(Serialize)]
 struct MasterJson<'a> {
@@ -43,6 +45,8 @@ struct MasterJson<'a> {
     auto: String,
     workers: Vec<u32>,
     worker_details: Vec<WorkerJson>,
+    /// The `hupwatch run` supervisor that started it, `null` for a master started otherwise.
+    run: Option<RunJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -81,23 +85,25 @@ fn worker_release(pid: u32, link_target: Option<&Path>) -> (Option<PathBuf>, boo
     (release, stale)
 }
 
-/// `status`: text for people, `--json` for scripts.
+/// `status`: text for people, `--json` for scripts; the `hupwatch run` supervisors after the
+/// masters (their generations are among the masters too).
 pub fn print_status(
     masters: &[MasterProcess],
     json: bool,
     link: Option<LinkView<'_>>,
+    supervisors: &[StatusView],
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         let list: Vec<_> = masters
             .iter()
-            .map(|m| master_json(m, judged_target(m, link)))
+            .map(|m| master_json(m, judged_target(m, link), supervisors))
             .collect();
         serde_json::to_writer_pretty(&mut out, &list)?;
         return writeln!(out);
     }
     if masters.is_empty() {
-        return writeln!(out, "no Gunicorn master is running on this host");
+        writeln!(out, "no Gunicorn master is running on this host")?;
     }
     for m in masters {
         let link_target = judged_target(m, link);
@@ -147,10 +153,14 @@ pub fn print_status(
             )?;
         }
     }
-    Ok(())
+    write_supervisors(&mut out, supervisors)
 }
 
-fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJson<'a> {
+fn master_json<'a>(
+    m: &'a MasterProcess,
+    link_target: Option<&Path>,
+    supervisors: &'a [StatusView],
+) -> MasterJson<'a> {
     let app = app_spec::resolve(m, None).ok();
     let titled = m.parsed.title_name.is_some();
     let preload = preload::preload_app(m);
@@ -192,6 +202,7 @@ fn master_json<'a>(m: &'a MasterProcess, link_target: Option<&Path>) -> MasterJs
                 }
             })
             .collect(),
+        run: run_of(m.pid, supervisors),
     }
 }
 

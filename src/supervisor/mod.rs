@@ -9,13 +9,17 @@
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
 //! (`probe`), what a starting generation calls for (`candidate`), stopping one (`retiring`),
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
-//! (`service`), and the loop that decides what each event means (`supervise`).
+//! (`service`), the control socket `hupwatch reload`/`status` reach it by (`control`, and its
+//! client side `control_client`), and the loop that decides what each event means
+//! (`supervise`).
 
 pub mod activation;
 pub mod bind_address;
 pub mod candidate;
 pub mod changes;
 pub mod command_line;
+pub mod control;
+pub mod control_client;
 pub mod generation;
 pub mod listeners;
 pub mod probe;

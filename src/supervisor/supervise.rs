@@ -22,6 +22,7 @@ use tracing::{error, info};
 
 use crate::supervisor::candidate::{Candidate, Next};
 use crate::supervisor::changes::Changes;
+use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::reaper::Reaper;
@@ -51,6 +52,8 @@ struct Supervisor<'a> {
     restart_at: Option<Instant>,
     failures: u32,
     served_once: bool,
+    /// `hupwatch reload` requests waiting for their switch (`control`).
+    waiters: Waiters,
 }
 
 pub async fn run(
@@ -60,6 +63,7 @@ pub async fn run(
 ) -> Result<(), SupervisorError> {
     let mut signals = Signals::install()?;
     let mut changes = Changes::start(&settings.watch)?;
+    let mut control = Control::start(dir);
     let mut sup = Supervisor {
         settings,
         listeners,
@@ -73,6 +77,7 @@ pub async fn run(
         restart_at: None,
         failures: 0,
         served_once: false,
+        waiters: Waiters::default(),
     };
     sup.start_candidate("first start");
     let outcome = loop {
@@ -83,6 +88,7 @@ pub async fn run(
             _ = signals.int.recv() => { info!("SIGINT: stopping"); break Ok(()) }
             _ = signals.hangup.recv() => sup.deploy("SIGHUP"),
             _ = signals.child.recv() => {}
+            Some(incoming) = control.requests.recv() => sup.answer(incoming),
             settled = changes.settled() => {
                 settled.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })?;
                 sup.deploy("a change");
@@ -114,9 +120,28 @@ impl Supervisor<'_> {
         }
     }
 
+    /// A control socket request: `reload` is answered once its release serves or has failed.
+    fn answer(&mut self, (request, reply): Incoming) {
+        match request {
+            Request::Reload => {
+                self.waiters.wait_for_next(reply);
+                self.deploy("hupwatch reload");
+            }
+            Request::Status => {
+                let _ = reply.send(control::status_view(
+                    &self.listeners,
+                    self.serving.as_ref().map(|(g, _)| g),
+                    self.candidate.as_ref(),
+                    &self.retiring,
+                ));
+            }
+        }
+    }
+
     /// Start the next release: a check generation first with `--health-path`, else straight
     /// a serving one.
     fn start_candidate(&mut self, why: &str) {
+        self.waiters.release_started();
         self.start_generation(why, self.settings.health.is_some());
     }
 
@@ -140,7 +165,11 @@ impl Supervisor<'_> {
                 );
                 self.candidate = Some(candidate);
             }
-            Err(e) => error!(generation = number, "cannot start generation {number}: {e}"),
+            Err(e) => {
+                let report = format!("cannot start generation {number}: {e}");
+                error!(generation = number, "{report}");
+                self.waiters.failed(&report);
+            }
         }
     }
 
@@ -255,13 +284,12 @@ impl Supervisor<'_> {
         if let Some(path) = &self.settings.facts.pidfile {
             service::write_pidfile(path, generation.pid);
         }
-        service::tell_systemd(
-            !self.served_once,
-            &format!(
-                "generation {} serving (master {})",
-                generation.number, generation.pid
-            ),
+        let serving = format!(
+            "generation {} serving (master {})",
+            generation.number, generation.pid
         );
+        service::tell_systemd(!self.served_once, &serving);
+        self.waiters.succeeded(&serving);
         self.serving = Some((generation, Instant::now()));
         self.served_once = true;
         self.restart_at = None;
@@ -287,12 +315,15 @@ impl Supervisor<'_> {
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
         if let Some((serving, _)) = &self.serving {
-            error!(
-                "reload failed: {report}\ngeneration {} (master {}) keeps serving",
+            let report = format!(
+                "{report}\ngeneration {} (master {}) keeps serving",
                 serving.number, serving.pid
             );
+            error!("reload failed: {report}");
+            self.waiters.failed(&report);
             return Ok(());
         }
+        self.waiters.failed(&report);
         if self.served_once {
             return self.schedule_restart(report);
         }
@@ -358,6 +389,7 @@ impl Supervisor<'_> {
     /// Stop every generation gracefully and wait until none of their processes is left.
     async fn shutdown(&mut self) {
         service::tell_systemd_stopping();
+        self.waiters.stopping();
         if let Some(candidate) = self.candidate.take() {
             candidate.generation.signal(Signal::SIGTERM);
             self.retire(candidate.generation);

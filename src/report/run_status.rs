@@ -1,0 +1,111 @@
+//! `status` for `hupwatch run` supervisors: their held sockets and generations (serving,
+//! starting, checking, stopping), as each supervisor reports them over its control socket.
+//! `status --pid SUPERVISOR` shows one; plain `status` lists them after the masters, and
+//! `--json` marks each master a supervisor started with its `run` entry (the array of masters
+//! keeps its shape for the scripts that read it).
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::supervisor::control::StatusView;
+
+/// A master's place in a supervisor (`status --json`, field `run`).
+#[derive(Serialize)]
+pub struct RunJson<'a> {
+    pub supervisor: u32,
+    pub generation: u32,
+    pub role: &'a str,
+    pub sockets: &'a [String],
+}
+
+/// The supervisor that started master `pid`, if any.
+pub fn run_of(pid: u32, supervisors: &[StatusView]) -> Option<RunJson<'_>> {
+    supervisors.iter().find_map(|s| {
+        let g = s.generations.iter().find(|g| g.master == pid)?;
+        Some(RunJson {
+            supervisor: s.pid,
+            generation: g.number,
+            role: &g.role,
+            sockets: &s.sockets,
+        })
+    })
+}
+
+/// `status --pid SUPERVISOR`: its view, as text or as the JSON object its socket answered.
+pub fn print_supervisor(view: &StatusView, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, view)?;
+        return writeln!(out);
+    }
+    write_supervisors(&mut out, std::slice::from_ref(view))
+}
+
+/// One block per supervisor: a line with its sockets, a line per generation.
+pub fn write_supervisors(out: &mut impl Write, views: &[StatusView]) -> std::io::Result<()> {
+    for view in views {
+        writeln!(
+            out,
+            "hupwatch run {}  sockets {}",
+            view.pid,
+            view.sockets.join(", ")
+        )?;
+        if view.generations.is_empty() {
+            writeln!(out, "  no generation running (waiting for a change)")?;
+        }
+        for g in &view.generations {
+            let workers = match g.workers.is_empty() {
+                true => "none".to_string(),
+                false => g
+                    .workers
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            writeln!(
+                out,
+                "  generation {}  {}  master {}  workers {workers}  release {}",
+                g.number,
+                g.role,
+                g.master,
+                g.release.as_deref().unwrap_or("?")
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::control::GenerationView;
+
+    #[test]
+    fn a_supervisor_shows_its_sockets_and_each_generation() {
+        let view = StatusView {
+            pid: 10,
+            sockets: vec!["127.0.0.1:8000".into()],
+            generations: vec![GenerationView {
+                number: 2,
+                role: "serving".into(),
+                master: 11,
+                workers: vec![12, 13],
+                release: Some("/srv/app/releases/2".into()),
+            }],
+        };
+        let mut out = Vec::new();
+        write_supervisors(&mut out, std::slice::from_ref(&view)).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "hupwatch run 10  sockets 127.0.0.1:8000\n  generation 2  serving  master 11  workers 12,13  release /srv/app/releases/2\n"
+        );
+        let run = run_of(11, std::slice::from_ref(&view)).unwrap();
+        assert_eq!(
+            (run.supervisor, run.generation, run.role),
+            (10, 2, "serving")
+        );
+        assert!(run_of(12, &[view]).is_none(), "a worker is no generation");
+    }
+}

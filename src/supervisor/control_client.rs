@@ -1,0 +1,225 @@
+//! The client side of a supervisor's control socket (`control`): `hupwatch reload --pid PID`
+//! and `hupwatch status` when PID is a `hupwatch run` process rather than a Gunicorn master.
+//!
+//! A supervisor is recognised by what it holds, not by its name: a listening Unix socket
+//! `…/run-<pid>/control.sock` among its open descriptors (`/proc/PID/fd` socket inodes, looked
+//! up in `/proc/PID/net/unix`). So the socket is found wherever the supervisor's runtime
+//! directory is (`--runtime-dir`, `/run/hupwatch`, `$XDG_RUNTIME_DIR`), and a process that merely
+//! calls itself hupwatch is never taken for one. Reading another user's `/proc/PID/fd` is not
+//! allowed — which matches the socket's rule: only its own user and root may control it.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use tracing::info;
+
+use crate::config::{By, TargetSelector};
+use crate::gunicorn::{discover, procfs};
+use crate::supervisor::control::{Answer, Request, SOCKET_NAME, StatusView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot reach the control socket {path} of hupwatch run (PID {pid}): {source}")]
+    Unreachable {
+        pid: u32,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("hupwatch run (PID {pid}) gave no answer: {why}")]
+    NoAnswer { pid: u32, why: String },
+    #[error("reload failed: {0}")]
+    Failed(String),
+}
+
+impl ControlError {
+    /// Every one of these is a reload that cannot be confirmed: 1, as for a master.
+    pub fn exit_code(&self) -> u8 {
+        1
+    }
+}
+
+/// A `hupwatch run` process and its control socket.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    pub pid: u32,
+    pub socket: PathBuf,
+}
+
+impl Supervisor {
+    /// `pid`, if it is a supervisor whose control socket this user may reach.
+    pub fn at(pid: u32) -> Option<Self> {
+        let held = socket_inodes(pid);
+        if held.is_empty() {
+            return None;
+        }
+        let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).ok()?;
+        let socket = control_socket(&table, &held)?;
+        Some(Self { pid, socket })
+    }
+
+    /// The supervisor a `reload`/`status` selector is aimed at: `--pid` or `--pidfile` naming a
+    /// `hupwatch run` process, or one of the Gunicorn masters it started (its user's `--pid`
+    /// file names the serving master): a signal to that master would bypass the blue/green
+    /// switch. `None` for everything else, which is discovered as a master.
+    pub fn aimed_at(target: &TargetSelector) -> Option<Self> {
+        let pid = match &target.by {
+            By::Pid(pid) => u32::try_from(*pid).ok().filter(|p| *p > 1)?,
+            By::Pidfile(path) => discover::read_pidfile(path).ok()?,
+            By::Match(_) | By::OnlyOne => return None,
+        };
+        Self::at(pid).or_else(|| {
+            let parent = procfs::read_stat(pid).ok()?.ppid;
+            Self::at(parent)
+        })
+    }
+
+    /// `status --pid PID` naming a supervisor itself (its masters keep their own status).
+    pub fn named_by(target: &TargetSelector) -> Option<Self> {
+        match target.by {
+            By::Pid(pid) => Self::at(u32::try_from(pid).ok().filter(|p| *p > 1)?),
+            _ => None,
+        }
+    }
+
+    /// Every supervisor on the host this user may reach (by the name it runs under first, so
+    /// only a few processes' descriptors are read).
+    pub fn all() -> Vec<Self> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut found: Vec<Self> = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim_end().starts_with("hupwatch"))
+            })
+            .filter_map(Self::at)
+            .collect();
+        found.sort_by_key(|s| s.pid);
+        found
+    }
+
+    /// `hupwatch reload` aimed at a supervisor: deploy now, and return once the switch has
+    /// been verified (Ok) or has failed (Err, with the supervisor's reason). The reload flags
+    /// meant for a master (strategy, signal, preflight) do not apply: the supervisor's own
+    /// settings decide how its generations start and are judged.
+    pub fn deploy(&self, dry_run: bool) -> Result<(), ControlError> {
+        let pid = self.pid;
+        if dry_run {
+            info!(supervisor = pid, socket = %self.socket.display(), "dry run: would ask hupwatch run (PID {pid}) to deploy over {}; nothing sent", self.socket.display());
+            return Ok(());
+        }
+        info!(
+            supervisor = pid,
+            "asking hupwatch run (PID {pid}) to deploy, waiting for its switch"
+        );
+        let answer = self.ask(Request::Reload)?;
+        match answer.ok {
+            true => {
+                info!(
+                    supervisor = pid,
+                    "reloaded by hupwatch run (PID {pid}): {}", answer.message
+                );
+                Ok(())
+            }
+            false => Err(ControlError::Failed(answer.message)),
+        }
+    }
+
+    pub fn status(&self) -> Result<StatusView, ControlError> {
+        let answer = self.ask(Request::Status)?;
+        match (answer.ok, answer.status) {
+            (true, Some(status)) => Ok(status),
+            (_, _) => Err(ControlError::NoAnswer {
+                pid: self.pid,
+                why: answer.message,
+            }),
+        }
+    }
+
+    /// One request, one answer line. No timeout: the supervisor answers every reload within
+    /// its boot timeout (and its health timeout), and a supervisor that dies closes the socket.
+    fn ask(&self, request: Request) -> Result<Answer, ControlError> {
+        let unreachable = |source| ControlError::Unreachable {
+            pid: self.pid,
+            path: self.socket.clone(),
+            source,
+        };
+        let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
+        let line = serde_json::json!({ "request": request }).to_string() + "\n";
+        stream.write_all(line.as_bytes()).map_err(unreachable)?;
+        let mut text = String::new();
+        BufReader::new(stream)
+            .read_line(&mut text)
+            .map_err(unreachable)?;
+        serde_json::from_str(text.trim()).map_err(|e| ControlError::NoAnswer {
+            pid: self.pid,
+            why: match text.is_empty() {
+                true => "it closed the connection (stopping?)".into(),
+                false => format!("{e}: {text:?}"),
+            },
+        })
+    }
+}
+
+/// The inodes of the sockets `pid` has open (`socket:[INODE]` links in `/proc/PID/fd`).
+fn socket_inodes(pid: u32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let text = link.to_str()?;
+            text.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// In a `/proc/net/unix` table, the path of a listening socket named `run-*/control.sock`
+/// whose inode is one of `held`.
+fn control_socket(table: &str, held: &HashSet<u64>) -> Option<PathBuf> {
+    // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = listening.
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (flags, inode, path) = (fields.get(3)?, fields.get(6)?, fields.get(7)?);
+        let path = Path::new(path);
+        let ours = *flags == "00010000"
+            && held.contains(&inode.parse().ok()?)
+            && path.file_name()? == SOCKET_NAME
+            && path.parent()?.file_name()?.to_str()?.starts_with("run-");
+        ours.then(|| path.to_path_buf())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 4242 /run/hupwatch/run-77/control.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 4343 /tmp/other/control.sock
+0000000000000000: 00000003 00000000 00000000 0001 03 4444 /run/hupwatch/run-77/control.sock
+";
+
+    #[test]
+    fn only_a_held_listening_control_socket_in_a_run_directory_counts() {
+        let held = |inodes: &[u64]| inodes.iter().copied().collect::<HashSet<_>>();
+        assert_eq!(
+            control_socket(TABLE, &held(&[4242])),
+            Some(PathBuf::from("/run/hupwatch/run-77/control.sock"))
+        );
+        assert_eq!(control_socket(TABLE, &held(&[4343])), None, "not a run dir");
+        assert_eq!(control_socket(TABLE, &held(&[4444])), None, "a connection");
+        assert_eq!(control_socket(TABLE, &held(&[1])), None, "not its own");
+    }
+
+    #[test]
+    fn a_process_without_a_control_socket_is_no_supervisor() {
+        assert!(Supervisor::at(std::process::id()).is_none());
+    }
+}
