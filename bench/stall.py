@@ -199,8 +199,10 @@ def reload_once(target, i, binary, timeout):
         "gunicorn_rss_reload_peak_mib": mib(max(x[2] for x in rss_reload)) if rss_reload else None,
         "procs_steady": max((x[1] for x in rss_steady), default=None),
         "procs_reload_peak": max((x[1] for x in rss_reload), default=None),
-        # (ms after the edit, total KiB, processes, Gunicorn KiB) from 0.5 s before the edit on
-        "rss_samples": [(round((x[0] - t_edit) / h.MS), *x[1:]) for x in samples if x[0] >= t_edit - 500 * h.MS],
+        # "ms after the edit,total KiB,processes,Gunicorn KiB" from 0.5 s before the edit on, one
+        # string (a list would be ~20 lines a sample in the indented JSON)
+        "rss_samples": " ".join(f"{round((x[0] - t_edit) / h.MS)},{x[1]},{x[2]},{x[3]}"
+                                for x in samples if x[0] >= t_edit - 500 * h.MS),
     }
     if target.tool == RUN:
         row["returned_ms"] = round((t_returned - t_edit) / h.MS, 1)
