@@ -17,7 +17,8 @@ Scenarios (BENCH_SCENARIOS, comma-separated; default all, in this order):
   defaults   edit-to-new-code-served, every tool as a newcomer gets it (hupwatch's default
              debounce and preflight vs `gunicorn --reload`, polling and inotify) — figure 3b
   stall      worst request during a reload, slow-importing app under load: HUP, upgrade, auto,
-             `gunicorn --reload` — issue 11 (bench/stall.py)
+             `hupwatch run` (BENCH_STALL_STRATEGIES=…,run), `gunicorn --reload`; edit → served and
+             the process tree's RSS during the switch — issues 11, 12 (bench/stall.py)
   rhythm     save-to-signal with saves 0.4 s apart vs isolated saves, vs watchexec — issue 11
              (bench/rhythm.py)
 """

@@ -5,6 +5,8 @@
 #   bench/run.sh                       # everything, ~20-25 min on 2 cores once tools are built
 #   BENCH_SCENARIOS=save,swap bench/run.sh
 #   BENCH_SCENARIOS=stall BENCH_SETTLE_VARIANT=0 bench/run.sh    # worst request during a reload, ~7 min
+#   BENCH_SCENARIOS=stall BENCH_SETTLE_VARIANT=0 BENCH_STALL_STRATEGIES=hup,upgrade,auto,run bench/run.sh
+#                                      # … with `hupwatch run` beside them (issue 12), ~9 min
 #   BENCH_SCENARIOS=rhythm BENCH_SETTLE_VARIANT=0 bench/run.sh   # save rhythm, ~3 min
 #
 # Not part of `cargo test`. Needs root only to raise fs.inotify.max_user_watches when it is too
@@ -16,10 +18,14 @@
 #   BENCH_PROCS=2000 BENCH_DISCOVERY_RUNS=20 BENCH_POLL_MS=5 BENCH_KEEP=0 BENCH_OUT=bench/results
 #   BENCH_QUIET_WAIT=90 (s to wait for <25% CPU before a scenario; 2x that per run at most)
 #   BENCH_TIMEOUT=1800 (s, hard bound on the measuring part)
-#   stall (bench/stall.py): BENCH_STALL_STRATEGIES=hup,upgrade,auto (a value `hupwatch reload --help`
-#     does not list is skipped with a note) BENCH_STALL_GUNICORN_RELOAD=1 BENCH_STALL_IMPORTS=0,1.5,5
+#   stall (bench/stall.py, bench/stall_tools.py): BENCH_STALL_STRATEGIES=hup,upgrade,auto (each a
+#     `hupwatch reload --strategy` value, or `run`: `hupwatch run --watch APPDIR --debounce 50ms --
+#     gunicorn -w 2 -b 127.0.0.1:PORT app:app`, serving the app itself and deploying the edit from its
+#     own watch; a value the binary does not offer is skipped with a note; issue 12's table:
+#     BENCH_STALL_STRATEGIES=hup,upgrade,auto,run) BENCH_STALL_GUNICORN_RELOAD=1 BENCH_STALL_IMPORTS=0,1.5,5
 #     (s the app's import sleeps) BENCH_STALL_ROUNDS=3 BENCH_STALL_WORKERS=2 BENCH_STALL_CLIENTS=4
 #     BENCH_STALL_PAUSE_MS=20 BENCH_STALL_STEADY_SECS=3 BENCH_STALL_TAIL_MS=500 BENCH_STALL_PREFLIGHT=1
+#     BENCH_STALL_RSS_MS=50 (ms between two samples of the tool's process-tree RSS)
 #   rhythm (bench/rhythm.py): BENCH_RHYTHM_SPACINGS=0.4,1.6 (s between saves) BENCH_RHYTHM_SAVES=9
 #     (per train; the first is left out) BENCH_RHYTHM_ROUNDS=3 BENCH_RHYTHM_DEBOUNCE_MS=50
 #   BENCH_SETTLE_VARIANT=1  also build a copy of the source with SWAP_SETTLE flipped 50ms<->0 (in /tmp)
