@@ -347,7 +347,7 @@ for attempt in 1 2 3; do
     PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     (
         cd "$DEPLOY/current"
-        export DEMO_PORT=$PORT
+        export DEMO_PORT=$PORT DEMO_CONTROL_SOCKET=$DEPLOY/gunicorn.ctl
         exec_in_new_group "$VENV/bin/gunicorn" app:app
     ) >"$DEPLOY/gunicorn.log" 2>&1 </dev/null &
     GUNICORN_PID=$!
