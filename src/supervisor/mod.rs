@@ -4,7 +4,8 @@
 //! one has booted every worker — so a release that cannot load never takes a request, and no
 //! request waits out an import.
 //!
-//! Stages, one file each: what the command says (`command_line`, `bind_address`), the held
+//! Stages, one file each: what the command says (`command_line`, `bind_address`, and from a
+//! config file Gunicorn's own `printed_config`), the held
 //! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
 //! (`probe`), what a starting generation calls for (`candidate`), stopping one (`retiring`),
@@ -22,6 +23,7 @@ pub mod control;
 pub mod control_client;
 pub mod generation;
 pub mod listeners;
+pub mod printed_config;
 pub mod probe;
 pub mod readiness;
 pub mod reaper;
@@ -34,7 +36,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::RunArgs;
 use crate::config::health::HealthCheck;
@@ -108,12 +110,13 @@ impl RunSettings {
             .map(|w| w.to_string_lossy().into_owned())
             .collect();
         let env = |key| std::env::var(key).ok();
-        let facts = command_line::inspect(
+        let mut facts = command_line::inspect(
             &words,
             env("GUNICORN_CMD_ARGS").as_deref(),
             env("PORT").as_deref(),
             env("WEB_CONCURRENCY").as_deref(),
         )?;
+        apply_config_file(&args.command, &words, &mut facts);
         if args.generations.boot_timeout.is_zero() {
             return Err(SupervisorError::ZeroBootTimeout);
         }
@@ -143,30 +146,52 @@ impl RunSettings {
     }
 }
 
-/// `COMMAND --version` (Gunicorn's argparse answers it before anything else and exits), within
-/// a few seconds; `None` when it does not answer so.
+/// `COMMAND --version`'s answer, `None` when it does not answer so.
 fn gunicorn_version(command: &[OsString]) -> Option<(u32, u32)> {
-    let (program, args) = command.split_first()?;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait().ok()?.is_none() {
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut output = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut output).ok()?;
+    let (_, output) = printed_config::answer(command, "--version").ok()?;
     command_line::parse_version(&output)
+}
+
+/// With a config file in play, the binds and worker count Gunicorn itself prints replace what
+/// the command line alone told (Gunicorn's printout already lets the command line win). If it
+/// cannot answer, say so and keep the command line's.
+fn apply_config_file(command: &[OsString], words: &[String], facts: &mut CommandFacts) {
+    let cmd_args = std::env::var("GUNICORN_CMD_ARGS").ok();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if !printed_config::uses_config_file(words, cmd_args.as_deref(), &cwd) {
+        return;
+    }
+    let printed = printed_config::ask(command).and_then(|printed| {
+        let mut binds = Vec::new();
+        for text in &printed.binds {
+            let bind = bind_address::BindAddress::parse(text).map_err(|e| {
+                printed_config::PrintConfigError::Failed {
+                    command: "gunicorn".into(),
+                    why: format!("printed a bind hupwatch cannot hold: {e}"),
+                }
+            })?;
+            if !binds.contains(&bind) {
+                binds.push(bind);
+            }
+        }
+        Ok((binds, printed.workers))
+    });
+    match printed {
+        Ok((binds, workers)) if !binds.is_empty() => {
+            let shown: Vec<String> = binds.iter().map(ToString::to_string).collect();
+            info!(
+                "Gunicorn's config (--print-config): bind {}, workers {}",
+                shown.join(", "),
+                workers.map_or("unknown".into(), |w| w.to_string())
+            );
+            facts.binds = binds;
+            facts.workers = workers.or(facts.workers);
+        }
+        Ok(_) => warn!("Gunicorn's config binds nothing; using the command line's addresses"),
+        Err(e) => warn!(
+            "cannot read Gunicorn's config file settings: {e}; using the command line's binds and workers"
+        ),
+    }
 }
 
 /// Run until SIGTERM/SIGINT (Ok), or until the app cannot be kept up (Err).

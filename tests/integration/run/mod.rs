@@ -3,6 +3,7 @@
 //! on a free port of 127.0.0.1. `deploy`: what a change does; `lifecycle`: starting, crashing,
 //! stopping and refusing.
 
+mod config_file;
 mod control;
 mod deploy;
 mod lifecycle;
