@@ -8,7 +8,8 @@
 //! config file Gunicorn's own `printed_config`), the held
 //! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
-//! (`probe`), what a starting generation calls for (`candidate`), stopping one (`retiring`),
+//! (`probe`), Django's checks before a release gets one (`release_check`), what a starting
+//! generation calls for (`candidate`), stopping one (`retiring`),
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
 //! (`service`), the control socket `hupwatch reload`/`status` reach it by (`control`, and its
 //! client side `control_client`), and the loop that decides what each event means
@@ -27,6 +28,7 @@ pub mod printed_config;
 pub mod probe;
 pub mod readiness;
 pub mod reaper;
+pub mod release_check;
 pub mod retiring;
 pub mod run_dir;
 pub mod service;
@@ -103,6 +105,16 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
+    /// The directory Gunicorn serves the release from: its `--chdir`, else hupwatch's own
+    /// working directory (each generation inherits it).
+    pub fn release_dir(&self) -> PathBuf {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        self.facts
+            .chdir
+            .as_ref()
+            .map_or(cwd.clone(), |d| cwd.join(d))
+    }
+
     pub fn from_args(args: RunArgs) -> Result<Self, SupervisorError> {
         let words: Vec<String> = args
             .command

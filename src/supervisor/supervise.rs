@@ -26,18 +26,18 @@ use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::reaper::Reaper;
+use crate::supervisor::release_check::ReleaseCheck;
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
 use crate::supervisor::{RunSettings, SupervisorError};
 
+mod checking;
+mod held_back;
+mod restart;
+
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
-/// Failed restarts of a serving generation in a row before hupwatch gives up.
-const MAX_FAILURES: u32 = 5;
-/// A generation that served this long before it died did not die of its release: the count of
-/// failures in a row starts again.
-const STABLE: Duration = Duration::from_secs(30);
 
 struct Supervisor<'a> {
     settings: &'a RunSettings,
@@ -47,6 +47,8 @@ struct Supervisor<'a> {
     next_number: u32,
     serving: Option<(Generation, Instant)>,
     candidate: Option<Candidate>,
+    /// A release being checked before it gets a generation (`release_check`), and why it deploys.
+    checking: Option<(ReleaseCheck, String)>,
     retiring: Vec<Retiring>,
     deploy_pending: bool,
     restart_at: Option<Instant>,
@@ -72,6 +74,7 @@ pub async fn run(
         next_number: 1,
         serving: None,
         candidate: None,
+        checking: None,
         retiring: Vec::new(),
         deploy_pending: false,
         restart_at: None,
@@ -106,13 +109,18 @@ pub async fn run(
 impl Supervisor<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let polling =
-            (self.candidate.is_some() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
+            (self.in_flight() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
         polling.into_iter().chain(self.restart_at).min()
     }
 
-    /// A deploy: now, or once the candidate in flight has ended.
+    /// A release is on its way: being checked, or its generation starting.
+    fn in_flight(&self) -> bool {
+        self.candidate.is_some() || self.checking.is_some()
+    }
+
+    /// A deploy: now, or once the release in flight has ended.
     fn deploy(&mut self, why: &str) {
-        if self.candidate.is_some() {
+        if self.in_flight() {
             info!("{why}: a new generation will start once the one starting now has ended");
             self.deploy_pending = true;
         } else {
@@ -142,6 +150,11 @@ impl Supervisor<'_> {
     /// a serving one.
     fn start_candidate(&mut self, why: &str) {
         self.waiters.release_started();
+        self.deploy_pending = false;
+        self.restart_at = None;
+        if self.start_check(why) {
+            return;
+        }
         self.start_generation(why, self.settings.health.is_some());
     }
 
@@ -192,11 +205,12 @@ impl Supervisor<'_> {
         }
         // The rest are orphaned workers, reaped and of no interest.
         reaper.forget_others(&masters);
+        self.check_release()?;
         self.check_candidate()?;
         self.check_serving()?;
         self.check_retiring();
         let now = Instant::now();
-        if self.candidate.is_none() {
+        if !self.in_flight() {
             if self.restart_at.is_some_and(|at| at <= now) {
                 self.start_candidate("restart after the serving generation exited");
             } else if self.deploy_pending {
@@ -314,66 +328,7 @@ impl Supervisor<'_> {
         }
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
-        if let Some((serving, _)) = &self.serving {
-            let report = format!(
-                "{report}\ngeneration {} (master {}) keeps serving",
-                serving.number, serving.pid
-            );
-            error!("reload failed: {report}");
-            self.waiters.failed(&report);
-            return Ok(());
-        }
-        self.waiters.failed(&report);
-        if self.served_once {
-            return self.schedule_restart(report);
-        }
-        if self.settings.under_systemd {
-            return Err(SupervisorError::FirstGeneration(report));
-        }
-        error!("{report}\nnothing is serving: waiting for the next change");
-        Ok(())
-    }
-
-    fn check_serving(&mut self) -> Result<(), SupervisorError> {
-        let Some((generation, since)) = self.serving.take_if(|(g, _)| g.exit.is_some()) else {
-            return Ok(());
-        };
-        let exit = generation.exit.map(|e| e.to_string()).unwrap_or_default();
-        let report = format!(
-            "the serving generation {} (master {}) {exit} after serving {}s",
-            generation.number,
-            generation.pid,
-            since.elapsed().as_secs()
-        );
-        if since.elapsed() >= STABLE {
-            self.failures = 0;
-        }
-        // Its orphaned workers are still in its process group: stop them too.
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(generation.pid as i32),
-            Signal::SIGTERM,
-        );
-        self.retire(generation);
-        self.schedule_restart(report)
-    }
-
-    fn schedule_restart(&mut self, report: String) -> Result<(), SupervisorError> {
-        self.failures += 1;
-        if self.failures > MAX_FAILURES {
-            return Err(SupervisorError::GaveUp {
-                attempts: self.failures - 1,
-                last: report,
-            });
-        }
-        let backoff = Duration::from_millis(250 << (self.failures - 1).min(6));
-        error!(
-            failures = self.failures,
-            "{report}; starting a new generation on the held sockets in {}ms (failure {} of {MAX_FAILURES})",
-            backoff.as_millis(),
-            self.failures
-        );
-        self.restart_at = Some(Instant::now() + backoff);
-        Ok(())
+        self.held_back(report)
     }
 
     fn retire(&mut self, generation: Generation) {
@@ -390,6 +345,9 @@ impl Supervisor<'_> {
     async fn shutdown(&mut self) {
         service::tell_systemd_stopping();
         self.waiters.stopping();
+        if let Some((check, _)) = self.checking.take() {
+            check.wait();
+        }
         if let Some(candidate) = self.candidate.take() {
             candidate.generation.signal(Signal::SIGTERM);
             self.retire(candidate.generation);

@@ -6,6 +6,7 @@
 mod config_file;
 mod control;
 mod deploy;
+mod django_checks;
 mod lifecycle;
 
 use std::net::TcpListener;
