@@ -128,6 +128,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub debounce: DebounceArgs,
     #[command(flatten)]
+    pub release: ReleaseArgs,
+    #[command(flatten)]
     pub generations: GenerationArgs,
     #[command(flatten)]
     pub health: health_args::RunHealthArgs,
@@ -205,7 +207,8 @@ pub struct PathArgs {
 #[command(next_help_heading = "Release directories")]
 pub struct ReleaseArgs {
     /// The `current` symlink of a releases/ + current deploy. `watch` reloads when it is swapped;
-    /// every reload checks that the new workers run its target.
+    /// every reload checks that the new workers run its target. `run` starts each generation in
+    /// the link's target, and a swap deploys at once.
     #[arg(long, value_name = "PATH", env = "HUPWATCH_RELEASE_LINK")]
     pub release_link: Option<PathBuf>,
 }

@@ -42,6 +42,7 @@ use tracing::{info, warn};
 
 use crate::cli::RunArgs;
 use crate::config::health::HealthCheck;
+use crate::config::release_link::{ReleaseError, ReleaseLink};
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
@@ -99,20 +100,32 @@ pub struct RunSettings {
     /// `--health-path`: each release is first booted as a check generation on a private probe
     /// socket and asked for it; only a release that passes gets a serving generation.
     pub health: Option<HealthCheck>,
+    /// `--release-link`: each generation starts in the link's target; a swap deploys.
+    pub release_link: Option<ReleaseLink>,
     /// Started by systemd (`NOTIFY_SOCKET`): a first generation that cannot start is fatal
     /// (systemd restarts the unit), where a developer at a terminal would fix the code.
     pub under_systemd: bool,
 }
 
 impl RunSettings {
-    /// The directory Gunicorn serves the release from: its `--chdir`, else hupwatch's own
-    /// working directory (each generation inherits it).
-    pub fn release_dir(&self) -> PathBuf {
+    /// The directory the next generation serves the release from: COMMAND's `--chdir` (Gunicorn
+    /// goes there whatever it starts in), else the release link's target now (the generation
+    /// starts there), else hupwatch's own working directory (each generation inherits it).
+    pub fn release_dir(&self) -> Result<PathBuf, ReleaseError> {
         let cwd = std::env::current_dir().unwrap_or_default();
-        self.facts
-            .chdir
+        match (&self.facts.chdir, &self.release_link) {
+            (Some(dir), _) => Ok(cwd.join(dir)),
+            (None, Some(link)) => link.target(),
+            (None, None) => Ok(cwd),
+        }
+    }
+
+    /// Where a generation is started: the release link's target, else where hupwatch runs.
+    pub fn start_dir(&self) -> Result<Option<PathBuf>, ReleaseError> {
+        self.release_link
             .as_ref()
-            .map_or(cwd.clone(), |d| cwd.join(d))
+            .map(ReleaseLink::target)
+            .transpose()
     }
 
     pub fn from_args(args: RunArgs) -> Result<Self, SupervisorError> {
@@ -132,12 +145,9 @@ impl RunSettings {
         if args.generations.boot_timeout.is_zero() {
             return Err(SupervisorError::ZeroBootTimeout);
         }
-        let watch = WatchSettings::from_args(
-            &args.paths,
-            &args.filter,
-            &args.debounce,
-            &crate::cli::ReleaseArgs { release_link: None },
-        )?;
+        let watch =
+            WatchSettings::from_args(&args.paths, &args.filter, &args.debounce, &args.release)?;
+        let release_link = crate::config::release_link(&args.release)?;
         let runtime_base = args
             .generations
             .runtime_dir
@@ -153,6 +163,7 @@ impl RunSettings {
             control_socket,
             runtime_base,
             health: HealthCheck::from_args(&args.health.as_health_args())?,
+            release_link,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
         })
     }

@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 use tracing::{error, info};
 
 use crate::supervisor::candidate::{Candidate, Next};
-use crate::supervisor::changes::Changes;
+use crate::supervisor::changes::{Changes, Deploy};
 use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
@@ -64,7 +64,8 @@ pub async fn run(
     dir: &RunDir,
 ) -> Result<(), SupervisorError> {
     let mut signals = Signals::install()?;
-    let mut changes = Changes::start(&settings.watch)?;
+    let link = settings.release_link.as_ref().map(|l| l.path());
+    let mut changes = Changes::start(&settings.watch, link)?;
     let mut control = Control::start(dir);
     let mut sup = Supervisor {
         settings,
@@ -92,9 +93,11 @@ pub async fn run(
             _ = signals.hangup.recv() => sup.deploy("SIGHUP"),
             _ = signals.child.recv() => {}
             Some(incoming) = control.requests.recv() => sup.answer(incoming),
-            settled = changes.settled() => {
-                settled.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })?;
-                sup.deploy("a change");
+            deploy = changes.next() => {
+                match deploy.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })? {
+                    Deploy::Settled => sup.deploy("a change"),
+                    Deploy::Swapped(target) => sup.deploy(&format!("the release link swapped to {}", target.display())),
+                }
             }
             _ = tokio::time::sleep_until(wake.unwrap_or(far).into()), if wake.is_some() => {}
         }
@@ -171,10 +174,11 @@ impl Supervisor<'_> {
                     None => "",
                 };
                 let pid = candidate.generation.pid;
+                let release = in_release(&candidate.generation);
                 info!(
                     generation = number,
                     master = pid,
-                    "generation {number} starting (master {pid}){role}: {why}"
+                    "generation {number} starting (master {pid}){release}{role}: {why}"
                 );
                 self.candidate = Some(candidate);
             }
@@ -289,9 +293,10 @@ impl Supervisor<'_> {
             master = generation.pid,
             workers,
             took_ms = took.as_millis() as u64,
-            "generation {} serving (master {}): {workers} workers booted in {}ms{slowest}{}",
+            "generation {} serving (master {}){}: {workers} workers booted in {}ms{slowest}{}",
             generation.number,
             generation.pid,
+            in_release(&generation),
             took.as_millis(),
             retired.unwrap_or_default()
         );
@@ -368,4 +373,12 @@ impl Supervisor<'_> {
         }
         info!("stopped: no generation is left running");
     }
+}
+
+/// ` in /srv/app/releases/42` for a generation started in a release link's target.
+fn in_release(generation: &Generation) -> String {
+    generation
+        .release
+        .as_ref()
+        .map_or(String::new(), |r| format!(" in {}", r.display()))
 }

@@ -10,7 +10,9 @@ use crate::supervisor::release_check::ReleaseCheck;
 impl Supervisor<'_> {
     /// Start a check of the release for `why`; false when the release needs none.
     pub(super) fn start_check(&mut self, why: &str) -> bool {
-        let dir = self.settings.release_dir();
+        let Ok(dir) = self.settings.release_dir() else {
+            return false; // the generation's start reports it
+        };
         let timeout = self.settings.boot_timeout;
         let Some(check) = ReleaseCheck::start(&self.settings.command, &dir, timeout) else {
             return false;
