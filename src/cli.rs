@@ -157,6 +157,12 @@ pub struct GenerationArgs {
     /// system temp dir).
     #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
+
+    /// Watch nothing: deploy only on SIGHUP, `hupwatch reload` or the control socket (a
+    /// systemd unit whose `systemctl reload` is the deploy). With --release-link, each
+    /// generation still starts in the link's target.
+    #[arg(long, env = "HUPWATCH_NO_WATCH", conflicts_with = "watch")]
+    pub no_watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -93,6 +93,8 @@ pub struct RunSettings {
     pub command: Vec<OsString>,
     pub facts: CommandFacts,
     pub watch: WatchSettings,
+    /// `--no-watch`: only SIGHUP and the control socket deploy.
+    pub watching: bool,
     pub boot_timeout: Duration,
     /// Gunicorn ≥ 25.1: each generation is started with `--no-control-socket`.
     pub control_socket: bool,
@@ -159,6 +161,7 @@ impl RunSettings {
             command: args.command,
             facts,
             watch,
+            watching: !args.generations.no_watch,
             boot_timeout: args.generations.boot_timeout,
             control_socket,
             runtime_base,

@@ -65,7 +65,13 @@ pub async fn run(
 ) -> Result<(), SupervisorError> {
     let mut signals = Signals::install()?;
     let link = settings.release_link.as_ref().map(|l| l.path());
-    let mut changes = Changes::start(&settings.watch, link)?;
+    let mut changes = match settings.watching {
+        true => Some(Changes::start(&settings.watch, link)?),
+        false => {
+            info!("watching nothing (--no-watch): SIGHUP and `hupwatch reload` deploy");
+            None
+        }
+    };
     let mut control = Control::start(dir);
     let mut sup = Supervisor {
         settings,
@@ -93,7 +99,7 @@ pub async fn run(
             _ = signals.hangup.recv() => sup.deploy("SIGHUP"),
             _ = signals.child.recv() => {}
             Some(incoming) = control.requests.recv() => sup.answer(incoming),
-            deploy = changes.next() => {
+            deploy = next_deploy(&mut changes) => {
                 match deploy.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })? {
                     Deploy::Settled => sup.deploy("a change"),
                     Deploy::Swapped(target) => sup.deploy(&format!("the release link swapped to {}", target.display())),
@@ -381,4 +387,12 @@ fn in_release(generation: &Generation) -> String {
         .release
         .as_ref()
         .map_or(String::new(), |r| format!(" in {}", r.display()))
+}
+
+/// The next deploy the watches call for; never, without watches (`--no-watch`).
+async fn next_deploy(changes: &mut Option<Changes>) -> std::io::Result<Deploy> {
+    match changes {
+        Some(changes) => changes.next().await,
+        None => std::future::pending().await,
+    }
 }

@@ -8,6 +8,7 @@ mod control;
 mod deploy;
 mod django_checks;
 mod lifecycle;
+mod no_watch;
 mod release_link;
 
 use std::net::TcpListener;
