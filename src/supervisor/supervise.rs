@@ -285,6 +285,10 @@ impl Supervisor<'_> {
             format!(", slowest worker {}ms", d.as_millis())
         });
         generation.pass_output_through();
+        // Before the `serving` line: whoever reads that line finds the pidfile naming it.
+        if let Some(path) = &self.settings.facts.pidfile {
+            service::write_pidfile(path, generation.pid);
+        }
         let retired = self.serving.take().map(|(old, _)| {
             old.signal(Signal::SIGTERM);
             let line = format!(
@@ -306,9 +310,6 @@ impl Supervisor<'_> {
             took.as_millis(),
             retired.unwrap_or_default()
         );
-        if let Some(path) = &self.settings.facts.pidfile {
-            service::write_pidfile(path, generation.pid);
-        }
         let serving = format!(
             "generation {} serving (master {})",
             generation.number, generation.pid

@@ -54,3 +54,29 @@ fn gunicorn_conf_py_in_the_working_directory_is_read_as_gunicorn_reads_it() {
     wait_for_body(port, "v1");
     daemon.stop().assert_success();
 }
+
+#[test]
+fn the_config_files_bind_holds_even_when_the_first_release_cannot_import() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write("app.py", "raise RuntimeError('not yet')\n");
+    let port = free_port();
+    dir.write(
+        "gunicorn.conf.py",
+        &format!("bind = ['127.0.0.1:{port}']\nworkers = 1\n"),
+    );
+    // --print-config imports the app after printing, and exits 1 when it cannot.
+    let daemon = run_command(&dir, &["--debounce", "100ms"], &["app:app"]).spawn();
+    daemon.wait_for_line("nothing is serving", CEILING);
+    assert!(
+        daemon.output().contains(&format!(
+            "--print-config): bind 127.0.0.1:{port}, workers 1"
+        )),
+        "{}",
+        daemon.output()
+    );
+    dir.replace_app("v2");
+    daemon.wait_for_line("generation 2 serving", CEILING);
+    wait_for_body(port, "v2 ");
+    daemon.stop().assert_success();
+}
