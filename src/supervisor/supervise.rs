@@ -1,7 +1,8 @@
 //! The supervisor's loop: which generation serves, which one is starting, which ones are on
 //! their way out, and what each event means for them.
 //!
-//! - A deploy (a settled change, SIGHUP) starts a *candidate* on the held sockets (with
+//! - A deploy (a settled change, a release-link swap, SIGHUP, `hupwatch reload`) starts a
+//!   *candidate* on the held sockets (a Django release is checked first: `checking`; with
 //!   `--health-path`, first a check generation on a private probe socket: `candidate`). Once every
 //!   worker of it has booted it serves, and the serving one gets TERM (graceful) and is watched
 //!   until nothing of its process group is left (KILL after Gunicorn's graceful timeout and a
