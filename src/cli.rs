@@ -128,6 +128,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub debounce: DebounceArgs,
     #[command(flatten)]
+    pub release: ReleaseArgs,
+    #[command(flatten)]
     pub generations: GenerationArgs,
     #[command(flatten)]
     pub health: health_args::RunHealthArgs,
@@ -155,6 +157,12 @@ pub struct GenerationArgs {
     /// system temp dir).
     #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
+
+    /// Watch nothing: deploy only on SIGHUP, `hupwatch reload` or the control socket (a
+    /// systemd unit whose `systemctl reload` is the deploy). With --release-link, each
+    /// generation still starts in the link's target.
+    #[arg(long, env = "HUPWATCH_NO_WATCH", conflicts_with = "watch")]
+    pub no_watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -205,7 +213,8 @@ pub struct PathArgs {
 #[command(next_help_heading = "Release directories")]
 pub struct ReleaseArgs {
     /// The `current` symlink of a releases/ + current deploy. `watch` reloads when it is swapped;
-    /// every reload checks that the new workers run its target.
+    /// every reload checks that the new workers run its target. `run` starts each generation in
+    /// the link's target, and a swap deploys at once.
     #[arg(long, value_name = "PATH", env = "HUPWATCH_RELEASE_LINK")]
     pub release_link: Option<PathBuf>,
 }

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::release_link::ReleaseLink;
 use crate::config::{AppConfig, By, TargetSelector};
 use crate::debounce::Debouncer;
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::procfs;
 use crate::reload::ReloadOutcome;
 use crate::watch::change_sink::{ChangeSink, SpillSlot};
+use crate::watch::link_targets::LinkTargets;
 use crate::watch::{AppTag, TreeWatcher, WatchError, WatchEvent};
 
 /// A swap is atomic and needs no quiet period, so it is acted on at once. Swaps in quick
@@ -241,59 +241,6 @@ fn describe_watches(config: &AppConfig, tree: &TreeWatcher, links: &LinkTargets)
         parts.push(format!("following the {noun} {}", links.describe()));
     }
     parts.join("; ")
-}
-
-/// The last target seen for each tracked symlink, so a touch without a real change (or a swap
-/// back and forth already seen) does not reload.
-struct LinkTargets(Vec<(PathBuf, Option<PathBuf>)>);
-
-impl LinkTargets {
-    fn new(links: &[PathBuf]) -> Self {
-        Self(links.iter().map(|l| (l.clone(), resolve(l))).collect())
-    }
-
-    fn describe(&self) -> String {
-        let shown: Vec<String> = self
-            .0
-            .iter()
-            .map(|(l, t)| match t {
-                Some(t) => format!("{} -> {}", l.display(), t.display()),
-                None => format!("{} -> (nowhere)", l.display()),
-            })
-            .collect();
-        shown.join(", ")
-    }
-
-    /// True when `link` now names another existing directory. A link to nowhere or to a
-    /// non-directory is reported and not acted on.
-    fn swapped(&mut self, link: &Path) -> bool {
-        let Some(entry) = self.0.iter_mut().find(|(l, _)| l == link) else {
-            return false;
-        };
-        let now = resolve(link);
-        if now == entry.1 {
-            return false;
-        }
-        entry.1 = now;
-        match ReleaseLink::new(link).map(|l| l.target()) {
-            Ok(Ok(target)) => {
-                info!(link = %link.display(), target = %target.display(), "release link swapped: {} -> {}", link.display(), target.display());
-                true
-            }
-            Ok(Err(e)) => {
-                warn!(link = %link.display(), "{e}; not acting on it");
-                false
-            }
-            Err(e) => {
-                warn!(link = %link.display(), "release link {e}; not acting on it");
-                false
-            }
-        }
-    }
-}
-
-fn resolve(link: &Path) -> Option<PathBuf> {
-    std::fs::canonicalize(link).ok()
 }
 
 /// Files the Gunicorn master writes while it serves (its error and access logs). When they

@@ -80,10 +80,12 @@ impl Candidate {
             Some(check) => vec![check.probe.raw_fd()],
             None => listeners.iter().map(Listener::raw_fd).collect(),
         };
+        let dir = settings.start_dir().map_err(|e| e.to_string())?;
         let launch = Launch {
             number,
             command: &command,
             sockets: &sockets,
+            dir: dir.as_deref(),
         };
         let generation = Generation::spawn(launch).map_err(|e| e.to_string())?;
         Ok(Self {

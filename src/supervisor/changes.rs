@@ -3,9 +3,13 @@
 //!
 //! The same stages as `hupwatch watch` (`daemon::watched_app`), minus what only a master found
 //! on the host needs: no discovery, no files of a foreign master to ignore. The future
-//! [`Changes::settled`] resolves once per settled burst; it is cancel-safe, so the supervisor's
+//! [`Changes::next`] resolves once per settled burst; it is cancel-safe, so the supervisor's
 //! loop can drop it for any other event and call it again without losing a change.
+//!
+//! With `--release-link`, a swap of the link is a deploy of its own, at once: the swap is one
+//! atomic rename, so there is nothing to wait to settle.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,13 +21,25 @@ use crate::debounce::Debouncer;
 use crate::debounce::deadline_timer::DeadlineTimer;
 use crate::supervisor::SupervisorError;
 use crate::watch::change_sink::{ChangeSink, SpillSlot};
+use crate::watch::link_targets::LinkTargets;
 use crate::watch::{AppTag, TreeWatcher, WatchEvent};
 
 const QUEUE: usize = 256;
 const TAG: AppTag = 1;
 
+/// What deploys.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deploy {
+    /// A burst of file changes has settled.
+    Settled,
+    /// The release link names another release now.
+    Swapped(PathBuf),
+}
+
 pub struct Changes {
     tree: TreeWatcher,
+    links: LinkTargets,
+    swapped: Option<PathBuf>,
     debouncer: Debouncer,
     timer: DeadlineTimer,
     changes: mpsc::Receiver<(AppTag, WatchEvent)>,
@@ -33,12 +49,19 @@ pub struct Changes {
 
 impl Changes {
     /// Arm the watches; logs what is watched.
-    pub fn start(settings: &WatchSettings) -> Result<Self, SupervisorError> {
+    pub fn start(
+        settings: &WatchSettings,
+        release_link: Option<&std::path::Path>,
+    ) -> Result<Self, SupervisorError> {
         let (changes_tx, changes) = mpsc::channel(QUEUE);
         let (control_tx, control) = mpsc::unbounded_channel();
         let spill = Arc::new(SpillSlot::default());
         let sink = ChangeSink::new(TAG, changes_tx, control_tx, Arc::clone(&spill));
-        let tree = TreeWatcher::start(settings, None, sink)?;
+        let tree = TreeWatcher::start(settings, release_link, sink)?;
+        let links = LinkTargets::new(tree.links());
+        if !tree.links().is_empty() {
+            info!("following the release link {}", links.describe());
+        }
         let roots: Vec<String> = settings
             .roots
             .iter()
@@ -61,6 +84,8 @@ impl Changes {
         })?;
         Ok(Self {
             tree,
+            links,
+            swapped: None,
             debouncer: Debouncer::new(settings.debounce, settings.max_wait)
                 .with_small_burst(settings.small_burst_quiet),
             timer,
@@ -70,9 +95,14 @@ impl Changes {
         })
     }
 
-    /// Resolves when a burst of changes has settled.
-    pub async fn settled(&mut self) -> std::io::Result<()> {
+    /// Resolves when a burst of changes has settled, or at once when the release link swapped.
+    pub async fn next(&mut self) -> std::io::Result<Deploy> {
         loop {
+            if let Some(target) = self.swapped.take() {
+                // The swap deploys the link's target with every file in it.
+                self.debouncer.cancel();
+                return Ok(Deploy::Swapped(target));
+            }
             self.timer.arm(self.debouncer.deadline())?;
             let armed = self.debouncer.deadline().is_some();
             tokio::select! {
@@ -81,7 +111,7 @@ impl Changes {
                 fired = self.timer.fired(), if armed => {
                     fired?;
                     if self.debouncer.take_due(Instant::now()) {
-                        return Ok(());
+                        return Ok(Deploy::Settled);
                     }
                 }
             }
@@ -115,7 +145,15 @@ impl Changes {
                 let dropped = self.tree.unwatch_tree(&dir);
                 info!(path = %dir.display(), dropped, "a virtualenv appeared in {}: no longer watched", dir.display());
             }
-            WatchEvent::LinkTouched(path) | WatchEvent::RootTouched(path) => {
+            WatchEvent::LinkTouched(link) => {
+                if self.links.swapped(&link) {
+                    if let Err(e) = self.tree.rearm_through(&link) {
+                        warn!(link = %link.display(), "cannot watch the new release: {e}");
+                    }
+                    self.swapped = std::fs::canonicalize(&link).ok();
+                }
+            }
+            WatchEvent::RootTouched(path) => {
                 if let Err(e) = self.tree.rearm_through(&path) {
                     warn!(path = %path.display(), "cannot watch {} again: {e}", path.display());
                 }

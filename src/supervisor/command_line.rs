@@ -27,6 +27,8 @@ pub struct CommandFacts {
     pub workers: Option<u32>,
     pub graceful_timeout: Duration,
     pub pidfile: Option<PathBuf>,
+    /// `--chdir`: where Gunicorn serves the release from (else its working directory).
+    pub chdir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +126,7 @@ pub fn inspect(
         workers,
         graceful_timeout,
         pidfile: last("--pid", Some("-p")).map(PathBuf::from),
+        chdir: last("--chdir", None).map(PathBuf::from),
     };
     if facts.reuse_port {
         return Err(CommandError::ReusePort);

@@ -4,10 +4,12 @@
 //! one has booted every worker — so a release that cannot load never takes a request, and no
 //! request waits out an import.
 //!
-//! Stages, one file each: what the command says (`command_line`, `bind_address`), the held
+//! Stages, one file each: what the command says (`command_line`, `bind_address`, and from a
+//! config file Gunicorn's own `printed_config`), the held
 //! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
-//! (`probe`), what a starting generation calls for (`candidate`), stopping one (`retiring`),
+//! (`probe`), Django's checks before a release gets one (`release_check`), what a starting
+//! generation calls for (`candidate`), stopping one (`retiring`),
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
 //! (`service`), the control socket `hupwatch reload`/`status` reach it by (`control`, and its
 //! client side `control_client`), and the loop that decides what each event means
@@ -22,9 +24,11 @@ pub mod control;
 pub mod control_client;
 pub mod generation;
 pub mod listeners;
+pub mod printed_config;
 pub mod probe;
 pub mod readiness;
 pub mod reaper;
+pub mod release_check;
 pub mod retiring;
 pub mod run_dir;
 pub mod service;
@@ -34,10 +38,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::RunArgs;
 use crate::config::health::HealthCheck;
+use crate::config::release_link::{ReleaseError, ReleaseLink};
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
@@ -88,6 +93,8 @@ pub struct RunSettings {
     pub command: Vec<OsString>,
     pub facts: CommandFacts,
     pub watch: WatchSettings,
+    /// `--no-watch`: only SIGHUP and the control socket deploy.
+    pub watching: bool,
     pub boot_timeout: Duration,
     /// Gunicorn ≥ 25.1: each generation is started with `--no-control-socket`.
     pub control_socket: bool,
@@ -95,12 +102,34 @@ pub struct RunSettings {
     /// `--health-path`: each release is first booted as a check generation on a private probe
     /// socket and asked for it; only a release that passes gets a serving generation.
     pub health: Option<HealthCheck>,
+    /// `--release-link`: each generation starts in the link's target; a swap deploys.
+    pub release_link: Option<ReleaseLink>,
     /// Started by systemd (`NOTIFY_SOCKET`): a first generation that cannot start is fatal
     /// (systemd restarts the unit), where a developer at a terminal would fix the code.
     pub under_systemd: bool,
 }
 
 impl RunSettings {
+    /// The directory the next generation serves the release from: COMMAND's `--chdir` (Gunicorn
+    /// goes there whatever it starts in), else the release link's target now (the generation
+    /// starts there), else hupwatch's own working directory (each generation inherits it).
+    pub fn release_dir(&self) -> Result<PathBuf, ReleaseError> {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        match (&self.facts.chdir, &self.release_link) {
+            (Some(dir), _) => Ok(cwd.join(dir)),
+            (None, Some(link)) => link.target(),
+            (None, None) => Ok(cwd),
+        }
+    }
+
+    /// Where a generation is started: the release link's target, else where hupwatch runs.
+    pub fn start_dir(&self) -> Result<Option<PathBuf>, ReleaseError> {
+        self.release_link
+            .as_ref()
+            .map(ReleaseLink::target)
+            .transpose()
+    }
+
     pub fn from_args(args: RunArgs) -> Result<Self, SupervisorError> {
         let words: Vec<String> = args
             .command
@@ -108,21 +137,19 @@ impl RunSettings {
             .map(|w| w.to_string_lossy().into_owned())
             .collect();
         let env = |key| std::env::var(key).ok();
-        let facts = command_line::inspect(
+        let mut facts = command_line::inspect(
             &words,
             env("GUNICORN_CMD_ARGS").as_deref(),
             env("PORT").as_deref(),
             env("WEB_CONCURRENCY").as_deref(),
         )?;
+        apply_config_file(&args.command, &words, &mut facts);
         if args.generations.boot_timeout.is_zero() {
             return Err(SupervisorError::ZeroBootTimeout);
         }
-        let watch = WatchSettings::from_args(
-            &args.paths,
-            &args.filter,
-            &args.debounce,
-            &crate::cli::ReleaseArgs { release_link: None },
-        )?;
+        let watch =
+            WatchSettings::from_args(&args.paths, &args.filter, &args.debounce, &args.release)?;
+        let release_link = crate::config::release_link(&args.release)?;
         let runtime_base = args
             .generations
             .runtime_dir
@@ -134,39 +161,63 @@ impl RunSettings {
             command: args.command,
             facts,
             watch,
+            watching: !args.generations.no_watch,
             boot_timeout: args.generations.boot_timeout,
             control_socket,
             runtime_base,
             health: HealthCheck::from_args(&args.health.as_health_args())?,
+            release_link,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
         })
     }
 }
 
-/// `COMMAND --version` (Gunicorn's argparse answers it before anything else and exits), within
-/// a few seconds; `None` when it does not answer so.
+/// `COMMAND --version`'s answer, `None` when it does not answer so.
 fn gunicorn_version(command: &[OsString]) -> Option<(u32, u32)> {
-    let (program, args) = command.split_first()?;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait().ok()?.is_none() {
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut output = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut output).ok()?;
+    let (_, output) = printed_config::answer(command, "--version").ok()?;
     command_line::parse_version(&output)
+}
+
+/// With a config file in play, the binds and worker count Gunicorn itself prints replace what
+/// the command line alone told (Gunicorn's printout already lets the command line win). If it
+/// cannot answer, say so and keep the command line's.
+fn apply_config_file(command: &[OsString], words: &[String], facts: &mut CommandFacts) {
+    let cmd_args = std::env::var("GUNICORN_CMD_ARGS").ok();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if !printed_config::uses_config_file(words, cmd_args.as_deref(), &cwd) {
+        return;
+    }
+    let printed = printed_config::ask(command).and_then(|printed| {
+        let mut binds = Vec::new();
+        for text in &printed.binds {
+            let bind = bind_address::BindAddress::parse(text).map_err(|e| {
+                printed_config::PrintConfigError::Failed {
+                    command: "gunicorn".into(),
+                    why: format!("printed a bind hupwatch cannot hold: {e}"),
+                }
+            })?;
+            if !binds.contains(&bind) {
+                binds.push(bind);
+            }
+        }
+        Ok((binds, printed.workers))
+    });
+    match printed {
+        Ok((binds, workers)) if !binds.is_empty() => {
+            let shown: Vec<String> = binds.iter().map(ToString::to_string).collect();
+            info!(
+                "Gunicorn's config (--print-config): bind {}, workers {}",
+                shown.join(", "),
+                workers.map_or("unknown".into(), |w| w.to_string())
+            );
+            facts.binds = binds;
+            facts.workers = workers.or(facts.workers);
+        }
+        Ok(_) => warn!("Gunicorn's config binds nothing; using the command line's addresses"),
+        Err(e) => warn!(
+            "cannot read Gunicorn's config file settings: {e}; using the command line's binds and workers"
+        ),
+    }
 }
 
 /// Run until SIGTERM/SIGINT (Ok), or until the app cannot be kept up (Err).

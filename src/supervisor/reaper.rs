@@ -4,6 +4,10 @@
 //! their parent instead of PID 1, so they stay in reach (their generation's process group) and
 //! their exits are collected here rather than left as zombies. All reaping goes through
 //! `waitpid(-1)` in this one place; the exit of a generation's master is then looked up by PID.
+//! Only the children of the loop's own thread (`__WNOTHREAD`): the generations, and the orphans
+//! the kernel hands to the thread group leader. A child another thread started and waits for
+//! itself (the release check: `release_check`) is left to that thread, which would otherwise
+//! find it gone and never learn how it ended.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,7 +48,8 @@ impl Reaper {
     /// Collect every child that has exited; never blocks.
     pub fn reap(&mut self) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            let flags = WaitPidFlag::WNOHANG | WaitPidFlag::__WNOTHREAD;
+            match waitpid(Pid::from_raw(-1), Some(flags)) {
                 Ok(WaitStatus::Exited(pid, code)) => {
                     self.exits.insert(pid.as_raw() as u32, Exit::Code(code));
                 }

@@ -1,7 +1,8 @@
 //! The supervisor's loop: which generation serves, which one is starting, which ones are on
 //! their way out, and what each event means for them.
 //!
-//! - A deploy (a settled change, SIGHUP) starts a *candidate* on the held sockets (with
+//! - A deploy (a settled change, a release-link swap, SIGHUP, `hupwatch reload`) starts a
+//!   *candidate* on the held sockets (a Django release is checked first: `checking`; with
 //!   `--health-path`, first a check generation on a private probe socket: `candidate`). Once every
 //!   worker of it has booted it serves, and the serving one gets TERM (graceful) and is watched
 //!   until nothing of its process group is left (KILL after Gunicorn's graceful timeout and a
@@ -21,23 +22,23 @@ use nix::sys::signal::Signal;
 use tracing::{error, info};
 
 use crate::supervisor::candidate::{Candidate, Next};
-use crate::supervisor::changes::Changes;
+use crate::supervisor::changes::{Changes, Deploy};
 use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::reaper::Reaper;
+use crate::supervisor::release_check::ReleaseCheck;
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
 use crate::supervisor::{RunSettings, SupervisorError};
 
+mod checking;
+mod held_back;
+mod restart;
+
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
-/// Failed restarts of a serving generation in a row before hupwatch gives up.
-const MAX_FAILURES: u32 = 5;
-/// A generation that served this long before it died did not die of its release: the count of
-/// failures in a row starts again.
-const STABLE: Duration = Duration::from_secs(30);
 
 struct Supervisor<'a> {
     settings: &'a RunSettings,
@@ -47,6 +48,8 @@ struct Supervisor<'a> {
     next_number: u32,
     serving: Option<(Generation, Instant)>,
     candidate: Option<Candidate>,
+    /// A release being checked before it gets a generation (`release_check`), and why it deploys.
+    checking: Option<(ReleaseCheck, String)>,
     retiring: Vec<Retiring>,
     deploy_pending: bool,
     restart_at: Option<Instant>,
@@ -62,7 +65,14 @@ pub async fn run(
     dir: &RunDir,
 ) -> Result<(), SupervisorError> {
     let mut signals = Signals::install()?;
-    let mut changes = Changes::start(&settings.watch)?;
+    let link = settings.release_link.as_ref().map(|l| l.path());
+    let mut changes = match settings.watching {
+        true => Some(Changes::start(&settings.watch, link)?),
+        false => {
+            info!("watching nothing (--no-watch): SIGHUP and `hupwatch reload` deploy");
+            None
+        }
+    };
     let mut control = Control::start(dir);
     let mut sup = Supervisor {
         settings,
@@ -72,6 +82,7 @@ pub async fn run(
         next_number: 1,
         serving: None,
         candidate: None,
+        checking: None,
         retiring: Vec::new(),
         deploy_pending: false,
         restart_at: None,
@@ -89,9 +100,11 @@ pub async fn run(
             _ = signals.hangup.recv() => sup.deploy("SIGHUP"),
             _ = signals.child.recv() => {}
             Some(incoming) = control.requests.recv() => sup.answer(incoming),
-            settled = changes.settled() => {
-                settled.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })?;
-                sup.deploy("a change");
+            deploy = next_deploy(&mut changes) => {
+                match deploy.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })? {
+                    Deploy::Settled => sup.deploy("a change"),
+                    Deploy::Swapped(target) => sup.deploy(&format!("the release link swapped to {}", target.display())),
+                }
             }
             _ = tokio::time::sleep_until(wake.unwrap_or(far).into()), if wake.is_some() => {}
         }
@@ -106,13 +119,18 @@ pub async fn run(
 impl Supervisor<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let polling =
-            (self.candidate.is_some() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
+            (self.in_flight() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
         polling.into_iter().chain(self.restart_at).min()
     }
 
-    /// A deploy: now, or once the candidate in flight has ended.
+    /// A release is on its way: being checked, or its generation starting.
+    fn in_flight(&self) -> bool {
+        self.candidate.is_some() || self.checking.is_some()
+    }
+
+    /// A deploy: now, or once the release in flight has ended.
     fn deploy(&mut self, why: &str) {
-        if self.candidate.is_some() {
+        if self.in_flight() {
             info!("{why}: a new generation will start once the one starting now has ended");
             self.deploy_pending = true;
         } else {
@@ -142,6 +160,11 @@ impl Supervisor<'_> {
     /// a serving one.
     fn start_candidate(&mut self, why: &str) {
         self.waiters.release_started();
+        self.deploy_pending = false;
+        self.restart_at = None;
+        if self.start_check(why) {
+            return;
+        }
         self.start_generation(why, self.settings.health.is_some());
     }
 
@@ -158,10 +181,11 @@ impl Supervisor<'_> {
                     None => "",
                 };
                 let pid = candidate.generation.pid;
+                let release = in_release(&candidate.generation);
                 info!(
                     generation = number,
                     master = pid,
-                    "generation {number} starting (master {pid}){role}: {why}"
+                    "generation {number} starting (master {pid}){release}{role}: {why}"
                 );
                 self.candidate = Some(candidate);
             }
@@ -192,11 +216,12 @@ impl Supervisor<'_> {
         }
         // The rest are orphaned workers, reaped and of no interest.
         reaper.forget_others(&masters);
+        self.check_release()?;
         self.check_candidate()?;
         self.check_serving()?;
         self.check_retiring();
         let now = Instant::now();
-        if self.candidate.is_none() {
+        if !self.in_flight() {
             if self.restart_at.is_some_and(|at| at <= now) {
                 self.start_candidate("restart after the serving generation exited");
             } else if self.deploy_pending {
@@ -261,6 +286,10 @@ impl Supervisor<'_> {
             format!(", slowest worker {}ms", d.as_millis())
         });
         generation.pass_output_through();
+        // Before the `serving` line: whoever reads that line finds the pidfile naming it.
+        if let Some(path) = &self.settings.facts.pidfile {
+            service::write_pidfile(path, generation.pid);
+        }
         let retired = self.serving.take().map(|(old, _)| {
             old.signal(Signal::SIGTERM);
             let line = format!(
@@ -275,15 +304,13 @@ impl Supervisor<'_> {
             master = generation.pid,
             workers,
             took_ms = took.as_millis() as u64,
-            "generation {} serving (master {}): {workers} workers booted in {}ms{slowest}{}",
+            "generation {} serving (master {}){}: {workers} workers booted in {}ms{slowest}{}",
             generation.number,
             generation.pid,
+            in_release(&generation),
             took.as_millis(),
             retired.unwrap_or_default()
         );
-        if let Some(path) = &self.settings.facts.pidfile {
-            service::write_pidfile(path, generation.pid);
-        }
         let serving = format!(
             "generation {} serving (master {})",
             generation.number, generation.pid
@@ -314,66 +341,7 @@ impl Supervisor<'_> {
         }
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
-        if let Some((serving, _)) = &self.serving {
-            let report = format!(
-                "{report}\ngeneration {} (master {}) keeps serving",
-                serving.number, serving.pid
-            );
-            error!("reload failed: {report}");
-            self.waiters.failed(&report);
-            return Ok(());
-        }
-        self.waiters.failed(&report);
-        if self.served_once {
-            return self.schedule_restart(report);
-        }
-        if self.settings.under_systemd {
-            return Err(SupervisorError::FirstGeneration(report));
-        }
-        error!("{report}\nnothing is serving: waiting for the next change");
-        Ok(())
-    }
-
-    fn check_serving(&mut self) -> Result<(), SupervisorError> {
-        let Some((generation, since)) = self.serving.take_if(|(g, _)| g.exit.is_some()) else {
-            return Ok(());
-        };
-        let exit = generation.exit.map(|e| e.to_string()).unwrap_or_default();
-        let report = format!(
-            "the serving generation {} (master {}) {exit} after serving {}s",
-            generation.number,
-            generation.pid,
-            since.elapsed().as_secs()
-        );
-        if since.elapsed() >= STABLE {
-            self.failures = 0;
-        }
-        // Its orphaned workers are still in its process group: stop them too.
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(generation.pid as i32),
-            Signal::SIGTERM,
-        );
-        self.retire(generation);
-        self.schedule_restart(report)
-    }
-
-    fn schedule_restart(&mut self, report: String) -> Result<(), SupervisorError> {
-        self.failures += 1;
-        if self.failures > MAX_FAILURES {
-            return Err(SupervisorError::GaveUp {
-                attempts: self.failures - 1,
-                last: report,
-            });
-        }
-        let backoff = Duration::from_millis(250 << (self.failures - 1).min(6));
-        error!(
-            failures = self.failures,
-            "{report}; starting a new generation on the held sockets in {}ms (failure {} of {MAX_FAILURES})",
-            backoff.as_millis(),
-            self.failures
-        );
-        self.restart_at = Some(Instant::now() + backoff);
-        Ok(())
+        self.held_back(report)
     }
 
     fn retire(&mut self, generation: Generation) {
@@ -390,6 +358,9 @@ impl Supervisor<'_> {
     async fn shutdown(&mut self) {
         service::tell_systemd_stopping();
         self.waiters.stopping();
+        if let Some((check, _)) = self.checking.take() {
+            check.wait();
+        }
         if let Some(candidate) = self.candidate.take() {
             candidate.generation.signal(Signal::SIGTERM);
             self.retire(candidate.generation);
@@ -409,5 +380,21 @@ impl Supervisor<'_> {
             let _ = std::fs::remove_file(path);
         }
         info!("stopped: no generation is left running");
+    }
+}
+
+/// ` in /srv/app/releases/42` for a generation started in a release link's target.
+fn in_release(generation: &Generation) -> String {
+    generation
+        .release
+        .as_ref()
+        .map_or(String::new(), |r| format!(" in {}", r.display()))
+}
+
+/// The next deploy the watches call for; never, without watches (`--no-watch`).
+async fn next_deploy(changes: &mut Option<Changes>) -> std::io::Result<Deploy> {
+    match changes {
+        Some(changes) => changes.next().await,
+        None => std::future::pending().await,
     }
 }

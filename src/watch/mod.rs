@@ -10,6 +10,7 @@
 pub mod change_sink;
 pub mod error;
 pub mod inotify_reader;
+pub mod link_targets;
 pub mod scope;
 pub mod skip_rules;
 

@@ -17,10 +17,10 @@ use crate::support::{
     AppDir, CEILING, Gunicorn, Load, ReleaseTree, Venv, host_shared, hupwatch, venv,
 };
 
-const APP: &str = "mysite.wsgi:application";
-const SYNTAX_ERROR: &str = "SyntaxError: '(' was never closed";
+pub(crate) const APP: &str = "mysite.wsgi:application";
+pub(crate) const SYNTAX_ERROR: &str = "SyntaxError: '(' was never closed";
 
-fn view(release: &str) -> String {
+pub(crate) fn view(release: &str) -> String {
     format!(
         "import os\n\nfrom django.shortcuts import render\n\n\n\
          def index(request):\n    \
@@ -29,7 +29,7 @@ fn view(release: &str) -> String {
 }
 
 /// A view module that does not compile: only importing it shows that.
-const BROKEN_VIEW: &str =
+pub(crate) const BROKEN_VIEW: &str =
     "from django.shortcuts import render\n\n\ndef index(request:\n    return None\n";
 /// A view module that imports fine and raises when called.
 const RAISING_VIEW: &str =
@@ -40,7 +40,7 @@ const HANGING_VIEW: &str = "import time\n\n\ndef index(request):\n    time.sleep
 
 /// `startproject mysite` and `startapp shop` in `<dir>/project`, the app's view rendering a
 /// template (`{release} pid={pid}`) at `/`: the source each release is copied from.
-fn django_project(dir: &AppDir) {
+pub(crate) fn django_project(dir: &AppDir) {
     let python = venv::python(Venv::Django);
     let project = dir.join("project");
     std::fs::create_dir_all(&project).expect("create the project directory");

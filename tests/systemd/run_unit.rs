@@ -32,16 +32,16 @@ fn example(name: &str) -> String {
 }
 
 /// The shipped units, byte for byte, plus drop-ins for the test's paths and port. hupwatch
-/// watches an empty directory: only `systemctl reload` deploys what the test writes.
-fn install(units: &mut Units, dir: &AppDir, quiet: &AppDir, port: u16, socket: bool) {
+/// watches nothing (`--no-watch`, as shipped): only `systemctl reload` deploys what the test
+/// writes.
+fn install(units: &mut Units, dir: &AppDir, port: u16, socket: bool) {
     units.install(SERVICE, &example(SERVICE));
     let gunicorn = venv::bin(Venv::SystemPlain, "gunicorn");
     let paths = format!(
         "[Service]\nUser=nobody\nGroup=nogroup\n\
-         ExecStart=\nExecStart={HUPWATCH} run --watch {} -- {} --graceful-timeout 5 -w 2 \
+         ExecStart=\nExecStart={HUPWATCH} run --no-watch -- {} --graceful-timeout 5 -w 2 \
          -b 127.0.0.1:{port} --chdir {} app:app\n\
          ExecReload=\nExecReload={HUPWATCH} reload --pid $MAINPID\n",
-        quiet.path().display(),
         gunicorn.display(),
         dir.path().display(),
     );
@@ -99,11 +99,11 @@ fn the_same_with_socket_activation() {
 fn start_reload_stop(socket: bool) {
     let Some(sd) = Systemd::session() else { return };
     let _host = host_shared();
-    let (dir, quiet) = (AppDir::named("sd-run"), AppDir::named("sd-run-quiet"));
+    let dir = AppDir::named("sd-run");
     dir.write("app.py", &slow_app("v1"));
     let mut units = Units::new(&sd);
     let port = free_port();
-    install(&mut units, &dir, &quiet, port, socket);
+    install(&mut units, &dir, port, socket);
 
     let started = Instant::now();
     if socket {

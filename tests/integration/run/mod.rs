@@ -3,9 +3,13 @@
 //! on a free port of 127.0.0.1. `deploy`: what a change does; `lifecycle`: starting, crashing,
 //! stopping and refusing.
 
+mod config_file;
 mod control;
 mod deploy;
+mod django_checks;
 mod lifecycle;
+mod no_watch;
+mod release_link;
 
 use std::net::TcpListener;
 use std::time::Duration;

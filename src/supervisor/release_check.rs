@@ -1,0 +1,181 @@
+//! Django's system checks before a release gets a generation.
+//!
+//! Why: a generation is its own preflight for a release that cannot import, but Django imports
+//! its URLconfs, and so its views, only at the first request: a view with a syntax error boots
+//! every worker, takes over, and answers 500 from then on. So for a Django project (a
+//! `manage.py` in the release directory) hupwatch first runs the preflight's cold check
+//! (`reload::preflight::run`: `--check-config` plus Django's checks in one Python process) with
+//! COMMAND's interpreter, in the release, and a release that fails it gets no generation at
+//! all. Not for other projects: there the check would only import the app a second time, which
+//! the generation does anyway.
+//!
+//! The check runs on a thread of its own, so the loop keeps answering signals and the control
+//! socket meanwhile.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::time::Duration;
+
+use crate::reload::framework_check::FrameworkChecks;
+use crate::reload::preflight::{self, Plan, PreflightError};
+
+/// A check in flight.
+pub struct ReleaseCheck {
+    pub dir: PathBuf,
+    outcome: Receiver<Result<(), String>>,
+}
+
+impl ReleaseCheck {
+    /// Start the check for `command`'s release in `dir`, if it is a Django project and
+    /// COMMAND's interpreter can be told.
+    pub fn start(command: &[OsString], dir: &Path, timeout: Duration) -> Option<Self> {
+        let plan = plan(command, dir)?;
+        let (tx, outcome) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("release-check".into())
+            .spawn(move || {
+                let _ = tx.send(preflight::run(&plan, timeout).map(drop).map_err(why));
+            })
+            .ok()?;
+        Some(Self {
+            dir: dir.to_path_buf(),
+            outcome,
+        })
+    }
+
+    /// `None` while it runs; then `Ok` or why it failed.
+    pub fn poll(&self) -> Option<Result<(), String>> {
+        match self.outcome.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err("the check's thread ended".into())),
+        }
+    }
+
+    /// Wait for the check to end (it is bounded by its timeout): nothing hupwatch started may
+    /// outlive it.
+    pub fn wait(self) {
+        let _ = self.outcome.recv();
+    }
+}
+
+/// The failure in the words of `run` (the preflight's own says "nothing was sent").
+fn why(error: PreflightError) -> String {
+    match error {
+        PreflightError::Failed { outcome, tail, .. } => {
+            format!("its check (Django's system checks) failed: {outcome}; its last lines:\n{tail}")
+        }
+        other => format!("its check (Django's system checks) failed: {other}"),
+    }
+}
+
+/// The cold check for a Django project in `dir`, run by COMMAND's interpreter.
+fn plan(command: &[OsString], dir: &Path) -> Option<Plan> {
+    if !dir.join("manage.py").is_file() {
+        return None;
+    }
+    let (python, gunicorn_args) = interpreter(command)?;
+    let mut args: Vec<OsString> = vec!["-m".into(), "gunicorn".into(), "--check-config".into()];
+    args.extend(gunicorn_args.iter().cloned());
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| {
+            !matches!(
+                k.to_str(),
+                Some(
+                    "NOTIFY_SOCKET"
+                        | "WATCHDOG_USEC"
+                        | "WATCHDOG_PID"
+                        | "LISTEN_FDS"
+                        | "LISTEN_PID"
+                        | "LISTEN_FDNAMES"
+                        | "PWD"
+                )
+            )
+        })
+        .collect();
+    env.push(("PWD".into(), dir.into()));
+    // The check must not leave __pycache__ directories behind (they would count as changes).
+    env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+    let describe = format!("{} -m gunicorn --check-config …", python.display());
+    Some(Plan {
+        program: python,
+        args,
+        dir: dir.to_path_buf(),
+        env,
+        creds: None,
+        framework: Some(FrameworkChecks { health: None }),
+        describe,
+    })
+}
+
+/// COMMAND's Python and Gunicorn's arguments in it: `python -m gunicorn ARGS`, or a `gunicorn`
+/// script whose shebang names the interpreter (a venv's `bin/gunicorn`; `#!/usr/bin/env
+/// python3` is looked up on `PATH`).
+pub fn interpreter(command: &[OsString]) -> Option<(PathBuf, &[OsString])> {
+    let (program, rest) = command.split_first()?;
+    let program = on_path(Path::new(program))?;
+    if rest.len() >= 2 && rest[0] == "-m" && rest[1] == "gunicorn" {
+        return Some((program, &rest[2..]));
+    }
+    let head = std::fs::read(&program).ok()?;
+    let first = head.split(|b| *b == b'\n').next()?;
+    let shebang = std::str::from_utf8(first.strip_prefix(b"#!")?).ok()?;
+    let mut words = shebang.split_whitespace();
+    let python = match words.next()? {
+        "/usr/bin/env" => on_path(Path::new(words.next()?))?,
+        path => PathBuf::from(path),
+    };
+    Some((python, rest))
+}
+
+fn on_path(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(std::path::absolute(program).unwrap_or(program.to_path_buf()));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<OsString> {
+        text.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn python_dash_m_gunicorn_names_its_interpreter() {
+        let command = words("/opt/venv/bin/python -m gunicorn -w 2 app:app");
+        let (python, args) = interpreter(&command).unwrap();
+        assert_eq!(python, PathBuf::from("/opt/venv/bin/python"));
+        assert_eq!(args, &words("-w 2 app:app")[..]);
+    }
+
+    #[test]
+    fn a_gunicorn_script_names_it_in_its_shebang() {
+        let dir = std::env::temp_dir().join(format!("hupwatch-shebang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("gunicorn");
+        std::fs::write(&script, "#!/srv/venv/bin/python3\nimport sys\n").unwrap();
+        let mut command = vec![script.clone().into_os_string()];
+        command.extend(words("-b :80 app:app"));
+        let found = interpreter(&command).map(|(p, a)| (p, a.to_vec()));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            found,
+            Some((
+                PathBuf::from("/srv/venv/bin/python3"),
+                words("-b :80 app:app")
+            ))
+        );
+    }
+
+    #[test]
+    fn a_project_without_manage_py_gets_no_check() {
+        let command = words("/opt/venv/bin/python -m gunicorn app:app");
+        assert!(plan(&command, Path::new("/nonexistent-release")).is_none());
+    }
+}

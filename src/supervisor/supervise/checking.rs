@@ -1,0 +1,52 @@
+//! The loop's side of `release_check`: a Django release is checked before it gets a generation,
+//! and a deploy asked for meanwhile is owed once the release in flight has ended.
+
+use tracing::info;
+
+use super::Supervisor;
+use crate::supervisor::SupervisorError;
+use crate::supervisor::release_check::ReleaseCheck;
+
+impl Supervisor<'_> {
+    /// Start a check of the release for `why`; false when the release needs none.
+    pub(super) fn start_check(&mut self, why: &str) -> bool {
+        let Ok(dir) = self.settings.release_dir() else {
+            return false; // the generation's start reports it
+        };
+        let timeout = self.settings.boot_timeout;
+        let Some(check) = ReleaseCheck::start(&self.settings.command, &dir, timeout) else {
+            return false;
+        };
+        info!(
+            release = %dir.display(),
+            "checking the release in {} (Django's system checks) before it gets a generation: {why}",
+            dir.display()
+        );
+        self.checking = Some((check, why.to_string()));
+        true
+    }
+
+    /// A check that has ended: the release gets its generation, or is held back.
+    pub(super) fn check_release(&mut self) -> Result<(), SupervisorError> {
+        let Some(outcome) = self.checking.as_ref().and_then(|(c, _)| c.poll()) else {
+            return Ok(());
+        };
+        let Some((check, why)) = self.checking.take() else {
+            return Ok(());
+        };
+        match outcome {
+            Ok(()) => {
+                info!("the release in {} passed its check", check.dir.display());
+                // A deploy asked for during the check may have come after the code was read.
+                let pending = self.deploy_pending;
+                self.start_generation(&why, self.settings.health.is_some());
+                self.deploy_pending = pending;
+                Ok(())
+            }
+            Err(e) => self.held_back(format!(
+                "the release in {} gets no generation: {e}",
+                check.dir.display()
+            )),
+        }
+    }
+}
