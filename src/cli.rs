@@ -11,6 +11,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod health_args;
+mod log_args;
+mod run_args;
+
+pub use log_args::{LogArgs, LogFormat};
+pub use run_args::RunArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -116,53 +121,6 @@ pub struct AppArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
-}
-
-/// `hupwatch run [WATCH FLAGS] -- COMMAND [ARGS…]`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub paths: PathArgs,
-    #[command(flatten)]
-    pub filter: FilterArgs,
-    #[command(flatten)]
-    pub debounce: DebounceArgs,
-    #[command(flatten)]
-    pub release: ReleaseArgs,
-    #[command(flatten)]
-    pub generations: GenerationArgs,
-    #[command(flatten)]
-    pub health: health_args::RunHealthArgs,
-
-    /// The Gunicorn command (`gunicorn [OPTIONS] APP`, `python -m gunicorn …`), after `--`.
-    #[arg(
-        last = true,
-        required = true,
-        value_name = "COMMAND",
-        help_heading = "Command"
-    )]
-    pub command: Vec<std::ffi::OsString>,
-}
-
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Generations")]
-pub struct GenerationArgs {
-    /// A new generation that has not booted every worker within this time failed: it is
-    /// stopped and the serving one keeps serving.
-    #[arg(long, value_name = "DURATION", default_value = defaults::BOOT_TIMEOUT, env = "HUPWATCH_BOOT_TIMEOUT", value_parser = parse_duration)]
-    pub boot_timeout: Duration,
-
-    /// Where each generation's pidfile and probe socket live, in a 0700 directory of this
-    /// process (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch, else the
-    /// system temp dir).
-    #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
-    pub runtime_dir: Option<PathBuf>,
-
-    /// Watch nothing: deploy only on SIGHUP, `hupwatch reload` or the control socket (a
-    /// systemd unit whose `systemctl reload` is the deploy). With --release-link, each
-    /// generation still starts in the link's target.
-    #[arg(long, env = "HUPWATCH_NO_WATCH", conflicts_with = "watch")]
-    pub no_watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -357,45 +315,11 @@ pub enum Strategy {
     Upgrade,
 }
 
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Logging")]
-pub struct LogArgs {
-    /// More detail (-v debug, -vv trace). `HUPWATCH_LOG` (an env-filter) overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
-
-    /// Only warnings and errors.
-    #[arg(
-        short,
-        long,
-        global = true,
-        conflicts_with = "verbose",
-        env = "HUPWATCH_QUIET"
-    )]
-    pub quiet: bool,
-
-    /// Log line format.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "text",
-        global = true,
-        env = "HUPWATCH_LOG_FORMAT"
-    )]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Human durations (`300ms`, `2s`, `1m 30s`); a bare number is refused rather than guessed.
 /// Longest duration any setting takes: beyond it a deadline (`Instant + duration`) could
 /// overflow, and no debounce or timeout that long is meant.
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Human durations (`300ms`, `2s`, `1m 30s`); a bare number is refused rather than guessed.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
         .map_err(|e| format!("{e} (expected a duration such as 300ms, 2s or 1m)"))?;
