@@ -41,9 +41,13 @@ fn install(units: &mut Units, dir: &AppDir, port: u16, socket: bool) {
         "[Service]\nUser=nobody\nGroup=nogroup\n\
          ExecStart=\nExecStart={HUPWATCH} run --no-watch -- {} --graceful-timeout 5 -w 2 \
          -b 127.0.0.1:{port} --chdir {} app:app\n\
-         ExecReload=\nExecReload={HUPWATCH} reload --pid $MAINPID\n",
+         ExecReload=\nExecReload={HUPWATCH} reload --pid $MAINPID\n\
+         BindReadOnlyPaths={target}\n",
         gunicorn.display(),
         dir.path().display(),
+        // The binary, the venv and the app live in the checkout's target/: under /tmp (a CI
+        // clone) the unit's PrivateTmp=yes would hide them. Bound in, they are where they were.
+        target = crate::support::target_dir().display(),
     );
     units.install(&format!("{SERVICE}.d/10-test-paths.conf"), &paths);
     if socket {
