@@ -20,16 +20,23 @@ def app(environ, start_response):
     return [body]
 "#;
 
-#[test]
-fn a_release_failing_its_health_check_is_rolled_back_and_not_deployed_again() {
-    let _host = host_shared();
-    let dir = AppDir::new();
-    let tree = ReleaseTree::new(&dir, "release-1");
-    let g = Gunicorn::builder(&dir)
+/// `releases/release-1` behind `current`, served by a Gunicorn (2 workers, a pidfile) started
+/// in the link.
+fn serving_release_1(dir: &AppDir) -> (ReleaseTree<'_>, Gunicorn) {
+    let tree = ReleaseTree::new(dir, "release-1");
+    let g = Gunicorn::builder(dir)
         .current_dir(tree.current())
         .pidfile(true)
         .workers(2)
         .start();
+    (tree, g)
+}
+
+#[test]
+fn a_release_failing_its_health_check_is_rolled_back_and_not_deployed_again() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let (tree, g) = serving_release_1(&dir);
     assert!(g.get().starts_with("release-1 "));
     dir.write("releases/release-2/app.py", UNHEALTHY_APP);
     let health_url = format!("http://127.0.0.1:{}/health", g.port());
@@ -92,12 +99,7 @@ def app(environ, start_response):
 fn an_upgrade_whose_workers_cannot_boot_is_rolled_back() {
     let _host = host_shared();
     let dir = AppDir::new();
-    let tree = ReleaseTree::new(&dir, "release-1");
-    let g = Gunicorn::builder(&dir)
-        .current_dir(tree.current())
-        .pidfile(true)
-        .workers(2)
-        .start();
+    let (tree, g) = serving_release_1(&dir);
     dir.write("releases/release-3/app.py", CRASHING_APP);
     tree.swap("release-3");
     let out = hupwatch()
@@ -169,11 +171,7 @@ fn health_url_passes_a_healthy_release_and_fails_an_unhealthy_one() {
 fn watch_rolls_back_once_and_does_not_flap() {
     let _host = host_shared();
     let dir = AppDir::new();
-    let tree = ReleaseTree::new(&dir, "release-1");
-    let g = Gunicorn::builder(&dir)
-        .current_dir(tree.current())
-        .workers(2)
-        .start();
+    let (tree, g) = serving_release_1(&dir);
     dir.write("releases/release-2/app.py", UNHEALTHY_APP);
     let health_url = format!("http://127.0.0.1:{}/health", g.port());
     let daemon = hupwatch()

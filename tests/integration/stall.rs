@@ -47,6 +47,17 @@ fn deploy_under_load(strategy: Option<&str>) -> (String, LoadReport) {
     (out.stderr, report)
 }
 
+/// No request waited out the import (`log`: what to show if one did).
+fn assert_no_stall(load: &LoadReport, log: &str) {
+    assert!(
+        load.worst < NO_STALL,
+        "worst request {:?} at +{:.3}s ({} ok): the import was waited out\n{log}",
+        load.worst,
+        load.worst_at,
+        load.ok
+    );
+}
+
 /// The milliseconds in `… for 1480ms)` of the reload line.
 fn stall_ms(log: &str) -> u64 {
     let after = log
@@ -67,13 +78,7 @@ fn an_upgrade_retires_the_old_master_only_once_the_new_workers_have_booted() {
         log.contains("(the old master served meanwhile)"),
         "the reload line says how long the new workers took:\n{log}"
     );
-    assert!(
-        load.worst < NO_STALL,
-        "worst request {:?} at +{:.3}s ({} ok): the import was waited out\n{log}",
-        load.worst,
-        load.worst_at,
-        load.ok
-    );
+    assert_no_stall(&load, &log);
 }
 
 /// Documents why a HUP is not stall-free, and that the reload line says so.
@@ -108,13 +113,7 @@ fn the_default_strategy_reloads_a_slow_app_without_a_stall_and_says_why() {
         log.contains("(the old master served meanwhile)"),
         "an upgrade, not a HUP:\n{log}"
     );
-    assert!(
-        load.worst < NO_STALL,
-        "worst request {:?} at +{:.3}s ({} ok): the import was waited out\n{log}",
-        load.worst,
-        load.worst_at,
-        load.ok
-    );
+    assert_no_stall(&load, &log);
 }
 
 /// `watch` measures the app's load time on its warm preflight checker and lets `auto` choose
@@ -144,13 +143,7 @@ fn watch_chooses_by_the_load_time_its_preflight_measured() {
     g.wait_for_body("v2", CEILING);
     let report = load.stop();
     report.assert_no_failures();
-    assert!(
-        report.worst < NO_STALL,
-        "worst request {:?} at +{:.3}s: the import was waited out\n{}",
-        report.worst,
-        report.worst_at,
-        daemon.output()
-    );
+    assert_no_stall(&report, &daemon.output());
     // The same app without the sleep loads within the budget: a HUP, on the new master.
     let master = daemon_master(&line);
     dir.replace("app.py", &app_source("v3"));
