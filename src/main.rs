@@ -7,6 +7,7 @@
 // gunicorn (discover) → reload (preflight, signal, verify) → report; `daemon` runs them for
 // `watch`, `supervisor` for `run` (Gunicorn started and held by hupwatch), `commands` for the
 // one-shot subcommands.
+mod bounded_wait;
 mod cli;
 mod commands;
 mod config;

@@ -12,6 +12,12 @@ use nix::sys::signal::Signal;
 
 use crate::cli::Strategy;
 
+/// `HUP` for `SIGHUP`, as Gunicorn's own log says it (`Handling signal: hup`) and as the log
+/// lines and the reload lock's records name actions.
+pub fn signal_name(signal: Signal) -> &'static str {
+    signal.as_str().trim_start_matches("SIG")
+}
+
 /// What is sent to the master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -75,7 +81,7 @@ impl ReloadPlan {
     /// `upgrade`, `auto`.
     pub fn action(self) -> &'static str {
         match self.method {
-            Method::Signal(signal) => signal.as_str().trim_start_matches("SIG"),
+            Method::Signal(signal) => signal_name(signal),
             Method::Upgrade => "upgrade",
             Method::Auto => "auto",
         }

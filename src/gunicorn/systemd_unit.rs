@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bounded_wait::wait_until;
+
 /// How long `systemctl show` may take before the unit files are read instead.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -119,18 +121,13 @@ pub fn show_property(unit: &str, property: &str, timeout: Duration) -> Option<St
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < timeout => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
+    let deadline = Instant::now() + timeout;
+    let status = match wait_until(&mut child, deadline, Duration::from_millis(10)) {
+        Ok(Some(status)) => status,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
         }
     };
     // A few hundred bytes: the pipe never filled, so the child could exit before we read.

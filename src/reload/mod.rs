@@ -32,6 +32,7 @@ use nix::sys::signal::Signal;
 use tracing::info;
 
 use crate::config::release_link::ReleaseError;
+pub use crate::config::reload_plan::signal_name;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
@@ -341,9 +342,4 @@ fn outcome(
         boot,
         superseded: false,
     })
-}
-
-/// `HUP` for `SIGHUP`: Gunicorn's own log says `Handling signal: hup`.
-pub fn signal_name(signal: Signal) -> &'static str {
-    signal.as_str().trim_start_matches("SIG")
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::{Gid, Uid};
 
+use crate::bounded_wait::wait_until;
 use crate::config::{PreflightCheck, PreflightSettings};
 use crate::gunicorn::app_spec::{self, AppSource};
 use crate::gunicorn::discover::MasterProcess;
@@ -254,19 +255,17 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
         let _ = reader.read_to_end(&mut buf);
         buf
     });
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break Some(status);
-        }
-        if started.elapsed() >= timeout {
+    let status = match wait_until(&mut child, started + timeout, Duration::from_millis(20)) {
+        Ok(Some(status)) => Some(status),
+        // The whole group: the app may have started helpers of its own.
+        _ => {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
             let _ = child.wait();
-            break None;
+            None
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let output = output.join().unwrap_or_default();
     let tail = tail(&output);

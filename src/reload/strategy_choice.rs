@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::config::reload_plan::Method;
+use crate::config::reload_plan::{Method, signal_name};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::preload::Preload;
 use crate::gunicorn::procfs;
@@ -194,7 +194,7 @@ impl Route {
     /// How the log and the reload lock's record name it: `HUP`, `USR1`, `upgrade`.
     pub fn action(&self) -> &'static str {
         match self {
-            Route::Signal(signal) => signal.as_str().trim_start_matches("SIG"),
+            Route::Signal(signal) => signal_name(*signal),
             Route::Upgrade => "upgrade",
             Route::UnitReload { .. } => "systemctl reload",
         }

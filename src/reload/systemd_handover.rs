@@ -129,7 +129,7 @@ pub fn announce(unit: &str, new: u32, timeout: Duration) -> Result<Duration, Han
 }
 
 /// `systemctl show -p MainPID --value UNIT`, trimmed; `None` when it fails or hangs.
-fn main_pid(unit: &str) -> Option<String> {
+pub fn main_pid(unit: &str) -> Option<String> {
     show_property(unit, "MainPID", SYSTEMCTL_TIMEOUT).map(|out| out.trim().to_string())
 }
 

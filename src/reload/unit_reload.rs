@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::bounded_wait::wait_until;
 use crate::config::ReloadSettings;
 use crate::gunicorn::discover::{self, MasterProcess};
-use crate::gunicorn::systemd_unit::show_property;
+use crate::reload::systemd_handover;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -68,19 +69,15 @@ pub fn reload_unit(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(UnitReloadError::Spawn)?;
-    let status = loop {
-        match child.try_wait().map_err(UnitReloadError::Spawn)? {
-            Some(status) => break status,
-            None if started.elapsed() < timeout => std::thread::sleep(POLL),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(UnitReloadError::TimedOut {
-                    unit: unit.to_string(),
-                    timeout,
-                });
-            }
-        }
+    let deadline = started + timeout;
+    let Some(status) = wait_until(&mut child, deadline, POLL).map_err(UnitReloadError::Spawn)?
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(UnitReloadError::TimedOut {
+            unit: unit.to_string(),
+            timeout,
+        });
     };
     if !status.success() {
         let mut stderr = String::new();
@@ -93,9 +90,7 @@ pub fn reload_unit(
             message: stderr.trim().lines().next().unwrap_or("no message").into(),
         });
     }
-    let main = show_property(unit, "MainPID", Duration::from_secs(5))
-        .map(|m| m.trim().to_string())
-        .unwrap_or_default();
+    let main = systemd_handover::main_pid(unit).unwrap_or_default();
     let master = main
         .parse()
         .ok()

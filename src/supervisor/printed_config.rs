@@ -15,6 +15,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bounded_wait::wait_until;
+
 /// How long Gunicorn may take to answer a question about itself (a config file may import
 /// things).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,16 +127,13 @@ pub fn answer(command: &[OsString], flag: &str) -> Result<(bool, String), String
         String::from_utf8_lossy(&buf).into_owned()
     });
     let deadline = Instant::now() + ANSWER_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let output = output.join().unwrap_or_default();
-                return Ok((false, output));
-            }
+    let status = match wait_until(&mut child, deadline, Duration::from_millis(20)) {
+        Ok(Some(status)) => status,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let output = output.join().unwrap_or_default();
+            return Ok((false, output));
         }
     };
     Ok((status.success(), output.join().unwrap_or_default()))
