@@ -11,9 +11,6 @@
 //! passed that many events within its first 2 ms and gets the full one; a release-link swap
 //! is atomic and gets none.
 
-pub mod deadline_timer;
-pub mod early_wake;
-
 use std::time::{Duration, Instant};
 
 use crate::cli::defaults::SMALL_BURST;
