@@ -210,8 +210,7 @@ impl ChangeFeed {
             Some(_) => self.several_paths = true,
         }
         if renamed_in && !self.several_paths {
-            // An atomic save of the only file changed so far is complete as it stands.
-            self.debouncer.on_change_with(seen, Duration::ZERO);
+            self.debouncer.on_atomic_save(seen);
         } else {
             self.debouncer.on_change(seen);
         }
