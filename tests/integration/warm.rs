@@ -139,8 +139,9 @@ fn the_warm_checker_runs_as_the_masters_user() {
             .map(str::to_string)
             .collect()
     };
-    assert!(ids("Uid:").iter().all(|u| u == "65534"), "{status}");
-    assert!(ids("Gid:").iter().all(|g| g == "65534"), "{status}");
+    // Real, effective, saved and filesystem IDs: four each, so `all` cannot pass on nothing.
+    assert_eq!(ids("Uid:"), ["65534"; 4], "{status}");
+    assert_eq!(ids("Gid:"), ["65534"; 4], "{status}");
     assert!(
         ids("Groups:").iter().all(|g| g == "65534"),
         "no root groups: {status}"
