@@ -47,6 +47,7 @@ use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
 use crate::supervisor::run_dir::RunDir;
 use crate::watch::WatchError;
+use crate::watch::serving_writes::ServingWrites;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -119,6 +120,29 @@ impl RunSettings {
             (None, Some(link)) => link.target(),
             (None, None) => Ok(cwd),
         }
+    }
+
+    /// What serving writes, known before the first generation starts (its logs are written at
+    /// once): the pidfile hupwatch writes for the user, its runtime directory, and the files that
+    /// COMMAND's own flags name, relative to the directory the release is served from.
+    pub fn serving_writes(&self, dir: &RunDir) -> ServingWrites {
+        let mut writes = ServingWrites::default();
+        let cwd = std::env::current_dir().unwrap_or_default();
+        if let Some(pidfile) = &self.facts.pidfile {
+            let pidfile = cwd.join(pidfile);
+            writes.add_own_pidfile(&pidfile, &service::pidfile_temporary(&pidfile));
+        }
+        writes.add_own_dir(dir.path());
+        let argv: Vec<String> = self
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let parsed = crate::gunicorn::cmdline::parse_args(
+            crate::gunicorn::cmdline::gunicorn_args(&argv).unwrap_or(&argv),
+        );
+        writes.add_cmdline(&parsed, &self.release_dir().unwrap_or(cwd));
+        writes
     }
 
     /// Where a generation is started: the release link's target, else where hupwatch runs.

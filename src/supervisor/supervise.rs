@@ -33,7 +33,6 @@ use crate::supervisor::service::{self, Signals};
 use crate::supervisor::{RunSettings, SupervisorError};
 use crate::watch::change_feed::Due;
 use crate::watch::deploy_stream::DeployStream;
-use crate::watch::serving_writes::ServingWrites;
 
 mod checking;
 mod held_back;
@@ -72,7 +71,7 @@ pub async fn run(
         true => Some(DeployStream::start(
             &settings.watch,
             link,
-            serving_writes(settings, dir),
+            settings.serving_writes(dir),
         )?),
         false => {
             info!("watching nothing (--no-watch): SIGHUP and `hupwatch reload` deploy");
@@ -203,6 +202,24 @@ impl Supervisor<'_> {
 
     /// Everything that may have changed since the last event.
     fn step(&mut self) -> Result<(), SupervisorError> {
+        self.reap();
+        self.check_release()?;
+        self.check_candidate()?;
+        self.check_serving()?;
+        self.check_retiring();
+        let now = Instant::now();
+        if !self.in_flight() {
+            if self.restart_at.is_some_and(|at| at <= now) {
+                self.start_candidate("restart after the serving generation exited");
+            } else if self.deploy_pending {
+                self.start_candidate("a deploy asked for while the last generation started");
+            }
+        }
+        Ok(())
+    }
+
+    /// Collect the exit statuses of the generations' masters (the rest are orphaned workers).
+    fn reap(&mut self) {
         self.reaper.reap();
         let reaper = &mut self.reaper;
         let mut masters = Vec::new();
@@ -220,19 +237,6 @@ impl Supervisor<'_> {
         }
         // The rest are orphaned workers, reaped and of no interest.
         reaper.forget_others(&masters);
-        self.check_release()?;
-        self.check_candidate()?;
-        self.check_serving()?;
-        self.check_retiring();
-        let now = Instant::now();
-        if !self.in_flight() {
-            if self.restart_at.is_some_and(|at| at <= now) {
-                self.start_candidate("restart after the serving generation exited");
-            } else if self.deploy_pending {
-                self.start_candidate("a deploy asked for while the last generation started");
-            }
-        }
-        Ok(())
     }
 
     fn check_candidate(&mut self) -> Result<(), SupervisorError> {
@@ -373,8 +377,11 @@ impl Supervisor<'_> {
             serving.signal(Signal::SIGTERM);
             self.retire(serving);
         }
+        // Only reaping and watching the retiring ones: after a stop is asked for, nothing new
+        // starts (no pending restart, no pending deploy).
         while !self.retiring.is_empty() {
-            let _ = self.step();
+            self.reap();
+            self.check_retiring();
             if self.retiring.is_empty() {
                 break;
             }
@@ -393,29 +400,6 @@ fn in_release(generation: &Generation) -> String {
         .release
         .as_ref()
         .map_or(String::new(), |r| format!(" in {}", r.display()))
-}
-
-/// What serving writes, known before the first generation starts (its logs are written at
-/// once): the pidfile hupwatch writes for the user, its runtime directory, and the files that
-/// COMMAND's own flags name, relative to the directory the release is served from.
-fn serving_writes(settings: &RunSettings, dir: &RunDir) -> ServingWrites {
-    let mut writes = ServingWrites::default();
-    let cwd = std::env::current_dir().unwrap_or_default();
-    if let Some(pidfile) = &settings.facts.pidfile {
-        let pidfile = cwd.join(pidfile);
-        writes.add_own_pidfile(&pidfile, &service::pidfile_temporary(&pidfile));
-    }
-    writes.add_own_dir(dir.path());
-    let argv: Vec<String> = settings
-        .command
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let parsed = crate::gunicorn::cmdline::parse_args(
-        crate::gunicorn::cmdline::gunicorn_args(&argv).unwrap_or(&argv),
-    );
-    writes.add_cmdline(&parsed, &settings.release_dir().unwrap_or(cwd));
-    writes
 }
 
 /// The next deploy the watches call for; never, without watches (`--no-watch`).
