@@ -56,9 +56,9 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         Some(path) => config_file::load(path)?,
         None => vec![AppConfig::from_args(app_name(&app), &app)?],
     };
-    crate::reload::warm_checker::enable();
+    crate::preflight::warm_checker::enable();
     for app in &apps {
-        crate::reload::warm_checker::prewarm_app(&app.target, &app.reload);
+        crate::preflight::warm_checker::prewarm_app(&app.target, &app.reload);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,7 +67,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
     let result = runtime.block_on(event_loop::run(apps, file));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    crate::reload::warm_checker::shutdown();
+    crate::preflight::warm_checker::shutdown();
     result
 }
 

@@ -17,6 +17,7 @@ mod error;
 mod gunicorn;
 mod logging;
 mod man_page;
+mod preflight;
 #[cfg(test)]
 mod property_tests;
 mod reload;

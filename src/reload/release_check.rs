@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use super::ReloadError;
-use super::preflight;
-use super::preflight::Passed;
-use super::warm_checker;
 use crate::config::ReloadSettings;
 use crate::config::release_link::{self, ReleaseError};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
+use crate::preflight::plan::{self as preflight, Passed};
+use crate::preflight::warm_checker;
 
 /// Run the preflight in the release the new workers will load; if the release link moved
 /// meanwhile, check the newer release instead, so the signal always goes out for the release

@@ -21,10 +21,11 @@ use tracing::{info, warn};
 
 use super::handoff::Handoff;
 use super::rollback::{self, FailedReleases};
-use super::{ReloadError, ReloadOutcome, health_probe, reload_once};
+use super::{ReloadError, ReloadOutcome, reload_once};
 use crate::config::health::ServedCheck;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover;
+use crate::preflight::http_probe as health_probe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServedError {

@@ -28,7 +28,7 @@ pub mod printed_config;
 pub mod probe;
 pub mod readiness;
 pub mod reaper;
-pub mod release_check;
+pub mod release_gate;
 pub mod retiring;
 pub mod run_dir;
 pub mod service;

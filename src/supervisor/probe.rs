@@ -1,6 +1,6 @@
 //! The health request `run` sends to a check generation: one `GET PATH` over the generation's
 //! private Unix probe socket, judged by the same rule as `watch`'s in-process request
-//! (`reload::health_request::judge`: 2xx and 3xx pass).
+//! (`preflight::health_request::judge`: 2xx and 3xx pass).
 //!
 //! A check generation listens on the probe socket alone (`LISTEN_FDS=1`, in the supervisor's
 //! 0700 directory): a generation on the shared socket would take public traffic the moment its
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::reload::health_request::HealthAnswer;
+use crate::preflight::health_request::HealthAnswer;
 
 /// The Host header of the request: a name every framework's allowed-hosts check lets through
 /// in development, and the one to add for production (`ALLOWED_HOSTS`).
@@ -83,7 +83,7 @@ pub fn parse_response(raw: &[u8]) -> HealthAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::health_request::judge;
+    use crate::preflight::health_request::judge;
 
     #[test]
     fn a_status_line_and_body_are_read_for_the_pass_rule() {

@@ -27,7 +27,7 @@ use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::reaper::Reaper;
-use crate::supervisor::release_check::ReleaseCheck;
+use crate::supervisor::release_gate::ReleaseCheck;
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};

@@ -5,7 +5,7 @@ use tracing::info;
 
 use super::Supervisor;
 use crate::supervisor::SupervisorError;
-use crate::supervisor::release_check::ReleaseCheck;
+use crate::supervisor::release_gate::ReleaseCheck;
 
 impl Supervisor<'_> {
     /// Start a check of the release for `why`; false when the release needs none.

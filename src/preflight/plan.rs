@@ -21,7 +21,7 @@ use crate::config::{PreflightCheck, PreflightSettings};
 use crate::gunicorn::app_spec::{self, AppSource};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env::{self, Credentials};
-use crate::reload::framework_check::{self, FrameworkChecks};
+use crate::preflight::framework_check::{self, FrameworkChecks};
 
 /// Lines of the check's output kept for the report.
 const TAIL_LINES: usize = 20;
@@ -46,7 +46,7 @@ pub enum PreflightError {
     Unhealthy {
         dir: PathBuf,
         path: String,
-        /// What [`crate::reload::health_request::judge`] found, with the Host header sent.
+        /// What [`crate::preflight::health_request::judge`] found, with the Host header sent.
         failure: String,
         tail: String,
     },

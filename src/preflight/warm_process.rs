@@ -14,11 +14,11 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tracing::{debug, info};
 
-use crate::reload::preflight::{self, Plan};
-use crate::reload::warm_checker::base_env;
-use crate::reload::warm_protocol::{self, Message, ProtocolError, Request, Verdict};
+use crate::preflight::plan::{self as preflight, Plan};
+use crate::preflight::warm_checker::base_env;
+use crate::preflight::warm_protocol::{self, Message, ProtocolError, Request, Verdict};
 
-const SCRIPT: &str = crate::reload::framework_check::WARM_SCRIPT;
+const SCRIPT: &str = crate::preflight::framework_check::WARM_SCRIPT;
 /// The script travels in this variable, not on the command line, so `ps` shows one short line;
 /// the bootstrap takes it out of the environment before anything else runs.
 const SCRIPT_VAR: &str = "HUPWATCH_WARM_CHECKER";

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::config::health_url::HealthUrl;
-use crate::reload::health_request::{self, HealthAnswer, HealthFailure};
+use crate::preflight::health_request::{self, HealthAnswer, HealthFailure};
 
 /// How much of an answer is read: the status line, headers and the start of the body.
 const READ_AT_MOST: usize = 64 * 1024;

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
-use crate::reload::framework_check::FrameworkChecks;
-use crate::reload::preflight::{self, Plan, PreflightError};
+use crate::preflight::framework_check::FrameworkChecks;
+use crate::preflight::plan::{self as preflight, Plan, PreflightError};
 
 /// A check in flight.
 pub struct ReleaseCheck {

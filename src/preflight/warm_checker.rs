@@ -22,11 +22,11 @@ use tracing::{debug, info, warn};
 use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
 use crate::gunicorn::discover;
 use crate::gunicorn::master_env::Credentials;
-use crate::reload::framework_check;
-use crate::reload::preflight::{self, Passed, Plan, PreflightError};
+use crate::preflight::framework_check;
+use crate::preflight::plan::{self as preflight, Passed, Plan, PreflightError};
+use crate::preflight::warm_process::{Checker, Outcome, WarmError};
+use crate::preflight::warm_protocol::Verdict;
 use crate::reload::release_check::release_to_load;
-use crate::reload::warm_process::{Checker, Outcome, WarmError};
-use crate::reload::warm_protocol::Verdict;
 
 /// Variables that differ from check to check; the checker itself starts without them.
 const PER_CHECK: &[&str] = &["PWD", "HUPWATCH_RELEASE"];
@@ -348,7 +348,7 @@ mod tests {
         let mut p = plan(PathBuf::from("/v/bin/python"), &[]);
         p.args.push("app:app".into());
         assert_eq!(
-            crate::reload::warm_process::args_after_module(&p),
+            crate::preflight::warm_process::args_after_module(&p),
             &["--check-config".into(), "app:app".into()] as &[std::ffi::OsString]
         );
     }

@@ -16,8 +16,8 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::config::health::HealthCheck;
-use crate::reload::health_request::{self, HealthAnswer};
-use crate::reload::preflight::{Plan, PreflightError};
+use crate::preflight::health_request::{self, HealthAnswer};
+use crate::preflight::plan::{Plan, PreflightError};
 
 /// The script a warm checker runs: the shared checks, then the checker's own loop.
 pub(crate) const WARM_SCRIPT: &str = concat!(
@@ -64,7 +64,7 @@ pub(crate) fn cold_invocation(plan: &Plan) -> (Vec<OsString>, Vec<(OsString, OsS
     };
     let mut args: Vec<OsString> = vec!["-c".into(), BOOTSTRAP.into()];
     args.extend(
-        crate::reload::warm_process::args_after_module(plan)
+        crate::preflight::warm_process::args_after_module(plan)
             .iter()
             .cloned(),
     );
@@ -137,7 +137,7 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, P
         dir: plan.dir.clone(),
         path: health.path.clone(),
         failure,
-        tail: crate::reload::preflight::tail(output),
+        tail: crate::preflight::plan::tail(output),
     };
     let answer = found
         .and_then(|r| r.health)
