@@ -1,4 +1,6 @@
-//! Proving the new code loads before any signal is sent.
+//! What a preflight runs, built once per check: the program and arguments, the directory, the
+//! environment and the user — the types the cold check, the warm checker and the framework
+//! checks all read, kept here so none of them imports another for them.
 //!
 //! Measured on gunicorn 27.0.1: HUP with a release whose app fails to import makes the new
 //! workers exit with code 3, and the master halts — the whole site down, old workers included.
@@ -8,90 +10,37 @@
 //! it fails.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use nix::unistd::{Gid, Uid};
 
-use crate::bounded_wait::wait_until;
-use crate::config::{PreflightCheck, PreflightSettings};
+use crate::config::health::HealthCheck;
+use crate::config::{PreflightCheck, PreflightSettings, ReloadSettings};
 use crate::gunicorn::app_spec::{self, AppSource};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env::{self, Credentials};
-use crate::preflight::framework_check::{self, FrameworkChecks};
+use crate::preflight::error::PreflightError;
 
-/// Lines of the check's output kept for the report.
-const TAIL_LINES: usize = 20;
+/// Variables that differ from check to check; the warm checker itself starts without them.
+const PER_CHECK: &[&str] = &["PWD", "HUPWATCH_RELEASE"];
 
-#[derive(Debug, thiserror::Error)]
-pub enum PreflightError {
-    #[error(
-        "preflight failed in {dir} ({outcome}){}; nothing was sent, the old workers keep serving:\n{tail}",
-        .hint.map(|h| format!("; {h}")).unwrap_or_default()
-    )]
-    Failed {
-        dir: PathBuf,
-        /// `exit status: 1: ` and the check's last line (with a traceback, the exception).
-        outcome: String,
-        /// The unit setting that may be the cause (see [`sandbox_hint`]).
-        hint: Option<&'static str>,
-        tail: String,
-    },
-    #[error(
-        "preflight: GET {path} on the new release in {dir} failed: {failure}; nothing was sent, the old workers keep serving:\n{tail}"
-    )]
-    Unhealthy {
-        dir: PathBuf,
-        path: String,
-        /// What [`crate::preflight::health_request::judge`] found, with the Host header sent.
-        failure: String,
-        tail: String,
-    },
-    #[error("preflight timed out after {timeout:?} in {dir}; nothing was sent:\n{tail}")]
-    TimedOut {
-        dir: PathBuf,
-        timeout: Duration,
-        tail: String,
-    },
-    #[error(
-        "cannot tell which app master {pid} serves ({name}); {looked}: pass --app MODULE:CALLABLE, or --preflight CMD, or --no-preflight"
-    )]
-    UnknownApp {
-        pid: u32,
-        name: String,
-        /// Every place looked at, and why it did not tell.
-        looked: String,
-    },
-    #[error("cannot find the Python interpreter of master {pid}: pass --preflight CMD")]
-    UnknownInterpreter { pid: u32 },
-    #[error("cannot read the user of master {pid} from /proc; refusing to run the preflight")]
-    UnknownUser { pid: u32 },
-    #[error(
-        "the preflight must run as the master's user (uid {uid}), but hupwatch runs as uid {ours} and cannot switch: run hupwatch as that user or as root"
-    )]
-    CannotSwitchUser { uid: u32, ours: u32 },
-    #[error("cannot start the preflight {program}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
+/// The checks the default preflight runs in-process after loading the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameworkChecks {
+    pub health: Option<HealthCheck>,
 }
 
-impl PreflightError {
-    /// A check that ran and failed (`status` as `exit status: 1`), from its output: the cold
-    /// check and the warm checker report it alike.
-    pub fn failed(dir: &Path, status: &str, output: &[u8]) -> Self {
-        Self::Failed {
-            dir: dir.to_path_buf(),
-            outcome: format!("{status}: {}", last_line(output)),
-            hint: sandbox_hint(
-                &String::from_utf8_lossy(output),
-                std::env::var_os("INVOCATION_ID").is_some(),
-            ),
-            tail: tail(output),
+impl FrameworkChecks {
+    /// What the script reads (`checks` in framework_check.py).
+    pub(crate) fn json(&self) -> serde_json::Value {
+        match &self.health {
+            Some(h) => serde_json::json!({
+                "health": {"path": h.path, "timeout": h.timeout.as_secs_f64()}
+            }),
+            None => serde_json::json!({}),
         }
     }
 }
@@ -227,94 +176,6 @@ pub struct Passed {
     pub load: Option<Duration>,
 }
 
-/// Run the check to completion or timeout.
-pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
-    let started = Instant::now();
-    let spawn_err = |source| PreflightError::Spawn {
-        program: plan.program.display().to_string(),
-        source,
-    };
-    let (mut reader, writer) = std::io::pipe().map_err(spawn_err)?;
-    let (args, script_env) = framework_check::cold_invocation(plan);
-    let mut cmd = Command::new(&plan.program);
-    cmd.args(&args)
-        .current_dir(&plan.dir)
-        .env_clear()
-        .envs(plan.env.iter().chain(&script_env).map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone().map_err(spawn_err)?)
-        .stderr(writer)
-        .process_group(0);
-    if let Some(creds) = &plan.creds {
-        switch_user(&mut cmd, creds);
-    }
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    drop(cmd); // closes our copies of the pipe's write end, so the reader sees EOF
-    let output = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = reader.read_to_end(&mut buf);
-        buf
-    });
-    let status = match wait_until(&mut child, started + timeout, Duration::from_millis(20)) {
-        Ok(Some(status)) => Some(status),
-        // The whole group: the app may have started helpers of its own.
-        _ => {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            None
-        }
-    };
-    let output = output.join().unwrap_or_default();
-    let tail = tail(&output);
-    match status {
-        Some(s) if s.success() => {
-            let load = framework_check::conclude(plan, &output)?;
-            Ok(Passed {
-                took: started.elapsed(),
-                load,
-            })
-        }
-        Some(s) => Err(PreflightError::failed(&plan.dir, &s.to_string(), &output)),
-        None => Err(PreflightError::TimedOut {
-            dir: plan.dir.clone(),
-            timeout,
-            tail,
-        }),
-    }
-}
-
-/// The check runs inside hupwatch's own sandbox while the master runs in a unit of its own
-/// (see the top of systemd/hupwatch.service). When a failure looks like that sandbox rather
-/// than the release, say so: otherwise an operator reads "broken release" for a good one that
-/// hupwatch will hold back on every save. `under_systemd`: `$INVOCATION_ID` is set, which
-/// systemd does for every service it starts.
-pub fn sandbox_hint(output: &str, under_systemd: bool) -> Option<&'static str> {
-    if !under_systemd {
-        return None;
-    }
-    let hints = [
-        (
-            "[Errno 30] Read-only file system",
-            "hupwatch's unit may be the cause, not the release: its ProtectSystem=strict lets the check write only to /tmp and /var/tmp, where the master may write elsewhere (add that path to ReadWritePaths= in a drop-in)",
-        ),
-        (
-            "write+execute memory",
-            "hupwatch's unit may be the cause, not the release: its MemoryDenyWriteExecute=yes stops JITs and ffi callbacks in the check (set it to no in a drop-in)",
-        ),
-        (
-            "[Errno 97] Address family not supported",
-            "hupwatch's unit may be the cause, not the release: its RestrictAddressFamilies= does not allow the socket family the app opened (extend it in a drop-in)",
-        ),
-    ];
-    hints
-        .iter()
-        .find(|(needle, _)| output.contains(needle))
-        .map(|(_, hint)| *hint)
-}
-
 /// Have `cmd`'s child drop to the master's user and groups before exec: shared by the cold
 /// check and the warm checker, which must run as exactly the same user.
 pub(crate) fn switch_user(cmd: &mut Command, creds: &Credentials) {
@@ -339,55 +200,36 @@ pub(crate) fn switch_user(cmd: &mut Command, creds: &Credentials) {
     }
 }
 
-pub(crate) fn last_line(output: &[u8]) -> String {
-    let text = String::from_utf8_lossy(output);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no output");
-    line.trim().chars().take(200).collect()
-}
-
-pub(crate) fn tail(output: &[u8]) -> String {
-    let text = String::from_utf8_lossy(output);
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(TAIL_LINES);
-    lines[start..]
-        .iter()
-        .map(|l| format!("  | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sandbox_hints_only_under_systemd_and_only_for_sandbox_errors() {
-        let erofs = "OSError: [Errno 30] Read-only file system: '/var/log/shop/import.log'";
-        assert!(sandbox_hint(erofs, true).is_some_and(|h| h.contains("ReadWritePaths=")));
-        assert_eq!(
-            sandbox_hint(erofs, false),
-            None,
-            "not in a unit: no sandbox of ours"
-        );
-        let mdwe = "MemoryError: Cannot allocate write+execute memory for ffi.callback()";
-        assert!(sandbox_hint(mdwe, true).is_some_and(|h| h.contains("MemoryDenyWriteExecute")));
-        assert_eq!(
-            sandbox_hint("NameError: name 'x' is not defined", true),
-            None
-        );
+/// Gunicorn's own arguments: the plan runs `python -m gunicorn ARGS`.
+pub(crate) fn args_after_module(plan: &Plan) -> &[OsString] {
+    match plan.args.iter().position(|a| a == "gunicorn") {
+        Some(i) if i > 0 && plan.args[i - 1] == "-m" => &plan.args[i + 1..],
+        _ => &plan.args,
     }
+}
 
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let out: String = (0..50).map(|i| format!("line {i}\n")).collect();
-        let t = tail(out.as_bytes());
-        assert!(
-            t.contains("line 49") && t.contains("line 30") && !t.contains("line 29"),
-            "{t}"
-        );
+/// The plan's environment without what changes from check to check, sorted: what a warm
+/// checker is started with, and part of what decides whether it must be restarted.
+pub(crate) fn base_env(plan: &Plan) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<_> = plan
+        .env
+        .iter()
+        .filter(|(k, _)| !PER_CHECK.iter().any(|p| k == p))
+        .cloned()
+        .collect();
+    env.sort();
+    env
+}
+
+/// The release a reload would deploy now: the link's target, else the directory the master's
+/// next workers start in. The reload lock's record, its waiters and the warm checker's start
+/// ahead all mean this one.
+pub fn release_to_load(
+    settings: &ReloadSettings,
+    master: Option<&MasterProcess>,
+) -> Option<PathBuf> {
+    match &settings.release_link {
+        Some(link) => link.target().ok(),
+        None => master.and_then(master_env::worker_start_dir),
     }
 }

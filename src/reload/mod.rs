@@ -29,7 +29,7 @@ pub use crate::config::reload_plan::signal_name;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
-use crate::preflight::plan::PreflightError;
+use crate::preflight::error::PreflightError;
 use handoff::Handoff;
 use lock::LockError;
 use pidfd_signal::SignalError;

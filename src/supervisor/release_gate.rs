@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
-use crate::preflight::framework_check::FrameworkChecks;
-use crate::preflight::plan::{self as preflight, Plan, PreflightError};
+use crate::preflight::cold_check;
+use crate::preflight::error::PreflightError;
+use crate::preflight::plan::{FrameworkChecks, Plan};
 
 /// A check in flight.
 pub struct ReleaseCheck {
@@ -35,7 +36,7 @@ impl ReleaseCheck {
         std::thread::Builder::new()
             .name("release-check".into())
             .spawn(move || {
-                let _ = tx.send(preflight::run(&plan, timeout).map(drop).map_err(why));
+                let _ = tx.send(cold_check::run(&plan, timeout).map(drop).map_err(why));
             })
             .ok()?;
         Some(Self {
