@@ -40,14 +40,14 @@ impl ControlError {
     }
 }
 
-/// A `hupwatch run` process and its control socket.
+/// Another process: a running `hupwatch run` and its control socket, found through /proc.
 #[derive(Debug, Clone)]
-pub struct Supervisor {
+pub struct RunningSupervisor {
     pub pid: u32,
     pub socket: PathBuf,
 }
 
-impl Supervisor {
+impl RunningSupervisor {
     /// `pid`, if it is a supervisor whose control socket this user may reach.
     pub fn at(pid: u32) -> Option<Self> {
         let held = socket_inodes(pid);
@@ -220,6 +220,6 @@ mod tests {
 
     #[test]
     fn a_process_without_a_control_socket_is_no_supervisor() {
-        assert!(Supervisor::at(std::process::id()).is_none());
+        assert!(RunningSupervisor::at(std::process::id()).is_none());
     }
 }

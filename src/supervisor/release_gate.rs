@@ -4,7 +4,7 @@
 //! its URLconfs, and so its views, only at the first request: a view with a syntax error boots
 //! every worker, takes over, and answers 500 from then on. So for a Django project (a
 //! `manage.py` in the release directory) hupwatch first runs the preflight's cold check
-//! (`reload::preflight::run`: `--check-config` plus Django's checks in one Python process) with
+//! (`preflight::cold_check::run`: `--check-config` plus Django's checks in one Python process) with
 //! COMMAND's interpreter, in the release, and a release that fails it gets no generation at
 //! all. Not for other projects: there the check would only import the app a second time, which
 //! the generation does anyway.
@@ -22,12 +22,12 @@ use crate::preflight::error::PreflightError;
 use crate::preflight::plan::{FrameworkChecks, Plan};
 
 /// A check in flight.
-pub struct ReleaseCheck {
+pub struct ReleaseGate {
     pub dir: PathBuf,
     outcome: Receiver<Result<(), String>>,
 }
 
-impl ReleaseCheck {
+impl ReleaseGate {
     /// Start the check for `command`'s release in `dir`, if it is a Django project and
     /// COMMAND's interpreter can be told.
     pub fn start(command: &[OsString], dir: &Path, timeout: Duration) -> Option<Self> {
