@@ -8,6 +8,7 @@
 // `watch`, `supervisor` for `run` (Gunicorn started and held by hupwatch), `commands` for the
 // one-shot subcommands.
 mod bounded_wait;
+mod child_env;
 mod cli;
 mod commands;
 mod config;

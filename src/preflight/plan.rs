@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use nix::unistd::{Gid, Uid};
 
+use crate::child_env;
 use crate::config::health::HealthCheck;
 use crate::config::{PreflightCheck, PreflightSettings, ReloadSettings};
 use crate::gunicorn::app_spec::{self, AppSource};
@@ -150,21 +151,10 @@ fn run_as(master: &MasterProcess) -> Result<Option<Credentials>, PreflightError>
     }
 }
 
+/// hupwatch's own environment, when the master's cannot be read: without hupwatch's own
+/// settings (`HUPWATCH_*`: they are not the master's, and the check sets its own).
 fn own_environment() -> Vec<(OsString, OsString)> {
-    std::env::vars_os()
-        .filter(|(k, _)| {
-            let k = k.to_string_lossy();
-            !k.starts_with("HUPWATCH_")
-                && !matches!(
-                    k.as_ref(),
-                    "NOTIFY_SOCKET"
-                        | "WATCHDOG_USEC"
-                        | "WATCHDOG_PID"
-                        | "LISTEN_FDS"
-                        | "LISTEN_PID"
-                )
-        })
-        .collect()
+    child_env::inherited(&["HUPWATCH_*"])
 }
 
 /// A preflight that passed.

@@ -79,22 +79,8 @@ fn plan(command: &[OsString], dir: &Path) -> Option<Plan> {
     let (python, gunicorn_args) = interpreter(command)?;
     let mut args: Vec<OsString> = vec!["-m".into(), "gunicorn".into(), "--check-config".into()];
     args.extend(gunicorn_args.iter().cloned());
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| {
-            !matches!(
-                k.to_str(),
-                Some(
-                    "NOTIFY_SOCKET"
-                        | "WATCHDOG_USEC"
-                        | "WATCHDOG_PID"
-                        | "LISTEN_FDS"
-                        | "LISTEN_PID"
-                        | "LISTEN_FDNAMES"
-                        | "PWD"
-                )
-            )
-        })
-        .collect();
+    // PWD: set to the release just below.
+    let mut env = crate::child_env::inherited(&["PWD"]);
     env.push(("PWD".into(), dir.into()));
     // The check must not leave __pycache__ directories behind (they would count as changes).
     env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
