@@ -55,12 +55,10 @@ pub fn preload_app(master: &MasterProcess, timeout: Duration) -> Result<(bool, P
 /// `show config` on one socket, answered by `pid` itself.
 fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
-    let peer = rustix::net::sockopt::socket_peercred(&stream).map_err(|e| e.to_string())?;
-    if peer.pid.as_raw_nonzero().get() as u32 != pid {
-        return Err(format!(
-            "answered by PID {}, not the master",
-            peer.pid.as_raw_nonzero()
-        ));
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| e.to_string())?;
+    if peer.pid() as u32 != pid {
+        return Err(format!("answered by PID {}, not the master", peer.pid()));
     }
     stream
         .set_read_timeout(Some(timeout))
