@@ -4,8 +4,10 @@
 //! Every child — a generation of `hupwatch run`, `gunicorn --print-config`/`--version`, the
 //! preflight's check, the release gate's Django check — gets the same scrub, so a variable
 //! cannot leak through one path and not another. A site that needs more removed names it as an
-//! extra argument (the preflight: hupwatch's own settings; the release gate: `PWD`, which it
-//! sets to the release).
+//! extra argument (the preflight: what it sets for each check, and hupwatch's own settings
+//! when it falls back to hupwatch's environment; the release gate: `PWD`, which it sets to the
+//! release). The preflight starts from the master's environment rather than hupwatch's, through
+//! the same scrub.
 
 use std::ffi::{OsStr, OsString};
 use std::process::Command;
@@ -44,7 +46,15 @@ pub fn is_scrubbed(name: &OsStr, extra: &[&str]) -> bool {
 /// hupwatch's own environment without the scrubbed variables, for a child started with
 /// `env_clear()` and exactly this.
 pub fn inherited(extra: &[&str]) -> Vec<(OsString, OsString)> {
-    std::env::vars_os()
+    scrubbed(std::env::vars_os(), extra)
+}
+
+/// Another environment (the master's, for the preflight) without the scrubbed variables.
+pub fn scrubbed(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+    extra: &[&str],
+) -> Vec<(OsString, OsString)> {
+    vars.into_iter()
         .filter(|(k, _)| !is_scrubbed(k, extra))
         .collect()
 }

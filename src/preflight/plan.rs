@@ -25,6 +25,14 @@ use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env::{self, Credentials};
 use crate::preflight::error::PreflightError;
 
+/// Removed from the master's environment besides [`child_env::SCRUBBED`] (see [`plan`]).
+const PER_PLAN: &[&str] = &[
+    "PWD",
+    "HUPWATCH_RELEASE",
+    "HUPWATCH_PYTHON",
+    "GUNICORN_PID",
+    "GUNICORN_FD",
+];
 /// Variables that differ from check to check; the warm checker itself starts without them.
 const PER_CHECK: &[&str] = &["PWD", "HUPWATCH_RELEASE"];
 
@@ -95,15 +103,14 @@ pub fn plan(
         }
     };
     let creds = run_as(master)?;
-    let mut env = master_env::environment(master.pid).unwrap_or_else(own_environment);
+    // The master's environment through the same scrub as every child's (a master of a
+    // `Type=notify` or socket-activated unit carries that unit's NOTIFY_SOCKET and LISTEN_*).
+    // PWD, HUPWATCH_RELEASE and HUPWATCH_PYTHON are set for the check just below.
     // GUNICORN_PID and GUNICORN_FD mark a master started by a USR2 upgrade: they say nothing
     // about the release, and would restart the warm checker after every upgrade.
-    env.retain(|(k, _)| {
-        !matches!(
-            k.to_str(),
-            Some("PWD" | "HUPWATCH_RELEASE" | "HUPWATCH_PYTHON" | "GUNICORN_PID" | "GUNICORN_FD")
-        )
-    });
+    let mut env = master_env::environment(master.pid)
+        .map(|vars| child_env::scrubbed(vars, PER_PLAN))
+        .unwrap_or_else(own_environment);
     env.push(("PWD".into(), dir.into()));
     env.push(("HUPWATCH_RELEASE".into(), dir.into()));
     // The check must not leave root-owned __pycache__ directories in the release.
@@ -151,10 +158,10 @@ fn run_as(master: &MasterProcess) -> Result<Option<Credentials>, PreflightError>
     }
 }
 
-/// hupwatch's own environment, when the master's cannot be read: without hupwatch's own
-/// settings (`HUPWATCH_*`: they are not the master's, and the check sets its own).
+/// hupwatch's own environment, when the master's cannot be read: without what [`plan`] sets
+/// or drops, and without hupwatch's own settings (`HUPWATCH_*`: they are not the master's).
 fn own_environment() -> Vec<(OsString, OsString)> {
-    child_env::inherited(&["HUPWATCH_*"])
+    child_env::inherited(&[PER_PLAN, &["HUPWATCH_*"]].concat())
 }
 
 /// A preflight that passed.
