@@ -94,7 +94,6 @@ fn a_file_without_app_sections_is_one_app() {
     assert_eq!(apps.len(), 1);
     assert_eq!(apps[0].target.by, By::Pid(4242));
     assert!(apps[0].reload.preflight.is_none());
-    assert!(apps[0].reload.plan.inline);
 }
 
 #[test]

@@ -147,12 +147,8 @@ impl ReloadSettings {
         }
         let served = ServedCheck::from_args(&preflight.health, release.release_link.is_some())?;
         let preflight = PreflightSettings::from_args(preflight)?;
-        let plan = ReloadPlan::new(args.strategy, signal, args.dry_run, preflight.is_some());
         Ok(Self {
-            plan: match served {
-                Some(_) => plan.probed_after(),
-                None => plan,
-            },
+            plan: ReloadPlan::new(args.strategy, signal, args.dry_run),
             served,
             verify_timeout: args.verify_timeout,
             preflight,

@@ -36,39 +36,19 @@ pub struct ReloadPlan {
     pub method: Method,
     /// Discover and check, send nothing.
     pub dry_run: bool,
-    /// Discovery and the signal run right on the watch loop (see [`ReloadPlan::new`]).
-    pub inline: bool,
 }
 
 impl ReloadPlan {
     /// `signal` must be HUP for an upgrade (the configuration refuses anything else first);
-    /// `auto` with another signal sends that signal, since only HUP loads new code. Without a
-    /// preflight, discovery and the signal are a few /proc reads and one syscall:
-    /// they run on the loop, sparing a thread hand-off between the debounce and the signal.
-    /// Anything that may take long (a preflight, an upgrade) runs wholly off the loop.
-    pub fn new(strategy: Strategy, signal: Signal, dry_run: bool, preflight: bool) -> Self {
+    /// `auto` with another signal sends that signal, since only HUP loads new code.
+    pub fn new(strategy: Strategy, signal: Signal, dry_run: bool) -> Self {
         let method = match strategy {
             Strategy::Hup => Method::Signal(signal),
             Strategy::Upgrade => Method::Upgrade,
             Strategy::Auto if signal == Signal::SIGHUP => Method::Auto,
             Strategy::Auto => Method::Signal(signal),
         };
-        let inline = matches!(method, Method::Signal(_)) && !preflight && !dry_run;
-        Self {
-            method,
-            dry_run,
-            inline,
-        }
-    }
-
-    /// A reload followed by a health probe (`--health-url`): the probe, and a rollback, take
-    /// seconds, and must know the release served before the signal, so nothing of it runs on
-    /// the watch loop.
-    pub fn probed_after(self) -> Self {
-        Self {
-            inline: false,
-            ..self
-        }
+        Self { method, dry_run }
     }
 
     /// An upgrade may follow (the strategy is `upgrade`, or `auto` may choose it): such a
@@ -103,30 +83,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_plain_hup_without_preflight_runs_on_the_loop() {
-        let plan = |strategy, signal, dry_run, preflight| {
-            ReloadPlan::new(strategy, signal, dry_run, preflight)
-        };
-        assert!(plan(Strategy::Hup, Signal::SIGHUP, false, false).inline);
-        assert!(plan(Strategy::Hup, Signal::SIGUSR1, false, false).inline);
-        assert!(!plan(Strategy::Hup, Signal::SIGHUP, false, true).inline);
-        assert!(!plan(Strategy::Hup, Signal::SIGHUP, true, false).inline);
-        assert!(!plan(Strategy::Upgrade, Signal::SIGHUP, false, false).inline);
-    }
-
-    #[test]
     fn auto_is_decided_per_reload_unless_the_signal_is_not_hup() {
-        let auto = ReloadPlan::new(Strategy::Auto, Signal::SIGHUP, false, false);
+        let auto = ReloadPlan::new(Strategy::Auto, Signal::SIGHUP, false);
         assert_eq!(auto.method, Method::Auto);
-        assert!(!auto.inline, "an upgrade may follow: never on the loop");
-        let usr1 = ReloadPlan::new(Strategy::Auto, Signal::SIGUSR1, false, false);
+        assert!(auto.may_upgrade());
+        let usr1 = ReloadPlan::new(Strategy::Auto, Signal::SIGUSR1, false);
         assert_eq!(usr1.method, Method::Signal(Signal::SIGUSR1));
-        assert!(usr1.inline);
+        assert!(!usr1.may_upgrade());
     }
 
     #[test]
     fn a_waiter_reports_a_reload_that_did_what_it_asked_for() {
-        let plan = |strategy, signal| ReloadPlan::new(strategy, signal, false, true);
+        let plan = |strategy, signal| ReloadPlan::new(strategy, signal, false);
         let auto = plan(Strategy::Auto, Signal::SIGHUP);
         assert!(auto.accepts("HUP") && auto.accepts("upgrade"));
         assert!(!auto.accepts("USR1"));

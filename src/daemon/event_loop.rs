@@ -1,13 +1,15 @@
 //! `hupwatch watch`: changes → debounce → one reload at a time per app, until SIGINT/SIGTERM.
 //!
-//! The loop sleeps on file events, the earliest debounce deadline (a timerfd, armed only while a
-//! change is pending), finished reloads and signals — so an idle hupwatch causes no wakeups.
+//! The loop sleeps on file events, the earliest debounce deadline (a tokio timer that exists
+//! only while a change is pending), finished reloads and signals — so an idle hupwatch causes
+//! no wakeups. Nothing slow runs on the loop's thread: discovery, the preflight, the signal
+//! and the verification of a reload all run on a blocking thread (`reload_tasks`).
 //! Each app has at most one reload in flight: Gunicorn ≥ 24 queues every signal that arrives
 //! while old workers drain, so a second HUP would be a second full reload. Changes that arrive
 //! meanwhile stay pending and become exactly one follow-up. Reloads of different apps run side
 //! by side, and a change in one app reloads only that app's master.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -19,11 +21,8 @@ use crate::config::config_file;
 use crate::config::{AppConfig, ReloadSettings, TargetSelector};
 use crate::daemon::reload_tasks::{Ended, Joined, Reloads};
 use crate::daemon::watched_app::WatchedApp;
-use crate::debounce::deadline_timer::DeadlineTimer;
-use crate::debounce::early_wake::{self, EarlyWake};
 use crate::error::AppError;
-use crate::reload::coalesce;
-use crate::reload::{self, Prepared, ReloadError};
+use crate::reload;
 use crate::report;
 use crate::report::sd_notify::{self, ServiceStatus};
 use crate::watch::{AppTag, WatchEvent};
@@ -73,11 +72,6 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     let mut status = ServiceStatus::default();
     let (milestones_tx, mut milestones) = mpsc::unbounded_channel();
     let mut reloads = Reloads::new(milestones_tx);
-    let mut lead = EarlyWake::default();
-    let mut timer = DeadlineTimer::new().map_err(|source| AppError::Io {
-        context: "creating the debounce timer",
-        source,
-    })?;
     loop {
         // An app whose reload only settles may have its next one (see `reload::handoff`).
         let deadline = apps
@@ -85,14 +79,9 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             .filter(|a| {
                 !reloads.is_reloading(&a.config.name) || reloads.may_supersede(&a.config.name)
             })
-            .filter_map(WatchedApp::deadline)
+            .filter_map(|a| a.feed.deadline())
             .min();
-        timer
-            .arm(deadline.map(|d| lead.wake_at(d)))
-            .map_err(|source| AppError::Io {
-                context: "arming the debounce timer",
-                source,
-            })?;
+        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into());
         tokio::select! {
             _ = signals.term.recv() => break,
             _ = signals.int.recv() => break,
@@ -107,35 +96,25 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event),
             Some(joined) = reloads.join_next() => finish_joined(&mut apps, &mut status, joined),
             Some(milestone) = milestones.recv() => reloads.reached(milestone),
-            fired = timer.fired(), if deadline.is_some() => {
-                fired.map_err(|source| AppError::Io { context: "waiting for the debounce timer", source })?;
-                let mut early = prepare_due_soon(&apps, &reloads, &mut lead);
-                // Changes that came in during the lead restart their app's quiet period before
+            () = sleep, if deadline.is_some() => {
+                // Changes that came in meanwhile restart their app's quiet period before
                 // anything is sent.
                 while let Ok((tag, event)) = ch.changes.try_recv() {
                     dispatch(&mut apps, tag, event);
                 }
-                apps.iter_mut().for_each(WatchedApp::take_spilled);
+                apps.iter_mut().for_each(|a| a.feed.take_spilled());
                 let now = Instant::now();
-                let mut failed = Vec::new();
                 for app in apps.iter_mut() {
                     let name = &app.config.name;
-                    if reloads.may_supersede(name) && app.deadline().is_some_and(|d| d <= now) {
+                    if reloads.may_supersede(name) && app.feed.deadline().is_some_and(|d| d <= now) {
                         // Its change stays pending: it goes as soon as the superseded one ends.
                         debug!(app = %name, "change due while the last reload settles: superseding it");
                         reloads.supersede(name);
                         continue;
                     }
-                    if !reloads.is_reloading(name) && app.take_due(now) {
-                        let (name, target, settings) = (app.config.name.clone(), app.target.clone(), app.config.reload.clone());
-                        let found = early.remove(&name);
-                        if let Err(err) = start_reload(&mut reloads, name.clone(), target, settings, found) {
-                            failed.push((name, err));
-                        }
+                    if !reloads.is_reloading(name) && app.feed.take_due(now).is_some() {
+                        start_reload(&mut reloads, app.config.name.clone(), app.target.clone(), app.config.reload.clone());
                     }
-                }
-                for (name, err) in failed {
-                    finish(&mut apps, &mut status, &name, Ended::Ran(Err(err)));
                 }
             }
         }
@@ -155,84 +134,25 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
     Ok(())
 }
 
-/// Woken `lead` before the earliest deadline: find the masters of the apps due within the lead
-/// (those that will signal right from the loop), then spin to the last of their deadlines.
-/// A discovery that fails here is simply done again at the deadline.
-fn prepare_due_soon(
-    apps: &[WatchedApp],
-    reloads: &Reloads,
-    lead: &mut EarlyWake,
-) -> HashMap<String, Prepared> {
-    let horizon = Instant::now() + lead.lead();
-    let (mut found, mut latest, mut discovery) = (HashMap::new(), None, None);
-    for app in apps
-        .iter()
-        .filter(|a| !reloads.is_reloading(&a.config.name))
-    {
-        let Some(deadline) = app.deadline().filter(|d| *d <= horizon) else {
-            continue;
-        };
-        latest = latest.max(Some(deadline));
-        if app.config.reload.plan.inline {
-            let started = Instant::now();
-            if let Ok(prepared) = reload::prepare(&app.target, &app.config.reload) {
-                found.insert(app.config.name.clone(), prepared);
-            }
-            discovery = Some(discovery.unwrap_or_default() + started.elapsed());
-        }
-    }
-    if let Some(took) = discovery {
-        lead.record_discovery(took);
-    }
-    if let Some(latest) = latest {
-        early_wake::spin_until(latest);
-    }
-    found
-}
-
-/// Start one reload; `found` is the master discovered during the wake-up lead, if any. Only the
-/// verification (seconds of polling) of an inline reload goes to a blocking thread.
+/// Start one reload of one app, wholly on a blocking thread.
 fn start_reload(
     reloads: &mut Reloads,
     name: String,
     target: TargetSelector,
     settings: ReloadSettings,
-    found: Option<Prepared>,
-) -> Result<(), ReloadError> {
+) {
     let plan = settings.plan;
-    if !plan.inline {
-        reloads.spawn_blocking(name, plan, move |handoff| {
-            reload::reload_checked(&target, &settings, Some(handoff))
-        });
-        return Ok(());
-    }
-    // Sent only if the master's reload lock was free and the master handles HUP already;
-    // else all of it (waiting included) runs off the loop.
-    match coalesce::signal_inline(&target, &settings, found)? {
-        Some(sent) => reloads.spawn_blocking(name, plan, move |handoff| {
-            sent.finish(&settings, Some(handoff))
-        }),
-        None => reloads.spawn_blocking(name, plan, move |handoff| {
-            reload::reload_once(&target, &settings, Some(handoff))
-        }),
-    };
-    Ok(())
+    reloads.spawn_blocking(name, plan, move |handoff| {
+        reload::reload_checked(&target, &settings, Some(handoff))
+    });
 }
 
-/// One app's watch trouble (out of watches for a new directory, a root that cannot be watched
-/// again after a swap) is that app's: it is reported and every app goes on. Whatever the event
-/// was about changed on disk, so it still counts as a change: a swap whose watches could not
-/// move must deploy all the same.
+/// Hand an event to the app it belongs to (none: an app replaced by a config reload).
 fn dispatch(apps: &mut [WatchedApp], tag: AppTag, event: WatchEvent) {
-    // None: from an app replaced by a config reload.
-    if let Some(app) = apps.iter_mut().find(|a| a.tag == tag)
-        && let Err(e) = app.on_event(event)
-    {
-        error!(app = %app.config.name, "watch error in app {}: {e}; counting it as a change and watching on", app.config.name);
-        app.mark_pending();
+    if let Some(app) = apps.iter_mut().find(|a| a.tag == tag) {
+        app.feed.on_event(event);
     }
 }
-
 fn finish_joined(apps: &mut [WatchedApp], status: &mut ServiceStatus, joined: Joined) {
     match joined.app {
         Some(name) => finish(apps, status, &name, joined.ended),
@@ -271,7 +191,9 @@ fn finish(apps: &mut [WatchedApp], status: &mut ServiceStatus, name: &str, ended
     }
     // What follows this reload: the tests' proof that nothing more is coming, without a sleep.
     match apps.iter().find(|a| a.config.name == name) {
-        Some(app) if app.is_pending() => debug!(app = name, "reload finished; a change is pending"),
+        Some(app) if app.feed.is_pending() => {
+            debug!(app = name, "reload finished; a change is pending")
+        }
         _ => debug!(app = name, "reload finished; nothing pending"),
     }
 }
@@ -294,17 +216,17 @@ fn reload_config(path: &std::path::Path, ch: &mut Channels, apps: &mut Vec<Watch
             while let Ok((tag, event)) = ch.control.try_recv() {
                 dispatch(apps, tag, event);
             }
-            apps.iter_mut().for_each(WatchedApp::take_spilled);
+            apps.iter_mut().for_each(|a| a.feed.take_spilled());
             let pending: HashSet<String> = apps
                 .iter()
-                .filter(|a| a.is_pending())
+                .filter(|a| a.feed.is_pending())
                 .map(|a| a.config.name.clone())
                 .collect();
             for app in fresh
                 .iter_mut()
                 .filter(|a| pending.contains(&a.config.name))
             {
-                app.mark_pending();
+                app.feed.mark_pending();
             }
             info!(
                 apps = fresh.len(),

@@ -197,7 +197,7 @@ mod tests {
     async fn a_panicked_reload_is_joined_as_a_lost_reload_of_its_app() {
         let (tx, _milestones) = mpsc::unbounded_channel();
         let mut reloads = Reloads::new(tx);
-        let hup = ReloadPlan::new(Strategy::Hup, Signal::SIGHUP, false, true);
+        let hup = ReloadPlan::new(Strategy::Hup, Signal::SIGHUP, false);
         reloads.spawn_blocking("shop".into(), hup, |_| panic!("verification fell over"));
         assert!(reloads.is_reloading("shop"));
         let joined = reloads.join_next().await.expect("one task in flight");

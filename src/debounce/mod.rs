@@ -11,9 +11,6 @@
 //! passed that many events within its first 2 ms and gets the full one; a release-link swap
 //! is atomic and gets none.
 
-pub mod deadline_timer;
-pub mod early_wake;
-
 use std::time::{Duration, Instant};
 
 use crate::cli::defaults::SMALL_BURST;
@@ -64,6 +61,17 @@ impl Debouncer {
             _ => self.quiet,
         };
         self.record(now, quiet, changes);
+    }
+
+    /// Record a file renamed into place while it is the only file of the burst: an atomic
+    /// save is complete as it stands, so with the default quiet periods it goes at once. An
+    /// explicit `--debounce` (no small-burst quiet) is the user's word and still applies.
+    pub fn on_atomic_save(&mut self, now: Instant) {
+        let changes = self.pending.map_or(0, |p| p.changes).saturating_add(1);
+        match self.small_quiet {
+            Some(_) if changes <= SMALL_BURST => self.record(now, Duration::ZERO, changes),
+            _ => self.on_change(now),
+        }
     }
 
     /// Record a change that stands for many (a queue overflow, a new directory full of code,
@@ -220,6 +228,17 @@ mod tests {
             Some(t0 + 1310 * MS),
             "and stays a large burst"
         );
+    }
+
+    #[test]
+    fn an_atomic_save_goes_at_once_unless_the_user_chose_the_quiet_period() {
+        let (d, t0) = debouncer();
+        let mut d = d.with_small_burst(Some(30 * MS));
+        d.on_atomic_save(t0);
+        assert_eq!(d.deadline(), Some(t0), "defaults: no quiet period");
+        let (mut explicit, t0) = debouncer();
+        explicit.on_atomic_save(t0);
+        assert_eq!(explicit.deadline(), Some(t0 + 300 * MS), "--debounce 300ms");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct GunicornCmdline {
     pub chdir: Option<PathBuf>,
     /// `-c` / `--config`: the Gunicorn config file, as given (relative to the master's cwd).
     pub config: Option<PathBuf>,
+    /// `--access-logfile`, `--error-logfile` / `--log-file`, as given; `-` (a stream) left out.
+    pub logs: Vec<PathBuf>,
 }
 
 impl GunicornCmdline {
@@ -112,7 +114,7 @@ pub fn parse(argv: &[String]) -> Option<GunicornCmdline> {
 /// `python [opts] /path/gunicorn ARGS` or `python [opts] -m gunicorn ARGS`.
 pub fn gunicorn_args(argv: &[String]) -> Option<&[String]> {
     let base = |s: &str| Path::new(s).file_name()?.to_str().map(str::to_owned);
-    let argv0 = base(&argv[0])?;
+    let argv0 = base(argv.first()?)?;
     if argv0 == "gunicorn" {
         return Some(&argv[1..]);
     }
@@ -167,6 +169,9 @@ pub fn parse_args(args: &[String]) -> GunicornCmdline {
             ("-p" | "--pid", Some(v)) => out.pidfile = Some(PathBuf::from(v)),
             ("--chdir", Some(v)) => out.chdir = Some(PathBuf::from(v)),
             ("-c" | "--config", Some(v)) => out.config = Some(PathBuf::from(v)),
+            ("--access-logfile" | "--error-logfile" | "--log-file", Some(v)) if v != "-" => {
+                out.logs.push(PathBuf::from(v))
+            }
             _ => {}
         }
     }

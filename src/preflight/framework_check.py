@@ -12,8 +12,9 @@
 #   2. Django's system checks, when the app imported Django or the release has a manage.py;
 #   3. with checks["health"] = {"path": P, "timeout": SECONDS}: one WSGI GET for P on the app
 #      Gunicorn loaded, in-process.
-# On success the last line of output is REPORT_PREFIX + JSON (what ran, and the answer to the
-# GET); hupwatch decides from it whether the answer passes. Any failure before that exits 1
+# On success the last line of output is REPORT_PREFIX + JSON (what ran, the answer to the GET,
+# and which files the app read while loading and where its templates live); hupwatch decides
+# from it whether the answer passes, and which changed files are code (watch/code_files.rs). Any failure before that exits 1
 # with the traceback, whose last line hupwatch shows.
 import json
 import os
@@ -22,6 +23,59 @@ import time
 
 REPORT_PREFIX = "hupwatch-framework-check: "
 BODY_START = 300
+# More files than this read at load is unusual; beyond it the rest are not listed.
+MAX_READ_FILES = 5000
+_read_files = set()
+
+
+def _record_reads():
+    """Note every file under the release that is opened for reading from now on (an audit
+    hook: it sees `open()` and `os.open()` whoever calls them). What the app only writes while
+    serving (a cache file, uploads) is never opened for reading here, so it never deploys."""
+    root = os.path.realpath(os.getcwd()) + os.sep
+
+    def hook(event, args):
+        if event != "open" or len(_read_files) >= MAX_READ_FILES:
+            return
+        try:
+            path, mode, flags = (tuple(args) + (None, None, None))[:3]
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+            if not isinstance(path, str) or path.endswith((".py", ".pyc")):
+                return
+            if mode is not None:
+                if any(c in str(mode) for c in "wax+"):
+                    return
+            elif isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR):
+                return
+            full = os.path.realpath(path)
+            if full.startswith(root) and os.path.isfile(full):
+                _read_files.add(full)
+        except Exception:  # noqa: BLE001 - an audit hook must never fail the app's open()
+            pass
+
+    sys.addaudithook(hook)
+
+
+def _template_dirs(wsgi):
+    """Template directories the framework knows (read at request time, not while loading);
+    directories named `templates` are recognised by hupwatch by their name alone."""
+    dirs = []
+    if "django" in sys.modules:
+        try:
+            from django.conf import settings
+
+            if settings.configured:
+                for engine in settings.TEMPLATES:
+                    dirs += [str(d) for d in engine.get("DIRS", [])]
+        except Exception:  # noqa: BLE001 - only a hint
+            pass
+    for app in (wsgi, getattr(wsgi, "app", None)):
+        for owner in [app] + list(getattr(app, "blueprints", {}).values()):
+            folder, root = getattr(owner, "template_folder", None), getattr(owner, "root_path", None)
+            if isinstance(folder, str) and isinstance(root, str):
+                dirs.append(os.path.join(root, folder))
+    return sorted({os.path.realpath(d) for d in dirs})
 
 
 def _exit_code(e):
@@ -57,6 +111,7 @@ def app_check(argv, checks):
         return wsgi
 
     app.load = load
+    _record_reads()
     try:
         app.run()
         code = 0
@@ -72,6 +127,8 @@ def app_check(argv, checks):
     health = checks.get("health")
     if health:
         report["health"] = health_request(loaded[0], app.cfg, health["path"], health["timeout"])
+    report["read"] = sorted(_read_files)
+    report["templates"] = _template_dirs(loaded[0])
     sys.stdout.flush()
     sys.stderr.flush()
     print(REPORT_PREFIX + json.dumps(report), flush=True)

@@ -7,7 +7,7 @@
 //! holder upgraded it, or it was restarted) the new master's lock is taken in turn.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
@@ -17,7 +17,7 @@ use crate::gunicorn::master_env;
 use crate::preflight::plan::release_to_load;
 use crate::reload::handoff::Handoff;
 use crate::reload::lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
-use crate::reload::{self, Prepared, ReloadError, ReloadOutcome};
+use crate::reload::{self, ReloadError, ReloadOutcome};
 
 /// Masters followed one after the other (upgrade after upgrade) before giving up.
 const FOLLOW_LIMIT: usize = 5;
@@ -62,7 +62,7 @@ pub fn reload_locked(
             master = current;
             continue;
         }
-        let prepared = reload::prepare_handling(target, current, settings, began_ns);
+        let prepared = reload::prepare_handling(target, current, settings);
         if let Ok(p) = &prepared
             && p.goes_through_unit()
         {
@@ -91,7 +91,7 @@ fn unlocked(
     handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
     warn!(master = master.pid, "{why}; reloading without the lock");
-    let prepared = reload::prepare_handling(target, master, settings, lock::now_ns())?;
+    let prepared = reload::prepare_handling(target, master, settings)?;
     reload::reload_prepared(prepared, settings, handoff)
 }
 
@@ -206,76 +206,4 @@ fn coalesced(
         boot: Default::default(),
         superseded: false,
     })
-}
-
-/// The watch loop's fast path (no preflight): signal right from the loop thread, but only when
-/// the master's lock is free this instant. A contended lock, a master still starting (not
-/// handling HUP yet) or one gone in the last fraction of a millisecond returns `Ok(None)`: the caller runs the whole reload,
-/// waiting included, on a blocking thread.
-pub fn signal_inline(
-    target: &TargetSelector,
-    settings: &ReloadSettings,
-    found: Option<Prepared>,
-) -> Result<Option<InlineReload>, ReloadError> {
-    let prepared = match found {
-        Some(prepared) => prepared,
-        None => match reload::prepare(target, settings) {
-            Err(e) if e.is_master_starting() => return Ok(None),
-            other => other?,
-        },
-    };
-    let lock = match &settings.runtime_dir {
-        None => None,
-        Some(dir) => {
-            let m = prepared.master();
-            match ReloadLock::try_acquire(dir, m.pid, m.start_ticks) {
-                Ok(Some(lock)) => Some(lock),
-                Ok(None) => return Ok(None),
-                Err(e) => {
-                    warn!(master = m.pid, "{e}; reloading without the lock");
-                    None
-                }
-            }
-        }
-    };
-    match reload::send_hup(&prepared) {
-        Ok(sent) => Ok(Some(InlineReload {
-            prepared,
-            sent,
-            lock,
-        })),
-        Err(e) if e.is_master_starting() => Ok(None),
-        Err(ReloadError::Signal(e)) if e.is_target_problem() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// A HUP sent from the loop, still to be verified (off the loop), lock held until then.
-#[derive(Debug)]
-pub struct InlineReload {
-    prepared: Prepared,
-    sent: Instant,
-    lock: Option<ReloadLock>,
-}
-
-impl InlineReload {
-    /// Verify (blocking: seconds of polling), leave the record, release the lock.
-    pub fn finish(
-        self,
-        settings: &ReloadSettings,
-        handoff: Option<&Handoff>,
-    ) -> Result<ReloadOutcome, ReloadError> {
-        let Self {
-            prepared,
-            sent,
-            lock,
-        } = self;
-        let began_ns = prepared.began_ns();
-        let seen = release_to_load(settings, Some(prepared.master()));
-        let result = reload::finish_hup(prepared, sent, settings, handoff);
-        if let Some(mut lock) = lock {
-            leave_record(&mut lock, began_ns, seen, settings, &result);
-        }
-        result
-    }
 }

@@ -165,10 +165,9 @@ pub fn reload_once(
     if let Some(dir) = &settings.runtime_dir {
         return crate::reload::coalesce::reload_locked(dir, target, settings, handoff);
     }
-    let began_ns = lock::now_ns();
     let master = discover::find_master(target)?;
     reload_prepared(
-        prepare_handling(target, master, settings, began_ns)?,
+        prepare_handling(target, master, settings)?,
         settings,
         handoff,
     )

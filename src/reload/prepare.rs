@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{debug, info, warn};
 
+use super::ReloadError;
 use super::pidfd_signal::{self, SignalError};
 use super::release_check::preflight_until_stable;
 use super::strategy_choice::{self, Choice, Refusal, Room, Route, Surroundings};
-use super::{ReloadError, lock};
 use crate::config::reload_plan::Method;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, MasterProcess};
@@ -24,19 +24,9 @@ pub struct Prepared {
     pub(super) choice: Choice,
     pub(super) release: Option<PathBuf>,
     pub(super) preflight: Option<Duration>,
-    /// When discovery began (CLOCK_BOOTTIME ns): everything deployed by then goes out.
-    pub(super) began_ns: u64,
 }
 
 impl Prepared {
-    pub fn master(&self) -> &MasterProcess {
-        &self.master
-    }
-
-    pub fn began_ns(&self) -> u64 {
-        self.began_ns
-    }
-
     /// A reload done by the unit's own `ExecReload=` hupwatch, which takes the master's
     /// reload lock itself: the caller must not hold it meanwhile.
     pub fn goes_through_unit(&self) -> bool {
@@ -51,12 +41,11 @@ pub fn prepare_handling(
     target: &TargetSelector,
     mut master: MasterProcess,
     settings: &ReloadSettings,
-    began_ns: u64,
 ) -> Result<Prepared, ReloadError> {
     let deadline = Instant::now() + settings.verify_timeout;
     let mut waiting = false;
     loop {
-        match prepare_master(master, settings, began_ns) {
+        match prepare_master(master, settings) {
             Err(e) if e.is_master_starting() && Instant::now() < deadline => {
                 if !waiting {
                     info!("{e}: waiting until it does");
@@ -78,16 +67,14 @@ pub fn prepare(
     target: &TargetSelector,
     settings: &ReloadSettings,
 ) -> Result<Prepared, ReloadError> {
-    let began_ns = lock::now_ns();
     let master = discover::find_master(target)?;
-    prepare_master(master, settings, began_ns)
+    prepare_master(master, settings)
 }
 
-/// `prepare` for a master already found, discovery having begun at `began_ns`.
+/// `prepare` for a master already found.
 pub fn prepare_master(
     master: MasterProcess,
     settings: &ReloadSettings,
-    began_ns: u64,
 ) -> Result<Prepared, ReloadError> {
     let old = master.worker_pids();
     debug!(master = master.pid, name = %master.name, workers = ?old, "found master");
@@ -109,7 +96,7 @@ pub fn prepare_master(
     if let Some(Room::ThroughUnit { .. }) = &room
         && matches!(early.route, Route::UnitReload { .. })
     {
-        return Ok(prepared(master, old, early, (None, None), began_ns));
+        return Ok(prepared(master, old, early, (None, None)));
     }
     // Gunicorn installs all its handlers at once: HUP taken means USR2 is too.
     let signal = early.route.first_signal().unwrap_or(Signal::SIGHUP);
@@ -140,7 +127,6 @@ pub fn prepare_master(
         old,
         choice,
         (release, passed.map(|p| p.took)),
-        began_ns,
     ))
 }
 
@@ -149,7 +135,6 @@ fn prepared(
     old: Vec<u32>,
     choice: Choice,
     (release, preflight): (Option<PathBuf>, Option<Duration>),
-    began_ns: u64,
 ) -> Prepared {
     Prepared {
         master,
@@ -157,7 +142,6 @@ fn prepared(
         choice,
         release,
         preflight,
-        began_ns,
     }
 }
 

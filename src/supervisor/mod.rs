@@ -18,7 +18,6 @@
 pub mod activation;
 pub mod bind_address;
 pub mod candidate;
-pub mod changes;
 pub mod command_line;
 pub mod control;
 pub mod control_client;

@@ -23,6 +23,10 @@ impl RunDir {
         Ok(Self(dir))
     }
 
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
         self.0.join(name)
     }

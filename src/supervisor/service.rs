@@ -21,7 +21,7 @@ pub fn tell_systemd(first: bool, status: &str) {
 /// The user's `--pid` file names the serving master (written beside, then renamed over, so a
 /// reader never sees it empty).
 pub fn write_pidfile(path: &std::path::Path, pid: u32) {
-    let tmp = path.with_extension("hupwatch-tmp");
+    let tmp = pidfile_temporary(path);
     let written =
         std::fs::write(&tmp, format!("{pid}\n")).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
@@ -53,4 +53,9 @@ impl Signals {
 /// systemd: the service is stopping (nothing without `NOTIFY_SOCKET`).
 pub fn tell_systemd_stopping() {
     sd_notify::stopping();
+}
+
+/// The file a pidfile is written to before it is renamed over it.
+pub fn pidfile_temporary(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_extension("hupwatch-tmp")
 }

@@ -22,7 +22,6 @@ use nix::sys::signal::Signal;
 use tracing::{error, info};
 
 use crate::supervisor::candidate::{Candidate, Next};
-use crate::supervisor::changes::{Changes, Deploy};
 use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
@@ -32,6 +31,9 @@ use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
 use crate::supervisor::{RunSettings, SupervisorError};
+use crate::watch::change_feed::Due;
+use crate::watch::deploy_stream::DeployStream;
+use crate::watch::serving_writes::ServingWrites;
 
 mod checking;
 mod held_back;
@@ -69,7 +71,11 @@ pub async fn run(
     let mut signals = Signals::install()?;
     let link = settings.release_link.as_ref().map(|l| l.path());
     let mut changes = match settings.watching {
-        true => Some(Changes::start(&settings.watch, link)?),
+        true => Some(DeployStream::start(
+            &settings.watch,
+            link,
+            serving_writes(settings, dir),
+        )?),
         false => {
             info!("watching nothing (--no-watch): SIGHUP and `hupwatch reload` deploy");
             None
@@ -102,16 +108,14 @@ pub async fn run(
             _ = signals.hangup.recv() => sup.deploy("SIGHUP"),
             _ = signals.child.recv() => {}
             Some(incoming) = control.requests.recv() => sup.answer(incoming),
-            deploy = next_deploy(&mut changes) => {
-                match deploy.map_err(|source| SupervisorError::Io { context: "waiting for changes", source })? {
-                    Deploy::Settled => sup.deploy("a change"),
-                    Deploy::Swapped(target) => sup.deploy(&format!("the release link swapped to {}", target.display())),
-                }
-            }
+            due = next_deploy(&mut changes) => sup.deploy(&due.cause.to_string()),
             _ = tokio::time::sleep_until(wake.unwrap_or(far).into()), if wake.is_some() => {}
         }
         if let Err(e) = sup.step() {
             break Err(e);
+        }
+        if let (Some(changes), Some((serving, _))) = (&mut changes, &sup.serving) {
+            changes.serving_master(serving.pid);
         }
     };
     sup.shutdown().await;
@@ -393,8 +397,31 @@ fn in_release(generation: &Generation) -> String {
         .map_or(String::new(), |r| format!(" in {}", r.display()))
 }
 
+/// What serving writes, known before the first generation starts (its logs are written at
+/// once): the pidfile hupwatch writes for the user, its runtime directory, and the files that
+/// COMMAND's own flags name, relative to the directory the release is served from.
+fn serving_writes(settings: &RunSettings, dir: &RunDir) -> ServingWrites {
+    let mut writes = ServingWrites::default();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if let Some(pidfile) = &settings.facts.pidfile {
+        let pidfile = cwd.join(pidfile);
+        writes.add_own_pidfile(&pidfile, &service::pidfile_temporary(&pidfile));
+    }
+    writes.add_own_dir(dir.path());
+    let argv: Vec<String> = settings
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let parsed = crate::gunicorn::cmdline::parse_args(
+        crate::gunicorn::cmdline::gunicorn_args(&argv).unwrap_or(&argv),
+    );
+    writes.add_cmdline(&parsed, &settings.release_dir().unwrap_or(cwd));
+    writes
+}
+
 /// The next deploy the watches call for; never, without watches (`--no-watch`).
-async fn next_deploy(changes: &mut Option<Changes>) -> std::io::Result<Deploy> {
+async fn next_deploy(changes: &mut Option<DeployStream>) -> Due {
     match changes {
         Some(changes) => changes.next().await,
         None => std::future::pending().await,

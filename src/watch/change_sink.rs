@@ -82,7 +82,7 @@ impl ChangeSink {
     /// the app was replaced or hupwatch is stopping: nothing is waiting for the event.
     pub fn emit(&self, event: WatchEvent) {
         let seen = match event {
-            WatchEvent::Changed(_, seen) => seen,
+            WatchEvent::Changed(_, seen) | WatchEvent::Saved(_, seen) => seen,
             // Only a debug line, kept in order with the changes; one lost to a full queue is a
             // log line lost, never a change.
             WatchEvent::Ignored(_) => {

@@ -7,11 +7,14 @@
 //! `inotify_reader`'s (only the events that mean a change), or notify's poller with `--poll`.
 //! What each event means is decided in `scope`.
 
+pub mod change_feed;
 pub mod change_sink;
+pub mod deploy_stream;
 pub mod error;
 pub mod inotify_reader;
 pub mod link_targets;
 pub mod scope;
+pub mod serving_writes;
 pub mod skip_rules;
 
 use std::collections::HashSet;

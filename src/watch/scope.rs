@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use notify::Event;
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 
 use crate::config::filter::PathFilter;
 use crate::watch::skip_rules::{self, Gitignores, SkipReason};
@@ -21,6 +21,9 @@ pub enum WatchEvent {
     /// by the event thread at `seen`: the quiet period runs from there, not from whenever the
     /// main loop gets to it.
     Changed(Option<PathBuf>, Instant),
+    /// A file that passes the filter was renamed into place: an atomic save, complete as it
+    /// stands (an editor's or a tool's write-then-rename), so it needs no quiet period.
+    Saved(PathBuf, Instant),
     /// A file changed that the filter excludes; sent only while debug logging is on, so that
     /// the log shows it in order with the changes that count (the tests' proof that an event
     /// was seen and ignored), and an idle loop is not woken for noise otherwise.
@@ -178,7 +181,14 @@ impl Scope {
                     emit(WatchEvent::Changed(Some(path), seen));
                 }
             } else if self.counts(root, &path, rel) {
-                emit(WatchEvent::Changed(Some(path), seen));
+                let renamed_in = matches!(
+                    event.kind,
+                    EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                );
+                emit(match renamed_in {
+                    true => WatchEvent::Saved(path, seen),
+                    false => WatchEvent::Changed(Some(path), seen),
+                });
             } else if tracing::enabled!(tracing::Level::DEBUG) {
                 emit(WatchEvent::Ignored(path));
             }
