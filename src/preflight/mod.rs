@@ -6,7 +6,8 @@
 //! (`health_request`) and the one HTTP client that asks a running site (`http_probe`).
 //!
 //! Used by reload/ (before a reload's signal, and `--health-url` after it) and by supervisor/
-//! (before a release gets a generation). It depends only on gunicorn/ and config/ below it.
+//! (before a release gets a generation). It depends only on gunicorn/ and config/ below it
+//! and on the small top-level helpers (`bounded_wait`, `child_env`, `scratch_dir`).
 //! Inside, the order is one-way too: `error` ← `plan` ← `framework_check` ← `cold_check`,
 //! `warm_process` ← `warm_checker`; the types they share live in `plan` and `error`.
 
