@@ -14,7 +14,7 @@ use crate::error::AppError;
 use crate::gunicorn::discover;
 use crate::reload::{self, ReloadError};
 use crate::report;
-use crate::supervisor::control_client::Supervisor;
+use crate::supervisor::control_client::RunningSupervisor;
 
 pub fn run(command: Command) -> Result<(), AppError> {
     match command {
@@ -56,9 +56,9 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         Some(path) => config_file::load(path)?,
         None => vec![AppConfig::from_args(app_name(&app), &app)?],
     };
-    crate::reload::warm_checker::enable();
+    crate::preflight::warm_checker::enable();
     for app in &apps {
-        crate::reload::warm_checker::prewarm_app(&app.target, &app.reload);
+        crate::preflight::warm_checker::prewarm_app(&app.target, &app.reload);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,7 +67,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
     let result = runtime.block_on(event_loop::run(apps, file));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    crate::reload::warm_checker::shutdown();
+    crate::preflight::warm_checker::shutdown();
     result
 }
 
@@ -105,7 +105,7 @@ fn app_name(args: &AppArgs) -> String {
 
 fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
-    if let Some(supervisor) = Supervisor::aimed_at(&target) {
+    if let Some(supervisor) = RunningSupervisor::aimed_at(&target) {
         // `hupwatch run` switches generations itself; it answers once the switch is verified.
         return Ok(supervisor.deploy(args.reload.dry_run)?);
     }
@@ -117,7 +117,7 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
 
 fn status(args: StatusArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
-    if let Some(supervisor) = Supervisor::named_by(&target) {
+    if let Some(supervisor) = RunningSupervisor::named_by(&target) {
         let view = supervisor.status()?;
         return report::print_supervisor(&view, args.json).map_err(io("writing status"));
     }
@@ -136,7 +136,7 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
         });
     // Every `hupwatch run` on the host too (only without a selector: a selector names masters).
     let supervisors: Vec<_> = match target.by {
-        config::By::OnlyOne => Supervisor::all()
+        config::By::OnlyOne => RunningSupervisor::all()
             .iter()
             .filter_map(|s| s.status().ok())
             .collect(),

@@ -4,10 +4,11 @@
 //! documented exit code in one place (`AppError::exit_code`).
 
 // The stages of the data flow, one folder each, upstream first: config → watch → debounce →
-// gunicorn (discover) → reload (preflight, signal, verify) → report; `daemon` runs them for
-// `watch`, `supervisor` for `run` (Gunicorn started and held by hupwatch), `commands` for the
-// one-shot subcommands.
+// gunicorn (discover) → preflight (can this release serve?) → reload (signal, verify) →
+// report; `daemon` runs them for `watch`, `supervisor` for `run` (Gunicorn started and held by
+// hupwatch; it uses preflight, never reload), `commands` for the one-shot subcommands.
 mod bounded_wait;
+mod child_env;
 mod cli;
 mod commands;
 mod config;
@@ -17,6 +18,7 @@ mod error;
 mod gunicorn;
 mod logging;
 mod man_page;
+mod preflight;
 #[cfg(test)]
 mod property_tests;
 mod reload;

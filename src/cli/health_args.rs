@@ -1,6 +1,6 @@
 //! `--health-path` and `--health-timeout`: one GET on the new release before the signal, on
 //! top of the default preflight. A group of its own because `hupwatch run` takes the same pair
-//! (and the same pass rule, `reload::health_request`). `--health-url` and `--rollback` judge the
+//! (and the same pass rule, `preflight::health_request`). `--health-url` and `--rollback` judge the
 //! release again once it serves, over real HTTP, with the same timeout and rule.
 
 use std::time::Duration;

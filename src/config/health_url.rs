@@ -1,5 +1,5 @@
 //! `--health-url`: a plain `http://host[:port][/path]`, parsed once. hupwatch probes it with
-//! its own few-line HTTP/1.1 client (`reload::health_probe`), so the URL is limited to what
+//! its own few-line HTTP/1.1 client (`preflight::http_probe`), so the URL is limited to what
 //! that client speaks: no TLS (probe the app's own bind, behind the proxy that terminates it),
 //! no credentials in the URL.
 

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::unix_sockets::{listening_paths, socket_inodes};
 
 /// The largest answer read: `show config` is well under 4 KiB.
 const MAX_ANSWER: u32 = 1 << 20;
@@ -54,12 +55,10 @@ pub fn preload_app(master: &MasterProcess, timeout: Duration) -> Result<(bool, P
 /// `show config` on one socket, answered by `pid` itself.
 fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
-    let peer = rustix::net::sockopt::socket_peercred(&stream).map_err(|e| e.to_string())?;
-    if peer.pid.as_raw_nonzero().get() as u32 != pid {
-        return Err(format!(
-            "answered by PID {}, not the master",
-            peer.pid.as_raw_nonzero()
-        ));
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| e.to_string())?;
+    if peer.pid() as u32 != pid {
+        return Err(format!("answered by PID {}, not the master", peer.pid()));
     }
     stream
         .set_read_timeout(Some(timeout))
@@ -92,56 +91,9 @@ pub fn parse_preload(body: &[u8]) -> Result<bool, String> {
         .ok_or_else(|| "no preload_app in its config".into())
 }
 
-/// The inodes of the sockets `pid` holds (`/proc/PID/fd/N -> socket:[INODE]`).
-fn socket_inodes(pid: u32) -> HashSet<u64> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return HashSet::new();
-    };
-    dir.flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| {
-            l.to_str()?
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
-/// Listening Unix stream sockets with a file-system path, from /proc/net/unix:
-/// `Num RefCount Protocol Flags Type St Inode Path`, flags `00010000` = accepting.
-pub fn listening_paths(table: &str) -> Vec<(u64, PathBuf)> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (flags, kind, inode, path) = (f.get(3)?, f.get(4)?, f.get(6)?, f.get(7)?);
-            let listening = u32::from_str_radix(flags, 16).ok()? & 0x0001_0000 != 0;
-            (listening && *kind == "0001" && path.starts_with('/'))
-                .then(|| Some((inode.parse().ok()?, PathBuf::from(path))))?
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_listening_stream_sockets_with_a_path() {
-        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
-            000000008b6beb5f: 00000002 00000000 00010000 0001 01 464719 /tmp/g.ctl\n\
-            000000008c45b5ff: 00000003 00000000 00000000 0001 03 464717\n\
-            000000001c7c9f46: 00000003 00000000 00000000 0001 03 464718 /tmp/g.ctl\n\
-            0000000011111111: 00000002 00000000 00010000 0001 01 5 @abstract\n\
-            0000000022222222: 00000002 00000000 00010000 0002 01 6 /run/dgram\n";
-        assert_eq!(
-            listening_paths(table),
-            vec![(464719, PathBuf::from("/tmp/g.ctl"))]
-        );
-    }
 
     #[test]
     fn the_answer_of_show_config() {

@@ -24,25 +24,21 @@ pub struct Credentials {
 }
 
 pub fn credentials(pid: u32) -> Option<Credentials> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_credentials(&status)
+    parse_credentials(&procfs::read_status(pid).ok()?)
 }
 
 pub fn parse_credentials(status: &str) -> Option<Credentials> {
     let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|rest| {
-                rest.split_whitespace()
-                    .filter_map(|n| n.parse::<u32>().ok())
-                    .collect::<Vec<_>>()
-            })
+        procfs::status_field(status, name).map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|n| n.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
     };
     Some(Credentials {
-        uid: *field("Uid:")?.first()?,
-        gid: *field("Gid:")?.first()?,
-        groups: field("Groups:").unwrap_or_default(),
+        uid: *field("Uid")?.first()?,
+        gid: *field("Gid")?.first()?,
+        groups: field("Groups").unwrap_or_default(),
     })
 }
 

@@ -15,3 +15,4 @@ pub mod preload;
 pub mod process_tree;
 pub mod procfs;
 pub mod systemd_unit;
+pub mod unix_sockets;

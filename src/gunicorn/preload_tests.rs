@@ -1,3 +1,7 @@
+//! Tests of `preload`: what each way of reading `preload_app` concludes from a master's
+//! command line, environment, config file and control socket, kept apart to keep
+//! `preload.rs` readable.
+
 use super::*;
 
 fn args(line: &str) -> Args {

@@ -70,29 +70,41 @@ pub fn read_stat(pid: u32) -> io::Result<ProcStat> {
 /// while its raw command line already looks like a master's: a HUP before that kills it.
 /// These bitmasks are the only way to tell.
 pub fn read_taken_signals(pid: u32) -> io::Result<u64> {
-    let bytes = read_small(&format!("/proc/{pid}/status"))?;
-    parse_taken_signals(&String::from_utf8_lossy(&bytes))
+    parse_taken_signals(&read_status(pid)?)
         .ok_or_else(|| io::Error::other(format!("no SigCgt in /proc/{pid}/status")))
 }
 
 pub fn parse_taken_signals(status: &str) -> Option<u64> {
-    let mask = |name: &str| {
-        let hex = status.lines().find_map(|l| l.strip_prefix(name))?;
-        u64::from_str_radix(hex.trim(), 16).ok()
-    };
-    Some(mask("SigCgt:")? | mask("SigBlk:").unwrap_or(0))
+    let mask = |name: &str| u64::from_str_radix(status_field(status, name)?.trim(), 16).ok();
+    Some(mask("SigCgt")? | mask("SigBlk").unwrap_or(0))
 }
 
 /// The PID of `pid` inside its own PID namespace (the last `NSpid:` entry): 1 for the first
 /// process of a container, whatever PID the host gives it.
 pub fn read_ns_pid(pid: u32) -> Option<u32> {
-    let bytes = read_small(&format!("/proc/{pid}/status")).ok()?;
-    parse_ns_pid(&String::from_utf8_lossy(&bytes))
+    parse_ns_pid(&read_status(pid).ok()?)
 }
 
 pub fn parse_ns_pid(status: &str) -> Option<u32> {
-    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    line.split_ascii_whitespace().last()?.parse().ok()
+    status_field(status, "NSpid")?
+        .split_ascii_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// /proc/PID/status, the one reader of it: signal masks (above), the namespace PID, the
+/// credentials (`master_env::credentials`) all come from here.
+pub fn read_status(pid: u32) -> io::Result<String> {
+    let bytes = read_small(&format!("/proc/{pid}/status"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The value of one `Name:\tvalue` line of a /proc/PID/status text (untrimmed).
+pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
 }
 
 /// open + read + close, nothing else: `fs::read` also stats the file for a size hint, which

@@ -14,9 +14,9 @@ use tracing::{debug, warn};
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::master_env;
+use crate::preflight::plan::release_to_load;
 use crate::reload::handoff::Handoff;
 use crate::reload::lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
-use crate::reload::release_check::release_to_load;
 use crate::reload::{self, ReloadError, ReloadOutcome};
 
 /// Masters followed one after the other (upgrade after upgrade) before giving up.

@@ -5,13 +5,9 @@
 //! here, at each reload, so a master restarted under a new PID is found.
 
 pub mod coalesce;
-pub mod framework_check;
 pub mod handoff;
-pub mod health_probe;
-pub mod health_request;
 pub mod lock;
 pub mod pidfd_signal;
-pub mod preflight;
 mod prepare;
 pub mod release_check;
 pub mod rollback;
@@ -21,9 +17,6 @@ pub mod systemd_handover;
 pub mod unit_reload;
 pub mod upgrade;
 pub mod verify;
-pub mod warm_checker;
-pub mod warm_process;
-pub mod warm_protocol;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -36,10 +29,10 @@ pub use crate::config::reload_plan::signal_name;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
+use crate::preflight::error::PreflightError;
 use handoff::Handoff;
 use lock::LockError;
 use pidfd_signal::SignalError;
-use preflight::PreflightError;
 pub use prepare::{Prepared, prepare, prepare_handling};
 use release_check::check_release;
 use serve_check::ServedError;

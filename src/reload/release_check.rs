@@ -8,34 +8,20 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use super::ReloadError;
-use super::preflight;
-use super::preflight::Passed;
-use super::warm_checker;
 use crate::config::ReloadSettings;
 use crate::config::release_link::{self, ReleaseError};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
-
-/// Run the preflight in the release the new workers will load; if the release link moved
-/// meanwhile, check the newer release instead, so the signal always goes out for the release
-/// that was checked and is current.
-/// The release a reload would deploy now: the link's target, else the directory the master's
-/// next workers start in. The reload lock's record, its waiters and the warm checker's start
-/// ahead all mean this one.
-pub fn release_to_load(
-    settings: &ReloadSettings,
-    master: Option<&MasterProcess>,
-) -> Option<PathBuf> {
-    match &settings.release_link {
-        Some(link) => link.target().ok(),
-        None => master.and_then(master_env::worker_start_dir),
-    }
-}
+use crate::preflight::plan::{self as preflight, Passed};
+use crate::preflight::warm_checker;
 
 /// Once the release link has moved during a preflight (a swap storm), how long it must then
 /// stay put before the checked release goes out.
 const STORM_SETTLE: Duration = Duration::from_millis(100);
 
+/// Run the preflight in the release the new workers will load; if the release link moved
+/// meanwhile, check the newer release instead, so the signal always goes out for the release
+/// that was checked and is current.
 pub fn preflight_until_stable(
     settings: &ReloadSettings,
     master: &MasterProcess,

@@ -21,10 +21,11 @@ use tracing::{info, warn};
 
 use super::handoff::Handoff;
 use super::rollback::{self, FailedReleases};
-use super::{ReloadError, ReloadOutcome, health_probe, reload_once};
+use super::{ReloadError, ReloadOutcome, reload_once};
 use crate::config::health::ServedCheck;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover;
+use crate::preflight::http_probe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServedError {
@@ -92,7 +93,7 @@ pub fn reload_checked(
         check.url,
         check.timeout.as_millis()
     );
-    let failure = match health_probe::probe_until(&check.url, check.timeout) {
+    let failure = match http_probe::probe_until(&check.url, check.timeout) {
         Ok(took) => {
             info!(
                 master = outcome.master.pid,
@@ -278,7 +279,7 @@ impl WayBack {
             false => reload_once(target, settings, None).map(|_| "reloaded and verified"),
         };
         let after = match reloaded {
-            Ok(how) => match health_probe::probe_until(&check.url, check.timeout) {
+            Ok(how) => match http_probe::probe_until(&check.url, check.timeout) {
                 Ok(_) => format!(" ({how}; its health check passes)"),
                 Err(f) => format!(" ({how}, but its health check fails too: {f})"),
             },

@@ -1,3 +1,6 @@
+//! Tests of `strategy_choice`: which way a reload goes out for each combination of measured
+//! load time, preload and systemd unit, kept apart to keep `strategy_choice.rs` readable.
+
 use super::*;
 
 fn around() -> Surroundings {

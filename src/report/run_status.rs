@@ -3,12 +3,35 @@
 //! `status --pid SUPERVISOR` shows one; plain `status` lists them after the masters, and
 //! `--json` marks each master a supervisor started with its `run` entry (the array of masters
 //! keeps its shape for the scripts that read it).
+//!
+//! The view a supervisor sends over its control socket is defined here, where it is shown, so
+//! report/ needs nothing from supervisor/ above it (`supervisor::control` re-exports it).
 
 use std::io::Write;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::supervisor::control::StatusView;
+/// A supervisor as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The supervisor's own PID (in its PID namespace).
+    pub pid: u32,
+    /// The sockets it holds, as addresses (`127.0.0.1:8000`, `unix:/run/app.sock`).
+    pub sockets: Vec<String>,
+    pub generations: Vec<GenerationView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerationView {
+    pub number: u32,
+    /// `serving`, `starting`, `checking` (a check generation on its private probe socket) or
+    /// `stopping`.
+    pub role: String,
+    pub master: u32,
+    pub workers: Vec<u32>,
+    /// The release directory its master runs in (its cwd, resolved).
+    pub release: Option<String>,
+}
 
 /// A master's place in a supervisor (`status --json`, field `run`).
 #[derive(Serialize)]
@@ -80,7 +103,6 @@ pub fn write_supervisors(out: &mut impl Write, views: &[StatusView]) -> std::io:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::control::GenerationView;
 
     #[test]
     fn a_supervisor_shows_its_sockets_and_each_generation() {

@@ -1,6 +1,13 @@
 //! Speaking systemd's notify protocol: READY once every watch is armed, STATUS with the last
 //! reload's outcome per app, WATCHDOG at half the unit's `WatchdogSec`, RELOADING/STOPPING.
 //! Every call is a no-op without `NOTIFY_SOCKET`, so a terminal or a test sees nothing of it.
+//!
+//! The one wrapper both long-running modes use (`watch` here, `run` through
+//! `supervisor::service`), with one failure behaviour: a message systemd did not take is logged
+//! at debug level and the caller goes on — no notification is worth stopping a deploy for, and
+//! the unit's own timeouts say when systemd missed something that mattered. (The MAINPID of an
+//! upgrade under systemd, `reload::systemd_handover`, is a protocol step whose failure the
+//! handover reports, not a notification.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,6 +34,16 @@ impl ServiceStatus {
 pub fn ready(apps: usize) {
     let status = format!("watching {apps} app(s)");
     send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+}
+
+/// READY with a STATUS line of the caller's (`run`: once the first generation serves).
+pub fn ready_with_status(status: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// A STATUS line alone.
+pub fn status(status: &str) {
+    send(&[NotifyState::Status(status)]);
 }
 
 pub fn reloading() {

@@ -14,8 +14,7 @@ use crate::gunicorn::master_env;
 use crate::gunicorn::preload::{self, Preload};
 use crate::gunicorn::procfs;
 use crate::reload::strategy_choice::{self, Surroundings};
-use crate::report::run_status::{RunJson, run_of, write_supervisors};
-use crate::supervisor::control::StatusView;
+use crate::report::run_status::{RunJson, StatusView, run_of, write_supervisors};
 
 #[derive(Serialize)]
 struct MasterJson<'a> {

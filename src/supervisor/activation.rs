@@ -6,11 +6,12 @@
 //! naming the process they are meant for (a child that inherited the variables ignores them).
 
 use std::ffi::OsStr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::sys::socket::{self, AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
 
 use crate::supervisor::bind_address::BindAddress;
 use crate::supervisor::listeners::{ListenError, Listener};
@@ -49,31 +50,36 @@ fn adopt(raw: RawFd) -> Result<Listener, ListenError> {
     // Not open at all: taking it would make an OwnedFd of nothing.
     // SAFETY: only borrowed for this one call; F_GETFD on a closed number fails with EBADF.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-    rustix::io::fcntl_getfd(borrowed).map_err(|e| bad(e.to_string()))?;
+    fcntl(borrowed, FcntlArg::F_GETFD).map_err(|e| bad(e.to_string()))?;
     // SAFETY: systemd passed this descriptor to this process (LISTEN_PID names it) for it to
     // own, it is open (checked above), and nothing else in hupwatch has taken it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let kind = rustix::net::sockopt::socket_type(&fd).map_err(|e| bad(e.to_string()))?;
-    if kind != SocketType::STREAM {
+    let kind = socket::getsockopt(&fd, sockopt::SockType).map_err(|e| bad(e.to_string()))?;
+    if kind != SockType::Stream {
         return Err(bad(
             "not a stream socket (use ListenStream= in the .socket unit)".into(),
         ));
     }
-    if !rustix::net::sockopt::socket_acceptconn(&fd).map_err(|e| bad(e.to_string()))? {
+    if !socket::getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.to_string()))? {
         return Err(bad("not listening".into()));
     }
-    let name = rustix::net::getsockname(&fd).map_err(|e| bad(e.to_string()))?;
-    let address = match name.address_family() {
-        AddressFamily::UNIX => {
-            let unix = SocketAddrUnix::try_from(name).map_err(|e| bad(e.to_string()))?;
-            let path = unix
-                .path()
-                .map(|p| p.to_bytes().to_vec())
+    let name =
+        socket::getsockname::<SockaddrStorage>(fd.as_raw_fd()).map_err(|e| bad(e.to_string()))?;
+    let address = match name.family() {
+        Some(AddressFamily::Unix) => {
+            let path = name
+                .as_unix_addr()
+                .and_then(|u| u.path())
+                .map(|p| p.as_os_str().as_bytes().to_vec())
                 .unwrap_or_default();
             BindAddress::Unix(PathBuf::from(OsStr::from_bytes(&path)))
         }
         _ => {
-            let addr = std::net::SocketAddr::try_from(name).map_err(|e| bad(e.to_string()))?;
+            let addr = match (name.as_sockaddr_in(), name.as_sockaddr_in6()) {
+                (Some(v4), _) => std::net::SocketAddr::from(std::net::SocketAddrV4::from(*v4)),
+                (_, Some(v6)) => std::net::SocketAddr::from(std::net::SocketAddrV6::from(*v6)),
+                _ => return Err(bad("neither a Unix nor an IP socket".into())),
+            };
             BindAddress::Tcp {
                 host: addr.ip().to_string(),
                 port: addr.port(),

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::config::health::HealthCheck;
-use crate::reload::health_request::{HealthAnswer, judge};
+use crate::preflight::health_request::{HealthAnswer, judge};
 use crate::supervisor::RunSettings;
 use crate::supervisor::bind_address::BindAddress;
 use crate::supervisor::command_line;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::release_link;
 use crate::gunicorn::procfs;
+pub use crate::report::run_status::{GenerationView, StatusView};
 use crate::supervisor::candidate::Candidate;
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
@@ -74,28 +75,6 @@ impl Answer {
             status: None,
         }
     }
-}
-
-/// A supervisor as `status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StatusView {
-    /// The supervisor's own PID (in its PID namespace).
-    pub pid: u32,
-    /// The sockets it holds, as addresses (`127.0.0.1:8000`, `unix:/run/app.sock`).
-    pub sockets: Vec<String>,
-    pub generations: Vec<GenerationView>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GenerationView {
-    pub number: u32,
-    /// `serving`, `starting`, `checking` (a check generation on its private probe socket) or
-    /// `stopping`.
-    pub role: String,
-    pub master: u32,
-    pub workers: Vec<u32>,
-    /// The release directory its master runs in (its cwd, resolved).
-    pub release: Option<String>,
 }
 
 /// A request from a client, with where its answer goes.

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 use crate::config::{By, TargetSelector};
+use crate::gunicorn::unix_sockets::{listening_paths, socket_inodes};
 use crate::gunicorn::{discover, procfs};
 use crate::supervisor::control::{Answer, Request, SOCKET_NAME, StatusView};
 
@@ -40,14 +41,14 @@ impl ControlError {
     }
 }
 
-/// A `hupwatch run` process and its control socket.
+/// Another process: a running `hupwatch run` and its control socket, found through /proc.
 #[derive(Debug, Clone)]
-pub struct Supervisor {
+pub struct RunningSupervisor {
     pub pid: u32,
     pub socket: PathBuf,
 }
 
-impl Supervisor {
+impl RunningSupervisor {
     /// `pid`, if it is a supervisor whose control socket this user may reach.
     pub fn at(pid: u32) -> Option<Self> {
         let held = socket_inodes(pid);
@@ -164,36 +165,21 @@ impl Supervisor {
     }
 }
 
-/// The inodes of the sockets `pid` has open (`socket:[INODE]` links in `/proc/PID/fd`).
-fn socket_inodes(pid: u32) -> HashSet<u64> {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return HashSet::new();
-    };
-    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter_map(|link| {
-            let text = link.to_str()?;
-            text.strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
-        .collect()
-}
-
 /// In a `/proc/net/unix` table, the path of a listening socket named `run-*/control.sock`
 /// whose inode is one of `held`.
 fn control_socket(table: &str, held: &HashSet<u64>) -> Option<PathBuf> {
-    // Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 = listening.
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (flags, inode, path) = (fields.get(3)?, fields.get(6)?, fields.get(7)?);
-        let path = Path::new(path);
-        let ours = *flags == "00010000"
-            && held.contains(&inode.parse().ok()?)
-            && path.file_name()? == SOCKET_NAME
-            && path.parent()?.file_name()?.to_str()?.starts_with("run-");
-        ours.then(|| path.to_path_buf())
-    })
+    listening_paths(table)
+        .into_iter()
+        .filter(|(inode, _)| held.contains(inode))
+        .map(|(_, path)| path)
+        .find(|path| {
+            path.file_name().is_some_and(|n| n == SOCKET_NAME)
+                && path
+                    .parent()
+                    .and_then(Path::file_name)
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("run-"))
+        })
 }
 
 #[cfg(test)]
@@ -220,6 +206,6 @@ mod tests {
 
     #[test]
     fn a_process_without_a_control_socket_is_no_supervisor() {
-        assert!(Supervisor::at(std::process::id()).is_none());
+        assert!(RunningSupervisor::at(std::process::id()).is_none());
     }
 }

@@ -70,13 +70,10 @@ impl Generation {
             .arg("-c")
             .arg(SHIM)
             .arg("hupwatch-generation")
-            .args(launch.command)
+            .args(launch.command);
+        // LISTEN_PID is the shim's own `$$`, exported by it; LISTEN_FDS is set after the scrub.
+        crate::child_env::scrub(&mut command, &[])
             .env("LISTEN_FDS", sockets.len().to_string())
-            .env_remove("LISTEN_PID")
-            .env_remove("LISTEN_FDNAMES")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())

@@ -9,11 +9,14 @@
 //! placing them there in the child is one `dup2` each and no placement overwrites another.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use nix::fcntl::{FcntlArg, fcntl};
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, sockopt,
+};
 
 use crate::supervisor::bind_address::{BindAddress, BindAddressError};
 
@@ -65,22 +68,29 @@ impl Listener {
         let (fd, created) = match address {
             BindAddress::Tcp { .. } => {
                 let addr = address.resolve()?.expect("a TCP address resolves to one");
-                let family = if addr.is_ipv4() {
-                    AddressFamily::INET
-                } else {
-                    AddressFamily::INET6
+                let fd = match addr {
+                    std::net::SocketAddr::V4(v4) => {
+                        let fd = socket(AddressFamily::Inet).map_err(failed)?;
+                        reuse_addr(&fd).map_err(failed)?;
+                        socket::bind(fd.as_raw_fd(), &SockaddrIn::from(v4))
+                            .map_err(|e| failed(e.into()))?;
+                        fd
+                    }
+                    std::net::SocketAddr::V6(v6) => {
+                        let fd = socket(AddressFamily::Inet6).map_err(failed)?;
+                        reuse_addr(&fd).map_err(failed)?;
+                        socket::bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))
+                            .map_err(|e| failed(e.into()))?;
+                        fd
+                    }
                 };
-                let fd = socket(family).map_err(failed)?;
-                rustix::net::sockopt::set_socket_reuseaddr(&fd, true)
-                    .map_err(|e| failed(e.into()))?;
-                rustix::net::bind(&fd, &addr).map_err(|e| failed(e.into()))?;
                 (fd, None)
             }
             BindAddress::Unix(path) => {
                 remove_stale_socket(path).map_err(failed)?;
-                let fd = socket(AddressFamily::UNIX).map_err(failed)?;
-                let addr = SocketAddrUnix::new(path.as_path()).map_err(|e| failed(e.into()))?;
-                rustix::net::bind(&fd, &addr).map_err(|e| failed(e.into()))?;
+                let fd = socket(AddressFamily::Unix).map_err(failed)?;
+                let addr = UnixAddr::new(path.as_path()).map_err(|e| failed(e.into()))?;
+                socket::bind(fd.as_raw_fd(), &addr).map_err(|e| failed(e.into()))?;
                 (fd, Some(path.clone()))
             }
         };
@@ -89,13 +99,14 @@ impl Listener {
             fd,
             created,
         };
-        rustix::net::listen(&listener.fd, BACKLOG).map_err(|e| failed(e.into()))?;
+        let backlog = Backlog::new(BACKLOG).map_err(|e| failed(e.into()))?;
+        socket::listen(&listener.fd, backlog).map_err(|e| failed(e.into()))?;
         Ok(listener)
     }
 
     /// A socket someone else bound (systemd socket activation): its file is not ours to remove.
     pub fn adopt(address: BindAddress, fd: OwnedFd) -> io::Result<Self> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), HELD_FD_FLOOR)?;
+        let fd = dup_high(fd.as_fd())?;
         Ok(Self {
             address,
             fd,
@@ -124,8 +135,19 @@ pub fn bind_all(addresses: &[BindAddress]) -> Result<Vec<Listener>, ListenError>
 
 /// A close-on-exec stream socket, moved to [`HELD_FD_FLOOR`] or above.
 fn socket(family: AddressFamily) -> io::Result<OwnedFd> {
-    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
-    Ok(rustix::io::fcntl_dupfd_cloexec(fd.as_fd(), HELD_FD_FLOOR)?)
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    dup_high(fd.as_fd())
+}
+
+/// A close-on-exec copy of `fd` numbered [`HELD_FD_FLOOR`] or above.
+fn dup_high(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(HELD_FD_FLOOR))?;
+    // SAFETY: F_DUPFD_CLOEXEC has just returned this new descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn reuse_addr(fd: &OwnedFd) -> io::Result<()> {
+    Ok(socket::setsockopt(fd, sockopt::ReuseAddr, &true)?)
 }
 
 /// Gunicorn removes a socket file left at its address before binding; so does hupwatch, but

@@ -8,7 +8,7 @@
 //! config file Gunicorn's own `printed_config`), the held
 //! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
-//! (`probe`), Django's checks before a release gets one (`release_check`), what a starting
+//! (`probe`), Django's checks before a release gets one (`release_gate`), what a starting
 //! generation calls for (`candidate`), stopping one (`retiring`),
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
 //! (`service`), the control socket `hupwatch reload`/`status` reach it by (`control`, and its
@@ -27,7 +27,7 @@ pub mod printed_config;
 pub mod probe;
 pub mod readiness;
 pub mod reaper;
-pub mod release_check;
+pub mod release_gate;
 pub mod retiring;
 pub mod run_dir;
 pub mod service;

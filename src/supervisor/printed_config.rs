@@ -111,11 +111,8 @@ pub fn answer(command: &[OsString], flag: &str) -> Result<(bool, String), String
     let (program, args) = command.split_first().ok_or("no command")?;
     let (mut reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .arg(flag)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
+    cmd.args(args).arg(flag);
+    crate::child_env::scrub(&mut cmd, &[])
         .stdin(Stdio::null())
         .stdout(writer.try_clone().map_err(|e| e.to_string())?)
         .stderr(writer);

@@ -1,6 +1,8 @@
 //! The health request `run` sends to a check generation: one `GET PATH` over the generation's
 //! private Unix probe socket, judged by the same rule as `watch`'s in-process request
-//! (`reload::health_request::judge`: 2xx and 3xx pass).
+//! (`preflight::health_request::judge`: 2xx and 3xx pass). The request and the answer's parsing
+//! are hupwatch's one HTTP client (`preflight::http_probe`); this is its transport on the loop's
+//! runtime.
 //!
 //! A check generation listens on the probe socket alone (`LISTEN_FDS=1`, in the supervisor's
 //! 0700 directory): a generation on the shared socket would take public traffic the moment its
@@ -13,13 +15,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::reload::health_request::HealthAnswer;
+use crate::preflight::health_request::HealthAnswer;
+use crate::preflight::http_probe::{self, READ_AT_MOST};
 
 /// The Host header of the request: a name every framework's allowed-hosts check lets through
 /// in development, and the one to add for production (`ALLOWED_HOSTS`).
 const HOST: &str = "localhost";
-/// More than a health page needs; a body is only shown cut short.
-const MAX_RESPONSE: usize = 64 * 1024;
 
 /// Send the request from a task of the loop's runtime; the answer arrives on the receiver.
 pub fn spawn_get(
@@ -41,11 +42,12 @@ pub fn spawn_get(
 
 async fn get(socket: &std::path::Path, path: &str) -> std::io::Result<Vec<u8>> {
     let mut stream = tokio::net::UnixStream::connect(socket).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
+    stream
+        .write_all(http_probe::request(path, HOST).as_bytes())
+        .await?;
     let mut raw = Vec::new();
     stream
-        .take(MAX_RESPONSE as u64)
+        .take(READ_AT_MOST as u64)
         .read_to_end(&mut raw)
         .await?;
     Ok(raw)
@@ -61,29 +63,18 @@ fn no_answer(why: String) -> HealthAnswer {
     }
 }
 
-/// Pure: an HTTP/1.x response as the pass rule wants it (the status code and reason, the body).
+/// The answer as the pass rule wants it, with the Host header the request carried.
 pub fn parse_response(raw: &[u8]) -> HealthAnswer {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .lines()
-        .next()
-        .filter(|line| line.starts_with("HTTP/"))
-        .and_then(|line| line.split_once(' '))
-        .map(|(_, status)| status.trim().to_string());
     HealthAnswer {
-        status,
-        body: body.to_string(),
-        error: None,
-        no_answer: None,
         host: Some(HOST.into()),
+        ..http_probe::parse_response(raw)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::health_request::judge;
+    use crate::preflight::health_request::judge;
 
     #[test]
     fn a_status_line_and_body_are_read_for_the_pass_rule() {

@@ -6,7 +6,7 @@
 //! `waitpid(-1)` in this one place; the exit of a generation's master is then looked up by PID.
 //! Only the children of the loop's own thread (`__WNOTHREAD`): the generations, and the orphans
 //! the kernel hands to the thread group leader. A child another thread started and waits for
-//! itself (the release check: `release_check`) is left to that thread, which would otherwise
+//! itself (the release check: `release_gate`) is left to that thread, which would otherwise
 //! find it gone and never learn how it ended.
 
 use std::collections::HashMap;

@@ -4,22 +4,17 @@
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 use tracing::warn;
 
-use sd_notify::NotifyState;
-
+use crate::report::sd_notify;
 use crate::supervisor::SupervisorError;
 
 /// systemd (`Type=notify`): READY once the first generation serves, a STATUS at each switch.
 /// hupwatch stays the unit's main process, so no MAINPID is ever sent; without
 /// `NOTIFY_SOCKET` this does nothing.
 pub fn tell_systemd(first: bool, status: &str) {
-    let status = NotifyState::Status(status);
-    let sent = if first {
-        sd_notify::notify(&[NotifyState::Ready, status])
+    if first {
+        sd_notify::ready_with_status(status);
     } else {
-        sd_notify::notify(&[status])
-    };
-    if let Err(e) = sent {
-        warn!("sd_notify failed: {e}");
+        sd_notify::status(status);
     }
 }
 
@@ -57,7 +52,7 @@ impl Signals {
 
 /// systemd: the service is stopping (nothing without `NOTIFY_SOCKET`).
 pub fn tell_systemd_stopping() {
-    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    sd_notify::stopping();
 }
 
 /// The file a pidfile is written to before it is renamed over it.

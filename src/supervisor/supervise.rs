@@ -26,7 +26,7 @@ use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::reaper::Reaper;
-use crate::supervisor::release_check::ReleaseCheck;
+use crate::supervisor::release_gate::ReleaseGate;
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
@@ -41,7 +41,9 @@ mod restart;
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
 
-struct Supervisor<'a> {
+/// The loop's state: the held sockets, the generations serving, starting and retiring, and
+/// what is owed (a deploy, a restart, `hupwatch reload` requests waiting).
+struct SupervisorLoop<'a> {
     settings: &'a RunSettings,
     listeners: Vec<Listener>,
     dir: &'a RunDir,
@@ -49,8 +51,8 @@ struct Supervisor<'a> {
     next_number: u32,
     serving: Option<(Generation, Instant)>,
     candidate: Option<Candidate>,
-    /// A release being checked before it gets a generation (`release_check`), and why it deploys.
-    checking: Option<(ReleaseCheck, String)>,
+    /// A release being checked before it gets a generation (`release_gate`), and why it deploys.
+    checking: Option<(ReleaseGate, String)>,
     retiring: Vec<Retiring>,
     deploy_pending: bool,
     restart_at: Option<Instant>,
@@ -79,7 +81,7 @@ pub async fn run(
         }
     };
     let mut control = Control::start(dir);
-    let mut sup = Supervisor {
+    let mut sup = SupervisorLoop {
         settings,
         listeners,
         dir,
@@ -119,7 +121,7 @@ pub async fn run(
     outcome
 }
 
-impl Supervisor<'_> {
+impl SupervisorLoop<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let polling =
             (self.in_flight() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);

@@ -1,20 +1,20 @@
-//! The loop's side of `release_check`: a Django release is checked before it gets a generation,
+//! The loop's side of `release_gate`: a Django release is checked before it gets a generation,
 //! and a deploy asked for meanwhile is owed once the release in flight has ended.
 
 use tracing::info;
 
-use super::Supervisor;
+use super::SupervisorLoop;
 use crate::supervisor::SupervisorError;
-use crate::supervisor::release_check::ReleaseCheck;
+use crate::supervisor::release_gate::ReleaseGate;
 
-impl Supervisor<'_> {
+impl SupervisorLoop<'_> {
     /// Start a check of the release for `why`; false when the release needs none.
     pub(super) fn start_check(&mut self, why: &str) -> bool {
         let Ok(dir) = self.settings.release_dir() else {
             return false; // the generation's start reports it
         };
         let timeout = self.settings.boot_timeout;
-        let Some(check) = ReleaseCheck::start(&self.settings.command, &dir, timeout) else {
+        let Some(check) = ReleaseGate::start(&self.settings.command, &dir, timeout) else {
             return false;
         };
         info!(

@@ -4,10 +4,10 @@
 
 use tracing::error;
 
-use super::Supervisor;
+use super::SupervisorLoop;
 use crate::supervisor::SupervisorError;
 
-impl Supervisor<'_> {
+impl SupervisorLoop<'_> {
     pub(super) fn held_back(&mut self, report: String) -> Result<(), SupervisorError> {
         if let Some((serving, _)) = &self.serving {
             let report = format!(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::error;
 
-use super::Supervisor;
+use super::SupervisorLoop;
 use crate::supervisor::SupervisorError;
 
 /// Failed restarts of a serving generation in a row before hupwatch gives up.
@@ -15,7 +15,7 @@ const MAX_FAILURES: u32 = 5;
 /// failures in a row starts again.
 const STABLE: Duration = Duration::from_secs(30);
 
-impl Supervisor<'_> {
+impl SupervisorLoop<'_> {
     pub(super) fn check_serving(&mut self) -> Result<(), SupervisorError> {
         let Some((generation, since)) = self.serving.take_if(|(g, _)| g.exit.is_some()) else {
             return Ok(());

@@ -1,10 +1,13 @@
-//! `--health-url`: a GET on the running site once the reload is verified, judged by the same
-//! pass rule as the preflight's in-process request (`health_request::judge`: 2xx/3xx passes).
+//! hupwatch's one HTTP client, for a health request to a running site: `--health-url` once a
+//! reload is verified (over TCP, here), and `run`'s request to a check generation (over its
+//! Unix probe socket, `supervisor::probe`, which sends [`request`] and reads the answer with
+//! [`parse_response`] on its loop's runtime). Both are judged by the same pass rule as the
+//! preflight's in-process request (`health_request::judge`: 2xx/3xx passes).
 //!
-//! A plain HTTP/1.1 client on `std::net`, a few dozen lines: one request with
-//! `Connection: close`, read until the server closes or enough of the body is in. No crate
-//! brings less (hupwatch needs no TLS, redirects, pooling or async here), and the probe runs on
-//! the reload's own blocking thread.
+//! A plain HTTP/1.1 client, a few dozen lines: one request with `Connection: close`, read until
+//! the server closes or enough of the body is in. No crate brings less (hupwatch needs no TLS,
+//! redirects, pooling or async here), and the `--health-url` probe runs on the reload's own
+//! blocking thread.
 //!
 //! The probe is repeated until it passes or `--health-timeout` runs out: right after a HUP the
 //! new workers may still be importing, and a proxy in front may need a moment; a release is
@@ -17,10 +20,10 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::config::health_url::HealthUrl;
-use crate::reload::health_request::{self, HealthAnswer, HealthFailure};
+use crate::preflight::health_request::{self, HealthAnswer, HealthFailure};
 
 /// How much of an answer is read: the status line, headers and the start of the body.
-const READ_AT_MOST: usize = 64 * 1024;
+pub const READ_AT_MOST: usize = 64 * 1024;
 
 /// Pause between two probes of a failing URL.
 const RETRY: Duration = Duration::from_millis(100);
@@ -86,11 +89,9 @@ fn exchange(url: &HealthUrl, timeout: Duration) -> Result<Vec<u8>, String> {
     stream
         .set_write_timeout(Some(left.max(Duration::from_millis(1))))
         .map_err(io)?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: hupwatch-health-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path, url.authority
-    );
-    stream.write_all(request.as_bytes()).map_err(io)?;
+    stream
+        .write_all(request(&url.path, &url.authority).as_bytes())
+        .map_err(io)?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 8192];
     while raw.len() < READ_AT_MOST {
@@ -117,6 +118,13 @@ fn exchange(url: &HealthUrl, timeout: Duration) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(raw)
+}
+
+/// The one request both transports send: `GET PATH` with `Host`, the server to close after.
+pub fn request(path: &str, host: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hupwatch-health-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    )
 }
 
 /// Status line and the body's start; a chunked body is de-chunked as far as it came.

@@ -4,7 +4,7 @@
 //! its URLconfs, and so its views, only at the first request: a view with a syntax error boots
 //! every worker, takes over, and answers 500 from then on. So for a Django project (a
 //! `manage.py` in the release directory) hupwatch first runs the preflight's cold check
-//! (`reload::preflight::run`: `--check-config` plus Django's checks in one Python process) with
+//! (`preflight::cold_check::run`: `--check-config` plus Django's checks in one Python process) with
 //! COMMAND's interpreter, in the release, and a release that fails it gets no generation at
 //! all. Not for other projects: there the check would only import the app a second time, which
 //! the generation does anyway.
@@ -17,16 +17,17 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
-use crate::reload::framework_check::FrameworkChecks;
-use crate::reload::preflight::{self, Plan, PreflightError};
+use crate::preflight::cold_check;
+use crate::preflight::error::PreflightError;
+use crate::preflight::plan::{FrameworkChecks, Plan};
 
 /// A check in flight.
-pub struct ReleaseCheck {
+pub struct ReleaseGate {
     pub dir: PathBuf,
     outcome: Receiver<Result<(), String>>,
 }
 
-impl ReleaseCheck {
+impl ReleaseGate {
     /// Start the check for `command`'s release in `dir`, if it is a Django project and
     /// COMMAND's interpreter can be told.
     pub fn start(command: &[OsString], dir: &Path, timeout: Duration) -> Option<Self> {
@@ -35,7 +36,7 @@ impl ReleaseCheck {
         std::thread::Builder::new()
             .name("release-check".into())
             .spawn(move || {
-                let _ = tx.send(preflight::run(&plan, timeout).map(drop).map_err(why));
+                let _ = tx.send(cold_check::run(&plan, timeout).map(drop).map_err(why));
             })
             .ok()?;
         Some(Self {
@@ -78,22 +79,8 @@ fn plan(command: &[OsString], dir: &Path) -> Option<Plan> {
     let (python, gunicorn_args) = interpreter(command)?;
     let mut args: Vec<OsString> = vec!["-m".into(), "gunicorn".into(), "--check-config".into()];
     args.extend(gunicorn_args.iter().cloned());
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| {
-            !matches!(
-                k.to_str(),
-                Some(
-                    "NOTIFY_SOCKET"
-                        | "WATCHDOG_USEC"
-                        | "WATCHDOG_PID"
-                        | "LISTEN_FDS"
-                        | "LISTEN_PID"
-                        | "LISTEN_FDNAMES"
-                        | "PWD"
-                )
-            )
-        })
-        .collect();
+    // PWD: set to the release just below.
+    let mut env = crate::child_env::inherited(&["PWD"]);
     env.push(("PWD".into(), dir.into()));
     // The check must not leave __pycache__ directories behind (they would count as changes).
     env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));

@@ -14,11 +14,10 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tracing::{debug, info};
 
-use crate::reload::preflight::{self, Plan};
-use crate::reload::warm_checker::base_env;
-use crate::reload::warm_protocol::{self, Message, ProtocolError, Request, Verdict};
+use crate::preflight::plan::{Plan, args_after_module, base_env, switch_user};
+use crate::preflight::warm_protocol::{self, Message, ProtocolError, Request, Verdict};
 
-const SCRIPT: &str = crate::reload::framework_check::WARM_SCRIPT;
+const SCRIPT: &str = crate::preflight::framework_check::WARM_SCRIPT;
 /// The script travels in this variable, not on the command line, so `ps` shows one short line;
 /// the bootstrap takes it out of the environment before anything else runs.
 const SCRIPT_VAR: &str = "HUPWATCH_WARM_CHECKER";
@@ -76,7 +75,7 @@ impl Checker {
             .stderr(Stdio::null())
             .process_group(0);
         if let Some(creds) = &plan.creds {
-            preflight::switch_user(&mut cmd, creds);
+            switch_user(&mut cmd, creds);
         }
         die_with_us(&mut cmd);
         let mut child = spawn_on_keeper(cmd).map_err(WarmError::Spawn)?;
@@ -198,14 +197,6 @@ impl Drop for Checker {
         }
         kill_group(self.child.id());
         let _ = self.child.wait();
-    }
-}
-
-/// Gunicorn's own arguments: the plan runs `python -m gunicorn ARGS`.
-pub(crate) fn args_after_module(plan: &Plan) -> &[std::ffi::OsString] {
-    match plan.args.iter().position(|a| a == "gunicorn") {
-        Some(i) if i > 0 && plan.args[i - 1] == "-m" => &plan.args[i + 1..],
-        _ => &plan.args,
     }
 }
 

@@ -15,9 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use tracing::{info, warn};
 
-use crate::config::health::HealthCheck;
-use crate::reload::health_request::{self, HealthAnswer};
-use crate::reload::preflight::{Plan, PreflightError};
+use crate::preflight::error::{PreflightError, tail};
+use crate::preflight::health_request::{self, HealthAnswer};
+use crate::preflight::plan::{Plan, args_after_module};
 
 /// The script a warm checker runs: the shared checks, then the checker's own loop.
 pub(crate) const WARM_SCRIPT: &str = concat!(
@@ -38,24 +38,6 @@ const BOOTSTRAP: &str = "import os; exec(compile(os.environ.pop('HUPWATCH_FRAMEW
 /// Must match `REPORT_PREFIX` in framework_check.py.
 const REPORT_PREFIX: &str = "hupwatch-framework-check: ";
 
-/// The checks the default preflight runs in-process after loading the app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameworkChecks {
-    pub health: Option<HealthCheck>,
-}
-
-impl FrameworkChecks {
-    /// What the script reads (`checks` in framework_check.py).
-    pub(crate) fn json(&self) -> serde_json::Value {
-        match &self.health {
-            Some(h) => serde_json::json!({
-                "health": {"path": h.path, "timeout": h.timeout.as_secs_f64()}
-            }),
-            None => serde_json::json!({}),
-        }
-    }
-}
-
 /// Arguments and extra environment of the cold check: `python -c BOOTSTRAP ARGS` instead of
 /// `python -m gunicorn ARGS`, the script doing what `-m gunicorn` does, then the checks.
 pub(crate) fn cold_invocation(plan: &Plan) -> (Vec<OsString>, Vec<(OsString, OsString)>) {
@@ -63,11 +45,7 @@ pub(crate) fn cold_invocation(plan: &Plan) -> (Vec<OsString>, Vec<(OsString, OsS
         return (plan.args.clone(), Vec::new());
     };
     let mut args: Vec<OsString> = vec!["-c".into(), BOOTSTRAP.into()];
-    args.extend(
-        crate::reload::warm_process::args_after_module(plan)
-            .iter()
-            .cloned(),
-    );
+    args.extend(args_after_module(plan).iter().cloned());
     let env = vec![
         (SCRIPT_VAR.into(), COLD_SCRIPT.into()),
         (CHECKS_VAR.into(), checks.json().to_string().into()),
@@ -137,7 +115,7 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, P
         dir: plan.dir.clone(),
         path: health.path.clone(),
         failure,
-        tail: crate::reload::preflight::tail(output),
+        tail: tail(output),
     };
     let answer = found
         .and_then(|r| r.health)
@@ -158,6 +136,8 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::health::HealthCheck;
+    use crate::preflight::plan::FrameworkChecks;
 
     #[test]
     fn the_report_is_the_last_prefixed_line() {

@@ -22,14 +22,13 @@ use tracing::{debug, info, warn};
 use crate::config::{PreflightCheck, ReloadSettings, TargetSelector};
 use crate::gunicorn::discover;
 use crate::gunicorn::master_env::Credentials;
-use crate::reload::framework_check;
-use crate::reload::preflight::{self, Passed, Plan, PreflightError};
-use crate::reload::release_check::release_to_load;
-use crate::reload::warm_process::{Checker, Outcome, WarmError};
-use crate::reload::warm_protocol::Verdict;
+use crate::preflight::cold_check;
+use crate::preflight::error::{PreflightError, tail};
+use crate::preflight::framework_check;
+use crate::preflight::plan::{self as preflight, Passed, Plan, base_env, release_to_load};
+use crate::preflight::warm_process::{Checker, Outcome, WarmError};
+use crate::preflight::warm_protocol::Verdict;
 
-/// Variables that differ from check to check; the checker itself starts without them.
-const PER_CHECK: &[&str] = &["PWD", "HUPWATCH_RELEASE"];
 /// More apps than this in one hupwatch is unusual; beyond it, old checkers are stopped.
 const MAX_CHECKERS: usize = 16;
 
@@ -56,7 +55,7 @@ pub fn run(
         || !matches!(check, PreflightCheck::Gunicorn { .. })
         || relative_pythonpath(plan)
     {
-        return preflight::run(plan, timeout);
+        return cold_check::run(plan, timeout);
     }
     let started = Instant::now();
     match check_warm(plan, timeout) {
@@ -75,7 +74,7 @@ pub fn run(
         Ok((Outcome::TimedOut(output), _)) => Err(PreflightError::TimedOut {
             dir: plan.dir.clone(),
             timeout,
-            tail: preflight::tail(output.as_bytes()),
+            tail: tail(output.as_bytes()),
         }),
         Ok((Outcome::Done(Verdict::Untrusted(why), _), _)) => cold(plan, timeout, &why),
         Err(e) => cold(plan, timeout, &e.to_string()),
@@ -138,7 +137,7 @@ fn cold(plan: &Plan, timeout: Duration, why: &str) -> Result<Passed, PreflightEr
     warn!(
         "warm preflight check cannot be trusted ({why}); running the cold --check-config instead"
     );
-    preflight::run(plan, timeout)
+    cold_check::run(plan, timeout)
 }
 
 /// What a checker was started for: restarted when any of it changes.
@@ -169,17 +168,6 @@ impl Key {
             env: base_env(plan),
         }
     }
-}
-
-pub(crate) fn base_env(plan: &Plan) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    let mut env: Vec<_> = plan
-        .env
-        .iter()
-        .filter(|(k, _)| !PER_CHECK.iter().any(|p| k == p))
-        .cloned()
-        .collect();
-    env.sort();
-    env
 }
 
 #[derive(Default)]
@@ -348,7 +336,7 @@ mod tests {
         let mut p = plan(PathBuf::from("/v/bin/python"), &[]);
         p.args.push("app:app".into());
         assert_eq!(
-            crate::reload::warm_process::args_after_module(&p),
+            crate::preflight::plan::args_after_module(&p),
             &["--check-config".into(), "app:app".into()] as &[std::ffi::OsString]
         );
     }

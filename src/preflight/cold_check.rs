@@ -1,0 +1,72 @@
+//! The cold check: `python -m gunicorn --check-config APP` (or `--preflight CMD`) started for
+//! one plan, run to completion or its timeout, its output read for the verdict. The warm
+//! checker falls back to it whenever its own answer cannot be trusted.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bounded_wait::wait_until;
+use crate::preflight::error::{PreflightError, tail};
+use crate::preflight::framework_check;
+use crate::preflight::plan::{Passed, Plan, switch_user};
+
+/// Run the check to completion or timeout.
+pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
+    let started = Instant::now();
+    let spawn_err = |source| PreflightError::Spawn {
+        program: plan.program.display().to_string(),
+        source,
+    };
+    let (mut reader, writer) = std::io::pipe().map_err(spawn_err)?;
+    let (args, script_env) = framework_check::cold_invocation(plan);
+    let mut cmd = Command::new(&plan.program);
+    cmd.args(&args)
+        .current_dir(&plan.dir)
+        .env_clear()
+        .envs(plan.env.iter().chain(&script_env).map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().map_err(spawn_err)?)
+        .stderr(writer)
+        .process_group(0);
+    if let Some(creds) = &plan.creds {
+        switch_user(&mut cmd, creds);
+    }
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    drop(cmd); // closes our copies of the pipe's write end, so the reader sees EOF
+    let output = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = reader.read_to_end(&mut buf);
+        buf
+    });
+    let status = match wait_until(&mut child, started + timeout, Duration::from_millis(20)) {
+        Ok(Some(status)) => Some(status),
+        // The whole group: the app may have started helpers of its own.
+        _ => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            None
+        }
+    };
+    let output = output.join().unwrap_or_default();
+    let tail = tail(&output);
+    match status {
+        Some(s) if s.success() => {
+            let load = framework_check::conclude(plan, &output)?;
+            Ok(Passed {
+                took: started.elapsed(),
+                load,
+            })
+        }
+        Some(s) => Err(PreflightError::failed(&plan.dir, &s.to_string(), &output)),
+        None => Err(PreflightError::TimedOut {
+            dir: plan.dir.clone(),
+            timeout,
+            tail,
+        }),
+    }
+}
