@@ -22,6 +22,7 @@ use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::process_tree::ProcessTree;
 use crate::gunicorn::procfs;
+use crate::reload::lock::SignalMark;
 use crate::reload::pidfd_signal::{self, SignalError};
 use crate::reload::systemd_handover::{self, Handover, HandoverError};
 use crate::reload::verify::SETTLE;
@@ -87,7 +88,12 @@ pub struct Upgraded {
     pub boot: BootTimes,
 }
 
-pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, UpgradeError> {
+/// Upgrade `old`; `mark` is stamped right before the USR2 leaves.
+pub fn upgrade(
+    old: &MasterProcess,
+    timeout: Duration,
+    mark: &SignalMark,
+) -> Result<Upgraded, UpgradeError> {
     let unit = match systemd_handover::decide_for(old.pid, old.ppid) {
         Handover::NotMain => None,
         Handover::Announce { unit } => Some(unit),
@@ -102,7 +108,11 @@ pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, Upgra
     let started = Instant::now();
     let signalled = heartbeat::monotonic_now();
     let wanted = old.workers.len().max(1);
-    pidfd_signal::send(old, Signal::SIGUSR2)?;
+    mark.stamp();
+    if let Err(e) = pidfd_signal::send(old, Signal::SIGUSR2) {
+        mark.unsent();
+        return Err(e.into());
+    }
     info!(
         master = old.pid,
         "sent SIGUSR2 to master {}; waiting for the new master", old.pid
