@@ -172,6 +172,100 @@ fn five_concurrent_reloads_are_one_hup_under_load() {
     reloads_queued_behind_one_lock_are_one_hup(5);
 }
 
+/// Reload signals Gunicorn handled (HUP, and the USR2 of an upgrade).
+fn reload_signals(g: &Gunicorn) -> usize {
+    let log = g.log();
+    log.matches("Handling signal: hup").count() + log.matches("Handling signal: usr2").count()
+}
+
+/// The app at `version`, whose import (the preflight's, and the new workers') waits for `gate`.
+fn gated_app(version: &str, gate: &Path) -> String {
+    format!(
+        "import os, time\nwhile not os.path.exists({:?}):\n    time.sleep(0.01)\n{}",
+        gate.display().to_string(),
+        app_source(version)
+    )
+}
+
+/// Two deploy steps that each run `hupwatch reload` for one change, started a few ms apart:
+/// whichever takes the lock first began before the other, yet its signal leaves after both
+/// started, so it loads the change for both — one signal per round, not two. Before the
+/// rule was the signal's instant (a waiter coalesced only with a holder that *began* after
+/// it), this was two HUPs in most runs.
+///
+/// Exact rather than hoped for: the change's import waits for a gate file, so the holder's
+/// preflight (and with it its signal) cannot finish before the test has seen one reload in
+/// its preflight and the other waiting for the lock; then the gate opens. Three clients keep
+/// requests going on loopback throughout.
+#[test]
+fn two_reloads_a_few_ms_apart_are_one_signal_under_load() {
+    const ROUNDS: usize = 10;
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let (g, run) = serve(&dir);
+    let loads: Vec<Load> = (0..3).map(|_| Load::start(g.port())).collect();
+    let mut per_round = Vec::new();
+    for round in 1..=ROUNDS {
+        let version = format!("v{round}");
+        let gate = dir.join(format!("gate-{round}"));
+        dir.write("app.py", &gated_app(&version, &gate));
+        let before = g.workers();
+        let signals_before = reload_signals(&g);
+        let first = start_reload(&g, &run, &[]);
+        let second = start_reload(&g, &run, &[]);
+        let both = [first, second];
+        crate::support::poll_until(CEILING, "one reload in its preflight, one waiting", || {
+            let checking = both.iter().filter(|d| d.count_lines("preflight:") > 0);
+            let waiting = both
+                .iter()
+                .filter(|d| d.count_lines("another hupwatch is reloading master") > 0);
+            (checking.count() == 1 && waiting.count() == 1).then_some(())
+        });
+        std::fs::write(&gate, "").expect("open the gate");
+        let outs: Vec<Outcome> = both.into_iter().map(|d| d.wait_for_exit(CEILING)).collect();
+        let report: String = outs.iter().map(Outcome::report).collect();
+        for out in &outs {
+            out.assert_code(0);
+        }
+        let signals = reload_signals(&g) - signals_before;
+        per_round.push(signals);
+        assert_eq!(
+            signals,
+            1,
+            "round {round}: one reload signal for one change\n{report}\n{}",
+            g.log()
+        );
+        assert_eq!(
+            (
+                outs.iter().filter(|o| is_own(o)).count(),
+                outs.iter().filter(|o| is_coalesced(o)).count()
+            ),
+            (1, 1),
+            "round {round}: one reload, one that reports it\n{report}"
+        );
+        let now = g.workers();
+        for out in &outs {
+            assert_eq!(
+                reported_workers(out),
+                (before.clone(), now.clone()),
+                "{}",
+                out.report()
+            );
+        }
+        assert!(g.get().starts_with(&format!("{version} ")));
+        assert!(g.is_alive(), "round {round}: master died\n{}", g.log());
+    }
+    let reports: Vec<_> = loads.into_iter().map(Load::stop).collect();
+    eprintln!(
+        "two reloads a few ms apart x {ROUNDS} rounds: reload signals per round {per_round:?}; requests ok {:?}, failed {:?}",
+        reports.iter().map(|r| r.ok).collect::<Vec<_>>(),
+        reports.iter().map(|r| r.failed).collect::<Vec<_>>()
+    );
+    for r in &reports {
+        r.assert_no_failures();
+    }
+}
+
 /// No help from the test: `n` reloads started in one burst, three times. However they
 /// interleave, they take turns — no two reloads of their own start from the same workers
 /// (which is what two HUPs in flight at once look like) — every one exits 0, there are as
