@@ -224,11 +224,21 @@ fn coalesced(
             waited_on,
             record.by
         );
-        let (_, passed) = preflight_until_stable(settings, &serving).map_err(|source| {
+        let (_, passed) = preflight_until_stable(settings, &serving).map_err(|e| {
+            // The preflight's own words say what happens when it holds a release back
+            // ("nothing was sent, the old workers keep serving"): not so here.
+            let message = match e {
+                ReloadError::Preflight { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
             ReloadError::CoalescedUnchecked {
                 pid: waited_on,
                 by: record.by,
-                source: Box::new(source),
+                message: message.replacen(
+                    "; nothing was sent, the old workers keep serving",
+                    "",
+                    1,
+                ),
             }
         })?;
         preflight = passed.map(|p| p.took);

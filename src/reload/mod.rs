@@ -106,14 +106,9 @@ pub enum ReloadError {
     #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
     Coalesced { pid: u32, by: u32, message: String },
     #[error(
-        "the reload of master {pid} by hupwatch {by} already loaded this change, before any preflight had checked it, and the check fails now: {source}"
+        "the reload of master {pid} by hupwatch {by} already loaded this change, before any preflight had checked it, and the check fails now (its workers serve it): {message}"
     )]
-    CoalescedUnchecked {
-        pid: u32,
-        by: u32,
-        #[source]
-        source: Box<ReloadError>,
-    },
+    CoalescedUnchecked { pid: u32, by: u32, message: String },
     #[error(
         "reload of master {pid} ran, but {what} still run {running}, not the release link's target {expected}: the master is pinned to the old release; start Gunicorn with --chdir {link} (or, under systemd, Environment=PWD={link})"
     )]

@@ -290,6 +290,69 @@ fn two_upgrades_a_few_ms_apart_are_one_usr2_under_load() {
     reloads_a_few_ms_apart_are_one_signal(&["--strategy", "upgrade"], 3);
 }
 
+/// A change that lands while the holder's preflight is already running is loaded by the
+/// holder's signal, but that preflight read the code before it: the waiter coalesces (no
+/// second signal: the code is served already) and preflights it itself, and a failing check
+/// is its failure (exit 1), not the holder's success. The change here boots in workers but
+/// fails the check, as a Django system-check error would (Django imports views lazily).
+#[test]
+fn a_change_landing_during_the_holders_preflight_is_checked_by_its_waiter() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let (g, run) = serve(&dir);
+    let load = Load::start(g.port());
+    let (read, gate) = (dir.join("read-v1"), dir.join("gate-v1"));
+    // v1: the holder's check reads it, says so, then waits for the gate.
+    dir.write(
+        "app.py",
+        &format!(
+            "import os, time\nopen({:?}, 'w').close()\n{}",
+            read.display().to_string(),
+            gated_app("v1", &gate)
+        ),
+    );
+    let signals_before = reload_signals(&g);
+    let holder = start_reload(&g, &run, &[]);
+    crate::support::poll_until(CEILING, "the holder's preflight to read v1", || {
+        read.exists().then_some(())
+    });
+    // v2 lands after that read: it loads in a worker and fails any preflight.
+    dir.write(
+        "app.py",
+        &format!(
+            "import sys\nif '--check-config' in sys.argv:\n    raise RuntimeError('v2 fails its check')\n{}",
+            app_source("v2")
+        ),
+    );
+    let waiter = start_reload(&g, &run, &[]);
+    waiter.wait_for_line("another hupwatch is reloading master", CEILING);
+    std::fs::write(&gate, "").expect("open the gate");
+    let (holder, waiter) = (holder.wait_for_exit(CEILING), waiter.wait_for_exit(CEILING));
+    let report = format!("{}{}", holder.report(), waiter.report());
+    holder.assert_code(0);
+    assert!(is_own(&holder), "{report}");
+    waiter.assert_code(1);
+    assert!(
+        waiter
+            .stderr
+            .contains("already loaded this change, before any preflight had checked it"),
+        "{report}"
+    );
+    assert!(waiter.stderr.contains("v2 fails its check"), "{report}");
+    assert!(
+        !waiter.stderr.contains("old workers keep serving"),
+        "{report}"
+    );
+    assert_eq!(
+        reload_signals(&g) - signals_before,
+        1,
+        "no second signal\n{report}\n{}",
+        g.log()
+    );
+    assert!(g.get().starts_with("v2 "), "the holder's HUP loaded v2");
+    load.stop().assert_no_failures();
+}
+
 /// No help from the test: `n` reloads started in one burst, three times. However they
 /// interleave, they take turns — no two reloads of their own start from the same workers
 /// (which is what two HUPs in flight at once look like) — every one exits 0, there are as
