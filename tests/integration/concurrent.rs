@@ -15,7 +15,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::support::{
-    AppDir, CEILING, Daemon, Gunicorn, Load, Outcome, app_source, host_shared, hupwatch, proc,
+    AppDir, CEILING, Daemon, Gunicorn, Load, Outcome, ReleaseTree, app_source, host_shared,
+    hupwatch, proc,
 };
 
 const ROUNDS: usize = 3;
@@ -200,6 +201,22 @@ fn serving_master(g: &Gunicorn) -> u32 {
     })
 }
 
+/// Two `hupwatch reload`s started one right after the other, the change they deploy
+/// importing only once `gate` exists: once one is seen in its preflight (holding the lock, its
+/// signal not sent) and the other waiting for the lock, the gate opens.
+fn two_a_few_ms_apart(g: &Gunicorn, run: &Path, extra: &[&str], gate: &Path) -> Vec<Outcome> {
+    let both = [start_reload(g, run, extra), start_reload(g, run, extra)];
+    crate::support::poll_until(CEILING, "one reload in its preflight, one waiting", || {
+        let checking = both.iter().filter(|d| d.count_lines("preflight:") > 0);
+        let waiting = both
+            .iter()
+            .filter(|d| d.count_lines("another hupwatch is reloading master") > 0);
+        (checking.count() == 1 && waiting.count() == 1).then_some(())
+    });
+    std::fs::write(gate, "").expect("open the gate");
+    both.into_iter().map(|d| d.wait_for_exit(CEILING)).collect()
+}
+
 /// Two deploy steps that each run `hupwatch reload` (with `extra`) for one change, started a
 /// few ms apart: whichever takes the lock first began before the other, yet its signal leaves
 /// after both started, so it loads the change for both — one signal per round, not two.
@@ -223,18 +240,7 @@ fn reloads_a_few_ms_apart_are_one_signal(extra: &[&str], rounds: usize) {
         let master = serving_master(&g);
         let before = proc::children(master);
         let signals_before = reload_signals(&g);
-        let first = start_reload(&g, &run, extra);
-        let second = start_reload(&g, &run, extra);
-        let both = [first, second];
-        crate::support::poll_until(CEILING, "one reload in its preflight, one waiting", || {
-            let checking = both.iter().filter(|d| d.count_lines("preflight:") > 0);
-            let waiting = both
-                .iter()
-                .filter(|d| d.count_lines("another hupwatch is reloading master") > 0);
-            (checking.count() == 1 && waiting.count() == 1).then_some(())
-        });
-        std::fs::write(&gate, "").expect("open the gate");
-        let outs: Vec<Outcome> = both.into_iter().map(|d| d.wait_for_exit(CEILING)).collect();
+        let outs = two_a_few_ms_apart(&g, &run, extra, &gate);
         let report: String = outs.iter().map(Outcome::report).collect();
         for out in &outs {
             out.assert_code(0);
@@ -288,6 +294,53 @@ fn two_reloads_a_few_ms_apart_are_one_signal_under_load() {
 #[test]
 fn two_upgrades_a_few_ms_apart_are_one_usr2_under_load() {
     reloads_a_few_ms_apart_are_one_signal(&["--strategy", "upgrade"], 3);
+}
+
+/// A release-link deploy: both reloads see the target the holder checked and signalled for,
+/// a directory complete before the swap, so the waiter reports the holder's result with no
+/// check of its own and no second signal.
+#[test]
+fn two_reloads_of_one_swap_a_few_ms_apart_are_one_hup_under_load() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "r0");
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .pidfile(true)
+        .workers(2)
+        .start();
+    let run = dir.join("run");
+    let link = tree.current();
+    let link = link.to_str().expect("utf-8 path");
+    let load = Load::start(g.port());
+    for round in 1..=3 {
+        let id = format!("r{round}");
+        let gate = dir.join(format!("gate-{round}"));
+        dir.write(&format!("releases/{id}/app.py"), &gated_app(&id, &gate));
+        tree.swap(&id);
+        let hups_before = hups(&g);
+        let outs = two_a_few_ms_apart(&g, &run, &["--release-link", link], &gate);
+        let report: String = outs.iter().map(Outcome::report).collect();
+        for out in &outs {
+            out.assert_code(0);
+        }
+        assert_eq!(hups(&g) - hups_before, 1, "round {round}\n{report}");
+        assert_eq!(
+            outs.iter().filter(|o| is_coalesced(o)).count(),
+            1,
+            "{report}"
+        );
+        let preflights: usize = outs
+            .iter()
+            .map(|o| o.stderr.matches("preflight:").count())
+            .sum();
+        assert_eq!(
+            preflights, 1,
+            "the checked release is not checked again\n{report}"
+        );
+        assert!(g.get().starts_with(&format!("{id} ")));
+    }
+    load.stop().assert_no_failures();
 }
 
 /// A change that lands while the holder's preflight is already running is loaded by the
