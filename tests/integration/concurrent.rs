@@ -8,8 +8,11 @@
 //! To make "at the same moment" exact rather than hoped for, most rounds hold the master's lock
 //! from the test (the flock hupwatch itself takes: `<runtime dir>/<pid>-<start ticks>.lock`),
 //! start every hupwatch, wait until each says it is waiting, and let go: then exactly one
-//! reload must happen. One test starts them with no help at all and checks that whatever
-//! interleaving happened, every exit code and every reported worker set is true.
+//! reload must happen. The few-ms-apart tests start two with no lock held, the change's import
+//! waiting for a gate file until one is seen in its preflight and the other waiting: the
+//! holder began first, its signal leaves after both started, and that is one signal. One test
+//! starts them with no help at all and checks that whatever interleaving happened, every exit
+//! code and every reported worker set is true.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
