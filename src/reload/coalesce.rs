@@ -9,14 +9,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::master_env;
 use crate::preflight::plan::release_to_load;
 use crate::reload::handoff::Handoff;
-use crate::reload::lock::{self, Decision, LockError, Record, RecordOutcome, ReloadLock};
+use crate::reload::lock::{
+    self, Decision, LockError, Record, RecordOutcome, ReloadLock, SignalMark,
+};
+use crate::reload::release_check::preflight_until_stable;
 use crate::reload::{self, ReloadError, ReloadOutcome};
 
 /// Masters followed one after the other (upgrade after upgrade) before giving up.
@@ -43,12 +46,11 @@ pub fn reload_locked(
         let current = discover::find_master(target);
         let seen = release_to_load(settings, current.as_ref().ok());
         let record = lock.record();
-        if lock::decide(record.as_ref(), started_ns, seen.as_deref(), |done| {
+        let decision = lock::decide(record.as_ref(), started_ns, seen.as_deref(), |done| {
             settings.plan.accepts(done)
-        }) == Decision::Coalesce
-            && let Some(record) = record
-        {
-            return coalesced(record, master.pid, current, settings);
+        });
+        if let (Decision::Coalesce { check }, Some(record)) = (decision, record) {
+            return coalesced(record, master.pid, current, settings, check);
         }
         let current = current?;
         if (current.pid, current.start_ticks) != (master.pid, master.start_ticks) {
@@ -68,10 +70,17 @@ pub fn reload_locked(
         {
             // The unit's ExecReload= hupwatch takes this lock and leaves the record.
             drop(lock);
-            return prepared.and_then(|p| reload::reload_prepared(p, settings, handoff));
+            return prepared.and_then(|p| {
+                reload::reload_prepared(p, settings, handoff, &SignalMark::unlocked())
+            });
         }
-        let result = prepared.and_then(|p| reload::reload_prepared(p, settings, handoff));
-        leave_record(&mut lock, began_ns, seen, settings, &result);
+        let (result, signal_ns) = {
+            let mark = SignalMark::on(&lock, began_ns);
+            let result =
+                prepared.and_then(|p| reload::reload_prepared(p, settings, handoff, &mark));
+            (result, mark.at())
+        };
+        leave_record(&mut lock, (began_ns, signal_ns), seen, settings, &result);
         return result;
     }
     Err(LockError::Replaced {
@@ -92,7 +101,7 @@ fn unlocked(
 ) -> Result<ReloadOutcome, ReloadError> {
     warn!(master = master.pid, "{why}; reloading without the lock");
     let prepared = reload::prepare_handling(target, master, settings)?;
-    reload::reload_prepared(prepared, settings, handoff)
+    reload::reload_prepared(prepared, settings, handoff, &SignalMark::unlocked())
 }
 
 /// Longer than any reload a live holder can be doing (preflight, then up to two verification
@@ -113,11 +122,12 @@ fn action(settings: &ReloadSettings, result: &Result<ReloadOutcome, ReloadError>
     }
 }
 
-/// What the next holder reads. A target problem (no master) is not recorded: the next one
-/// must look for itself.
+/// What the next holder reads: when this reload began looking and when its signal left (see
+/// `lock::decide`). A target problem (no master) is not recorded: the next one must look for
+/// itself.
 fn leave_record(
     lock: &mut ReloadLock,
-    began_ns: u64,
+    (began_ns, signal_ns): (u64, Option<u64>),
     seen: Option<PathBuf>,
     settings: &ReloadSettings,
     result: &Result<ReloadOutcome, ReloadError>,
@@ -148,6 +158,9 @@ fn leave_record(
     let record = Record {
         by: std::process::id(),
         began_ns,
+        signal_ns,
+        checked: matches!(result, Ok(o) if o.preflight.is_some()),
+        release_link: settings.release_link.is_some(),
         release,
         action: action(settings, result),
         outcome,
@@ -163,12 +176,16 @@ fn leave_record(
     }
 }
 
-/// Report the reload another hupwatch did as ours: its verified result, or its failure.
+/// Report the reload another hupwatch did as ours: its verified result, or its failure. With
+/// `check`, that reload loaded this invocation's change before any preflight had read it (see
+/// `lock::decide`): it is preflighted now, on the code the master serves, and a failure is
+/// this invocation's failure (exit 1), as its own reload would have been.
 fn coalesced(
     record: Record,
     waited_on: u32,
     current: Result<MasterProcess, DiscoverError>,
     settings: &ReloadSettings,
+    check: bool,
 ) -> Result<ReloadOutcome, ReloadError> {
     let (master, old_master, old, new, elapsed_ms) = match record.outcome {
         RecordOutcome::Failed { message } => {
@@ -176,6 +193,14 @@ fn coalesced(
                 pid: waited_on,
                 by: record.by,
                 message,
+            });
+        }
+        // `lock::decide` never coalesces one; should it, nothing verified is not a success.
+        RecordOutcome::InFlight => {
+            return Err(ReloadError::Coalesced {
+                pid: waited_on,
+                by: record.by,
+                message: "it signalled the master and stopped before verifying".into(),
             });
         }
         RecordOutcome::Ok {
@@ -191,6 +216,34 @@ fn coalesced(
         Ok(m) if m.pid == master => m,
         _ => discover::master_by_pid(master)?,
     };
+    let mut preflight = None;
+    if check && settings.preflight.is_some() {
+        info!(
+            master = serving.pid,
+            by = record.by,
+            "the reload of master {} by hupwatch {} loaded this change, but its preflight may have run before the change landed; checking it now",
+            waited_on,
+            record.by
+        );
+        let (_, passed) = preflight_until_stable(settings, &serving).map_err(|e| {
+            // The preflight's own words say what happens when it holds a release back
+            // ("nothing was sent, the old workers keep serving"): not so here.
+            let message = match e {
+                ReloadError::Preflight { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            ReloadError::CoalescedUnchecked {
+                pid: waited_on,
+                by: record.by,
+                message: message.replacen(
+                    "; nothing was sent, the old workers keep serving",
+                    "",
+                    1,
+                ),
+            }
+        })?;
+        preflight = passed.map(|p| p.took);
+    }
     Ok(ReloadOutcome {
         master: serving,
         old_master,
@@ -199,7 +252,7 @@ fn coalesced(
         old,
         new,
         elapsed: Duration::from_millis(elapsed_ms),
-        preflight: None,
+        preflight,
         release: settings.release_link.as_ref().and(record.release),
         dry_run: false,
         coalesced_by: Some(record.by),

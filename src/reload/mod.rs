@@ -31,7 +31,7 @@ use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
 use crate::preflight::error::PreflightError;
 use handoff::Handoff;
-use lock::LockError;
+use lock::{LockError, SignalMark};
 use pidfd_signal::SignalError;
 pub use prepare::{Prepared, prepare, prepare_handling};
 use release_check::check_release;
@@ -98,6 +98,10 @@ pub enum ReloadError {
     Served(#[from] ServedError),
     #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
     Coalesced { pid: u32, by: u32, message: String },
+    #[error(
+        "the reload of master {pid} by hupwatch {by} already loaded this change, before any preflight had checked it, and the check fails now (its workers serve it): {message}"
+    )]
+    CoalescedUnchecked { pid: u32, by: u32, message: String },
     #[error(
         "reload of master {pid} ran, but {what} still run {running}, not the release link's target {expected}: the master is pinned to the old release; start Gunicorn with --chdir {link} (or, under systemd, Environment=PWD={link})"
     )]
@@ -170,24 +174,26 @@ pub fn reload_once(
         prepare_handling(target, master, settings)?,
         settings,
         handoff,
+        &SignalMark::unlocked(),
     )
 }
 
 /// Signal a prepared reload and verify it; a `handoff` lets the next reload supersede it once
-/// the master can take one (watch).
+/// the master can take one (watch). `mark` is stamped right before the reload signal leaves.
 pub fn reload_prepared(
     prepared: Prepared,
     settings: &ReloadSettings,
     handoff: Option<&Handoff>,
+    mark: &SignalMark,
 ) -> Result<ReloadOutcome, ReloadError> {
     match &prepared.choice.route {
-        Route::Upgrade => upgrade_and_check(prepared, settings),
+        Route::Upgrade => upgrade_and_check(prepared, settings, mark),
         Route::UnitReload { unit } => {
             let unit = unit.clone();
             through_unit(prepared, &unit, settings)
         }
         Route::Signal(_) => {
-            let started = send_hup(&prepared)?;
+            let started = send_hup(&prepared, mark)?;
             finish_hup(prepared, started, settings, handoff)
         }
     }
@@ -220,11 +226,16 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
     }
 }
 
-/// Send the route's signal to the master itself (not an upgrade); returns when it was sent.
-pub fn send_hup(p: &Prepared) -> Result<Instant, ReloadError> {
+/// Send the route's signal to the master itself (not an upgrade), `mark` stamped just before;
+/// returns when it was sent.
+pub fn send_hup(p: &Prepared, mark: &SignalMark) -> Result<Instant, ReloadError> {
     let started = Instant::now();
     let signal = p.choice.route.first_signal().unwrap_or(Signal::SIGHUP);
-    pidfd_signal::send(&p.master, signal)?;
+    mark.stamp();
+    if let Err(e) = pidfd_signal::send(&p.master, signal) {
+        mark.unsent();
+        return Err(e.into());
+    }
     info!(
         master = p.master.pid,
         name = %p.master.name,
@@ -271,8 +282,12 @@ pub fn finish_hup(
     Ok(done)
 }
 
-fn upgrade_and_check(p: Prepared, settings: &ReloadSettings) -> Result<ReloadOutcome, ReloadError> {
-    let up = upgrade::upgrade(&p.master, settings.verify_timeout).map_err(|source| {
+fn upgrade_and_check(
+    p: Prepared,
+    settings: &ReloadSettings,
+    mark: &SignalMark,
+) -> Result<ReloadOutcome, ReloadError> {
+    let up = upgrade::upgrade(&p.master, settings.verify_timeout, mark).map_err(|source| {
         ReloadError::Upgrade {
             pid: p.master.pid,
             name: p.master.name.clone(),

@@ -22,6 +22,7 @@ use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::process_tree::ProcessTree;
 use crate::gunicorn::procfs;
+use crate::reload::lock::SignalMark;
 use crate::reload::pidfd_signal::{self, SignalError};
 use crate::reload::systemd_handover::{self, Handover, HandoverError};
 use crate::reload::verify::SETTLE;
@@ -58,6 +59,14 @@ pub enum UpgradeError {
         old: u32,
         rollback: String,
     },
+    #[error(
+        "cannot stop the old master {old} with TERM: {source}{rollback}; the old master {old} keeps serving"
+    )]
+    OldMasterNotStopped {
+        old: u32,
+        source: SignalError,
+        rollback: String,
+    },
     #[error("the old master {old} exited before the new one was ready")]
     OldMasterDied { old: u32 },
     #[error(
@@ -79,7 +88,12 @@ pub struct Upgraded {
     pub boot: BootTimes,
 }
 
-pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, UpgradeError> {
+/// Upgrade `old`; `mark` is stamped right before the USR2 leaves.
+pub fn upgrade(
+    old: &MasterProcess,
+    timeout: Duration,
+    mark: &SignalMark,
+) -> Result<Upgraded, UpgradeError> {
     let unit = match systemd_handover::decide_for(old.pid, old.ppid) {
         Handover::NotMain => None,
         Handover::Announce { unit } => Some(unit),
@@ -94,7 +108,11 @@ pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, Upgra
     let started = Instant::now();
     let signalled = heartbeat::monotonic_now();
     let wanted = old.workers.len().max(1);
-    pidfd_signal::send(old, Signal::SIGUSR2)?;
+    mark.stamp();
+    if let Err(e) = pidfd_signal::send(old, Signal::SIGUSR2) {
+        mark.unsent();
+        return Err(e.into());
+    }
     info!(
         master = old.pid,
         "sent SIGUSR2 to master {}; waiting for the new master", old.pid
@@ -113,7 +131,7 @@ pub fn upgrade(old: &MasterProcess, timeout: Duration) -> Result<Upgraded, Upgra
         })?;
     }
     info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), boot_ms = boot.all.map(|d| d.as_millis() as u64), "new master {} is up, its workers booted; sending SIGTERM to the old master {}", new.pid, old.pid);
-    pidfd_signal::send(old, Signal::SIGTERM)?;
+    retire_old(old, &new, &pidfd_signal::send, unit.as_deref(), timeout)?;
     await_takeover(old, &new, timeout)?;
     let master = discover::master_by_pid(new.pid)
         .map_err(|_| UpgradeError::NewMasterLost { pid: new.pid })?;
@@ -201,10 +219,55 @@ fn reexec_child(old: u32) -> Option<(u32, u64)> {
     })
 }
 
+/// How a signal is sent: `pidfd_signal::send`, or a stand-in in tests.
+type Send<'a> = &'a dyn Fn(&MasterProcess, Signal) -> Result<(), SignalError>;
+
+/// Stop the old master with TERM once the new one serves. If the TERM cannot be sent while the
+/// old master still lives, two masters would serve on: the new master is stopped instead (and,
+/// under systemd, the old one named the main process again), and the failure reported. An old
+/// master already gone is what the TERM was for: the new one takes over.
+fn retire_old(
+    old: &MasterProcess,
+    new: &MasterProcess,
+    send: Send<'_>,
+    unit: Option<&str>,
+    timeout: Duration,
+) -> Result<(), UpgradeError> {
+    let Err(source) = send(old, Signal::SIGTERM) else {
+        return Ok(());
+    };
+    if !pidfd_signal::is_alive(old.pid, old.start_ticks) {
+        warn!(
+            master = old.pid,
+            "the old master {} exited before its TERM ({source}); the new master {} takes over",
+            old.pid,
+            new.pid
+        );
+        return Ok(());
+    }
+    if let Some(unit) = unit
+        && let Err(e) = systemd_handover::announce(unit, old.pid, timeout)
+    {
+        warn!(
+            "could not name the old master {} the main process of {unit} again: {e}",
+            old.pid
+        );
+    }
+    Err(UpgradeError::OldMasterNotStopped {
+        old: old.pid,
+        source,
+        rollback: roll_back_with(Some(new), send),
+    })
+}
+
 /// A new master that never finished booting is stopped, so two masters are never left serving.
 fn roll_back(new: Option<&MasterProcess>) -> String {
+    roll_back_with(new, &pidfd_signal::send)
+}
+
+fn roll_back_with(new: Option<&MasterProcess>, send: Send<'_>) -> String {
     let Some(new) = new else { return String::new() };
-    match pidfd_signal::send(new, Signal::SIGTERM) {
+    match send(new, Signal::SIGTERM) {
         Ok(()) => format!(
             " (stopped the half-booted new master {} with TERM)",
             new.pid
@@ -268,4 +331,76 @@ fn await_takeover(
 fn title_name(pid: u32) -> Option<String> {
     let cmdline = procfs::read_cmdline(pid).ok()?;
     crate::gunicorn::cmdline::parse(&cmdline)?.title_name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// This test process stands in for the old master: alive, with its real start time.
+    fn me() -> MasterProcess {
+        let pid = std::process::id();
+        let ticks = procfs::read_stat(pid).unwrap().start_ticks;
+        MasterProcess::described(pid, ticks, "gunicorn: master [app:app]")
+    }
+
+    #[test]
+    fn a_failed_term_to_a_live_old_master_stops_the_new_one() {
+        let old = me();
+        let new = MasterProcess::described(4_000_001, 1, "gunicorn: master [app:app.2]");
+        let sent = RefCell::new(Vec::new());
+        let send = |m: &MasterProcess, s: Signal| {
+            sent.borrow_mut().push((m.pid, s));
+            if m.pid == old.pid {
+                Err(SignalError::PermissionDenied {
+                    pid: m.pid,
+                    user: "app".into(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let err = retire_old(&old, &new, &send, None, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(err, UpgradeError::OldMasterNotStopped { old: o, .. } if o == old.pid),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("stopped the half-booted new master 4000001"),
+            "{text}"
+        );
+        assert!(text.contains("keeps serving"), "{text}");
+        assert_eq!(
+            *sent.borrow(),
+            vec![(old.pid, Signal::SIGTERM), (new.pid, Signal::SIGTERM)]
+        );
+    }
+
+    #[test]
+    fn a_failed_term_to_an_old_master_already_gone_keeps_the_new_one() {
+        // Start ticks no live process has: the old master is gone.
+        let old = MasterProcess::described(std::process::id(), u64::MAX, "gunicorn: master [a]");
+        let new = me();
+        let sent = RefCell::new(Vec::new());
+        let send = |m: &MasterProcess, s: Signal| {
+            sent.borrow_mut().push((m.pid, s));
+            Err(SignalError::Gone { pid: m.pid })
+        };
+        retire_old(&old, &new, &send, None, Duration::from_secs(1)).unwrap();
+        assert_eq!(*sent.borrow(), vec![(old.pid, Signal::SIGTERM)]);
+    }
+
+    #[test]
+    fn a_term_sent_rolls_nothing_back() {
+        let (old, new) = (me(), me());
+        let sent = RefCell::new(0);
+        let send = |_: &MasterProcess, _: Signal| {
+            *sent.borrow_mut() += 1;
+            Ok(())
+        };
+        retire_old(&old, &new, &send, None, Duration::from_secs(1)).unwrap();
+        assert_eq!(*sent.borrow(), 1);
+    }
 }
