@@ -57,9 +57,6 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         None => vec![AppConfig::from_args(app_name(&app), &app)?],
     };
     crate::preflight::warm_checker::enable();
-    for app in &apps {
-        crate::preflight::warm_checker::prewarm_app(&app.target, &app.reload);
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -158,6 +158,11 @@ impl PathFilter {
         self.include.empty || self.include.matches(rel, false)
     }
 
+    /// `--include` was given: the user chose what counts.
+    pub fn has_includes(&self) -> bool {
+        !self.include.empty
+    }
+
     /// Should the directory at `rel` be left unwatched (and its whole subtree with it)?
     pub fn skips_dir(&self, rel: &Path) -> bool {
         !rel.as_os_str().is_empty() && self.exclude.matches(rel, true)

@@ -8,9 +8,10 @@ use tracing::{info, warn};
 
 use crate::config::{AppConfig, By, TargetSelector};
 use crate::gunicorn::discover::{self, MasterProcess};
+use crate::preflight::warm_checker;
 use crate::reload::ReloadOutcome;
 use crate::watch::change_feed::ChangeFeed;
-use crate::watch::change_sink::{ChangeSink, SpillSlot};
+use crate::watch::change_sink::{ChangeSink, LoadedSink, SpillSlot};
 use crate::watch::serving_writes::ServingWrites;
 use crate::watch::{AppTag, WatchError, WatchEvent};
 
@@ -32,6 +33,7 @@ impl WatchedApp {
     ) -> Result<Self, WatchError> {
         let release_link = config.reload.release_link.as_ref().map(|l| l.path());
         let spill = Arc::new(SpillSlot::default());
+        let survey = LoadedSink::new(tag, control.clone());
         let sink = ChangeSink::new(tag, changes, control, Arc::clone(&spill));
         let mut serving = ServingWrites::default();
         if let Some(dir) = &config.reload.runtime_dir {
@@ -55,6 +57,7 @@ impl WatchedApp {
             spill,
             serving,
         )?;
+        warm_checker::prewarm_app(&config.target, &config.reload, survey);
         info!(
             app = %config.name,
             directories = feed.directory_count(),
@@ -88,6 +91,9 @@ impl WatchedApp {
             self.target.by = By::Pid(i64::from(master.pid));
         }
         learn_serving_writes(self.feed.serving_writes(), master);
+        if let Some(loaded) = &outcome.loaded {
+            self.feed.learn_loaded(loaded.clone());
+        }
     }
 }
 

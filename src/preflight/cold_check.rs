@@ -14,6 +14,16 @@ use crate::preflight::plan::{Passed, Plan, switch_user};
 
 /// Run the check to completion or timeout.
 pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
+    run_with(plan, timeout, false)
+}
+
+/// `run` at the lowest CPU priority: a survey of what the app reads while loading, made while
+/// a new generation already serves, must not take CPU from the requests it serves.
+pub fn run_idle(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
+    run_with(plan, timeout, true)
+}
+
+fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, PreflightError> {
     let started = Instant::now();
     let spawn_err = |source| PreflightError::Spawn {
         program: plan.program.display().to_string(),
@@ -32,6 +42,15 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
         .process_group(0);
     if let Some(creds) = &plan.creds {
         switch_user(&mut cmd, creds);
+    }
+    if idle {
+        // SAFETY: setpriority is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19);
+                Ok(())
+            });
+        }
     }
     let mut child = cmd.spawn().map_err(spawn_err)?;
     drop(cmd); // closes our copies of the pipe's write end, so the reader sees EOF
@@ -56,10 +75,11 @@ pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
     let tail = tail(&output);
     match status {
         Some(s) if s.success() => {
-            let load = framework_check::conclude(plan, &output)?;
+            let concluded = framework_check::conclude(plan, &output)?;
             Ok(Passed {
                 took: started.elapsed(),
-                load,
+                load: concluded.load,
+                loaded: concluded.loaded,
             })
         }
         Some(s) => Err(PreflightError::failed(&plan.dir, &s.to_string(), &output)),

@@ -10,6 +10,7 @@
 //! passes is decided here, by [`health_request::judge`], the rule `hupwatch run` shares.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -18,6 +19,7 @@ use tracing::{info, warn};
 use crate::preflight::error::{PreflightError, tail};
 use crate::preflight::health_request::{self, HealthAnswer};
 use crate::preflight::plan::{Plan, args_after_module};
+use crate::watch::code_files::LoadedFiles;
 
 /// The script a warm checker runs: the shared checks, then the checker's own loop.
 pub(crate) const WARM_SCRIPT: &str = concat!(
@@ -63,6 +65,19 @@ struct Report {
     /// How long loading the app took (Gunicorn's `load()`, what a new worker does).
     #[serde(default)]
     load_ms: Option<f64>,
+    /// Files under the release opened for reading while the app loaded (real paths).
+    #[serde(default)]
+    read: Option<Vec<PathBuf>>,
+    /// Template directories the framework reported (real paths).
+    #[serde(default)]
+    templates: Vec<PathBuf>,
+}
+
+/// What a passed check measured: the load time, and what the load read (for `code_files`).
+#[derive(Debug, Default)]
+pub(crate) struct Concluded {
+    pub load: Option<Duration>,
+    pub loaded: Option<LoadedFiles>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -83,10 +98,10 @@ fn report(output: &str) -> Option<Report> {
 
 /// After a check that exited 0: log what the framework checks did, and hold the release back
 /// when the health request's answer fails the pass rule (or no request was made). Returns how
-/// long the app took to load, when the check measured it.
-pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, PreflightError> {
+/// long the app took to load and what it read, when the check reported them.
+pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Concluded, PreflightError> {
     let Some(checks) = &plan.framework else {
-        return Ok(None);
+        return Ok(Concluded::default());
     };
     let text = String::from_utf8_lossy(output);
     let found = report(&text);
@@ -95,6 +110,13 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, P
         .and_then(|r| r.load_ms)
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
         .map(|ms| Duration::from_secs_f64(ms / 1000.0));
+    let loaded = found.as_ref().and_then(|r| {
+        Some(LoadedFiles {
+            read: r.read.clone()?.into_iter().collect(),
+            template_dirs: r.templates.clone(),
+        })
+    });
+    let concluded = Concluded { load, loaded };
     match found.as_ref().and_then(|r| r.django.as_ref()) {
         Some(DjangoReport {
             skipped: Some(why), ..
@@ -109,7 +131,7 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, P
         None => {}
     }
     let Some(health) = &checks.health else {
-        return Ok(load);
+        return Ok(concluded);
     };
     let unhealthy = |failure: String| PreflightError::Unhealthy {
         dir: plan.dir.clone(),
@@ -130,7 +152,7 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Option<Duration>, P
         health.path,
         answer.status.as_deref().unwrap_or("?")
     );
-    Ok(load)
+    Ok(concluded)
 }
 
 #[cfg(test)]

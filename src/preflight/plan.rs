@@ -24,6 +24,7 @@ use crate::gunicorn::app_spec::{self, AppSource};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env::{self, Credentials};
 use crate::preflight::error::PreflightError;
+use crate::watch::code_files::LoadedFiles;
 
 /// Removed from the master's environment besides [`child_env::SCRUBBED`] (see [`plan`]).
 const PER_PLAN: &[&str] = &[
@@ -165,12 +166,14 @@ fn own_environment() -> Vec<(OsString, OsString)> {
 }
 
 /// A preflight that passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Passed {
     pub took: Duration,
     /// How long the app itself took to load (Gunicorn's `load()`, timed inside the check):
     /// what requests wait after a HUP, for `--strategy auto`. `None` for a custom check.
     pub load: Option<Duration>,
+    /// What the app read while it loaded (`watch::code_files`). `None` for a custom check.
+    pub loaded: Option<LoadedFiles>,
 }
 
 /// Have `cmd`'s child drop to the master's user and groups before exec: shared by the cold

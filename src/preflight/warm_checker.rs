@@ -28,6 +28,7 @@ use crate::preflight::framework_check;
 use crate::preflight::plan::{self as preflight, Passed, Plan, base_env, release_to_load};
 use crate::preflight::warm_process::{Checker, Outcome, WarmError};
 use crate::preflight::warm_protocol::Verdict;
+use crate::watch::change_sink::LoadedSink;
 
 /// More apps than this in one hupwatch is unusual; beyond it, old checkers are stopped.
 const MAX_CHECKERS: usize = 16;
@@ -60,10 +61,11 @@ pub fn run(
     let started = Instant::now();
     match check_warm(plan, timeout) {
         Ok((Outcome::Done(Verdict::Pass, output), check_time)) => {
-            let load = framework_check::conclude(plan, output.as_bytes())?;
+            let concluded = framework_check::conclude(plan, output.as_bytes())?;
             Ok(Passed {
                 took: started.elapsed(),
-                load: load.or(check_time),
+                load: concluded.load.or(check_time),
+                loaded: concluded.loaded,
             })
         }
         Ok((Outcome::Done(Verdict::Fail { code }, output), _)) => Err(PreflightError::failed(
@@ -93,8 +95,9 @@ fn relative_pythonpath(plan: &Plan) -> bool {
 }
 
 /// Start an app's warm preflight checker in the background, so the first change finds it
-/// ready; when the master is not there yet, the first check starts it instead.
-pub fn prewarm_app(target: &TargetSelector, settings: &ReloadSettings) {
+/// ready, and survey what the app reads while loading; when the master is not there yet, the
+/// first check starts the checker instead (and its preflight tells what the app reads).
+pub fn prewarm_app(target: &TargetSelector, settings: &ReloadSettings, survey: LoadedSink) {
     let Some(preflight) = &settings.preflight else {
         return;
     };
@@ -110,10 +113,22 @@ pub fn prewarm_app(target: &TargetSelector, settings: &ReloadSettings) {
             };
             let dir =
                 release_to_load(&settings, Some(&master)).unwrap_or_else(|| PathBuf::from("/"));
-            if let Some(preflight) = &settings.preflight
-                && let Ok(plan) = preflight::plan(preflight, &master, &dir)
-            {
-                prewarm(&plan);
+            let Some(preflight) = &settings.preflight else {
+                return;
+            };
+            let Ok(mut plan) = preflight::plan(preflight, &master, &dir) else {
+                return;
+            };
+            prewarm(&plan);
+            // The survey: the check once on the release served now, without the health
+            // request, so that what the app reads while loading is known before the first
+            // change (else a file it writes would count until the first reload).
+            if let Some(checks) = plan.framework.as_mut() {
+                checks.health = None;
+            }
+            match run(&plan, &preflight.check, preflight.timeout) {
+                Ok(passed) => passed.loaded.into_iter().for_each(|l| survey.send(l)),
+                Err(e) => debug!(dir = %dir.display(), "cannot survey what the app reads while loading: {e}"),
             }
         });
 }

@@ -258,5 +258,6 @@ fn coalesced(
         coalesced_by: Some(record.by),
         boot: Default::default(),
         superseded: false,
+        loaded: None,
     })
 }

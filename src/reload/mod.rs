@@ -30,6 +30,7 @@ use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
 use crate::preflight::error::PreflightError;
+use crate::watch::code_files::LoadedFiles;
 use handoff::Handoff;
 use lock::{LockError, SignalMark};
 use pidfd_signal::SignalError;
@@ -154,6 +155,8 @@ pub struct ReloadOutcome {
     pub boot: BootTimes,
     /// The next reload began during the settle period (`watch`, see `handoff`).
     pub superseded: bool,
+    /// What the preflight saw the new release read while loading (`watch::code_files`).
+    pub loaded: Option<LoadedFiles>,
 }
 
 /// One reload under the master's reload lock (see `lock`), unless it is a dry run or
@@ -220,6 +223,7 @@ fn dry_run(p: Prepared) -> ReloadOutcome {
         preflight: p.preflight,
         release: p.release,
         dry_run: true,
+        loaded: None,
         coalesced_by: None,
         boot: BootTimes::default(),
         superseded: false,
@@ -348,5 +352,6 @@ fn outcome(
         coalesced_by: None,
         boot,
         superseded: false,
+        loaded: p.loaded,
     })
 }

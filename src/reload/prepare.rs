@@ -15,6 +15,8 @@ use crate::config::reload_plan::Method;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::preload;
+use crate::preflight::plan::Passed;
+use crate::watch::code_files::LoadedFiles;
 
 /// A master found, checked and preflighted: everything before the signal.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub struct Prepared {
     pub(super) choice: Choice,
     pub(super) release: Option<PathBuf>,
     pub(super) preflight: Option<Duration>,
+    /// What the preflight saw the app read while loading (for the change feed).
+    pub(super) loaded: Option<LoadedFiles>,
 }
 
 impl Prepared {
@@ -108,7 +112,7 @@ pub fn prepare_master(
         .into());
     }
     let (release, passed) = preflight_until_stable(settings, &master)?;
-    let choice = decide(passed.and_then(|p| p.load))?;
+    let choice = decide(passed.as_ref().and_then(|p| p.load))?;
     if let (true, Some(why)) = (choice.unproven, &choice.why) {
         warn!(
             master = master.pid,
@@ -122,26 +126,23 @@ pub fn prepare_master(
             "{why}"
         );
     }
-    Ok(prepared(
-        master,
-        old,
-        choice,
-        (release, passed.map(|p| p.took)),
-    ))
+    Ok(prepared(master, old, choice, (release, passed)))
 }
 
 fn prepared(
     master: MasterProcess,
     old: Vec<u32>,
     choice: Choice,
-    (release, preflight): (Option<PathBuf>, Option<Duration>),
+    (release, passed): (Option<PathBuf>, Option<Passed>),
 ) -> Prepared {
+    let (preflight, loaded) = passed.map_or((None, None), |p| (Some(p.took), p.loaded));
     Prepared {
         master,
         old,
         choice,
         release,
         preflight,
+        loaded,
     }
 }
 

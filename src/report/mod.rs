@@ -181,6 +181,7 @@ mod tests {
             coalesced_by: None,
             boot: Default::default(),
             superseded: false,
+            loaded: None,
         }
     }
 

@@ -17,9 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
 
+use tracing::debug;
+
 use crate::preflight::cold_check;
 use crate::preflight::error::PreflightError;
 use crate::preflight::plan::{FrameworkChecks, Plan};
+use crate::watch::change_sink::LoadedSink;
 
 /// A check in flight.
 pub struct ReleaseGate {
@@ -71,11 +74,30 @@ fn why(error: PreflightError) -> String {
     }
 }
 
+/// Survey what COMMAND's app reads while loading from `dir` (the same check, for any project,
+/// at idle priority on a thread of its own) and report it to `sink`; nothing when it cannot
+/// run or fails. Made once a generation serves, so it is never in the way of a deploy.
+pub fn survey(command: &[OsString], dir: &Path, timeout: Duration, sink: LoadedSink) {
+    let Some(plan) = check_plan(command, dir) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("load-survey".into())
+        .spawn(move || match cold_check::run_idle(&plan, timeout) {
+            Ok(passed) => passed.loaded.into_iter().for_each(|l| sink.send(l)),
+            Err(e) => debug!("cannot survey what the app reads while loading: {e}"),
+        });
+}
+
 /// The cold check for a Django project in `dir`, run by COMMAND's interpreter.
 fn plan(command: &[OsString], dir: &Path) -> Option<Plan> {
     if !dir.join("manage.py").is_file() {
         return None;
     }
+    check_plan(command, dir)
+}
+
+fn check_plan(command: &[OsString], dir: &Path) -> Option<Plan> {
     let (python, gunicorn_args) = interpreter(command)?;
     let mut args: Vec<OsString> = vec!["-m".into(), "gunicorn".into(), "--check-config".into()];
     args.extend(gunicorn_args.iter().cloned());

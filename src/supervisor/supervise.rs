@@ -26,7 +26,7 @@ use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::reaper::Reaper;
-use crate::supervisor::release_gate::ReleaseGate;
+use crate::supervisor::release_gate::{self, ReleaseGate};
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
@@ -113,8 +113,19 @@ pub async fn run(
         if let Err(e) = sup.step() {
             break Err(e);
         }
-        if let (Some(changes), Some((serving, _))) = (&mut changes, &sup.serving) {
-            changes.serving_master(serving.pid);
+        if let (Some(changes), Some((serving, _))) = (&mut changes, &sup.serving)
+            && changes.serving_master(serving.pid)
+            && let Some(dir) = serving
+                .release
+                .clone()
+                .or_else(|| settings.release_dir().ok())
+        {
+            release_gate::survey(
+                &settings.command,
+                &dir,
+                settings.boot_timeout,
+                changes.loaded_sink(),
+            );
         }
     };
     sup.shutdown().await;

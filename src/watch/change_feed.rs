@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::WatchSettings;
 use crate::debounce::Debouncer;
 use crate::watch::change_sink::{ChangeSink, SpillSlot};
+use crate::watch::code_files::{CodeFiles, LoadedFiles};
 use crate::watch::link_targets::LinkTargets;
 use crate::watch::serving_writes::ServingWrites;
 use crate::watch::{TreeWatcher, WatchError, WatchEvent};
@@ -57,6 +58,7 @@ pub struct ChangeFeed {
     links: LinkTargets,
     debouncer: Debouncer,
     serving: ServingWrites,
+    code: CodeFiles,
     spill: Arc<SpillSlot>,
     /// The burst pending: its first cause, whether a file changed, whether several paths did.
     cause: Option<Cause>,
@@ -84,6 +86,7 @@ impl ChangeFeed {
             debouncer: Debouncer::new(settings.debounce, settings.max_wait)
                 .with_small_burst(settings.small_burst_quiet),
             serving,
+            code: CodeFiles::new(settings.filter.has_includes()),
             spill,
             cause: None,
             files_changed: false,
@@ -94,6 +97,12 @@ impl ChangeFeed {
     /// Learn more of what the server writes (a new master after a deploy).
     pub fn serving_writes(&mut self) -> &mut ServingWrites {
         &mut self.serving
+    }
+
+    /// What a load of the app read: from now on, other files it writes do not deploy.
+    pub fn learn_loaded(&mut self, loaded: LoadedFiles) {
+        debug!(app = %self.app, read = loaded.read.len(), templates = loaded.template_dirs.len(), "learnt what the app reads while loading");
+        self.code.learn(loaded);
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -191,6 +200,7 @@ impl ChangeFeed {
                 }
             }
             WatchEvent::RootTouched(root) => self.root_touched(&root, now)?,
+            WatchEvent::Loaded(loaded) => self.learn_loaded(loaded),
             WatchEvent::Spilled => self.take_spilled(),
             WatchEvent::Error(message) => warn!(app = %self.app, "watch error: {message}"),
         }
@@ -199,6 +209,10 @@ impl ChangeFeed {
 
     fn file_changed(&mut self, path: PathBuf, seen: Instant, renamed_in: bool) {
         if let Some(why) = self.serving.why_ignored(&path) {
+            debug!(app = %self.app, path = %path.display(), "change ignored: {why}");
+            return;
+        }
+        if let Err(why) = self.code.judge(&path) {
             debug!(app = %self.app, path = %path.display(), "change ignored: {why}");
             return;
         }

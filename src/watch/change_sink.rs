@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::watch::AppTag;
+use crate::watch::code_files::LoadedFiles;
 use crate::watch::scope::WatchEvent;
 
 /// The span of the changes of one app that found the shared queue full.
@@ -99,6 +100,23 @@ impl ChangeSink {
         {
             let _ = self.control.send((self.tag, WatchEvent::Spilled));
         }
+    }
+}
+
+/// Where a survey of the app's load, running on a thread of its own, reports what the app read.
+#[derive(Debug, Clone)]
+pub struct LoadedSink {
+    tag: AppTag,
+    control: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
+}
+
+impl LoadedSink {
+    pub fn new(tag: AppTag, control: mpsc::UnboundedSender<(AppTag, WatchEvent)>) -> Self {
+        Self { tag, control }
+    }
+
+    pub fn send(&self, loaded: LoadedFiles) {
+        let _ = self.control.send((self.tag, WatchEvent::Loaded(loaded)));
     }
 }
 

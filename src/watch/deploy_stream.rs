@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::config::WatchSettings;
 use crate::watch::change_feed::{ChangeFeed, Due};
-use crate::watch::change_sink::{ChangeSink, SpillSlot};
+use crate::watch::change_sink::{ChangeSink, LoadedSink, SpillSlot};
 use crate::watch::serving_writes::ServingWrites;
 use crate::watch::{AppTag, WatchError, WatchEvent};
 
@@ -25,6 +25,7 @@ pub struct DeployStream {
     feed: ChangeFeed,
     changes: mpsc::Receiver<(AppTag, WatchEvent)>,
     control: mpsc::UnboundedReceiver<(AppTag, WatchEvent)>,
+    loaded: LoadedSink,
     /// The master whose open files were last learnt (learnt once per master).
     learnt_master: Option<u32>,
 }
@@ -39,6 +40,7 @@ impl DeployStream {
         let (changes_tx, changes) = mpsc::channel(QUEUE);
         let (control_tx, control) = mpsc::unbounded_channel();
         let spill = Arc::new(SpillSlot::default());
+        let loaded = LoadedSink::new(TAG, control_tx.clone());
         let sink = ChangeSink::new(TAG, changes_tx, control_tx, Arc::clone(&spill));
         let feed = ChangeFeed::start("run", settings, release_link, sink, spill, serving)?;
         info!(
@@ -50,16 +52,25 @@ impl DeployStream {
             feed,
             changes,
             control,
+            loaded,
             learnt_master: None,
         })
     }
 
-    /// The serving master is `pid` now: learn the files it holds open (its logs).
-    pub fn serving_master(&mut self, pid: u32) {
-        if self.learnt_master != Some(pid) {
-            self.learnt_master = Some(pid);
-            self.feed.serving_writes().add_open_files(pid);
+    /// The serving master is `pid` now: learn the files it holds open (its logs). True when
+    /// it is a new one (its release may read other files: survey it).
+    pub fn serving_master(&mut self, pid: u32) -> bool {
+        if self.learnt_master == Some(pid) {
+            return false;
         }
+        self.learnt_master = Some(pid);
+        self.feed.serving_writes().add_open_files(pid);
+        true
+    }
+
+    /// Where a survey of the app's load reports what it read.
+    pub fn loaded_sink(&self) -> LoadedSink {
+        self.loaded.clone()
     }
 
     /// Resolves when a burst of changes has settled (at once for a swap or an atomic save).

@@ -9,6 +9,7 @@
 
 pub mod change_feed;
 pub mod change_sink;
+pub mod code_files;
 pub mod deploy_stream;
 pub mod error;
 pub mod inotify_reader;

@@ -12,6 +12,7 @@ use notify::Event;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 
 use crate::config::filter::PathFilter;
+use crate::watch::code_files::LoadedFiles;
 use crate::watch::skip_rules::{self, Gitignores, SkipReason};
 
 /// A change that counts, or bookkeeping the watcher needs from the event thread.
@@ -41,6 +42,8 @@ pub enum WatchEvent {
     /// A watch root itself was deleted, re-created or replaced (a `git checkout` of another
     /// branch, `rsync --delete`, a directory swapped for a symlink): its watches must move.
     RootTouched(PathBuf),
+    /// A survey of the app's load (the preflight's check, run on a thread) reports what it read.
+    Loaded(LoadedFiles),
     /// Changes found the queue shared by all apps full and wait in the app's spill slot
     /// (`change_sink`): take them from there.
     Spilled,
