@@ -8,7 +8,8 @@
 //!   that served first still serves (`watch`: same master and workers; `run`: generation 1
 //!   only), read from /proc and from hupwatch's own log;
 //! - then one atomic save of a `.py` file: exactly one deploy, and the body shows the new code;
-//! - a watched directory replaced whole: the next edit in it deploys once;
+//! - a watched directory replaced whole (at once, or seen gone first): the next edit in it
+//!   deploys once;
 //! - a `git checkout` adding a module imported by an edited one: one deploy, new code served.
 //!
 //! A failing test lists every failed check with the paths hupwatch counted as changes
@@ -68,8 +69,13 @@ both_modes!(
 );
 
 both_modes!(
-    /// `--watch pkg`, then `rm -rf pkg && cp -r saved pkg`, then an edit in the new `pkg/`.
-    replaced_directory => scenarios::replaced_then_edit
+    /// `--watch pkg`, then `rm -rf pkg && cp -r saved pkg` at once, then an edit in the new `pkg/`.
+    replaced_directory => scenarios::replaced_at_once
+);
+
+both_modes!(
+    /// The same replacement with `cp` run once hupwatch has seen the removal.
+    replaced_directory_seen_gone => scenarios::replaced_after_the_removal_was_seen
 );
 
 both_modes!(

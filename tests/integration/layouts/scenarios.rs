@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::projects::{self, Layout};
 use super::site::{Mode, Site};
-use crate::support::{AppDir, host_shared};
+use crate::support::{AppDir, CEILING, host_shared, poll_for};
 
 /// The quiet window of issue 18: this long with no edit, traffic that writes, no deploy.
 pub const QUIET: Duration = Duration::from_secs(20);
@@ -156,9 +156,21 @@ fn edit_deployed_once(
     });
 }
 
-/// `rm -rf pkg && cp -r saved pkg` on the watched `pkg/`, then an edit in it: the edit deploys
-/// once and is served. Whether the replacement itself deploys is not asserted (same code).
-pub fn replaced_then_edit(mode: Mode) {
+/// `rm -rf pkg && cp -r saved pkg` on the watched `pkg/` as fast as std::fs does it, then an
+/// edit in the new `pkg/`: the edit deploys once and is served. Whether the replacement itself
+/// deploys is not asserted (it brings back the same code).
+pub fn replaced_at_once(mode: Mode) {
+    replaced_then_edit(mode, false);
+}
+
+/// The same, but `cp` only once hupwatch has counted the removal of `pkg/mod.py`, as when the
+/// two commands are a moment apart: hupwatch then handles the directory's own removal while it
+/// is gone (the fast case mostly sees it back already). The removal may deploy, and fail.
+pub fn replaced_after_the_removal_was_seen(mode: Mode) {
+    replaced_then_edit(mode, true);
+}
+
+fn replaced_then_edit(mode: Mode, wait_for_removal: bool) {
     let _host = host_shared();
     let dir = AppDir::new();
     let Layout { project, edit, .. } = projects::package(&dir);
@@ -168,6 +180,14 @@ pub fn replaced_then_edit(mode: Mode) {
 
     let pkg = dir.join("pkg");
     fs::remove_dir_all(&pkg).expect("rm -rf pkg");
+    if wait_for_removal {
+        let seen = poll_for(CEILING, || {
+            (!site.daemon.counted_changes("pkg/mod.py").is_empty()).then_some(())
+        });
+        verdict.check(seen.is_some(), || {
+            format!("the removal of pkg/mod.py was not counted within {CEILING:?}")
+        });
+    }
     copy_tree(&dir.join("saved"), &pkg);
     verdict.check_result(site.barrier(), "the replaced pkg/");
     verdict.check_result(site.settle(), "after the replacement");

@@ -264,7 +264,7 @@ impl Site {
     }
 
     /// The paths counted as changes in output lines `from..`, relative to `root`, each with how
-    /// often: `app.hupwatch-tmp ×57, access.txt ×20`; a directory with more than three such
+    /// often: `app.hupwatch-tmp ×57, access.txt ×20`; a subdirectory with more than three such
     /// files as one entry (`uploads/* (200 files) ×400`); `none` if there are none.
     pub fn counted_since(&self, from: usize, root: &std::path::Path) -> String {
         let root = format!("{}/", root.display());
@@ -295,7 +295,8 @@ impl Site {
         let mut entries: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for (path, n) in per_path {
             let dir = parent(&path);
-            let key = if files_in[&dir] > 3 {
+            // Files of the project's root stay apart: they are the layouts' own files.
+            let key = if !dir.is_empty() && files_in[&dir] > 3 {
                 format!("{dir}/*")
             } else {
                 path
