@@ -73,7 +73,7 @@ both_modes!(
 both_modes!(
     /// `--watch pkg`, then `rm -rf pkg && cp -r saved pkg` at once, then an edit in the new
     /// `pkg/`. Racy where the root's removal is handled only while it is gone (`run` at
-    /// cdaa4cc failed 2 of 5 runs); the next module makes that case certain.
+    /// cdaa4cc failed 2 of 6 runs); the next module makes that case certain.
     replaced_directory => scenarios::replaced_at_once
 );
 
