@@ -10,6 +10,7 @@ mod django;
 mod exit_codes;
 mod faults;
 mod hostile;
+mod layouts;
 mod limits;
 mod multi_app;
 mod releases;

@@ -132,6 +132,12 @@ impl Daemon {
         self.run.all.count(needle)
     }
 
+    /// Every output line so far, in the order it arrived: for a test that reads what came
+    /// after a given line (`lines()[from..]`).
+    pub fn lines(&self) -> Vec<String> {
+        self.run.all.snapshot()
+    }
+
     /// All output so far, stdout and stderr interleaved as they arrived.
     pub fn output(&self) -> String {
         self.run.all.joined()

@@ -411,7 +411,7 @@ impl Drop for Gunicorn {
 }
 
 /// A port nobody listens on right now (the kernel's pick for port 0).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
 }
