@@ -57,7 +57,10 @@ impl WatchedApp {
             spill,
             serving,
         )?;
-        warm_checker::prewarm_app(&config.target, &config.reload, survey);
+        let mut feed = feed;
+        if warm_checker::prewarm_app(&config.target, &config.reload, survey) {
+            feed.expect_survey();
+        }
         info!(
             app = %config.name,
             directories = feed.directory_count(),
@@ -92,7 +95,7 @@ impl WatchedApp {
         }
         learn_serving_writes(self.feed.serving_writes(), master);
         if let Some(loaded) = &outcome.loaded {
-            self.feed.learn_loaded(loaded.clone());
+            self.feed.learn_loaded(Some(loaded.clone()));
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::preflight::plan::{self as preflight, Passed, Plan, base_env, release_
 use crate::preflight::warm_process::{Checker, Outcome, WarmError};
 use crate::preflight::warm_protocol::Verdict;
 use crate::watch::change_sink::LoadedSink;
+use crate::watch::code_files::LoadedFiles;
 
 /// More apps than this in one hupwatch is unusual; beyond it, old checkers are stopped.
 const MAX_CHECKERS: usize = 16;
@@ -96,41 +97,41 @@ fn relative_pythonpath(plan: &Plan) -> bool {
 
 /// Start an app's warm preflight checker in the background, so the first change finds it
 /// ready, and survey what the app reads while loading; when the master is not there yet, the
-/// first check starts the checker instead (and its preflight tells what the app reads).
-pub fn prewarm_app(target: &TargetSelector, settings: &ReloadSettings, survey: LoadedSink) {
+/// first check starts the checker instead (and its preflight tells what the app reads). True
+/// when a survey's answer (`None` if it fails) will reach `survey`.
+pub fn prewarm_app(target: &TargetSelector, settings: &ReloadSettings, survey: LoadedSink) -> bool {
     let Some(preflight) = &settings.preflight else {
-        return;
+        return false;
     };
     if !matches!(preflight.check, PreflightCheck::Gunicorn { .. }) {
-        return;
+        return false;
     }
     let (target, settings) = (target.clone(), settings.clone());
-    let _ = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("warm-checker-prewarm".into())
-        .spawn(move || {
-            let Ok(master) = discover::find_master(&target) else {
-                return;
-            };
-            let dir =
-                release_to_load(&settings, Some(&master)).unwrap_or_else(|| PathBuf::from("/"));
-            let Some(preflight) = &settings.preflight else {
-                return;
-            };
-            let Ok(mut plan) = preflight::plan(preflight, &master, &dir) else {
-                return;
-            };
-            prewarm(&plan);
-            // The survey: the check once on the release served now, without the health
-            // request, so that what the app reads while loading is known before the first
-            // change (else a file it writes would count until the first reload).
-            if let Some(checks) = plan.framework.as_mut() {
-                checks.health = None;
-            }
-            match run(&plan, &preflight.check, preflight.timeout) {
-                Ok(passed) => passed.loaded.into_iter().for_each(|l| survey.send(l)),
-                Err(e) => debug!(dir = %dir.display(), "cannot survey what the app reads while loading: {e}"),
-            }
-        });
+        .spawn(move || survey.send(prewarm_and_survey(&target, &settings)))
+        .is_ok()
+}
+
+/// The survey: the check once on the release served now, without the health request, so that
+/// what the app reads while loading is known before the first change (else a file it writes
+/// would count until the first reload).
+fn prewarm_and_survey(target: &TargetSelector, settings: &ReloadSettings) -> Option<LoadedFiles> {
+    let preflight = settings.preflight.as_ref()?;
+    let master = discover::find_master(target).ok()?;
+    let dir = release_to_load(settings, Some(&master)).unwrap_or_else(|| PathBuf::from("/"));
+    let mut plan = preflight::plan(preflight, &master, &dir).ok()?;
+    prewarm(&plan);
+    if let Some(checks) = plan.framework.as_mut() {
+        checks.health = None;
+    }
+    match run(&plan, &preflight.check, preflight.timeout) {
+        Ok(passed) => passed.loaded,
+        Err(e) => {
+            debug!(dir = %dir.display(), "cannot survey what the app reads while loading: {e}");
+            None
+        }
+    }
 }
 
 /// Start the checker for `plan` ahead of the first change, so that one is warm too.

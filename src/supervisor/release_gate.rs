@@ -79,14 +79,21 @@ fn why(error: PreflightError) -> String {
 /// run or fails. Made once a generation serves, so it is never in the way of a deploy.
 pub fn survey(command: &[OsString], dir: &Path, timeout: Duration, sink: LoadedSink) {
     let Some(plan) = check_plan(command, dir) else {
-        return;
+        return sink.send(None);
     };
-    let _ = std::thread::Builder::new()
+    let answer = sink.clone();
+    let started = std::thread::Builder::new()
         .name("load-survey".into())
         .spawn(move || match cold_check::run_idle(&plan, timeout) {
-            Ok(passed) => passed.loaded.into_iter().for_each(|l| sink.send(l)),
-            Err(e) => debug!("cannot survey what the app reads while loading: {e}"),
+            Ok(passed) => answer.send(passed.loaded),
+            Err(e) => {
+                debug!("cannot survey what the app reads while loading: {e}");
+                answer.send(None);
+            }
         });
+    if started.is_err() {
+        sink.send(None);
+    }
 }
 
 /// The cold check for a Django project in `dir`, run by COMMAND's interpreter.

@@ -17,10 +17,13 @@ use tracing::{debug, error, info, warn};
 use crate::config::WatchSettings;
 use crate::debounce::Debouncer;
 use crate::watch::change_sink::{ChangeSink, SpillSlot};
-use crate::watch::code_files::{CodeFiles, LoadedFiles};
+use crate::watch::code_files::{CodeFiles, LoadedFiles, NOT_CODE, Verdict};
 use crate::watch::link_targets::LinkTargets;
 use crate::watch::serving_writes::ServingWrites;
 use crate::watch::{TreeWatcher, WatchError, WatchEvent};
+
+/// Distinct files kept while the survey runs (it takes one load of the app).
+const MAX_AWAITING: usize = 4096;
 
 /// Why a deploy is due: the log's answer to "why did it reload?".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct ChangeFeed {
     debouncer: Debouncer,
     serving: ServingWrites,
     code: CodeFiles,
+    /// Changes that wait for the survey on its way (path, when seen, renamed into place).
+    awaiting_survey: Vec<(PathBuf, Instant, bool)>,
     spill: Arc<SpillSlot>,
     /// The burst pending: its first cause, whether a file changed, whether several paths did.
     cause: Option<Cause>,
@@ -87,6 +92,7 @@ impl ChangeFeed {
                 .with_small_burst(settings.small_burst_quiet),
             serving,
             code: CodeFiles::new(settings.filter.has_includes()),
+            awaiting_survey: Vec::new(),
             spill,
             cause: None,
             files_changed: false,
@@ -99,10 +105,25 @@ impl ChangeFeed {
         &mut self.serving
     }
 
-    /// What a load of the app read: from now on, other files it writes do not deploy.
-    pub fn learn_loaded(&mut self, loaded: LoadedFiles) {
-        debug!(app = %self.app, read = loaded.read.len(), templates = loaded.template_dirs.len(), "learnt what the app reads while loading");
+    /// A survey of what the app reads while loading has started: until it answers, a change
+    /// to a file that may not be code waits for it.
+    pub fn expect_survey(&mut self) {
+        self.code.expect_survey();
+    }
+
+    /// What a load of the app read (`None`: the survey could not be made): from now on, other
+    /// files it writes do not deploy. Changes that waited for it are judged now.
+    pub fn learn_loaded(&mut self, loaded: Option<LoadedFiles>) {
+        match &loaded {
+            Some(l) => {
+                debug!(app = %self.app, read = l.read.len(), templates = l.template_dirs.len(), "learnt what the app reads while loading")
+            }
+            None => debug!(app = %self.app, "no survey of what the app reads while loading"),
+        }
         self.code.learn(loaded);
+        for (path, seen, renamed_in) in std::mem::take(&mut self.awaiting_survey) {
+            self.file_changed(path, seen, renamed_in);
+        }
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -171,13 +192,7 @@ impl ChangeFeed {
                 debug!(app = %self.app, "event queue overflowed: treating as a change");
                 self.bulk_change(seen);
             }
-            WatchEvent::NewDir(dir) => {
-                let added = self.tree.add_tree(&dir, true)?;
-                debug!(app = %self.app, path = %dir.display(), directories = added.directories, files = added.has_counting_file, "new directory watched");
-                if added.has_counting_file {
-                    self.bulk_change(now);
-                }
-            }
+            WatchEvent::NewDir(dir) => self.new_dir(&dir, now)?,
             WatchEvent::Ignored(path) => {
                 debug!(app = %self.app, path = %path.display(), "change ignored: excluded");
             }
@@ -212,9 +227,20 @@ impl ChangeFeed {
             debug!(app = %self.app, path = %path.display(), "change ignored: {why}");
             return;
         }
-        if let Err(why) = self.code.judge(&path) {
-            debug!(app = %self.app, path = %path.display(), "change ignored: {why}");
-            return;
+        match self.code.judge(&path) {
+            Verdict::Code => {}
+            Verdict::NotCode => {
+                debug!(app = %self.app, path = %path.display(), "change ignored: {NOT_CODE}");
+                return;
+            }
+            Verdict::AwaitSurvey if self.awaiting_survey.len() < MAX_AWAITING => {
+                debug!(app = %self.app, path = %path.display(), "change waits for the survey of what the app reads");
+                self.awaiting_survey.retain(|(p, _, _)| *p != path);
+                self.awaiting_survey.push((path, seen, renamed_in));
+                return;
+            }
+            // Too many to keep: whatever they are, they count.
+            Verdict::AwaitSurvey => {}
         }
         debug!(app = %self.app, path = %path.display(), "change counted");
         self.files_changed = true;
@@ -228,6 +254,40 @@ impl ChangeFeed {
         } else {
             self.debouncer.on_change(seen);
         }
+    }
+
+    /// A directory appeared (created, moved in, copied): watch it, and count it as a change
+    /// when a file in it already counts by every rule a single file would be judged by (an
+    /// `uploads/` folder the app creates with its first upload does not).
+    fn new_dir(&mut self, dir: &Path, now: Instant) -> Result<(), WatchError> {
+        let (serving, code) = (&self.serving, &self.code);
+        let mut waiting = Vec::new();
+        let mut counts = |path: &Path| {
+            if serving.why_ignored(path).is_some() {
+                return false;
+            }
+            match code.judge(path) {
+                Verdict::Code => true,
+                Verdict::NotCode => false,
+                Verdict::AwaitSurvey => {
+                    waiting.push(path.to_path_buf());
+                    false
+                }
+            }
+        };
+        let added = self.tree.add_tree(dir, Some(&mut counts))?;
+        debug!(app = %self.app, path = %dir.display(), directories = added.directories, counting = ?added.counting_file, "new directory watched");
+        match added.counting_file {
+            Some(file) => {
+                self.cause.get_or_insert(Cause::File(file));
+                self.bulk_change(now);
+            }
+            None => waiting
+                .into_iter()
+                .take(MAX_AWAITING)
+                .for_each(|p| self.awaiting_survey.push((p, now, false))),
+        }
+        Ok(())
     }
 
     fn bulk_change(&mut self, at: Instant) {

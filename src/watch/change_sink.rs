@@ -115,7 +115,7 @@ impl LoadedSink {
         Self { tag, control }
     }
 
-    pub fn send(&self, loaded: LoadedFiles) {
+    pub fn send(&self, loaded: Option<LoadedFiles>) {
         let _ = self.control.send((self.tag, WatchEvent::Loaded(loaded)));
     }
 }

@@ -14,7 +14,10 @@
 //!   Django's `APP_DIRS` and Flask's default, or one the framework reported): templates are
 //!   read at request time, after loading;
 //! - with `--include` the user chose what counts, and nothing here narrows it;
-//! - until a load has been surveyed, everything the filter passes counts (as before).
+//! - while a survey is on its way (hupwatch has just started, and the app is already serving
+//!   and writing), a file that may not be code waits for it, then counts or not;
+//! - with no survey at all (`--no-preflight`, a custom `--preflight CMD`, a check that fails),
+//!   everything the filter passes counts (as before).
 //!
 //! A file read only at request time (a JSON schema opened per request) is then reached by
 //! `--include`; the README says so.
@@ -35,64 +38,87 @@ pub struct LoadedFiles {
     pub template_dirs: Vec<PathBuf>,
 }
 
-/// Why a changed file was judged not to be code.
+/// What a change to a file (one the filter passes) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotCode;
-
-impl std::fmt::Display for NotCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not code: not .py, not a template, and the app did not read it while loading (--include makes it count)")
-    }
+pub enum Verdict {
+    Code,
+    NotCode,
+    /// Not known yet: ask again when the survey on its way has arrived.
+    AwaitSurvey,
 }
+
+/// Why a changed file was not counted (for the debug line).
+pub const NOT_CODE: &str = "not code: not .py, not a template, and the app did not read it while loading (--include makes it count)";
 
 /// The rule in force for one app.
 #[derive(Debug, Default)]
 pub struct CodeFiles {
     /// `--include` was given: the filter alone decides.
     user_chose: bool,
-    /// `None` until a load was surveyed.
+    /// The last survey's answer, if any.
     loaded: Option<LoadedFiles>,
+    /// A survey was started and has not answered yet.
+    awaiting: bool,
 }
 
 impl CodeFiles {
     pub fn new(user_chose: bool) -> Self {
         Self {
             user_chose,
-            loaded: None,
+            ..Self::default()
         }
     }
 
-    /// A survey of a load of the app (the preflight of a release that then served).
-    pub fn learn(&mut self, loaded: LoadedFiles) {
-        self.loaded = Some(loaded);
+    /// A survey was started: until it answers, a file that may not be code waits.
+    pub fn expect_survey(&mut self) {
+        self.awaiting = true;
     }
 
-    /// `Err` when a change to `path` (one the filter passes) is not a change of code.
-    pub fn judge(&self, path: &Path) -> Result<(), NotCode> {
-        let Some(loaded) = self.loaded.as_ref().filter(|_| !self.user_chose) else {
-            return Ok(());
+    /// A survey's answer: what a load of the app read, or `None` when it could not be made
+    /// (then what was learnt before stays; with nothing learnt, every file counts).
+    pub fn learn(&mut self, loaded: Option<LoadedFiles>) {
+        self.awaiting = false;
+        if loaded.is_some() {
+            self.loaded = loaded;
+        }
+    }
+
+    /// What a change to `path` (one the filter passes) is.
+    pub fn judge(&self, path: &Path) -> Verdict {
+        if self.user_chose {
+            return Verdict::Code;
+        }
+        let Some(loaded) = self.loaded.as_ref() else {
+            return match self.awaiting {
+                true if !is_code_by_name(path) => Verdict::AwaitSurvey,
+                _ => Verdict::Code,
+            };
         };
-        let extension = path.extension().and_then(OsStr::to_str);
-        if extension.is_some_and(|e| CODE_EXTENSIONS.contains(&e)) {
-            return Ok(());
+        match loaded.holds(path) {
+            true => Verdict::Code,
+            false => Verdict::NotCode,
         }
-        let in_template_dir = path.parent().is_some_and(|d| {
+    }
+}
+
+/// Code whatever a survey says: by its extension, or a template by its directory's name.
+fn is_code_by_name(path: &Path) -> bool {
+    let extension = path.extension().and_then(OsStr::to_str);
+    extension.is_some_and(|e| CODE_EXTENSIONS.contains(&e))
+        || path.parent().is_some_and(|d| {
             d.ancestors()
                 .any(|a| a.file_name() == Some(TEMPLATE_DIR_NAME.as_ref()))
-        });
-        if in_template_dir {
-            return Ok(());
+        })
+}
+
+impl LoadedFiles {
+    fn holds(&self, path: &Path) -> bool {
+        if is_code_by_name(path) {
+            return true;
         }
         let canonical = canonical(path);
-        if loaded
-            .template_dirs
-            .iter()
-            .any(|d| canonical.starts_with(d))
-            || loaded.read.contains(&canonical)
-        {
-            return Ok(());
-        }
-        Err(NotCode)
+        self.template_dirs.iter().any(|d| canonical.starts_with(d))
+            || self.read.contains(&canonical)
     }
 }
 
@@ -116,20 +142,46 @@ mod tests {
     fn learnt(dir: &Path, read: &[&str]) -> CodeFiles {
         let mut code = CodeFiles::new(false);
         let base = std::fs::canonicalize(dir).unwrap();
-        code.learn(LoadedFiles {
+        code.learn(Some(LoadedFiles {
             read: read.iter().map(|r| base.join(r)).collect(),
             template_dirs: vec![base.join("site/tpl")],
-        });
+        }));
         code
     }
 
     #[test]
-    fn before_a_survey_and_with_include_everything_the_filter_passes_counts() {
+    fn without_a_survey_and_with_include_everything_the_filter_passes_counts() {
         let dir = ScratchDir::new("code-files");
-        assert_eq!(CodeFiles::new(false).judge(&dir.join("cache.json")), Ok(()));
+        assert_eq!(
+            CodeFiles::new(false).judge(&dir.join("cache.json")),
+            Verdict::Code
+        );
         let mut chose = CodeFiles::new(true);
-        chose.learn(LoadedFiles::default());
-        assert_eq!(chose.judge(&dir.join("cache.json")), Ok(()));
+        chose.learn(Some(LoadedFiles::default()));
+        assert_eq!(chose.judge(&dir.join("cache.json")), Verdict::Code);
+    }
+
+    #[test]
+    fn while_the_first_survey_runs_what_may_not_be_code_waits_for_it() {
+        let dir = ScratchDir::new("code-files");
+        let mut code = CodeFiles::new(false);
+        code.expect_survey();
+        assert_eq!(code.judge(&dir.join("cache.json")), Verdict::AwaitSurvey);
+        assert_eq!(code.judge(&dir.join("app.py")), Verdict::Code);
+        code.learn(None);
+        assert_eq!(
+            code.judge(&dir.join("cache.json")),
+            Verdict::Code,
+            "no survey: counts"
+        );
+        code.expect_survey();
+        code.learn(Some(LoadedFiles::default()));
+        code.expect_survey();
+        assert_eq!(
+            code.judge(&dir.join("cache.json")),
+            Verdict::NotCode,
+            "a later survey in flight: the last answer holds meanwhile"
+        );
     }
 
     #[test]
@@ -144,10 +196,14 @@ mod tests {
             "blog/templates/blog/post.html",
             "site/tpl/base.html",
         ] {
-            assert_eq!(code.judge(&dir.join(counts)), Ok(()), "{counts}");
+            assert_eq!(code.judge(&dir.join(counts)), Verdict::Code, "{counts}");
         }
         for ignored in ["cache.json", "uploads/photo.jpg", "README.md", "notes.txt"] {
-            assert_eq!(code.judge(&dir.join(ignored)), Err(NotCode), "{ignored}");
+            assert_eq!(
+                code.judge(&dir.join(ignored)),
+                Verdict::NotCode,
+                "{ignored}"
+            );
         }
     }
 
@@ -158,11 +214,14 @@ mod tests {
         std::os::unix::fs::symlink(dir.join("releases/1"), dir.join("current")).unwrap();
         let base = std::fs::canonicalize(dir.join("releases/1")).unwrap();
         let mut code = CodeFiles::new(false);
-        code.learn(LoadedFiles {
+        code.learn(Some(LoadedFiles {
             read: [base.join("config.ini")].into_iter().collect(),
             template_dirs: Vec::new(),
-        });
-        assert_eq!(code.judge(&dir.join("current/config.ini")), Ok(()));
-        assert_eq!(code.judge(&dir.join("current/cache.json")), Err(NotCode));
+        }));
+        assert_eq!(code.judge(&dir.join("current/config.ini")), Verdict::Code);
+        assert_eq!(
+            code.judge(&dir.join("current/cache.json")),
+            Verdict::NotCode
+        );
     }
 }

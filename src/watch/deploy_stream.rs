@@ -42,7 +42,9 @@ impl DeployStream {
         let spill = Arc::new(SpillSlot::default());
         let loaded = LoadedSink::new(TAG, control_tx.clone());
         let sink = ChangeSink::new(TAG, changes_tx, control_tx, Arc::clone(&spill));
-        let feed = ChangeFeed::start("run", settings, release_link, sink, spill, serving)?;
+        let mut feed = ChangeFeed::start("run", settings, release_link, sink, spill, serving)?;
+        // Each generation that serves is surveyed (the supervisor starts it), the first too.
+        feed.expect_survey();
         info!(
             directories = feed.directory_count(),
             "{}",
@@ -68,8 +70,9 @@ impl DeployStream {
         true
     }
 
-    /// Where a survey of the app's load reports what it read.
-    pub fn loaded_sink(&self) -> LoadedSink {
+    /// Where a survey of the app's load reports what it read; the feed expects its answer.
+    pub fn loaded_sink(&mut self) -> LoadedSink {
+        self.feed.expect_survey();
         self.loaded.clone()
     }
 

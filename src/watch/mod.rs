@@ -39,9 +39,9 @@ use crate::watch::skip_rules::SkipCounts;
 #[derive(Debug, Default)]
 pub struct AddedTree {
     pub directories: usize,
-    /// Whether a file in it passes the filter (asked for with `count_files`): created before
-    /// the watch was armed, such a file is a change.
-    pub has_counting_file: bool,
+    /// A file in it that passes the filter and the caller's own test (asked for with
+    /// `count_files`): created before the watch was armed, such a file is a change.
+    pub counting_file: Option<PathBuf>,
 }
 
 /// Tags a watcher's events with the app they belong to (one process serves several apps).
@@ -134,7 +134,7 @@ impl TreeWatcher {
             if root.is_file {
                 tree.watch_dir(&parent)?;
             } else {
-                tree.add_tree(&root.path.clone(), false)?;
+                tree.add_tree(&root.path.clone(), None)?;
             }
         }
         Ok(tree)
@@ -171,7 +171,7 @@ impl TreeWatcher {
                 self.watch_dir(&parent)?;
                 directories += 1;
             } else if root.path.is_dir() {
-                directories += self.add_tree(&root.path, false)?.directories;
+                directories += self.add_tree(&root.path, None)?.directories;
             }
         }
         Ok(directories)
@@ -179,7 +179,11 @@ impl TreeWatcher {
 
     /// Watch `dir` and every directory below it that the filter does not skip. Unreadable
     /// directories are skipped with a warning; running out of watches is an error.
-    pub fn add_tree(&mut self, dir: &Path, count_files: bool) -> Result<AddedTree, WatchError> {
+    pub fn add_tree(
+        &mut self,
+        dir: &Path,
+        mut count_files: Option<&mut dyn FnMut(&Path) -> bool>,
+    ) -> Result<AddedTree, WatchError> {
         let mut added = AddedTree::default();
         let mut stack = vec![dir.to_path_buf()];
         while let Some(dir) = stack.pop() {
@@ -224,13 +228,14 @@ impl TreeWatcher {
                         }
                         None => stack.push(path),
                     }
-                } else if count_files
-                    && !added.has_counting_file
+                } else if let Some(counts) = count_files.as_mut()
+                    && added.counting_file.is_none()
                     && self.scope.counts(root, &path, rel)
+                    && counts(&path)
                 {
                     // One is enough to know the new tree holds a change; globbing every file
                     // of a large tree is most of the start-up time.
-                    added.has_counting_file = true;
+                    added.counting_file = Some(path);
                 }
             }
         }

@@ -42,8 +42,9 @@ pub enum WatchEvent {
     /// A watch root itself was deleted, re-created or replaced (a `git checkout` of another
     /// branch, `rsync --delete`, a directory swapped for a symlink): its watches must move.
     RootTouched(PathBuf),
-    /// A survey of the app's load (the preflight's check, run on a thread) reports what it read.
-    Loaded(LoadedFiles),
+    /// A survey of the app's load (the preflight's check, run on a thread) reports what it read
+    /// (`None`: it could not be made).
+    Loaded(Option<LoadedFiles>),
     /// Changes found the queue shared by all apps full and wait in the app's spill slot
     /// (`change_sink`): take them from there.
     Spilled,
