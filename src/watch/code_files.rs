@@ -224,4 +224,21 @@ mod tests {
             Verdict::NotCode
         );
     }
+
+    /// Not a timing assertion: prints what one judgement costs, for the README's figure.
+    #[test]
+    fn cost_of_one_judgement() {
+        let dir = ScratchDir::new("code-files");
+        std::fs::write(dir.join("cache.json"), b"{}").unwrap();
+        let code = learnt(&dir, &["settings.toml"]);
+        let rounds = 10_000u32;
+        for name in ["views.py", "cache.json"] {
+            let path = dir.join(name);
+            let started = std::time::Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(code.judge(&path));
+            }
+            eprintln!("{name}: {:?} per judgement", started.elapsed() / rounds);
+        }
+    }
 }

@@ -206,7 +206,14 @@ fn a_file_held_open_for_writing_is_a_change_only_once_closed() {
     dir.write("events.txt", "start\n");
     let g = Gunicorn::builder(&dir).workers(1).start();
     let old = g.workers();
-    let daemon = watch_tree(dir.path(), &["--pid", &g.pid().to_string()]);
+    // `--include` names the file as one that counts (without it, a file the app never reads
+    // while loading would not count at all: `layouts::` holds that); what is tested here is
+    // when a write to a counting file becomes a change.
+    let pid = g.pid().to_string();
+    let daemon = watch_tree(
+        dir.path(),
+        &["--pid", &pid, "--include", "*.py", "--include", "*.txt"],
+    );
 
     // A program writing into the tree, as an app logging next to its code does: until the
     // file is closed there is no finished save to load.
