@@ -16,9 +16,8 @@ use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::master_env;
 use crate::preflight::plan::release_to_load;
 use crate::reload::handoff::Handoff;
-use crate::reload::lock::{
-    self, Decision, LockError, Record, RecordOutcome, ReloadLock, SignalMark,
-};
+use crate::reload::lock::{self, LockError, ReloadLock};
+use crate::reload::lock_record::{self, Decision, Record, RecordOutcome, SignalMark};
 use crate::reload::release_check::preflight_until_stable;
 use crate::reload::{self, ReloadError, ReloadOutcome};
 
@@ -46,7 +45,7 @@ pub fn reload_locked(
         let current = discover::find_master(target);
         let seen = release_to_load(settings, current.as_ref().ok());
         let record = lock.record();
-        let decision = lock::decide(record.as_ref(), started_ns, seen.as_deref(), |done| {
+        let decision = lock_record::decide(record.as_ref(), started_ns, seen.as_deref(), |done| {
             settings.plan.accepts(done)
         });
         if let (Decision::Coalesce { check }, Some(record)) = (decision, record) {
@@ -123,7 +122,7 @@ fn action(settings: &ReloadSettings, result: &Result<ReloadOutcome, ReloadError>
 }
 
 /// What the next holder reads: when this reload began looking and when its signal left (see
-/// `lock::decide`). A target problem (no master) is not recorded: the next one must look for
+/// `lock_record::decide`). A target problem (no master) is not recorded: the next one must look for
 /// itself.
 fn leave_record(
     lock: &mut ReloadLock,
@@ -178,7 +177,7 @@ fn leave_record(
 
 /// Report the reload another hupwatch did as ours: its verified result, or its failure. With
 /// `check`, that reload loaded this invocation's change before any preflight had read it (see
-/// `lock::decide`): it is preflighted now, on the code the master serves, and a failure is
+/// `lock_record::decide`): it is preflighted now, on the code the master serves, and a failure is
 /// this invocation's failure (exit 1), as its own reload would have been.
 fn coalesced(
     record: Record,
@@ -195,7 +194,7 @@ fn coalesced(
                 message,
             });
         }
-        // `lock::decide` never coalesces one; should it, nothing verified is not a success.
+        // `lock_record::decide` never coalesces one; should it, nothing verified is not a success.
         RecordOutcome::InFlight => {
             return Err(ReloadError::Coalesced {
                 pid: waited_on,

@@ -7,6 +7,7 @@
 pub mod coalesce;
 pub mod handoff;
 pub mod lock;
+pub mod lock_record;
 pub mod pidfd_signal;
 mod prepare;
 pub mod release_check;
@@ -32,7 +33,8 @@ use crate::gunicorn::heartbeat::BootTimes;
 use crate::preflight::error::PreflightError;
 use crate::watch::code_files::LoadedFiles;
 use handoff::Handoff;
-use lock::{LockError, SignalMark};
+use lock::LockError;
+use lock_record::SignalMark;
 use pidfd_signal::SignalError;
 pub use prepare::{Prepared, prepare, prepare_handling};
 use release_check::check_release;

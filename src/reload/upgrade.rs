@@ -22,7 +22,7 @@ use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::process_tree::ProcessTree;
 use crate::gunicorn::procfs;
-use crate::reload::lock::SignalMark;
+use crate::reload::lock_record::SignalMark;
 use crate::reload::pidfd_signal::{self, SignalError};
 use crate::reload::systemd_handover::{self, Handover, HandoverError};
 use crate::reload::verify::SETTLE;
