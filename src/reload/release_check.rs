@@ -45,7 +45,10 @@ pub fn preflight_until_stable(
                 hint: String::new(),
             })?;
         info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let passed = warm_checker::run(&plan, &preflight.check, preflight.timeout).map_err(|source| {
+        // What is left of the one timeout, not a fresh one per retry: else each swap of a
+        // storm would buy its check the whole timeout again.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let passed = warm_checker::run(&plan, &preflight.check, left).map_err(|source| {
             // The link already names the broken release while the old one still serves.
             let hint = link.map_or(String::new(), |l| {
                 format!(
