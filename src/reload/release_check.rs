@@ -12,6 +12,7 @@ use crate::config::ReloadSettings;
 use crate::config::release_link::{self, ReleaseError};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
+use crate::preflight::error::PreflightError;
 use crate::preflight::plan::{self as preflight, Passed};
 use crate::preflight::warm_checker;
 
@@ -48,7 +49,11 @@ pub fn preflight_until_stable(
         // What is left of the one timeout, not a fresh one per retry: else each swap of a
         // storm would buy its check the whole timeout again.
         let left = deadline.saturating_duration_since(Instant::now());
-        let passed = warm_checker::run(&plan, &preflight.check, left).map_err(|source| {
+        let passed = warm_checker::run(&plan, &preflight.check, left).map_err(|mut source| {
+            // What ran out is the one timeout the user set, whatever was left of it here.
+            if let PreflightError::TimedOut { timeout, .. } = &mut source {
+                *timeout = preflight.timeout;
+            }
             // The link already names the broken release while the old one still serves.
             let hint = link.map_or(String::new(), |l| {
                 format!(
