@@ -114,7 +114,7 @@ mod tests {
         let started = Instant::now();
         let result = run(
             &shell("echo importing; setsid sleep 10 & exec sleep 30"),
-            Duration::from_millis(300),
+            Duration::from_secs(1),
         );
         let took = started.elapsed();
         match result {

@@ -177,7 +177,7 @@ worker_class                       = sync
         let (ok, output) = answer_within(
             &sh("sleep 30 & echo helper $!; exec sleep 30"),
             "--print-config",
-            Duration::from_millis(300),
+            Duration::from_secs(1),
         )
         .unwrap();
         let took = started.elapsed();
@@ -189,12 +189,16 @@ worker_class                       = sync
             .unwrap()
             .parse()
             .unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
-        // Gone, or a zombie (SIGKILLed) waiting for whoever adopted it.
-        assert!(
-            stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')),
-            "helper {helper} alive: {stat}"
-        );
+        // Gone, or a zombie waiting for whoever adopted it, once the SIGKILL has been acted on.
+        let dead = || {
+            let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !dead() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dead(), "helper {helper} still alive");
     }
 
     /// The command exited 0; a helper it left still holds the pipe.
