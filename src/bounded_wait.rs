@@ -3,10 +3,23 @@
 //! `Child::wait` has none, and no child hupwatch runs (`systemctl`, a preflight, `gunicorn
 //! --print-config`, `systemctl reload`) may stall a reload or discovery by hanging. Each caller
 //! waits here, then stops a child that overran its own way: the process, or its whole group.
+//!
+//! Reading a child's output has the same trap: EOF comes when the last holder of the pipe's
+//! write end closes it, and that may be a helper the app forked at import (a
+//! `subprocess.Popen(['sleep', '1000'])` inheriting stdout), alive long after the child itself
+//! exited or was killed. [`OutputReader`] lets the caller stop waiting for EOF and keep what
+//! was read.
 
-use std::io;
+use std::io::{self, Read};
 use std::process::{Child, ExitStatus};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Once the child has ended (exited, or killed with its group), how long its output may still
+/// take to reach EOF. What it wrote is in the pipe already and read in microseconds; a pipe
+/// still open after this is held by something the child left behind.
+pub const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// The child's exit status, or `None` once `deadline` has passed with the child still running
 /// (it is left running: the caller kills it). `poll` is how often it is looked at.
@@ -27,10 +40,69 @@ pub fn wait_until(
     }
 }
 
+/// A child's output read on a thread of its own, so that what it wrote can be had without
+/// waiting for an EOF that may never come.
+pub struct OutputReader {
+    so_far: Arc<Mutex<Vec<u8>>>,
+    eof: Receiver<()>,
+}
+
+impl OutputReader {
+    /// Read `pipe` (the read end; the caller has dropped its own copies of the write end)
+    /// until EOF or an error.
+    pub fn start(mut pipe: impl Read + Send + 'static) -> io::Result<Self> {
+        let so_far = Arc::new(Mutex::new(Vec::new()));
+        let (done, eof) = mpsc::channel();
+        let buffer = so_far.clone();
+        std::thread::Builder::new()
+            .name("child-output".into())
+            .spawn(move || {
+                let mut chunk = [0; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    buffer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]);
+                }
+                let _ = done.send(());
+            })?;
+        Ok(Self { so_far, eof })
+    }
+
+    /// Everything up to EOF, or what was read by `deadline` if the pipe is still open then
+    /// (the thread is left to end when the last holder of the pipe does).
+    pub fn collect_until(self, deadline: Instant) -> Vec<u8> {
+        let _ = self
+            .eof
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.so_far.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn output_still_held_open_is_given_up_at_the_deadline_with_what_was_written() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // The writer stays alive holding the pipe, as a helper the app forked would.
+        let mut holder = Command::new("sh")
+            .args(["-c", "echo written; exec sleep 30"])
+            .stdout(writer)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let output = OutputReader::start(reader).unwrap();
+        let started = Instant::now();
+        let got = output.collect_until(Instant::now() + Duration::from_secs(1));
+        let waited = started.elapsed();
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), "written\n");
+        assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    }
 
     #[test]
     fn an_exited_child_gives_its_status_and_a_running_one_none_at_the_deadline() {

@@ -2,12 +2,11 @@
 //! one plan, run to completion or its timeout, its output read for the verdict. The warm
 //! checker falls back to it whenever its own answer cannot be trusted.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bounded_wait::wait_until;
+use crate::bounded_wait::{OUTPUT_GRACE, OutputReader, wait_until};
 use crate::preflight::error::{PreflightError, tail};
 use crate::preflight::framework_check;
 use crate::preflight::plan::{Passed, Plan, switch_user};
@@ -29,7 +28,7 @@ fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, Prefli
         program: plan.program.display().to_string(),
         source,
     };
-    let (mut reader, writer) = std::io::pipe().map_err(spawn_err)?;
+    let (reader, writer) = std::io::pipe().map_err(spawn_err)?;
     let (args, script_env) = framework_check::cold_invocation(plan);
     let mut cmd = Command::new(&plan.program);
     cmd.args(&args)
@@ -54,14 +53,11 @@ fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, Prefli
     }
     let mut child = cmd.spawn().map_err(spawn_err)?;
     drop(cmd); // closes our copies of the pipe's write end, so the reader sees EOF
-    let output = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = reader.read_to_end(&mut buf);
-        buf
-    });
+    let output = OutputReader::start(reader);
     let status = match wait_until(&mut child, started + timeout, Duration::from_millis(20)) {
         Ok(Some(status)) => Some(status),
-        // The whole group: the app may have started helpers of its own.
+        // The whole group, while its leader is unreaped (so the group is still this check's):
+        // the app may have started helpers of its own.
         _ => {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(child.id() as i32),
@@ -71,7 +67,11 @@ fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, Prefli
             None
         }
     };
-    let output = output.join().unwrap_or_default();
+    // A helper outside the group, or one left by a check that passed, may hold the pipe open:
+    // its EOF is not waited for past a short grace.
+    let output = output
+        .map(|o| o.collect_until(Instant::now() + OUTPUT_GRACE))
+        .unwrap_or_default();
     let tail = tail(&output);
     match status {
         Some(s) if s.success() => {
@@ -88,5 +88,49 @@ fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, Prefli
             timeout,
             tail,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn shell(script: &str) -> Plan {
+        Plan {
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            dir: PathBuf::from("/"),
+            env: Vec::new(),
+            creds: None,
+            framework: None,
+            describe: String::new(),
+        }
+    }
+
+    /// The group is killed at the timeout; a helper in a session of its own survives that.
+    #[test]
+    fn a_helper_holding_the_output_does_not_hold_a_timed_out_check() {
+        let started = Instant::now();
+        let result = run(
+            &shell("echo importing; setsid sleep 10 & exec sleep 30"),
+            Duration::from_secs(1),
+        );
+        let took = started.elapsed();
+        match result {
+            Err(PreflightError::TimedOut { tail, .. }) => assert!(tail.contains("importing")),
+            other => panic!("{other:?}"),
+        }
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+    }
+
+    /// The check exited 0, its helper still holds the pipe.
+    #[test]
+    fn a_helper_left_by_a_passing_check_does_not_hold_it() {
+        let started = Instant::now();
+        let result = run(&shell("echo ok; sleep 5 &"), Duration::from_secs(20));
+        let took = started.elapsed();
+        assert!(result.is_ok(), "{result:?}");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
     }
 }

@@ -229,11 +229,9 @@ fn check_warm(plan: &Plan, timeout: Duration) -> Result<(Outcome, Option<Duratio
     if let Some(why) = &slot.refused {
         return Err(WarmError::Fatal(why.clone()));
     }
-    // A checker that died since the last check (killed, OOM) is replaced before this one.
-    let dead = slot
-        .checker
-        .as_mut()
-        .is_some_and(|c| !matches!(c.child.try_wait(), Ok(None)));
+    // A checker that died since the last check (killed, OOM) is replaced before this one. It
+    // is looked at without reaping it: dropping it kills its group, then reaps it.
+    let dead = slot.checker.as_ref().is_some_and(Checker::has_exited);
     if dead {
         info!("warm preflight checker is gone; starting a new one");
         slot.checker = None;

@@ -11,6 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use tracing::{debug, info};
 
@@ -52,8 +53,19 @@ pub enum Outcome {
 }
 
 /// A running checker process.
+///
+/// Its process group, and the group of the check in flight, are SIGKILLed only while their
+/// leader's PID is certainly still theirs. A PID, and so a process group ID, is free for the
+/// kernel to hand out again once its process is reaped and nothing else uses it: a `killpg` to
+/// it then may hit whatever group took the number. A pidfd would not help: it pins the process,
+/// not the number, and cannot signal a group. So:
+/// - The checker is our child and nothing reaps it but `Drop`, after the kill: `child` is
+///   private, and [`Checker::has_exited`] looks without reaping (`WNOWAIT`). Until then its PID
+///   stays reserved, a zombie's included, so its group cannot be anyone else's.
+/// - The check's child is the checker's child, reaped by the checker whenever it ends: see
+///   [`Checker::kill_check`].
 pub struct Checker {
-    pub child: Child,
+    child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
     next_id: u64,
@@ -110,7 +122,7 @@ impl Checker {
         match first {
             Message::Ready { gunicorn } => {
                 info!(
-                    pid = checker.child.id(),
+                    pid = checker.pid(),
                     python = %plan.program.display(),
                     "warm preflight checker started (gunicorn {gunicorn} imported) in {}ms",
                     started.elapsed().as_millis()
@@ -143,7 +155,7 @@ impl Checker {
         self.stdin
             .write_all(request.line().as_bytes())
             .map_err(|_| WarmError::Died)?;
-        debug!(checker = self.child.id(), id, dir = %plan.dir.display(), "preflight on the warm checker");
+        debug!(checker = self.pid(), id, dir = %plan.dir.display(), "preflight on the warm checker");
         loop {
             let message = match self.next(deadline) {
                 Err(WarmError::NoAnswer) => return self.time_out(id),
@@ -176,8 +188,7 @@ impl Checker {
                 "timed out before the check started".into(),
             ));
         };
-        kill_group(pid);
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        self.kill_check(pid);
         let deadline = Instant::now() + RESYNC;
         match self.next(deadline)? {
             Message::Done {
@@ -190,16 +201,63 @@ impl Checker {
     }
 }
 
+impl Checker {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the checker has exited (killed, OOM), without reaping it: its group is killed,
+    /// and it reaped, only when it is dropped.
+    pub fn has_exited(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        !matches!(
+            waitid(Id::Pid(Pid::from_raw(self.pid() as i32)), flags),
+            Ok(WaitStatus::StillAlive)
+        )
+    }
+
+    /// SIGKILL the check's child `pid` and its group (the app's helpers), and nothing else.
+    /// The checker reaps that child as soon as it ends, after which its PID may be anyone's. So
+    /// the checker is stopped first (a stopped process reaps nothing), and the group is killed
+    /// only if `pid` is then still the checker's child, alive or a zombie: its PID, and the
+    /// group it leads, are then certainly the check's. A checker already dead has had its
+    /// children adopted elsewhere: they are left alone.
+    fn kill_check(&self, pid: u32) {
+        let checker = Pid::from_raw(self.pid() as i32);
+        if kill(checker, Signal::SIGSTOP).is_err() {
+            return;
+        }
+        let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        if let Ok(WaitStatus::Stopped(..)) = waitid(Id::Pid(checker), flags) {
+            let parent = crate::gunicorn::procfs::read_status(pid)
+                .ok()
+                .and_then(|s| {
+                    crate::gunicorn::procfs::status_field(&s, "PPid")?
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                });
+            if parent == Some(self.pid()) {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = kill(checker, Signal::SIGCONT);
+    }
+}
+
 impl Drop for Checker {
     fn drop(&mut self) {
         if let Some(pid) = self.running.take() {
-            kill_group(pid);
+            self.kill_check(pid);
         }
-        kill_group(self.child.id());
+        // Not reaped before this line (see the type's doc): the group is still the checker's.
+        kill_group(self.pid());
         let _ = self.child.wait();
     }
 }
 
+/// SIGKILL `pid`'s process group; only for a leader not yet reaped (see [`Checker`]).
 fn kill_group(pid: u32) {
     let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
 }
@@ -251,4 +309,89 @@ fn spawn_on_keeper(cmd: Command) -> std::io::Result<Child> {
     result
         .recv()
         .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in checker: `script` under sh, as a group leader, its first line read.
+    fn stand_in(script: &str) -> (Checker, String) {
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let (_, lines) = mpsc::channel();
+        let checker = Checker {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+            running: None,
+        };
+        (checker, first.trim().to_string())
+    }
+
+    /// `R`, `S`, `Z`…, or `None` once the PID is gone.
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(") ").next()?.chars().next()
+    }
+
+    #[test]
+    fn a_dead_checker_keeps_its_pid_until_its_group_is_killed() {
+        let (checker, _) = stand_in("echo up");
+        let pid = checker.pid();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !checker.has_exited() {
+            assert!(Instant::now() < deadline, "the stand-in did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            state(pid),
+            Some('Z'),
+            "seen dead but not reaped: its group ID is still its own"
+        );
+        drop(checker);
+        assert_eq!(state(pid), None, "reaped when dropped");
+    }
+
+    #[test]
+    fn the_checks_group_is_killed_while_it_is_the_checkers_child() {
+        // The check's child leads a group of its own, as warm_checker.py's does.
+        let (mut checker, check) = stand_in("setsid sleep 30 & echo $!; wait");
+        let check: u32 = check.parse().unwrap();
+        checker.running = Some(check);
+        drop(checker);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state(check).is_some_and(|s| s != 'Z') {
+            assert!(Instant::now() < deadline, "the check's child survived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_pid_that_is_no_longer_the_checks_is_not_signalled() {
+        // As if the check's child had been reaped and its PID taken by another group leader.
+        let mut other = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let (mut checker, _) = stand_in("echo up; exec cat");
+        checker.running = Some(other.id());
+        drop(checker);
+        let alive = matches!(other.try_wait(), Ok(None));
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert!(alive, "another process group was killed");
+    }
 }

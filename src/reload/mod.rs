@@ -106,11 +106,12 @@ pub enum ReloadError {
     )]
     CoalescedUnchecked { pid: u32, by: u32, message: String },
     #[error(
-        "reload of master {pid} ran, but {what} still run {running}, not the release link's target {expected}: the master is pinned to the old release; start Gunicorn with --chdir {link} (or, under systemd, Environment=PWD={link})"
+        "reload of master {pid} ran, but {who_runs} {running}, not the release link's target {expected}: the master is pinned to the old release; start Gunicorn with --chdir {link} (or, under systemd, Environment=PWD={link})"
     )]
     StaleRelease {
         pid: u32,
-        what: String,
+        /// Subject and verb, agreeing: "new workers still run", "the new master N still runs".
+        who_runs: String,
         running: PathBuf,
         expected: PathBuf,
         link: PathBuf,

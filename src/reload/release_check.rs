@@ -12,6 +12,7 @@ use crate::config::ReloadSettings;
 use crate::config::release_link::{self, ReleaseError};
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
+use crate::preflight::error::PreflightError;
 use crate::preflight::plan::{self as preflight, Passed};
 use crate::preflight::warm_checker;
 
@@ -45,7 +46,14 @@ pub fn preflight_until_stable(
                 hint: String::new(),
             })?;
         info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
-        let passed = warm_checker::run(&plan, &preflight.check, preflight.timeout).map_err(|source| {
+        // What is left of the one timeout, not a fresh one per retry: else each swap of a
+        // storm would buy its check the whole timeout again.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let passed = warm_checker::run(&plan, &preflight.check, left).map_err(|mut source| {
+            // What ran out is the one timeout the user set, whatever was left of it here.
+            if let PreflightError::TimedOut { timeout, .. } = &mut source {
+                *timeout = preflight.timeout;
+            }
             // The link already names the broken release while the old one still serves.
             let hint = link.map_or(String::new(), |l| {
                 format!(
@@ -102,18 +110,63 @@ pub fn check_release(
         };
         let running = release_link::release_of(&cwd);
         if running != expected {
-            return Err(ReloadError::StaleRelease {
-                pid: serving.pid,
-                what: if hup {
-                    "new workers".into()
-                } else {
-                    format!("the new master {}", serving.pid)
-                },
-                running,
-                expected: expected.to_path_buf(),
-                link: link.to_path_buf(),
-            });
+            return Err(stale_release(serving.pid, hup, running, expected, link));
         }
     }
     Ok(())
+}
+
+/// The error for a reload whose new processes still run `running`: the workers (HUP) or the
+/// new master (upgrade), with the verb agreeing with its subject.
+fn stale_release(
+    pid: u32,
+    hup: bool,
+    running: PathBuf,
+    expected: &Path,
+    link: &Path,
+) -> ReloadError {
+    ReloadError::StaleRelease {
+        pid,
+        who_runs: if hup {
+            "new workers still run".into()
+        } else {
+            format!("the new master {pid} still runs")
+        },
+        running,
+        expected: expected.to_path_buf(),
+        link: link.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_release_reads_right_for_workers_and_for_a_new_master() {
+        let message = |hup| {
+            stale_release(
+                42,
+                hup,
+                PathBuf::from("/srv/releases/1"),
+                Path::new("/srv/releases/2"),
+                Path::new("/srv/current"),
+            )
+            .to_string()
+        };
+        assert!(
+            message(true).starts_with(
+                "reload of master 42 ran, but new workers still run /srv/releases/1, not the release link's target /srv/releases/2:"
+            ),
+            "{}",
+            message(true)
+        );
+        assert!(
+            message(false).starts_with(
+                "reload of master 42 ran, but the new master 42 still runs /srv/releases/1, not the release link's target /srv/releases/2:"
+            ),
+            "{}",
+            message(false)
+        );
+    }
 }

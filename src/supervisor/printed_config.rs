@@ -11,11 +11,12 @@
 //! command line says it all and no Python is started.
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bounded_wait::wait_until;
+use crate::bounded_wait::{OUTPUT_GRACE, OutputReader, wait_until};
 
 /// How long Gunicorn may take to answer a question about itself (a config file may import
 /// things).
@@ -108,32 +109,48 @@ pub fn ask(command: &[OsString]) -> Result<PrintedConfig, PrintConfigError> {
 /// (then killed, and what it printed so far kept); whether it exited 0. Gunicorn handles
 /// `--version` and `--print-config` before anything is served.
 pub fn answer(command: &[OsString], flag: &str) -> Result<(bool, String), String> {
+    answer_within(command, flag, ANSWER_TIMEOUT)
+}
+
+/// [`answer`] with its timeout. The command runs in a process group of its own, killed whole at
+/// the timeout (`--print-config` imports the app, which may start helpers), and its output is
+/// not waited for past a short grace once it has ended: a helper outside the group, or one left
+/// behind by a command that exited, may hold the pipe open.
+fn answer_within(
+    command: &[OsString],
+    flag: &str,
+    timeout: Duration,
+) -> Result<(bool, String), String> {
     let (program, args) = command.split_first().ok_or("no command")?;
-    let (mut reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
+    let (reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(program);
     cmd.args(args).arg(flag);
     crate::child_env::scrub(&mut cmd, &[])
         .stdin(Stdio::null())
         .stdout(writer.try_clone().map_err(|e| e.to_string())?)
-        .stderr(writer);
+        .stderr(writer)
+        .process_group(0);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
     drop(cmd); // our copies of the write end: the reader sees EOF when the child exits
-    let output = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut reader, &mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    });
-    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let output = OutputReader::start(reader);
+    let deadline = Instant::now() + timeout;
     let status = match wait_until(&mut child, deadline, Duration::from_millis(20)) {
-        Ok(Some(status)) => status,
+        Ok(Some(status)) => Some(status),
         _ => {
-            let _ = child.kill();
+            // The group while its leader is unreaped, so it is still this command's.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
-            let output = output.join().unwrap_or_default();
-            return Ok((false, output));
+            None
         }
     };
-    Ok((status.success(), output.join().unwrap_or_default()))
+    let output = output
+        .map(|o| o.collect_until(Instant::now() + OUTPUT_GRACE))
+        .unwrap_or_default();
+    let output = String::from_utf8_lossy(&output).into_owned();
+    Ok((status.is_some_and(|s| s.success()), output))
 }
 
 #[cfg(test)]
@@ -147,6 +164,58 @@ ca_certs                           = None
 workers                            = 3
 worker_class                       = sync
 ";
+
+    fn sh(script: &str) -> Vec<OsString> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    /// A helper the config file started (`$!`), still holding stdout, must die with the command
+    /// at the timeout, and not hold the answer.
+    #[test]
+    fn a_timed_out_answer_kills_the_helpers_and_returns() {
+        let started = Instant::now();
+        let (ok, output) = answer_within(
+            &sh("sleep 30 & echo helper $!; exec sleep 30"),
+            "--print-config",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let took = started.elapsed();
+        assert!(!ok);
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        let helper: i32 = output
+            .trim()
+            .strip_prefix("helper ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        // Gone, or a zombie waiting for whoever adopted it, once the SIGKILL has been acted on.
+        let dead = || {
+            let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !dead() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dead(), "helper {helper} still alive");
+    }
+
+    /// The command exited 0; a helper it left still holds the pipe.
+    #[test]
+    fn an_answer_is_not_held_by_a_helper_left_running() {
+        let started = Instant::now();
+        let (ok, output) = answer_within(
+            &sh("echo 'bind = x'; sleep 5 &"),
+            "--print-config",
+            ANSWER_TIMEOUT,
+        )
+        .unwrap();
+        let took = started.elapsed();
+        assert!(ok);
+        assert_eq!(output, "bind = x\n");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
 
     #[test]
     fn bind_and_workers_are_read_from_gunicorns_own_lines() {

@@ -179,6 +179,46 @@ fn fifty_swaps_in_one_second_give_one_reload_for_the_last_target() {
     assert!(g.get().starts_with("r50 "));
 }
 
+/// Each retry after the link moved used to get the whole preflight timeout again, so a storm
+/// could hold a reload for many timeouts. Here r1's check moves the link to r2 while it runs;
+/// each check alone fits in the timeout, both together do not.
+#[test]
+fn a_swap_storm_gets_one_preflight_timeout_in_all() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "r0");
+    let (link, storm) = (tree.current(), dir.join("current.storm"));
+    let swap_to_r2 = format!(
+        "import os, time\n\
+         if os.path.lexists({storm:?}):\n    os.remove({storm:?})\n\
+         os.symlink('releases/r2', {storm:?})\n\
+         os.replace({storm:?}, {link:?})\n\
+         time.sleep(2.5)\n",
+        storm = storm.display().to_string(),
+        link = link.display().to_string(),
+    );
+    dir.write("releases/r1/app.py", &(swap_to_r2 + &app_source("r1")));
+    let slow = "import time\ntime.sleep(2.5)\n".to_string();
+    dir.write("releases/r2/app.py", &(slow + &app_source("r2")));
+    let g = Gunicorn::builder(&dir)
+        .current_dir(tree.current())
+        .workers(1)
+        .start();
+    tree.swap("r1");
+
+    let out = hupwatch()
+        .arg("reload")
+        .arg("--release-link")
+        .arg(tree.current())
+        .args(["--pid", &g.pid().to_string(), "--preflight-timeout", "4s"])
+        .output();
+    out.assert_code(1)
+        .assert_stderr_contains("checking the new release")
+        .assert_stderr_contains("preflight timed out after 4s")
+        .assert_stderr_contains("releases/r2");
+    assert!(g.get().starts_with("r0 "));
+}
+
 #[test]
 fn unreadable_directories_are_skipped_with_one_warning_each_and_the_rest_is_watched() {
     if !running_as_root("needs root to run hupwatch as another user") {
