@@ -125,12 +125,30 @@ fn prewarm_and_survey(target: &TargetSelector, settings: &ReloadSettings) -> Opt
     if let Some(checks) = plan.framework.as_mut() {
         checks.health = None;
     }
-    match run(&plan, &preflight.check, preflight.timeout) {
-        Ok(passed) => passed.loaded,
-        Err(e) => {
-            debug!(dir = %dir.display(), "cannot survey what the app reads while loading: {e}");
-            None
+    let loaded = survey(&plan, &preflight.check, preflight.timeout);
+    if loaded.is_none() {
+        debug!(dir = %dir.display(), "cannot survey what the app reads while loading");
+    }
+    loaded
+}
+
+/// The check for a survey: on the warm checker when it can be, and never falling back to a
+/// cold check when the warm one fails (a survey is worth no second interpreter: without it,
+/// every file counts, as before).
+fn survey(plan: &Plan, check: &PreflightCheck, timeout: Duration) -> Option<LoadedFiles> {
+    if !ENABLED.load(Ordering::Relaxed)
+        || !matches!(check, PreflightCheck::Gunicorn { .. })
+        || relative_pythonpath(plan)
+    {
+        return cold_check::run(plan, timeout).ok()?.loaded;
+    }
+    match check_warm(plan, timeout) {
+        Ok((Outcome::Done(Verdict::Pass, output), _)) => {
+            framework_check::conclude(plan, output.as_bytes())
+                .ok()?
+                .loaded
         }
+        _ => None,
     }
 }
 
