@@ -56,6 +56,10 @@ pub enum PreflightError {
         "the preflight must run as the master's user (uid {uid}), but hupwatch runs as uid {ours} and cannot switch: run hupwatch as that user or as root"
     )]
     CannotSwitchUser { uid: u32, ours: u32 },
+    #[error(
+        "the directory the new workers of master {pid} would start in, {dir}, is gone (deleted or replaced while the master ran): restart the master from a directory that exists (or serve through --chdir or a release link whose target exists)"
+    )]
+    DirGone { pid: u32, dir: PathBuf },
     #[error("cannot start the preflight {program}: {source}")]
     Spawn {
         program: String,

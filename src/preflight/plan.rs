@@ -74,6 +74,15 @@ pub fn plan(
     master: &MasterProcess,
     dir: &Path,
 ) -> Result<Plan, PreflightError> {
+    if !dir.is_dir() {
+        // /proc/PID/cwd of a deleted directory reads "PATH (deleted)".
+        let shown = dir.to_string_lossy();
+        let shown = shown.strip_suffix(" (deleted)").unwrap_or(&shown);
+        return Err(PreflightError::DirGone {
+            pid: master.pid,
+            dir: PathBuf::from(shown),
+        });
+    }
     let mut framework = None;
     let (program, args, describe) = match &settings.check {
         PreflightCheck::Command(cmd) => (

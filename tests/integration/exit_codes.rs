@@ -157,3 +157,24 @@ fn success_exits_0_and_a_failed_reload_exits_1() {
         .assert_stderr_contains("exited during the reload");
     no_panic(&out);
 }
+
+/// Issue 19: a master whose working directory was deleted was reported as "cannot start the
+/// preflight …/python3: No such file or directory", which sends one looking for a missing
+/// interpreter. The message says the directory is gone and what to do; nothing is sent.
+#[test]
+fn a_master_whose_directory_was_deleted_is_a_failed_reload_naming_the_directory() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir).workers(1).start();
+    let before = g.workers();
+    std::fs::remove_dir_all(dir.path()).expect("delete the app directory");
+    let pid = g.pid().to_string();
+    let out = hupwatch().args(["reload", "--pid", &pid]).output();
+    out.assert_code(1)
+        .assert_stderr_contains("is gone")
+        .assert_stderr_contains(&dir.path().display().to_string())
+        .assert_stderr_contains("restart the master");
+    no_panic(&out);
+    assert_eq!(g.workers(), before, "nothing was sent");
+}
