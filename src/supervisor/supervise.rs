@@ -25,6 +25,7 @@ use crate::supervisor::candidate::{Candidate, Next};
 use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
+use crate::supervisor::pin::Pin;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::release_gate::{self, ReleaseGate};
 use crate::supervisor::retiring::Retiring;
@@ -51,8 +52,9 @@ struct SupervisorLoop<'a> {
     next_number: u32,
     serving: Option<(Generation, Instant)>,
     candidate: Option<Candidate>,
-    /// A release being checked before it gets a generation (`release_gate`), and why it deploys.
-    checking: Option<(ReleaseGate, String)>,
+    /// A release being checked before it gets a generation (`release_gate`), why it deploys,
+    /// and its pin (the generation it gets belongs to the release that was checked).
+    checking: Option<(ReleaseGate, String, Pin)>,
     retiring: Vec<Retiring>,
     deploy_pending: bool,
     restart_at: Option<Instant>,
@@ -172,24 +174,35 @@ impl SupervisorLoop<'_> {
         }
     }
 
-    /// Start the next release: a check generation first with `--health-path`, else straight
-    /// a serving one.
+    /// Start the next release: its pin decided once, here (every later stage of it — the
+    /// Django check, a check generation, the serving one — gets this one); then a check first
+    /// (Django's, or with `--health-path` a check generation), else straight a serving one.
     fn start_candidate(&mut self, why: &str) {
         self.waiters.release_started();
         self.deploy_pending = false;
         self.restart_at = None;
-        if self.start_check(why) {
+        let pin = match self.settings.pin() {
+            Ok(pin) => pin,
+            Err(e) => {
+                let report = format!("cannot start generation {}: {e}", self.next_number);
+                error!(generation = self.next_number, "{report}");
+                self.waiters.failed(&report);
+                return;
+            }
+        };
+        let Some(pin) = self.start_check(why, pin) else {
             return;
-        }
-        self.start_generation(why, self.settings.health.is_some());
+        };
+        self.start_generation(why, self.settings.health.is_some(), pin);
     }
 
-    fn start_generation(&mut self, why: &str, check: bool) {
+    fn start_generation(&mut self, why: &str, check: bool, pin: Pin) {
         self.deploy_pending = false;
         self.restart_at = None;
         let number = self.next_number;
         self.next_number += 1;
-        let started = Candidate::start(self.settings, self.dir, &self.listeners, number, check);
+        let started =
+            Candidate::start(self.settings, self.dir, &self.listeners, number, check, pin);
         match started {
             Ok(candidate) => {
                 let role = match candidate.check {
@@ -275,7 +288,7 @@ impl SupervisorLoop<'_> {
         let Some(candidate) = self.candidate.take() else {
             return;
         };
-        let generation = candidate.generation;
+        let (generation, pin) = (candidate.generation, candidate.pin);
         let path = self
             .settings
             .health
@@ -291,7 +304,7 @@ impl SupervisorLoop<'_> {
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
         let pending = self.deploy_pending;
-        self.start_generation("its release passed the check", false);
+        self.start_generation("its release passed the check", false, pin);
         // A deploy asked for during the check is still owed.
         self.deploy_pending = pending;
     }
@@ -379,7 +392,7 @@ impl SupervisorLoop<'_> {
     async fn shutdown(&mut self) {
         service::tell_systemd_stopping();
         self.waiters.stopping();
-        if let Some((check, _)) = self.checking.take() {
+        if let Some((check, _, _)) = self.checking.take() {
             check.wait();
         }
         if let Some(candidate) = self.candidate.take() {
