@@ -59,7 +59,8 @@ struct SupervisorLoop<'a> {
     deploy_pending: bool,
     restart_at: Option<Instant>,
     failures: u32,
-    served_once: bool,
+    /// The release the last serving generation belonged to; `None` until one has served.
+    served: Option<Pin>,
     /// `hupwatch reload` requests waiting for their switch (`control`).
     waiters: Waiters,
 }
@@ -96,7 +97,7 @@ pub async fn run(
         deploy_pending: false,
         restart_at: None,
         failures: 0,
-        served_once: false,
+        served: None,
         waiters: Waiters::default(),
     };
     sup.start_candidate("first start");
@@ -174,14 +175,31 @@ impl SupervisorLoop<'_> {
         }
     }
 
-    /// Start the next release: its pin decided once, here (every later stage of it — the
-    /// Django check, a check generation, the serving one — gets this one); then a check first
-    /// (Django's, or with `--health-path` a check generation), else straight a serving one.
+    /// A restart serves the release that served last: a swap since would have deployed already,
+    /// and a release held back must not come in this way. Unless a deploy is owed, or that
+    /// release directory is gone (then the release link's target now).
+    fn restart(&mut self) {
+        let why = "restart after the serving generation exited";
+        let pin = self
+            .served
+            .clone()
+            .filter(|pin| !self.deploy_pending && pin.dir().is_dir());
+        self.start_release(why, pin);
+    }
+
     fn start_candidate(&mut self, why: &str) {
+        self.start_release(why, None);
+    }
+
+    /// Start the next release: its pin decided once, here, unless a restart brings its own
+    /// (every later stage of the release — the Django check, a check generation, the serving
+    /// one — gets this one); then a check first (Django's, or with `--health-path` a check
+    /// generation), else straight a serving one.
+    fn start_release(&mut self, why: &str, pin: Option<Pin>) {
         self.waiters.release_started();
         self.deploy_pending = false;
         self.restart_at = None;
-        let pin = match self.settings.pin() {
+        let pin = match pin.map_or_else(|| self.settings.pin(), Ok) {
             Ok(pin) => pin,
             Err(e) => {
                 let report = format!("cannot start generation {}: {e}", self.next_number);
@@ -236,7 +254,7 @@ impl SupervisorLoop<'_> {
         let now = Instant::now();
         if !self.in_flight() {
             if self.restart_at.is_some_and(|at| at <= now) {
-                self.start_candidate("restart after the serving generation exited");
+                self.restart();
             } else if self.deploy_pending {
                 self.start_candidate("a deploy asked for while the last generation started");
             }
@@ -349,10 +367,10 @@ impl SupervisorLoop<'_> {
             "generation {} serving (master {})",
             generation.number, generation.pid
         );
-        service::tell_systemd(!self.served_once, &serving);
+        service::tell_systemd(self.served.is_none(), &serving);
         self.waiters.succeeded(&serving);
         self.serving = Some((generation, Instant::now()));
-        self.served_once = true;
+        self.served = Some(candidate.pin);
         self.restart_at = None;
     }
 
