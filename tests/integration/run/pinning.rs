@@ -163,3 +163,33 @@ fn the_first_generation_keeps_its_release_when_a_swap_lands_while_it_boots() {
     );
     daemon.stop().assert_success();
 }
+
+/// The serving master itself dies after a swap was held back: the restart serves the release
+/// that served, not the one the link names (which would fail every restart until hupwatch gave
+/// up).
+#[test]
+fn a_restart_after_a_held_back_swap_serves_the_release_that_served() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "r1");
+    let port = free_port();
+    let link = tree.current();
+    let link = link.to_str().expect("utf-8 path");
+    let daemon = run_with_chdir_link(&dir, &tree, port, &["--release-link", link]);
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    tree.broken("r2");
+    tree.swap("r2");
+    daemon.wait_for_line("reload failed: generation 2", CEILING);
+
+    let master = master_of(&daemon, 1);
+    kill(Pid::from_raw(master as i32), Signal::SIGKILL).expect("SIGKILL the master");
+    let line = daemon.wait_for_line("generation 3 serving", CEILING);
+    let r1 = std::fs::canonicalize(tree.release("r1")).expect("r1");
+    assert!(line.contains(&format!("in {}", r1.display())), "{line}");
+    let body = get(port, Duration::from_secs(5)).expect("served");
+    assert!(
+        body.starts_with("r1 pid="),
+        "the release that served: {body}"
+    );
+    daemon.stop().assert_success();
+}
