@@ -68,7 +68,7 @@ impl Candidate {
         pin: Pin,
     ) -> Result<Self, String> {
         let pidfile = dir.join(format!("generation-{number}.pid"));
-        let command = pin.apply(command_line::for_generation(
+        let command = pin.exec_line(command_line::for_generation(
             &settings.command,
             &pidfile,
             settings.control_socket,

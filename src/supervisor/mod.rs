@@ -158,10 +158,15 @@ impl RunSettings {
             .transpose()?;
         let cwd = std::env::current_dir().unwrap_or_default();
         let program = self.command.first().map(PathBuf::from).unwrap_or_default();
+        // A bare name is looked up on PATH, never in a release: its `#!` line does not matter.
+        let shebang = (program.components().count() > 1)
+            .then(|| pin::read_shebang(&link_target.as_deref().unwrap_or(&cwd).join(&program)))
+            .flatten();
         let inputs = PinInputs {
             program: &program,
             chdir: self.facts.chdir.as_deref(),
             link_target: link_target.as_deref(),
+            shebang: shebang.as_deref(),
             cwd: &cwd,
         };
         Ok(pin::decide(inputs, |path| std::fs::canonicalize(path).ok()))

@@ -15,9 +15,12 @@
 //! trailing `--chdir` — Gunicorn applies the config file, then `GUNICORN_CMD_ARGS`, then the
 //! command line, and argparse keeps an option's last value (`Application.load_config` in
 //! `gunicorn/app/base.py`, 27.0.1) — and COMMAND's program is resolved when it lies in the
-//! release (`/srv/app/current/venv/bin/gunicorn`). Only the program's directory is resolved: a
-//! venv's `bin/python` is itself a symlink to the system interpreter, and Python finds the
-//! venv's `pyvenv.cfg` from the name it was started by.
+//! release (`/srv/app/current/venv/bin/gunicorn`), and so is the interpreter its `#!` line
+//! names when that lies in the release (a venv created through the link): Python finds the
+//! venv's `pyvenv.cfg`, and so its `site-packages`, from the name it was started by. A
+//! generation then runs `INTERPRETER SCRIPT ARGS`, what the kernel runs for a `#!` script
+//! anyway. Only directories are resolved: a venv's `bin/python` is itself a symlink to the
+//! system interpreter and must keep its name.
 //!
 //! An edit in place (no release directories) cannot be pinned: the pin names the directory
 //! being edited, and a respawned worker imports what is on disk then.
@@ -34,6 +37,8 @@ pub struct PinInputs<'a> {
     pub chdir: Option<&'a Path>,
     /// The `--release-link` target now, resolved.
     pub link_target: Option<&'a Path>,
+    /// The interpreter COMMAND's program names in its `#!` line, when it is such a script.
+    pub shebang: Option<&'a Path>,
     /// hupwatch's own working directory.
     pub cwd: &'a Path,
 }
@@ -50,6 +55,8 @@ pub struct Pin {
     pub release: Option<PathBuf>,
     /// COMMAND's program resolved, when it lies in the release.
     pub program: Option<PathBuf>,
+    /// The program's `#!` interpreter resolved, when it lies in the release: run explicitly.
+    pub interpreter: Option<PathBuf>,
 }
 
 /// The pin for `inputs`; `resolve` is `fs::canonicalize` (a path's real location, `None` when
@@ -65,26 +72,54 @@ pub fn decide(inputs: PinInputs<'_>, resolve: impl Fn(&Path) -> Option<PathBuf>)
         Some(dir) => resolve(&start.join(dir)),
         None => inputs.link_target.map(Path::to_path_buf),
     };
-    let program = release.as_deref().and_then(|release| {
-        let program = inputs.program;
-        // A bare name is looked up on PATH, outside any release.
-        if program.components().count() < 2 {
+    // A bare name is looked up on PATH, outside any release.
+    let in_release = |path: &Path| {
+        let release = release.as_deref()?;
+        if path.components().count() < 2 {
             return None;
         }
-        let dir = resolve(&start.join(program.parent()?))?;
-        let resolved = dir.join(program.file_name()?);
+        let resolved = resolve(&start.join(path.parent()?))?.join(path.file_name()?);
         resolved.starts_with(release).then_some(resolved)
-    });
+    };
+    let program = in_release(inputs.program);
+    let interpreter = inputs.shebang.and_then(in_release);
     Pin {
         start,
         release,
         program,
+        interpreter,
     }
 }
 
+/// The interpreter a `#!` script names (its first word: `/usr/bin/env` for an env line, which
+/// is never in a release); `None` for a binary or an unreadable file.
+pub fn read_shebang(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program).ok()?.read(&mut head).ok()?;
+    let line = head[..n]
+        .split(|b| *b == b'\n')
+        .next()?
+        .strip_prefix(b"#!")?;
+    let word = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
+    Some(PathBuf::from(word))
+}
+
 impl Pin {
-    /// `command` (a generation's, from `command_line::for_generation`) with the program
-    /// resolved and the release given last as `--chdir`.
+    /// What a generation runs for `command` (from `command_line::for_generation`): [`apply`],
+    /// behind the resolved `#!` interpreter when there is one.
+    ///
+    /// [`apply`]: Pin::apply
+    pub fn exec_line(&self, command: Vec<OsString>) -> Vec<OsString> {
+        let mut line = self.apply(command);
+        if let Some(interpreter) = &self.interpreter {
+            line.insert(0, interpreter.clone().into_os_string());
+        }
+        line
+    }
+
+    /// `command` with the program resolved and the release given last as `--chdir` (for the
+    /// Django check, which reads the program's `#!` line itself).
     pub fn apply(&self, mut command: Vec<OsString>) -> Vec<OsString> {
         if let (Some(program), Some(first)) = (&self.program, command.first_mut()) {
             *first = program.clone().into_os_string();
@@ -128,6 +163,7 @@ mod tests {
             program: Path::new(program),
             chdir: chdir.map(Path::new),
             link_target: link_target.map(Path::new),
+            shebang: None,
             cwd: Path::new(cwd),
         };
         decide(inputs, resolve)
@@ -203,6 +239,41 @@ mod tests {
     }
 
     #[test]
+    fn a_script_whose_interpreter_lies_in_the_release_is_run_by_it_resolved() {
+        // A venv created through the link: its scripts' `#!` names the link path.
+        let python = "/srv/app/current/venv/bin/python";
+        let inputs = |shebang| PinInputs {
+            program: Path::new("/srv/app/current/venv/bin/gunicorn"),
+            chdir: Some(Path::new("/srv/app/current")),
+            link_target: None,
+            shebang,
+            cwd: Path::new("/work"),
+        };
+        let p = decide(inputs(Some(Path::new(python))), resolve);
+        let line: Vec<String> = p
+            .exec_line(vec![
+                "/srv/app/current/venv/bin/gunicorn".into(),
+                "a:b".into(),
+            ])
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            line.join(" "),
+            "/srv/app/releases/2/venv/bin/python /srv/app/releases/2/venv/bin/gunicorn a:b \
+             --chdir /srv/app/releases/2"
+        );
+        // The Django check reads the `#!` line itself.
+        assert_eq!(
+            p.apply(vec!["x".into()])[0],
+            "/srv/app/releases/2/venv/bin/gunicorn"
+        );
+        // A system interpreter, or `/usr/bin/env python3`, is no part of a release.
+        let p = decide(inputs(Some(Path::new("/usr/bin/python3"))), resolve);
+        assert_eq!(p.interpreter, None);
+    }
+
+    #[test]
     fn a_program_outside_the_release_or_on_path_is_left_as_given() {
         let p = pin(
             "/opt/venv/bin/gunicorn",
@@ -220,6 +291,7 @@ mod tests {
         let p = pin("/opt/venv/bin/gunicorn", None, None, "/work/app");
         assert_eq!(p.start, PathBuf::from("/work/app"));
         assert_eq!((p.release.clone(), p.program.clone()), (None, None));
+        assert_eq!(p.interpreter, None);
         assert_eq!(shown(&p, "gunicorn app:app"), "gunicorn app:app");
     }
 
