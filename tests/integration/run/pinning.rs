@@ -193,3 +193,54 @@ fn a_restart_after_a_held_back_swap_serves_the_release_that_served() {
     );
     daemon.stop().assert_success();
 }
+
+/// A virtualenv in the release, created through the link (its scripts' `#!` names
+/// `current/venv/bin/python`): each generation runs the release's own interpreter, resolved,
+/// so its `sys.prefix` (and `site-packages`) is the release's, not whatever the link names
+/// later. The venv is the test venv's, re-created as links: `pyvenv.cfg`, `bin/python`, `lib`.
+#[test]
+fn a_venv_inside_the_release_is_pinned_with_it() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "r1");
+    let base = bin(Venv::Plain, "python");
+    let base_venv = base.parent().and_then(|b| b.parent()).expect("venv root");
+    let venv = tree.release("r1").join("venv");
+    std::fs::create_dir_all(venv.join("bin")).expect("venv/bin");
+    std::fs::copy(base_venv.join("pyvenv.cfg"), venv.join("pyvenv.cfg")).expect("pyvenv.cfg");
+    std::os::unix::fs::symlink(&base, venv.join("bin/python")).expect("bin/python");
+    std::os::unix::fs::symlink(base_venv.join("lib"), venv.join("lib")).expect("lib");
+    let script = std::fs::read_to_string(bin(Venv::Plain, "gunicorn")).expect("gunicorn script");
+    let body = script.split_once('\n').expect("a #! line").1;
+    let through_link = tree.current().join("venv/bin");
+    dir.write(
+        "releases/r1/venv/bin/gunicorn",
+        &format!("#!{}\n{body}", through_link.join("python").display()),
+    );
+    std::fs::set_permissions(
+        venv.join("bin/gunicorn"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    dir.write(
+        "releases/r1/app.py",
+        "import sys\n\ndef app(environ, start_response):\n    body = f\"r1 prefix={sys.prefix}\\n\".encode()\n    start_response(\"200 OK\", [(\"Content-Length\", str(len(body)))])\n    return [body]\n",
+    );
+    let port = free_port();
+    let mut cmd = hupwatch();
+    cmd.current_dir(dir.path())
+        .args(["run", "--release-link"])
+        .arg(tree.current())
+        .arg("--")
+        .arg(through_link.join("gunicorn"))
+        .args(["-w", "1", "-b", &format!("127.0.0.1:{port}"), "app:app"]);
+    let daemon = cmd.spawn();
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    let r1 = std::fs::canonicalize(tree.release("r1")).expect("r1");
+    let body = wait_for_body(port, "r1 prefix=");
+    assert_eq!(
+        body.trim(),
+        format!("r1 prefix={}", r1.join("venv").display())
+    );
+    daemon.stop().assert_success();
+}
