@@ -17,6 +17,7 @@ use crate::supervisor::bind_address::BindAddress;
 use crate::supervisor::command_line;
 use crate::supervisor::generation::{Generation, Launch};
 use crate::supervisor::listeners::Listener;
+use crate::supervisor::pin::Pin;
 use crate::supervisor::probe;
 use crate::supervisor::readiness::{Boot, Readiness};
 use crate::supervisor::run_dir::RunDir;
@@ -27,6 +28,9 @@ pub struct Candidate {
     pub deadline: Instant,
     /// A check generation (with `--health-path`): on its private probe socket only.
     pub check: Option<Check>,
+    /// The release it belongs to, decided before it started; a serving generation after a
+    /// passed check gets the same one.
+    pub pin: Pin,
 }
 
 pub struct Check {
@@ -53,18 +57,22 @@ pub enum Next {
 }
 
 impl Candidate {
-    /// Start generation `number`: on every held socket, or (`check`) on a new private probe
-    /// socket alone.
+    /// Start generation `number` of the release `pin`: on every held socket, or (`check`) on
+    /// a new private probe socket alone.
     pub fn start(
         settings: &RunSettings,
         dir: &RunDir,
         listeners: &[Listener],
         number: u32,
         check: bool,
+        pin: Pin,
     ) -> Result<Self, String> {
         let pidfile = dir.join(format!("generation-{number}.pid"));
-        let command =
-            command_line::for_generation(&settings.command, &pidfile, settings.control_socket);
+        let command = pin.exec_line(command_line::for_generation(
+            &settings.command,
+            &pidfile,
+            settings.control_socket,
+        ));
         let check = match check {
             false => None,
             true => {
@@ -80,12 +88,12 @@ impl Candidate {
             Some(check) => vec![check.probe.raw_fd()],
             None => listeners.iter().map(Listener::raw_fd).collect(),
         };
-        let dir = settings.start_dir().map_err(|e| e.to_string())?;
         let launch = Launch {
             number,
             command: &command,
             sockets: &sockets,
-            dir: dir.as_deref(),
+            dir: &pin.start,
+            release: pin.release.as_deref(),
         };
         let generation = Generation::spawn(launch).map_err(|e| e.to_string())?;
         Ok(Self {
@@ -93,6 +101,7 @@ impl Candidate {
             readiness: Readiness::new(),
             deadline: Instant::now() + settings.boot_timeout,
             check,
+            pin,
         })
     }
 

@@ -44,9 +44,12 @@ pub struct Launch<'a> {
     pub command: &'a [OsString],
     /// The sockets, in the order they get descriptors 3, 4, …; each numbered above the range.
     pub sockets: &'a [RawFd],
-    /// The release to start in (a release link's target), with `PWD` naming it: Gunicorn's
-    /// `chdir` defaults to `$PWD` when it names the working directory. `None`: hupwatch's own.
-    pub dir: Option<&'a std::path::Path>,
+    /// Where to start, resolved, with `PWD` naming it: Gunicorn's `chdir` defaults to `$PWD`
+    /// when it names the working directory, so an inherited `$PWD` through a symlink would
+    /// unpin it (`pin`).
+    pub dir: &'a std::path::Path,
+    /// The release it belongs to (`pin::Pin::release`), for the log.
+    pub release: Option<&'a std::path::Path>,
 }
 
 /// A started generation.
@@ -56,7 +59,7 @@ pub struct Generation {
     /// The master's PID, also its process group's.
     pub pid: u32,
     pub started: Instant,
-    /// The release it was started in (a release link's target), for the log.
+    /// The release it belongs to (resolved: `pin`), for the log.
     pub release: Option<std::path::PathBuf>,
     output: Arc<Output>,
     pub exit: Option<Exit>,
@@ -77,10 +80,9 @@ impl Generation {
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
-            .process_group(0);
-        if let Some(dir) = launch.dir {
-            command.current_dir(dir).env("PWD", dir);
-        }
+            .process_group(0)
+            .current_dir(launch.dir)
+            .env("PWD", launch.dir);
         // SAFETY: between fork and exec only dup2 and prctl run (async-signal-safe syscalls),
         // over a vector allocated before the fork; each source descriptor is numbered above
         // every target (`listeners::HELD_FD_FLOOR`), so no dup2 closes a source still to be
@@ -113,7 +115,7 @@ impl Generation {
             number: launch.number,
             pid: child.id(),
             started: Instant::now(),
-            release: launch.dir.map(std::path::Path::to_path_buf),
+            release: launch.release.map(std::path::Path::to_path_buf),
             output,
             exit: None,
         })

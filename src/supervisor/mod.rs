@@ -9,7 +9,8 @@
 //! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
 //! (`probe`), Django's checks before a release gets one (`release_gate`), what a starting
-//! generation calls for (`candidate`), stopping one (`retiring`),
+//! generation calls for (`candidate`), the one release a generation belongs to (`pin`),
+//! stopping one (`retiring`),
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
 //! (`service`), the control socket `hupwatch reload`/`status` reach it by (`control`, and its
 //! client side `control_client`), and the loop that decides what each event means
@@ -23,6 +24,7 @@ pub mod control;
 pub mod control_client;
 pub mod generation;
 pub mod listeners;
+pub mod pin;
 pub mod printed_config;
 pub mod probe;
 pub mod readiness;
@@ -45,6 +47,7 @@ use crate::config::release_link::{ReleaseError, ReleaseLink};
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
+use crate::supervisor::pin::{Pin, PinInputs};
 use crate::supervisor::run_dir::RunDir;
 use crate::watch::WatchError;
 use crate::watch::serving_writes::ServingWrites;
@@ -145,12 +148,28 @@ impl RunSettings {
         writes
     }
 
-    /// Where a generation is started: the release link's target, else where hupwatch runs.
-    pub fn start_dir(&self) -> Result<Option<PathBuf>, ReleaseError> {
-        self.release_link
+    /// The release the next generation belongs to, decided now (`pin`): where it starts, the
+    /// resolved `--chdir` it is given last, and its program resolved when it lies in the release.
+    pub fn pin(&self) -> Result<Pin, ReleaseError> {
+        let link_target = self
+            .release_link
             .as_ref()
             .map(ReleaseLink::target)
-            .transpose()
+            .transpose()?;
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let program = self.command.first().map(PathBuf::from).unwrap_or_default();
+        // A bare name is looked up on PATH, never in a release: its `#!` line does not matter.
+        let shebang = (program.components().count() > 1)
+            .then(|| pin::read_shebang(&link_target.as_deref().unwrap_or(&cwd).join(&program)))
+            .flatten();
+        let inputs = PinInputs {
+            program: &program,
+            chdir: self.facts.chdir.as_deref(),
+            link_target: link_target.as_deref(),
+            shebang: shebang.as_deref(),
+            cwd: &cwd,
+        };
+        Ok(pin::decide(inputs, |path| std::fs::canonicalize(path).ok()))
     }
 
     pub fn from_args(args: RunArgs) -> Result<Self, SupervisorError> {

@@ -25,6 +25,7 @@ use crate::supervisor::candidate::{Candidate, Next};
 use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
+use crate::supervisor::pin::Pin;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::release_gate::{self, ReleaseGate};
 use crate::supervisor::retiring::Retiring;
@@ -51,13 +52,15 @@ struct SupervisorLoop<'a> {
     next_number: u32,
     serving: Option<(Generation, Instant)>,
     candidate: Option<Candidate>,
-    /// A release being checked before it gets a generation (`release_gate`), and why it deploys.
-    checking: Option<(ReleaseGate, String)>,
+    /// A release being checked before it gets a generation (`release_gate`), why it deploys,
+    /// and its pin (the generation it gets belongs to the release that was checked).
+    checking: Option<(ReleaseGate, String, Pin)>,
     retiring: Vec<Retiring>,
     deploy_pending: bool,
     restart_at: Option<Instant>,
     failures: u32,
-    served_once: bool,
+    /// The release the last serving generation belonged to; `None` until one has served.
+    served: Option<Pin>,
     /// `hupwatch reload` requests waiting for their switch (`control`).
     waiters: Waiters,
 }
@@ -94,7 +97,7 @@ pub async fn run(
         deploy_pending: false,
         restart_at: None,
         failures: 0,
-        served_once: false,
+        served: None,
         waiters: Waiters::default(),
     };
     sup.start_candidate("first start");
@@ -172,24 +175,52 @@ impl SupervisorLoop<'_> {
         }
     }
 
-    /// Start the next release: a check generation first with `--health-path`, else straight
-    /// a serving one.
+    /// A restart serves the release that served last: a swap since would have deployed already,
+    /// and a release held back must not come in this way. Unless a deploy is owed, or that
+    /// release directory is gone (then the release link's target now).
+    fn restart(&mut self) {
+        let why = "restart after the serving generation exited";
+        let pin = self
+            .served
+            .clone()
+            .filter(|pin| !self.deploy_pending && pin.dir().is_dir());
+        self.start_release(why, pin);
+    }
+
     fn start_candidate(&mut self, why: &str) {
+        self.start_release(why, None);
+    }
+
+    /// Start the next release: its pin decided once, here, unless a restart brings its own
+    /// (every later stage of the release — the Django check, a check generation, the serving
+    /// one — gets this one); then a check first (Django's, or with `--health-path` a check
+    /// generation), else straight a serving one.
+    fn start_release(&mut self, why: &str, pin: Option<Pin>) {
         self.waiters.release_started();
         self.deploy_pending = false;
         self.restart_at = None;
-        if self.start_check(why) {
+        let pin = match pin.map_or_else(|| self.settings.pin(), Ok) {
+            Ok(pin) => pin,
+            Err(e) => {
+                let report = format!("cannot start generation {}: {e}", self.next_number);
+                error!(generation = self.next_number, "{report}");
+                self.waiters.failed(&report);
+                return;
+            }
+        };
+        let Some(pin) = self.start_check(why, pin) else {
             return;
-        }
-        self.start_generation(why, self.settings.health.is_some());
+        };
+        self.start_generation(why, self.settings.health.is_some(), pin);
     }
 
-    fn start_generation(&mut self, why: &str, check: bool) {
+    fn start_generation(&mut self, why: &str, check: bool, pin: Pin) {
         self.deploy_pending = false;
         self.restart_at = None;
         let number = self.next_number;
         self.next_number += 1;
-        let started = Candidate::start(self.settings, self.dir, &self.listeners, number, check);
+        let started =
+            Candidate::start(self.settings, self.dir, &self.listeners, number, check, pin);
         match started {
             Ok(candidate) => {
                 let role = match candidate.check {
@@ -223,7 +254,7 @@ impl SupervisorLoop<'_> {
         let now = Instant::now();
         if !self.in_flight() {
             if self.restart_at.is_some_and(|at| at <= now) {
-                self.start_candidate("restart after the serving generation exited");
+                self.restart();
             } else if self.deploy_pending {
                 self.start_candidate("a deploy asked for while the last generation started");
             }
@@ -275,7 +306,7 @@ impl SupervisorLoop<'_> {
         let Some(candidate) = self.candidate.take() else {
             return;
         };
-        let generation = candidate.generation;
+        let (generation, pin) = (candidate.generation, candidate.pin);
         let path = self
             .settings
             .health
@@ -291,7 +322,7 @@ impl SupervisorLoop<'_> {
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
         let pending = self.deploy_pending;
-        self.start_generation("its release passed the check", false);
+        self.start_generation("its release passed the check", false, pin);
         // A deploy asked for during the check is still owed.
         self.deploy_pending = pending;
     }
@@ -336,10 +367,10 @@ impl SupervisorLoop<'_> {
             "generation {} serving (master {})",
             generation.number, generation.pid
         );
-        service::tell_systemd(!self.served_once, &serving);
+        service::tell_systemd(self.served.is_none(), &serving);
         self.waiters.succeeded(&serving);
         self.serving = Some((generation, Instant::now()));
-        self.served_once = true;
+        self.served = Some(candidate.pin);
         self.restart_at = None;
     }
 
@@ -379,7 +410,7 @@ impl SupervisorLoop<'_> {
     async fn shutdown(&mut self) {
         service::tell_systemd_stopping();
         self.waiters.stopping();
-        if let Some((check, _)) = self.checking.take() {
+        if let Some((check, _, _)) = self.checking.take() {
             check.wait();
         }
         if let Some(candidate) = self.candidate.take() {

@@ -19,7 +19,7 @@ impl SupervisorLoop<'_> {
             return Ok(());
         }
         self.waiters.failed(&report);
-        if self.served_once {
+        if self.served.is_some() {
             return self.schedule_restart(report);
         }
         if self.settings.under_systemd {

@@ -9,6 +9,7 @@ mod deploy;
 mod django_checks;
 mod lifecycle;
 mod no_watch;
+mod pinning;
 mod release_link;
 
 use std::net::TcpListener;
