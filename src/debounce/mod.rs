@@ -74,6 +74,19 @@ impl Debouncer {
         }
     }
 
+    /// A file that is not code changed (or may not be: its survey is on its way): it never
+    /// starts a burst, but it keeps a large one (a checkout, an rsync of a release with its
+    /// static files) open until the whole tree has landed. A small burst (an editor's save)
+    /// is not held open by it: an app writing a file on every request would otherwise delay
+    /// each save's deploy to the max wait.
+    pub fn on_bystander(&mut self, now: Instant) {
+        if let Some(p) = self.pending
+            && p.changes > SMALL_BURST
+        {
+            self.record(now, self.quiet, p.changes);
+        }
+    }
+
     /// Record a change that stands for many (a queue overflow, a new directory full of code,
     /// a replaced root): the full quiet period.
     pub fn on_bulk_change(&mut self, now: Instant) {
@@ -239,6 +252,25 @@ mod tests {
         let (mut explicit, t0) = debouncer();
         explicit.on_atomic_save(t0);
         assert_eq!(explicit.deadline(), Some(t0 + 300 * MS), "--debounce 300ms");
+    }
+
+    #[test]
+    fn a_bystander_holds_a_large_burst_open_and_never_starts_or_holds_a_small_one() {
+        let (d, t0) = debouncer();
+        let mut d = d.with_small_burst(Some(30 * MS));
+        d.on_bystander(t0);
+        assert_eq!(d.deadline(), None, "never starts a burst");
+        d.on_change(t0);
+        d.on_bystander(t0 + 10 * MS);
+        assert_eq!(d.deadline(), Some(t0 + 30 * MS), "a save is not held open");
+        assert!(d.take_due(t0 + 30 * MS));
+        d.on_bulk_change(t0 + 100 * MS);
+        d.on_bystander(t0 + 350 * MS);
+        assert_eq!(
+            d.deadline(),
+            Some(t0 + 650 * MS),
+            "a checkout settles after the last file"
+        );
     }
 
     #[test]

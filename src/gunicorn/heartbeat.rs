@@ -91,26 +91,30 @@ pub fn boot_state(pid: u32) -> BootState {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return BootState::Unknown;
     };
-    for fd in fds.flatten() {
-        let Ok(target) = fs::read_link(fd.path()) else {
-            continue;
-        };
-        if !is_heartbeat_file(&target.to_string_lossy()) {
-            continue;
+    let heartbeats: Vec<_> = fds
+        .flatten()
+        .map(|fd| fd.path())
+        .filter(|path| fs::read_link(path).is_ok_and(|t| is_heartbeat_file(&t.to_string_lossy())))
+        .collect();
+    match heartbeats.as_slice() {
+        [] => BootState::Unknown,
+        // Just forked: the child still holds the master's copies of its siblings' files (it
+        // closes them first thing); one of them may be a booted sibling's, so none is read.
+        [_, _, ..] => BootState::Booting,
+        [own] => {
+            // stat through the magic link reaches the unlinked file itself.
+            let Ok(meta) = fs::metadata(own) else {
+                return BootState::Unknown;
+            };
+            let mtime = meta.mtime() as f64 + meta.mtime_nsec() as f64 / 1e9;
+            judge(
+                meta.mode(),
+                mtime,
+                clock(ClockId::CLOCK_MONOTONIC),
+                clock(ClockId::CLOCK_REALTIME),
+            )
         }
-        // stat through the magic link reaches the unlinked file itself.
-        let Ok(meta) = fs::metadata(fd.path()) else {
-            return BootState::Unknown;
-        };
-        let mtime = meta.mtime() as f64 + meta.mtime_nsec() as f64 / 1e9;
-        return judge(
-            meta.mode(),
-            mtime,
-            clock(ClockId::CLOCK_MONOTONIC),
-            clock(ClockId::CLOCK_REALTIME),
-        );
     }
-    BootState::Unknown
 }
 
 /// The monotonic clock now, comparable with [`BootState::Booted`]'s `at`.
@@ -186,5 +190,49 @@ mod tests {
     #[test]
     fn our_own_process_has_no_heartbeat() {
         assert_eq!(boot_state(std::process::id()), BootState::Unknown);
+    }
+
+    /// A stand-in worker holding unlinked `wgunicorn-*` files on fds 7 (and 8), the first one
+    /// touched to a monotonic-sized mtime, as a booted worker's is.
+    fn stand_in(files: usize) -> (std::process::Child, crate::scratch_dir::ScratchDir) {
+        let dir = crate::scratch_dir::ScratchDir::new("heartbeat");
+        let (booted, own) = (dir.join("wgunicorn-booted"), dir.join("wgunicorn-own"));
+        std::fs::write(&booted, "").unwrap();
+        std::fs::write(&own, "").unwrap();
+        let script = match files {
+            1 => r#"exec 7<"$1"; rm "$1" "$2"; echo; exec sleep 30"#,
+            _ => r#"exec 7<"$1" 8<"$2"; rm "$1" "$2"; echo; exec sleep 30"#,
+        };
+        assert!(
+            std::process::Command::new("touch")
+                .args(["-d", "@86400"])
+                .arg(&booted)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(&booted)
+            .arg(&own)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = [0u8; 1];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut ready).unwrap();
+        (child, dir)
+    }
+
+    #[test]
+    fn a_worker_still_holding_its_siblings_files_is_booting_whatever_they_say() {
+        let (mut one, _dir) = stand_in(1);
+        assert!(matches!(boot_state(one.id()), BootState::Booted { .. }));
+        let _ = one.kill();
+        let _ = one.wait();
+        // Just forked: a booted sibling's file (fd 7) and its own (fd 8) are both there.
+        let (mut two, _dir) = stand_in(2);
+        assert_eq!(boot_state(two.id()), BootState::Booting);
+        let _ = two.kill();
+        let _ = two.wait();
     }
 }

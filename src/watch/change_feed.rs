@@ -231,12 +231,14 @@ impl ChangeFeed {
             Verdict::Code => {}
             Verdict::NotCode => {
                 debug!(app = %self.app, path = %path.display(), "change ignored: {NOT_CODE}");
+                self.debouncer.on_bystander(seen);
                 return;
             }
             Verdict::AwaitSurvey if self.awaiting_survey.len() < MAX_AWAITING => {
                 debug!(app = %self.app, path = %path.display(), "change waits for the survey of what the app reads");
                 self.awaiting_survey.retain(|(p, _, _)| *p != path);
                 self.awaiting_survey.push((path, seen, renamed_in));
+                self.debouncer.on_bystander(seen);
                 return;
             }
             // Too many to keep: whatever they are, they count.
@@ -282,10 +284,13 @@ impl ChangeFeed {
                 self.cause.get_or_insert(Cause::File(file));
                 self.bulk_change(now);
             }
-            None => waiting
-                .into_iter()
-                .take(MAX_AWAITING)
-                .for_each(|p| self.awaiting_survey.push((p, now, false))),
+            None => {
+                waiting
+                    .into_iter()
+                    .take(MAX_AWAITING)
+                    .for_each(|p| self.awaiting_survey.push((p, now, false)));
+                self.debouncer.on_bystander(now);
+            }
         }
         Ok(())
     }

@@ -94,17 +94,26 @@ pub fn cmdline(pid: u32) -> Option<String> {
 pub fn has_booted(pid: u32) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
-    fds.flatten()
-        .find(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|t| {
+    let heartbeats: Vec<_> = fds
+        .flatten()
+        .map(|fd| fd.path())
+        .filter(|path| {
+            std::fs::read_link(path).is_ok_and(|t| {
                 let t = t.to_string_lossy();
                 t.contains("wgunicorn-") && t.ends_with("(deleted)")
             })
         })
-        .and_then(|fd| std::fs::metadata(fd.path()).ok())
+        .collect();
+    match heartbeats.as_slice() {
+        // Just forked, still holding its siblings' files (a booted sibling's among them).
+        [_, _, ..] => Some(false),
         // Wall-clock seconds are past 1e9 since 2001; a monotonic clock that high would mean
         // 31 years of uptime.
-        .map(|meta| meta.mtime() < 1_000_000_000)
+        [own] => std::fs::metadata(own)
+            .ok()
+            .map(|m| m.mtime() < 1_000_000_000),
+        [] => None,
+    }
 }
 
 #[cfg(test)]
