@@ -59,6 +59,15 @@ fn assert_one_master_serves(g: &Gunicorn, release: &str) {
     }
 }
 
+/// The pidfile still names the old master: a restarted hupwatch finds the one that serves.
+fn assert_pidfile_names(g: &Gunicorn) {
+    let pidfile = g.pidfile().unwrap();
+    let named = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    assert_eq!(named.trim(), g.pid().to_string(), "{}", pidfile.display());
+    let stale = pidfile.with_extension("pid.2");
+    assert!(!stale.exists(), "stale {} left", stale.display());
+}
+
 fn assert_gone(pids: &[u32], what: &str) {
     for &pid in pids {
         assert!(!proc::is_live(pid), "{what} {pid} still runs");
@@ -107,6 +116,7 @@ fn a_stop_during_a_slow_preflight_sends_nothing_and_ends_within_the_bound() {
         "nothing may be sent after a stop:\n{log}"
     );
     assert!(new_master_of(g.pid()).is_none());
+    assert_pidfile_names(&g);
     assert_one_master_serves(&g, "release-1");
 }
 
@@ -144,7 +154,7 @@ fn a_stop_while_the_new_master_boots_stops_it_and_the_old_one_serves_on() {
     assert_gone(&[new], "the new master");
     assert_gone(&workers, "its worker");
     assert!(g.is_alive(), "the old master serves on");
-    assert!(!dir.join("gunicorn.pid.2").exists(), "stale PIDFILE.2 left");
+    assert_pidfile_names(&g);
     assert_one_master_serves(&g, "release-1");
 }
 
@@ -193,7 +203,7 @@ fn a_new_master_stopped_right_after_the_usr2_is_killed_and_the_old_one_serves_on
 
     let out = reload.wait_for_exit(CEILING);
     assert_gone(&[new], "the stopped new master");
-    assert!(!dir.join("gunicorn.pid.2").exists(), "stale PIDFILE.2 left");
+    assert_pidfile_names(&g);
     // Were it still there, it would boot release-2 beside the old master now.
     let _ = kill(Pid::from_raw(new as i32), Signal::SIGCONT);
     assert!(g.is_alive());
@@ -226,7 +236,7 @@ fn a_new_master_stopped_after_forking_its_workers_is_never_verified_and_is_kille
     );
     assert_gone(&[new], "the stopped new master");
     assert_gone(&workers, "its worker");
-    assert!(!dir.join("gunicorn.pid.2").exists(), "stale PIDFILE.2 left");
+    assert_pidfile_names(&g);
     let _ = kill(Pid::from_raw(new as i32), Signal::SIGCONT);
     assert_one_master_serves(&g, "release-1");
     out.assert_code(1)
