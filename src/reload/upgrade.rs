@@ -12,6 +12,10 @@
 //! A master that is a systemd unit's main process is upgraded only from the unit's own
 //! `ExecReload=`, which names the new master to systemd before the old one is stopped
 //! (`systemd_handover`); elsewhere that upgrade is refused.
+//!
+//! The wait for the new master is `new_master`; a new master given up on (not booted in time,
+//! `watch` stopping before it was verified, the old master's TERM failing) is stopped whatever
+//! its state by `give_up`, so one master is left (issue 19).
 
 use std::time::{Duration, Instant};
 
@@ -142,6 +146,20 @@ pub fn upgrade(
         };
         give_up::stop_new_master(new, pidfile.as_deref(), deadline)
     };
+    // Verified: from here on the old master is retired and a stop of `watch` lets the upgrade
+    // finish; a stop that came first undoes it (before systemd is told of the new master).
+    if let Err(stop) = handoff::enter(handoff, Stage::Retiring) {
+        info!(
+            master = old.pid,
+            "stopping: the new master {} is up but the old master {} was not sent TERM yet; stopping the new one",
+            new.pid,
+            old.pid
+        );
+        return Err(UpgradeError::Stopped {
+            old: old.pid,
+            rollback: give_up_on(stop.deadline),
+        });
+    }
     if let Some(unit) = &unit {
         // Before the old master exits: its exit would otherwise stop the unit.
         systemd_handover::announce(unit, new.pid, timeout).map_err(|source| {
@@ -151,20 +169,6 @@ pub fn upgrade(
                 rollback: give_up_on(give_up::unhurried()),
             }
         })?;
-    }
-    // From the TERM on, the upgrade is finished even if `watch` stops; until then a stop
-    // undoes it.
-    if let Err(stop) = handoff::enter(handoff, Stage::Retiring) {
-        info!(
-            master = old.pid,
-            "stopping: the new master {} was not sent on; stopping it, the old master {} keeps serving",
-            new.pid,
-            old.pid
-        );
-        return Err(UpgradeError::Stopped {
-            old: old.pid,
-            rollback: give_up_on(stop.deadline),
-        });
     }
     info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), boot_ms = boot.all.map(|d| d.as_millis() as u64), "new master {} is up, its workers booted; sending SIGTERM to the old master {}", new.pid, old.pid);
     let give_up_now = || give_up_on(give_up::unhurried());
