@@ -57,6 +57,8 @@ pub mod defaults {
     pub const HEALTH_TIMEOUT: &str = "10s";
     pub const BOOT_TIMEOUT: &str = "30s";
     pub const SIGNAL: &str = "HUP";
+    /// Below `docker stop`'s 10 s; the shipped units' `TimeoutStopSec=` exceeds it (tests/units.rs).
+    pub const STOP_TIMEOUT: &str = "8s";
 
     /// One of the duration texts above; they are checked by a test, so this cannot fail.
     pub fn duration(text: &str) -> Duration {
@@ -99,6 +101,12 @@ pub struct WatchArgs {
     /// Default: /etc/hupwatch.toml, when it exists and no app is given by flags.
     #[arg(long, short = 'c', value_name = "FILE", env = "HUPWATCH_CONFIG")]
     pub config: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, leave exactly one master within this: nothing new is sent, a new
+    /// master not yet verified is stopped (TERM, then KILL), an upgrade past the old master's
+    /// TERM is finished. Default 8s (below `docker stop`'s 10 s; keep systemd's
+    /// TimeoutStopSec= above it). Config file: top-level `stop_timeout`.
+    #[arg(long, value_name = "DURATION", env = "HUPWATCH_STOP_TIMEOUT", value_parser = parse_duration)]
+    pub stop_timeout: Option<Duration>,
     #[command(flatten)]
     pub app: AppArgs,
 }
@@ -370,6 +378,7 @@ mod tests {
             defaults::VERIFY_TIMEOUT,
             defaults::PREFLIGHT_TIMEOUT,
             defaults::BOOT_TIMEOUT,
+            defaults::STOP_TIMEOUT,
         ] {
             assert!(!defaults::duration(text).is_zero(), "default {text:?}");
         }

@@ -8,6 +8,7 @@ use clap::CommandFactory;
 use crate::cli::{CheckConfigArgs, Cli, Command, ReloadCommandArgs, StatusArgs, WatchArgs};
 use crate::config::config_file;
 use crate::config::release_link;
+use crate::config::stop_timeout::StopTimeout;
 use crate::config::{self, AppArgs, AppConfig, ReloadSettings, TargetSelector};
 use crate::daemon::event_loop;
 use crate::error::AppError;
@@ -38,7 +39,11 @@ pub fn run(command: Command) -> Result<(), AppError> {
 }
 
 fn watch(args: WatchArgs) -> Result<(), AppError> {
-    let WatchArgs { config, app } = args;
+    let WatchArgs {
+        config,
+        stop_timeout,
+        app,
+    } = args;
     let app_flags = !app.paths.watch.is_empty()
         || app.release.release_link.is_some()
         || app.target.pidfile.is_some()
@@ -52,16 +57,20 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         }
         None => None,
     };
-    let apps = match &file {
-        Some(path) => config_file::load(path)?,
-        None => vec![AppConfig::from_args(app_name(&app), &app)?],
+    let (apps, file_stop) = match &file {
+        Some(path) => {
+            let loaded = config_file::load_all(path)?;
+            (loaded.apps, loaded.stop_timeout)
+        }
+        None => (vec![AppConfig::from_args(app_name(&app), &app)?], None),
     };
+    let stop = StopTimeout::new(stop_timeout, file_stop)?;
     crate::preflight::warm_checker::enable();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io("starting the async runtime"))?;
-    let result = runtime.block_on(event_loop::run(apps, file));
+    let result = runtime.block_on(event_loop::run(apps, file, stop));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     crate::preflight::warm_checker::shutdown();

@@ -2,10 +2,13 @@
 //! the settings hupwatch relies on at runtime (`Type=notify`, `watch --config`, reload by HUP,
 //! the capabilities it needs and none it must not have), that the two units share one sandbox,
 //! and — where `systemd-analyze` is installed — that each scores an overall exposure of at most
-//! 3.0 in `systemd-analyze security --offline=true`.
+//! 3.0 in `systemd-analyze security --offline=true`. Every shipped unit that runs hupwatch
+//! (those two and `examples/*.service`) waits longer before its KILL than hupwatch's default
+//! stop bound (`--stop-timeout`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 const UNITS: [&str; 2] = ["hupwatch.service", "hupwatch@.service"];
 const MAX_EXPOSURE: f64 = 3.0;
@@ -18,7 +21,12 @@ fn unit_path(name: &str) -> PathBuf {
 
 /// `(section, key, value)` for every assignment, in file order.
 fn parse(name: &str) -> Vec<(String, String, String)> {
-    let text = std::fs::read_to_string(unit_path(name)).expect("unit file is readable");
+    parse_file(&unit_path(name))
+}
+
+fn parse_file(path: &Path) -> Vec<(String, String, String)> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).expect("unit file is readable");
     let mut section = String::new();
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
@@ -89,6 +97,89 @@ fn units_keep_the_settings_hupwatch_relies_on() {
             "{name}: [Install] WantedBy= is missing"
         );
     }
+}
+
+/// The margin between hupwatch's stop bound and the service manager's KILL.
+const KILL_MARGIN: Duration = Duration::from_secs(2);
+
+/// `--stop-timeout`'s default, as `hupwatch watch --help` states it (`Default 8s`).
+fn default_stop_bound() -> Duration {
+    let out = Command::new(env!("CARGO_BIN_EXE_hupwatch"))
+        .args(["watch", "--help"])
+        .output()
+        .expect("run hupwatch watch --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let flag = help
+        .split("--stop-timeout")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --stop-timeout in:\n{help}"));
+    let default = flag
+        .split("Default ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no default stated for --stop-timeout:\n{flag}"));
+    humantime::parse_duration(default).unwrap_or_else(|e| panic!("default {default:?}: {e}"))
+}
+
+/// A systemd time span: a bare number is seconds.
+fn timespan(value: &str) -> Duration {
+    value
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .unwrap_or_else(|_| {
+            humantime::parse_duration(value).unwrap_or_else(|e| panic!("time span {value:?}: {e}"))
+        })
+}
+
+#[test]
+fn every_unit_running_hupwatch_waits_longer_than_its_stop_bound() {
+    let bound = default_stop_bound();
+    assert!(
+        bound < Duration::from_secs(10),
+        "below docker stop's 10 s: {bound:?}"
+    );
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut units: Vec<PathBuf> = UNITS.iter().map(|name| unit_path(name)).collect();
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "service") {
+            units.push(path);
+        }
+    }
+    let mut checked = 0;
+    for path in units {
+        let unit = parse_file(&path);
+        let runs_hupwatch = unit.iter().any(|(s, k, v)| {
+            s == "Service"
+                && k == "ExecStart"
+                && v.trim_start_matches(['+', '-', '!', '@'])
+                    .starts_with("/usr/bin/hupwatch ")
+        });
+        if !runs_hupwatch {
+            continue;
+        }
+        let timeout = unit
+            .iter()
+            .rev()
+            .find(|(s, k, _)| s == "Service" && (k == "TimeoutStopSec" || k == "TimeoutSec"))
+            .map(|(_, _, v)| timespan(v))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: no TimeoutStopSec= (systemd's default is 90s, docker's 10s)",
+                    path.display()
+                )
+            });
+        assert!(
+            timeout >= bound + KILL_MARGIN,
+            "{}: TimeoutStopSec={timeout:?} must exceed hupwatch's stop bound {bound:?} by {KILL_MARGIN:?}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "the two units and examples/gunicorn-run.service: {checked}"
+    );
 }
 
 #[test]

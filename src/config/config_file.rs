@@ -84,7 +84,17 @@ struct Section {
     health_timeout: Option<Duration>,
     health_url: Option<String>,
     rollback: Option<bool>,
+    /// The daemon's, not an app's: top level only (`config::stop_timeout`).
+    #[serde(default, deserialize_with = "duration")]
+    stop_timeout: Option<Duration>,
     app: Option<Vec<Spanned<Section>>>,
+}
+
+/// A whole file: its apps and the daemon's own settings.
+#[derive(Debug)]
+pub struct Loaded {
+    pub apps: Vec<AppConfig>,
+    pub stop_timeout: Option<Duration>,
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -108,14 +118,24 @@ fn signal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
 
 /// Read and validate a config file into one `AppConfig` per app.
 pub fn load(path: &Path) -> Result<Vec<AppConfig>, ConfigFileError> {
+    load_all(path).map(|loaded| loaded.apps)
+}
+
+/// [`load`], with the daemon's own settings (`watch`).
+pub fn load_all(path: &Path) -> Result<Loaded, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
+    parse_all(path, &text)
 }
 
+#[cfg(test)]
 pub fn parse(path: &Path, text: &str) -> Result<Vec<AppConfig>, ConfigFileError> {
+    parse_all(path, text).map(|loaded| loaded.apps)
+}
+
+pub fn parse_all(path: &Path, text: &str) -> Result<Loaded, ConfigFileError> {
     let mut top: Section = toml::from_str(text).map_err(|e| ConfigFileError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -131,14 +151,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<AppConfig>, ConfigFileError>
         base: &base,
         spans: KeySpans::read(text),
     };
+    let whole = (None, &(0..text.len()));
+    let stop_timeout = top
+        .stop_timeout
+        .map(crate::config::stop_timeout::check)
+        .transpose()
+        .map_err(|e| file.invalid(whole, "(top level)", "stop_timeout", e.to_string()))?;
     if sections.is_empty() {
         let name = top.name.clone().unwrap_or_else(|| "app".into());
-        return Ok(vec![file.build(
-            &top,
-            &Section::default(),
-            name,
-            (None, &(0..text.len())),
-        )?]);
+        let apps = vec![file.build(&top, &Section::default(), name, whole)?];
+        return Ok(Loaded { apps, stop_timeout });
     }
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, spanned) in sections.into_iter().enumerate() {
@@ -152,12 +174,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<AppConfig>, ConfigFileError>
         if section.app.is_some() {
             return Err(file.invalid(at, &name, "app", "[[app]] sections cannot be nested".into()));
         }
+        if section.stop_timeout.is_some() {
+            let why = "stop_timeout is the daemon's: set it at the top level, not in [[app]]";
+            return Err(file.invalid(at, &name, "stop_timeout", why.into()));
+        }
         if apps.iter().any(|a| a.name == name) {
             return Err(file.invalid(at, &name, "name", format!("two apps are named {name:?}")));
         }
         apps.push(file.build(&top, &section, name, at)?);
     }
-    Ok(apps)
+    Ok(Loaded { apps, stop_timeout })
 }
 
 struct SourceFile<'a> {
@@ -311,6 +337,7 @@ fn key_of(e: &ConfigError) -> &'static str {
         ConfigError::ZeroHealthTimeout => "health_timeout",
         ConfigError::BadHealthUrl(..) => "health_url",
         ConfigError::RollbackWithout(_) => "rollback",
+        ConfigError::StopTimeoutTooShort => "stop_timeout",
     }
 }
 

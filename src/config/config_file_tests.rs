@@ -251,3 +251,29 @@ runtime_dir = "/run/blog-locks"
         Some(PathBuf::from("/run/blog-locks"))
     );
 }
+
+#[test]
+fn stop_timeout_is_the_daemons_top_level_key() {
+    let dir = scratch();
+    let path = dir.join("hupwatch.toml");
+    let text = "stop_timeout = \"5s\"\n\n[[app]]\nname = \"shop\"\nwatch = [\"shop/src\"]\n";
+    let loaded = parse_all(&path, text).unwrap();
+    assert_eq!(loaded.stop_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(loaded.apps.len(), 1);
+    let none = parse_all(&path, "watch = [\"shop/src\"]\n").unwrap();
+    assert_eq!(none.stop_timeout, None);
+
+    let in_app = error_in(
+        &dir,
+        "[[app]]\nname = \"shop\"\nwatch = [\"shop/src\"]\nstop_timeout = \"5s\"\n",
+    );
+    assert!(
+        in_app.contains("line 4") && in_app.contains("set it at the top level"),
+        "{in_app}"
+    );
+    let short = error_in(&dir, "stop_timeout = \"10ms\"\nwatch = [\"shop/src\"]\n");
+    assert!(
+        short.contains("line 1") && short.contains("key `stop_timeout`"),
+        "{short}"
+    );
+}

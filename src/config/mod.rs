@@ -9,6 +9,7 @@ pub mod health;
 pub mod health_url;
 pub mod release_link;
 pub mod reload_plan;
+pub mod stop_timeout;
 mod target;
 
 pub use target::{By, TargetSelector};
@@ -73,6 +74,8 @@ pub enum ConfigError {
     BadHealthUrl(String, &'static str),
     #[error("--rollback needs {0}")]
     RollbackWithout(&'static str),
+    #[error("--stop-timeout must be at least 1s: a reload in flight may have a new master to stop")]
+    StopTimeoutTooShort,
 }
 
 /// How a reload is sent and checked.

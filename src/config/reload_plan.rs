@@ -51,12 +51,6 @@ impl ReloadPlan {
         Self { method, dry_run }
     }
 
-    /// An upgrade may follow (the strategy is `upgrade`, or `auto` may choose it): such a
-    /// reload is finished before hupwatch stops, so that two masters are never left serving.
-    pub fn may_upgrade(self) -> bool {
-        matches!(self.method, Method::Upgrade | Method::Auto)
-    }
-
     /// How the log and the reload lock's record name what was asked for: `HUP`, `USR1`,
     /// `upgrade`, `auto`.
     pub fn action(self) -> &'static str {
@@ -86,10 +80,8 @@ mod tests {
     fn auto_is_decided_per_reload_unless_the_signal_is_not_hup() {
         let auto = ReloadPlan::new(Strategy::Auto, Signal::SIGHUP, false);
         assert_eq!(auto.method, Method::Auto);
-        assert!(auto.may_upgrade());
         let usr1 = ReloadPlan::new(Strategy::Auto, Signal::SIGUSR1, false);
         assert_eq!(usr1.method, Method::Signal(Signal::SIGUSR1));
-        assert!(!usr1.may_upgrade());
     }
 
     #[test]

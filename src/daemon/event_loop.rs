@@ -11,18 +11,20 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::config_file;
+use crate::config::stop_timeout::StopTimeout;
 use crate::config::{AppConfig, ReloadSettings, TargetSelector};
 use crate::daemon::reload_tasks::{Ended, Joined, Reloads};
 use crate::daemon::watched_app::WatchedApp;
 use crate::error::AppError;
 use crate::reload;
+use crate::reload::handoff::Stage;
 use crate::report;
 use crate::report::sd_notify::{self, ServiceStatus};
 use crate::watch::{AppTag, WatchEvent};
@@ -53,8 +55,13 @@ impl Channels {
     }
 }
 
-/// Run until SIGINT/SIGTERM. `source` is the config file that SIGHUP re-reads, if any.
-pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(), AppError> {
+/// Run until SIGINT/SIGTERM. `source` is the config file that SIGHUP re-reads, if any; `stop`
+/// bounds what a stop may take.
+pub async fn run(
+    configs: Vec<AppConfig>,
+    source: Option<PathBuf>,
+    mut stop: StopTimeout,
+) -> Result<(), AppError> {
     let mut signals = Signals::install()?;
     let (changes_tx, changes) = mpsc::channel(CHANGE_QUEUE);
     let (control_tx, control) = mpsc::unbounded_channel();
@@ -87,7 +94,7 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
             _ = signals.int.recv() => break,
             _ = signals.hangup.recv() => {
                 if let Some(path) = &source {
-                    reload_config(path, &mut ch, &mut apps);
+                    reload_config(path, &mut ch, &mut apps, &mut stop);
                 } else {
                     warn!("SIGHUP: no config file to re-read (started without --config)");
                 }
@@ -120,18 +127,49 @@ pub async fn run(configs: Vec<AppConfig>, source: Option<PathBuf>) -> Result<(),
         }
     }
     sd_notify::stopping();
-    // A HUP already sent is Gunicorn's to finish, so its verification is abandoned; an upgrade
-    // is always finished (or rolled back) first, so two masters are never left serving.
-    if reloads.upgrading() {
-        info!("stopping: finishing the upgrade in flight first");
-        while let Some(joined) = reloads.join_next().await {
-            finish_joined(&mut apps, &mut status, joined);
-        }
-    } else if !reloads.is_empty() {
-        info!("stopping during a reload; the signal already sent is left to Gunicorn");
-    }
+    stop_reloads(&mut reloads, &mut apps, &mut status, stop.bound).await;
     info!("stopping");
     Ok(())
+}
+
+/// From the stop on nothing new is sent, and exactly one master is left within `bound`: a
+/// reload that sent nothing is abandoned, a HUP already sent is Gunicorn's to finish (its
+/// verification is abandoned), an upgrade whose new master is not verified yet stops it, one
+/// past the old master's TERM is finished (see `reload::handoff`).
+async fn stop_reloads(
+    reloads: &mut Reloads,
+    apps: &mut [WatchedApp],
+    status: &mut ServiceStatus,
+    bound: Duration,
+) {
+    let deadline = Instant::now() + bound;
+    let within = humantime::format_duration(bound);
+    for (app, stage) in reloads.stop(deadline) {
+        match stage {
+            Stage::Preparing => {
+                info!(app = %app, "stopping: the reload of app {app} had sent nothing yet; abandoned")
+            }
+            Stage::Signalled => {
+                info!(app = %app, "stopping during a reload of app {app}; the signal already sent is left to Gunicorn")
+            }
+            Stage::Upgrading => {
+                info!(app = %app, "stopping: the upgrade of app {app} is not verified yet; stopping its new master (within {within})")
+            }
+            Stage::Retiring => {
+                info!(app = %app, "stopping: the old master of app {app} was sent TERM; finishing the upgrade (within {within})")
+            }
+        }
+    }
+    while reloads.must_finish() {
+        match tokio::time::timeout_at(deadline.into(), reloads.join_next()).await {
+            Ok(Some(joined)) => finish_joined(apps, status, joined),
+            Ok(None) => break,
+            Err(_) => {
+                warn!("stopping: the stop timeout ({within}) ran out with an upgrade in flight");
+                break;
+            }
+        }
+    }
 }
 
 /// Start one reload of one app, wholly on a blocking thread.
@@ -141,8 +179,7 @@ fn start_reload(
     target: TargetSelector,
     settings: ReloadSettings,
 ) {
-    let plan = settings.plan;
-    reloads.spawn_blocking(name, plan, move |handoff| {
+    reloads.spawn_blocking(name, move |handoff| {
         reload::reload_checked(&target, &settings, Some(handoff))
     });
 }
@@ -200,14 +237,20 @@ fn finish(apps: &mut [WatchedApp], status: &mut ServiceStatus, name: &str, ended
 
 /// SIGHUP: re-read the file; a bad new file is reported and the old config stays in force.
 /// Pending changes are carried over to the app of the same name.
-fn reload_config(path: &std::path::Path, ch: &mut Channels, apps: &mut Vec<WatchedApp>) {
+fn reload_config(
+    path: &std::path::Path,
+    ch: &mut Channels,
+    apps: &mut Vec<WatchedApp>,
+    stop: &mut StopTimeout,
+) {
     sd_notify::reloading();
     info!(path = %path.display(), "SIGHUP: re-reading the config file");
-    let fresh = config_file::load(path)
+    let fresh = config_file::load_all(path)
         .map_err(AppError::from)
-        .and_then(|configs| ch.start_all(configs));
+        .and_then(|loaded| Ok((ch.start_all(loaded.apps)?, loaded.stop_timeout)));
     match fresh {
-        Ok(mut fresh) => {
+        Ok((mut fresh, stop_timeout)) => {
+            *stop = stop.with_file(stop_timeout);
             // Changes already queued for the old apps count too: they happened before the
             // re-read, and the fresh watches (armed above) never saw them.
             while let Ok((tag, event)) = ch.changes.try_recv() {

@@ -7,13 +7,13 @@
 //! never be reloaded again, silently.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
 use tracing::debug;
 
-use crate::config::reload_plan::ReloadPlan;
-use crate::reload::handoff::Handoff;
+use crate::reload::handoff::{Handoff, Stage, stop_waits_for};
 use crate::reload::{ReloadError, ReloadOutcome};
 
 /// A reload task that ended without a result: reported as a failed reload of its app.
@@ -57,7 +57,6 @@ pub struct Reloads {
 }
 
 struct InFlight {
-    plan: ReloadPlan,
     handoff: Handoff,
     seq: u64,
     /// Past its milestone: old workers gone, new ones booted; only settling now.
@@ -77,7 +76,7 @@ impl Reloads {
     }
 
     /// Run `reload` for `app` on a blocking thread; the app counts as reloading until joined.
-    pub fn spawn_blocking<F>(&mut self, app: String, plan: ReloadPlan, reload: F)
+    pub fn spawn_blocking<F>(&mut self, app: String, reload: F)
     where
         F: FnOnce(&Handoff) -> Result<ReloadOutcome, ReloadError> + Send + 'static,
     {
@@ -90,7 +89,6 @@ impl Reloads {
         let id = self.set.spawn_blocking(move || reload(&theirs)).id();
         self.apps.insert(id, app.clone());
         let flight = InFlight {
-            plan,
             handoff,
             seq,
             settling: false,
@@ -127,14 +125,28 @@ impl Reloads {
         self.in_flight.contains_key(app)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.in_flight.is_empty()
     }
 
-    /// A reload that may be an upgrade is finished before stopping: two masters must not be
-    /// left serving.
-    pub fn upgrading(&self) -> bool {
-        self.in_flight.values().any(|f| f.plan.may_upgrade())
+    /// `watch` is stopping: no reload in flight sends anything new from now on, and each is
+    /// done by `deadline` (see `handoff`). Each app with the stage its reload had reached.
+    pub fn stop(&self, deadline: Instant) -> Vec<(String, Stage)> {
+        let mut stages: Vec<(String, Stage)> = self
+            .in_flight
+            .iter()
+            .map(|(app, f)| (app.clone(), f.handoff.stop(deadline)))
+            .collect();
+        stages.sort_by(|a, b| a.0.cmp(&b.0));
+        stages
+    }
+
+    /// A reload that a stop waits for (an upgrade in flight) has not ended yet.
+    pub fn must_finish(&self) -> bool {
+        self.in_flight
+            .values()
+            .any(|f| stop_waits_for(f.handoff.stage()))
     }
 
     /// The next reload to end, its app no longer reloading; `None` when none is in flight
@@ -188,17 +200,13 @@ fn panic_message(err: JoinError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use nix::sys::signal::Signal;
-
     use super::*;
-    use crate::cli::Strategy;
 
     #[tokio::test]
     async fn a_panicked_reload_is_joined_as_a_lost_reload_of_its_app() {
         let (tx, _milestones) = mpsc::unbounded_channel();
         let mut reloads = Reloads::new(tx);
-        let hup = ReloadPlan::new(Strategy::Hup, Signal::SIGHUP, false);
-        reloads.spawn_blocking("shop".into(), hup, |_| panic!("verification fell over"));
+        reloads.spawn_blocking("shop".into(), |_| panic!("verification fell over"));
         assert!(reloads.is_reloading("shop"));
         let joined = reloads.join_next().await.expect("one task in flight");
         assert_eq!(joined.app.as_deref(), Some("shop"));
@@ -210,6 +218,43 @@ mod tests {
         }
         assert!(!reloads.is_reloading("shop"), "the app can reload again");
         assert!(reloads.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_waits_for_an_upgrade_in_flight_not_for_a_reload_that_sent_nothing() {
+        use std::sync::mpsc as std_mpsc;
+        use std::time::Duration;
+        let (tx, _milestones) = mpsc::unbounded_channel();
+        let mut reloads = Reloads::new(tx);
+        let (entered_tx, entered) = std_mpsc::channel();
+        reloads.spawn_blocking("shop".into(), move |h| {
+            h.enter(Stage::Upgrading).unwrap();
+            entered_tx.send(()).unwrap();
+            while h.stopping().is_none() {
+                h.wait(Duration::from_millis(10));
+            }
+            Err(ReloadError::Stopping { pid: 1 })
+        });
+        // Stuck in its preflight: it never gets to send anything.
+        let (release, gate) = std_mpsc::channel::<()>();
+        reloads.spawn_blocking("blog".into(), move |h| {
+            let _ = gate.recv();
+            assert!(
+                h.enter(Stage::Signalled).is_err(),
+                "nothing sent after a stop"
+            );
+            Err(ReloadError::Stopping { pid: 2 })
+        });
+        entered.recv().unwrap();
+        assert!(reloads.must_finish());
+        let stages = reloads.stop(Instant::now() + Duration::from_secs(8));
+        let want = [("blog", Stage::Preparing), ("shop", Stage::Upgrading)];
+        assert_eq!(stages, want.map(|(a, s)| (a.to_string(), s)));
+        let joined = reloads.join_next().await.expect("the upgrade ends");
+        assert_eq!(joined.app.as_deref(), Some("shop"));
+        assert!(!reloads.must_finish(), "blog sent nothing: not waited for");
+        drop(release);
+        assert!(reloads.join_next().await.is_some());
     }
 
     #[tokio::test]

@@ -5,9 +5,11 @@
 //! here, at each reload, so a master restarted under a new PID is found.
 
 pub mod coalesce;
+pub mod give_up;
 pub mod handoff;
 pub mod lock;
 pub mod lock_record;
+mod new_master;
 pub mod pidfd_signal;
 mod prepare;
 pub mod release_check;
@@ -32,7 +34,7 @@ use crate::gunicorn::discover::{self, DiscoverError, MasterProcess};
 use crate::gunicorn::heartbeat::BootTimes;
 use crate::preflight::error::PreflightError;
 use crate::watch::code_files::LoadedFiles;
-use handoff::Handoff;
+use handoff::{Handoff, Stage};
 use lock::LockError;
 use lock_record::SignalMark;
 use pidfd_signal::SignalError;
@@ -95,6 +97,10 @@ pub enum ReloadError {
         #[source]
         source: UpgradeError,
     },
+    #[error(
+        "hupwatch is stopping: the reload of master {pid} was abandoned before anything was sent"
+    )]
+    Stopping { pid: u32 },
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
@@ -192,8 +198,22 @@ pub fn reload_prepared(
     handoff: Option<&Handoff>,
     mark: &SignalMark,
 ) -> Result<ReloadOutcome, ReloadError> {
+    // After a stop of `watch`, nothing new is sent (see `handoff`).
+    let stage = match &prepared.choice.route {
+        Route::Upgrade => Stage::Upgrading,
+        Route::UnitReload { .. } | Route::Signal(_) => Stage::Signalled,
+    };
+    if handoff::enter(handoff, stage).is_err() {
+        info!(
+            master = prepared.master.pid,
+            "stopping: nothing sent to master {}", prepared.master.pid
+        );
+        return Err(ReloadError::Stopping {
+            pid: prepared.master.pid,
+        });
+    }
     match &prepared.choice.route {
-        Route::Upgrade => upgrade_and_check(prepared, settings, mark),
+        Route::Upgrade => upgrade_and_check(prepared, settings, mark, handoff),
         Route::UnitReload { unit } => {
             let unit = unit.clone();
             through_unit(prepared, &unit, settings)
@@ -293,14 +313,16 @@ fn upgrade_and_check(
     p: Prepared,
     settings: &ReloadSettings,
     mark: &SignalMark,
+    handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
-    let up = upgrade::upgrade(&p.master, settings.verify_timeout, mark).map_err(|source| {
-        ReloadError::Upgrade {
-            pid: p.master.pid,
-            name: p.master.name.clone(),
-            source,
-        }
-    })?;
+    let up =
+        upgrade::upgrade(&p.master, settings.verify_timeout, mark, handoff).map_err(|source| {
+            ReloadError::Upgrade {
+                pid: p.master.pid,
+                name: p.master.name.clone(),
+                source,
+            }
+        })?;
     let new = up.master.worker_pids();
     outcome(p, Some(up.master), new, (up.elapsed, up.boot), settings)
 }

@@ -76,7 +76,7 @@ pub fn reload_checked(
         Err(e) if release_at_fault(&e) => {
             return Err(match way_back {
                 Some(way_back) => way_back
-                    .take(target, settings, check, None, e.to_string())
+                    .take(target, settings, (check, handoff), None, e.to_string())
                     .into(),
                 None => e,
             });
@@ -108,7 +108,7 @@ pub fn reload_checked(
     };
     Err(match way_back {
         Some(way_back) => way_back
-            .take(target, settings, check, outcome.release, failure)
+            .take(target, settings, (check, handoff), outcome.release, failure)
             .into(),
         None => ServedError::Unhealthy {
             pid: outcome.master.pid,
@@ -216,12 +216,13 @@ impl WayBack {
         ServedError::KnownBad { release, note }
     }
 
-    /// The new release failed: remember it, swap back, reload, probe.
+    /// The new release failed: remember it, swap back, reload, probe; but no swap and no
+    /// reload once `watch` is stopping (`handoff`).
     fn take(
         mut self,
         target: &TargetSelector,
         settings: &ReloadSettings,
-        check: &ServedCheck,
+        (check, handoff): (&ServedCheck, Option<&Handoff>),
         release: Option<PathBuf>,
         failure: String,
     ) -> ServedError {
@@ -243,6 +244,9 @@ impl WayBack {
             failure: failure.clone(),
             why,
         };
+        if handoff.and_then(Handoff::stopping).is_some() {
+            return not_back("hupwatch is stopping".into());
+        }
         let Some(back) = self.serving.clone() else {
             return not_back("the release the workers ran before could not be read".into());
         };
@@ -276,6 +280,8 @@ impl WayBack {
         );
         let reloaded = match still_served {
             true => Ok("its workers kept serving it"),
+            // Its own reload, not superseded by the next one (no handoff); a stop was ruled
+            // out just above.
             false => reload_once(target, settings, None).map(|_| "reloaded and verified"),
         };
         let after = match reloaded {

@@ -12,6 +12,10 @@
 //! A master that is a systemd unit's main process is upgraded only from the unit's own
 //! `ExecReload=`, which names the new master to systemd before the old one is stopped
 //! (`systemd_handover`); elsewhere that upgrade is refused.
+//!
+//! The wait for the new master is `new_master`; a new master given up on (not booted in time,
+//! `watch` stopping before it was verified, the old master's TERM failing) is stopped whatever
+//! its state by `give_up`, so one master is left (issue 19).
 
 use std::time::{Duration, Instant};
 
@@ -20,12 +24,13 @@ use tracing::{info, warn};
 
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
-use crate::gunicorn::process_tree::ProcessTree;
 use crate::gunicorn::procfs;
+use crate::reload::give_up::{self, Proc};
+use crate::reload::handoff::{self, Handoff, Stage};
 use crate::reload::lock_record::SignalMark;
+use crate::reload::new_master::{Boot, await_new_master};
 use crate::reload::pidfd_signal::{self, SignalError};
 use crate::reload::systemd_handover::{self, Handover, HandoverError};
-use crate::reload::verify::SETTLE;
 
 const POLL: Duration = Duration::from_millis(50);
 /// Gunicorn's master loop waits up to 1 s for signals between promotion checks.
@@ -67,6 +72,10 @@ pub enum UpgradeError {
         source: SignalError,
         rollback: String,
     },
+    #[error(
+        "hupwatch is stopping before the new master was verified{rollback}; the old master {old} keeps serving"
+    )]
+    Stopped { old: u32, rollback: String },
     #[error("the old master {old} exited before the new one was ready")]
     OldMasterDied { old: u32 },
     #[error(
@@ -88,11 +97,13 @@ pub struct Upgraded {
     pub boot: BootTimes,
 }
 
-/// Upgrade `old`; `mark` is stamped right before the USR2 leaves.
+/// Upgrade `old`; `mark` is stamped right before the USR2 leaves. A stop of `watch` seen
+/// through `handoff` before the old master's TERM stops the new master instead (`handoff`).
 pub fn upgrade(
     old: &MasterProcess,
     timeout: Duration,
     mark: &SignalMark,
+    handoff: Option<&Handoff>,
 ) -> Result<Upgraded, UpgradeError> {
     let unit = match systemd_handover::decide_for(old.pid, old.ppid) {
         Handover::NotMain => None,
@@ -118,20 +129,57 @@ pub fn upgrade(
         "sent SIGUSR2 to master {}; waiting for the new master", old.pid
     );
     let mut boots = BootWatch::default();
-    let new = await_new_master(old, wanted, timeout, &mut boots)?;
+    let boot = Boot {
+        old,
+        wanted,
+        timeout,
+        sent_at: started,
+        handoff,
+    };
+    let new = await_new_master(&boot, &mut boots)?;
     let boot = boots.times(&new.worker_pids(), signalled);
+    let pidfile = give_up::child_pidfile(old.pidfile.as_deref());
+    let give_up_on = |deadline| {
+        let new = Proc {
+            pid: new.pid,
+            start_ticks: new.start_ticks,
+        };
+        give_up::stop_new_master(new, pidfile.as_deref(), deadline)
+    };
+    // Verified: from here on the old master is retired and a stop of `watch` lets the upgrade
+    // finish; a stop that came first undoes it (before systemd is told of the new master).
+    if let Err(stop) = handoff::enter(handoff, Stage::Retiring) {
+        info!(
+            master = old.pid,
+            "stopping: the new master {} is up but the old master {} was not sent TERM yet; stopping the new one",
+            new.pid,
+            old.pid
+        );
+        return Err(UpgradeError::Stopped {
+            old: old.pid,
+            rollback: give_up_on(stop.deadline),
+        });
+    }
     if let Some(unit) = &unit {
         // Before the old master exits: its exit would otherwise stop the unit.
         systemd_handover::announce(unit, new.pid, timeout).map_err(|source| {
             UpgradeError::Handover {
                 source: Box::new(source),
                 old: old.pid,
-                rollback: roll_back(Some(&new)),
+                rollback: give_up_on(give_up::unhurried()),
             }
         })?;
     }
     info!(master = old.pid, new_master = new.pid, workers = ?new.worker_pids(), boot_ms = boot.all.map(|d| d.as_millis() as u64), "new master {} is up, its workers booted; sending SIGTERM to the old master {}", new.pid, old.pid);
-    retire_old(old, &new, &pidfd_signal::send, unit.as_deref(), timeout)?;
+    let give_up_now = || give_up_on(give_up::unhurried());
+    retire_old(
+        old,
+        &new,
+        &pidfd_signal::send,
+        &give_up_now,
+        unit.as_deref(),
+        timeout,
+    )?;
     await_takeover(old, &new, timeout)?;
     let master = discover::master_by_pid(new.pid)
         .map_err(|_| UpgradeError::NewMasterLost { pid: new.pid })?;
@@ -139,83 +187,6 @@ pub fn upgrade(
         master,
         elapsed: started.elapsed(),
         boot,
-    })
-}
-
-/// The child master of `old` once it has `wanted` workers that have booted and stayed up for the
-/// settle period.
-fn await_new_master(
-    old: &MasterProcess,
-    wanted: usize,
-    timeout: Duration,
-    boots: &mut BootWatch,
-) -> Result<MasterProcess, UpgradeError> {
-    let started = Instant::now();
-    let mut seen: Option<MasterProcess> = None;
-    let mut reexec: Option<(u32, u64)> = None;
-    let mut stable_since: Option<(Instant, Vec<u32>)> = None;
-    loop {
-        if !pidfd_signal::is_alive(old.pid, old.start_ticks) {
-            return Err(UpgradeError::OldMasterDied { old: old.pid });
-        }
-        reexec = reexec.or_else(|| reexec_child(old.pid));
-        if let Some((pid, ticks)) = reexec.filter(|_| seen.is_none())
-            && !pidfd_signal::is_alive(pid, ticks)
-        {
-            return Err(UpgradeError::NewMasterDied { pid, old: old.pid });
-        }
-        // The old master's neighbourhood holds its children and theirs: enough to see the new
-        // master and its workers without scanning every process 20 times a second.
-        let child = ProcessTree::around(old.pid).child_master_of(old.pid);
-        match (&child, &seen) {
-            (None, Some(gone)) if !pidfd_signal::is_alive(gone.pid, gone.start_ticks) => {
-                return Err(UpgradeError::NewMasterDied {
-                    pid: gone.pid,
-                    old: old.pid,
-                });
-            }
-            (Some(child), _)
-                if child.workers.len() >= wanted && boots.look(child.worker_pids()) == 0 =>
-            {
-                let pids = child.worker_pids();
-                match &stable_since {
-                    Some((since, set)) if *set == pids && since.elapsed() >= SETTLE => {
-                        return Ok(child.clone());
-                    }
-                    Some((_, set)) if *set == pids => {}
-                    _ => stable_since = Some((Instant::now(), pids)),
-                }
-            }
-            _ => stable_since = None,
-        }
-        if child.is_some() {
-            seen = child;
-        }
-        if started.elapsed() >= timeout + SETTLE {
-            return Err(UpgradeError::BootTimeout {
-                timeout,
-                wanted,
-                old: old.pid,
-                rollback: roll_back(seen.as_ref()),
-            });
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// The child that `old` re-executed for USR2 (its environment has `GUNICORN_PID=<old>`), with
-/// its start time. Without setproctitle a new master looks like a master only once it has
-/// workers; one whose workers fail at import exits within a poll or two of forking them, and
-/// would otherwise go unseen until the boot timeout.
-fn reexec_child(old: u32) -> Option<(u32, u64)> {
-    let marker = format!("GUNICORN_PID={old}");
-    procfs::read_children(old)?.into_iter().find_map(|pid| {
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-        environ
-            .split(|b| *b == 0)
-            .any(|var| var == marker.as_bytes())
-            .then_some(())?;
-        Some((pid, procfs::read_stat(pid).ok()?.start_ticks))
     })
 }
 
@@ -230,6 +201,7 @@ fn retire_old(
     old: &MasterProcess,
     new: &MasterProcess,
     send: Send<'_>,
+    give_up_new: &dyn Fn() -> String,
     unit: Option<&str>,
     timeout: Duration,
 ) -> Result<(), UpgradeError> {
@@ -256,30 +228,8 @@ fn retire_old(
     Err(UpgradeError::OldMasterNotStopped {
         old: old.pid,
         source,
-        rollback: roll_back_with(Some(new), send),
+        rollback: give_up_new(),
     })
-}
-
-/// A new master that never finished booting is stopped, so two masters are never left serving.
-fn roll_back(new: Option<&MasterProcess>) -> String {
-    roll_back_with(new, &pidfd_signal::send)
-}
-
-fn roll_back_with(new: Option<&MasterProcess>, send: Send<'_>) -> String {
-    let Some(new) = new else { return String::new() };
-    match send(new, Signal::SIGTERM) {
-        Ok(()) => format!(
-            " (stopped the half-booted new master {} with TERM)",
-            new.pid
-        ),
-        Err(e) => {
-            warn!("could not stop the half-booted new master {}: {e}", new.pid);
-            format!(
-                " (the half-booted new master {} could not be stopped: {e})",
-                new.pid
-            )
-        }
-    }
 }
 
 /// Wait for the old master to exit and the new one to be promoted. Promotion happens at the
@@ -361,7 +311,12 @@ mod tests {
                 Ok(())
             }
         };
-        let err = retire_old(&old, &new, &send, None, Duration::from_secs(1)).unwrap_err();
+        let give_up = || {
+            sent.borrow_mut().push((new.pid, Signal::SIGKILL));
+            " (stopped the half-booted new master 4000001 with TERM)".to_string()
+        };
+        let err =
+            retire_old(&old, &new, &send, &give_up, None, Duration::from_secs(1)).unwrap_err();
         assert!(
             matches!(err, UpgradeError::OldMasterNotStopped { old: o, .. } if o == old.pid),
             "{err}"
@@ -374,7 +329,8 @@ mod tests {
         assert!(text.contains("keeps serving"), "{text}");
         assert_eq!(
             *sent.borrow(),
-            vec![(old.pid, Signal::SIGTERM), (new.pid, Signal::SIGTERM)]
+            vec![(old.pid, Signal::SIGTERM), (new.pid, Signal::SIGKILL)],
+            "the TERM to the old master, then the new one given up on"
         );
     }
 
@@ -388,7 +344,8 @@ mod tests {
             sent.borrow_mut().push((m.pid, s));
             Err(SignalError::Gone { pid: m.pid })
         };
-        retire_old(&old, &new, &send, None, Duration::from_secs(1)).unwrap();
+        let give_up = || panic!("the new master takes over");
+        retire_old(&old, &new, &send, &give_up, None, Duration::from_secs(1)).unwrap();
         assert_eq!(*sent.borrow(), vec![(old.pid, Signal::SIGTERM)]);
     }
 
@@ -400,7 +357,8 @@ mod tests {
             *sent.borrow_mut() += 1;
             Ok(())
         };
-        retire_old(&old, &new, &send, None, Duration::from_secs(1)).unwrap();
+        let give_up = || panic!("the new master takes over");
+        retire_old(&old, &new, &send, &give_up, None, Duration::from_secs(1)).unwrap();
         assert_eq!(*sent.borrow(), 1);
     }
 }

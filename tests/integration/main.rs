@@ -22,6 +22,7 @@ mod settle;
 mod soak;
 mod stall;
 mod starting;
+mod stop;
 mod support;
 mod warm;
 mod watch;

@@ -164,6 +164,19 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGTERM and, as a service manager does, SIGKILL if it has not exited within
+    /// `bound`: `Err` when it had to be killed.
+    pub fn stop_within(mut self, bound: Duration) -> Result<Outcome, Outcome> {
+        let _ = kill(Pid::from_raw(self.run.pid as i32), Signal::SIGTERM);
+        match self.run.wait_exit(bound) {
+            Some(status) => Ok(self.run.finish(status)),
+            None => {
+                let status = self.run.kill();
+                Err(self.run.finish(status))
+            }
+        }
+    }
+
     /// Waits up to `ceiling` for hupwatch to exit by itself (a config error, a halted
     /// master); panics with its output if it does not.
     pub fn wait_for_exit(mut self, ceiling: Duration) -> Outcome {
