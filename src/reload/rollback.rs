@@ -10,9 +10,9 @@
 //! is known by its path and its directory's inode: a release rebuilt under the same name is a
 //! new directory, and gets its chance.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -87,7 +87,7 @@ impl FailedReleases {
         } else {
             0o700
         };
-        DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+        crate::config::runtime_dir::own_dir(dir, mode).map_err(std::io::Error::other)?;
         let guard = OpenOptions::new()
             .read(true)
             .write(true)

@@ -42,6 +42,7 @@ use tracing::{info, warn};
 use crate::cli::RunArgs;
 use crate::config::health::HealthCheck;
 use crate::config::release_link::{ReleaseError, ReleaseLink};
+use crate::config::runtime_dir::UnsafeDir;
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
@@ -65,6 +66,8 @@ pub enum SupervisorError {
     FirstGeneration(String),
     #[error("gave up after {attempts} failed restarts in a row: {last}")]
     GaveUp { attempts: u32, last: String },
+    #[error(transparent)]
+    RuntimeDir(#[from] UnsafeDir),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -81,6 +84,7 @@ impl SupervisorError {
             | Self::Command(_)
             | Self::Listen(_)
             | Self::Watch(_)
+            | Self::RuntimeDir(_)
             | Self::ZeroBootTimeout => 2,
             Self::FirstGeneration(_) | Self::GaveUp { .. } | Self::Io { .. } => 1,
         }
@@ -178,7 +182,7 @@ impl RunSettings {
             .runtime_dir
             .map(|d| std::path::absolute(&d).unwrap_or(d))
             .or_else(crate::config::default_runtime_dir)
-            .unwrap_or_else(|| std::env::temp_dir().join("hupwatch"));
+            .unwrap_or_else(crate::config::runtime_dir::temp_runtime_dir);
         let control_socket = command_line::has_control_socket(gunicorn_version(&args.command));
         Ok(Self {
             command: args.command,
@@ -268,8 +272,7 @@ pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
         context: "becoming a child subreaper",
         source: e.into(),
     })?;
-    let dir =
-        RunDir::create(&settings.runtime_base).map_err(io("creating the runtime directory"))?;
+    let dir = RunDir::create(&settings.runtime_base)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
