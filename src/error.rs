@@ -8,6 +8,7 @@ use crate::config::ConfigError;
 use crate::config::config_file::ConfigFileError;
 use crate::gunicorn::discover::DiscoverError;
 use crate::reload::ReloadError;
+use crate::reload::lock::LockError;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::control_client::ControlError;
 use crate::watch::WatchError;
@@ -46,6 +47,8 @@ impl AppError {
             Self::Config(_) | Self::ConfigFile(_) | Self::ConfigWithFlags | Self::Watch(_) => 2,
             Self::Target(_) => 3,
             Self::Reload(e) if e.is_target_problem() => 3,
+            // A runtime directory someone else controls: fixed by the user, like a bad flag.
+            Self::Reload(ReloadError::Lock(LockError::UnsafeDir(_))) => 2,
             Self::Reload(_) | Self::Io { .. } => 1,
             Self::Supervisor(e) => e.exit_code(),
             Self::Control(e) => e.exit_code(),

@@ -37,7 +37,9 @@ pub fn reload_locked(
         let ceiling = wait_ceiling(settings);
         let mut lock = match ReloadLock::acquire(dir, master.pid, master.start_ticks, ceiling) {
             Ok(lock) => lock,
-            Err(e @ LockError::TimedOut { .. }) => return Err(e.into()),
+            Err(e @ (LockError::TimedOut { .. } | LockError::UnsafeDir(_))) => {
+                return Err(e.into());
+            }
             Err(e) => return unlocked(e, target, master, settings, handoff),
         };
         // Everything this holder looks at from here on goes out with its signal.
