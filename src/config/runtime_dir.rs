@@ -106,18 +106,19 @@ pub fn own_dir(path: &Path, mode: u32) -> Result<(), UnsafeDir> {
     Ok(())
 }
 
-/// Why a directory of ours is not: another owner, or write access for others.
+/// Why a directory of ours is not: another owner, write access for others, or both.
 fn own_problem(owner: u32, mode: u32, uid: u32) -> Option<String> {
+    let mut problems = Vec::new();
     if owner != uid {
-        return Some(format!("owned by uid {owner}, not {uid}"));
+        problems.push(format!("owned by uid {owner}, not {uid}"));
     }
     if mode & 0o022 != 0 {
-        return Some(format!(
+        problems.push(format!(
             "mode {:04o}: others may write in it",
             mode & 0o7777
         ));
     }
-    None
+    (!problems.is_empty()).then(|| problems.join(", "))
 }
 
 /// Why a directory above ours lets someone else replace what is below it.
@@ -150,6 +151,10 @@ mod tests {
         assert!(own_problem(8, 0o40700, 7).unwrap().contains("uid 8"));
         assert!(own_problem(7, 0o40777, 7).unwrap().contains("0777"));
         assert!(own_problem(7, 0o40770, 7).unwrap().contains("0770"));
+        assert_eq!(
+            own_problem(0, 0o40777, 7).unwrap(),
+            "owned by uid 0, not 7, mode 0777: others may write in it"
+        );
     }
 
     #[test]

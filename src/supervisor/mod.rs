@@ -252,6 +252,8 @@ pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
     // Before anything else can start a process that would inherit them.
     let passed = activation::take_passed()?;
     let settings = RunSettings::from_args(args)?;
+    // Before any socket is bound: a runtime directory someone else controls is refused first.
+    let dir = RunDir::create(&settings.runtime_base)?;
     let io = |context| move |source| SupervisorError::Io { context, source };
     let listeners = match passed {
         Some(passed) => {
@@ -272,7 +274,6 @@ pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
         context: "becoming a child subreaper",
         source: e.into(),
     })?;
-    let dir = RunDir::create(&settings.runtime_base)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
