@@ -19,15 +19,37 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::geteuid;
 
-/// A runtime directory hupwatch will not use; `problem` says why.
+/// A runtime directory hupwatch will not use (`Unsafe`: exit 2, naming the problem), or cannot
+/// (`Unavailable`: the locks then run without it, as when there is none; `run` exits 1).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unsafe runtime directory {path}: {problem}; hupwatch keeps its sockets and locks only in a directory of its own (owned by uid {uid}, writable by no one else, inside directories only root or uid {uid} can change): remove it, or give --runtime-dir such a directory"
-)]
-pub struct UnsafeDir {
-    pub path: PathBuf,
-    pub problem: String,
-    pub uid: u32,
+pub enum RuntimeDirError {
+    #[error(
+        "unsafe runtime directory {path}: {problem}; hupwatch keeps its sockets and locks only in a directory of its own (owned by uid {uid}, writable by no one else, inside directories only root or uid {uid} can change): remove it, or give --runtime-dir such a directory"
+    )]
+    Unsafe {
+        path: PathBuf,
+        problem: String,
+        uid: u32,
+    },
+    #[error("cannot use the runtime directory {path}: {source}")]
+    Unavailable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeDirError {
+    /// Someone else could control it: refused, never worked around.
+    pub fn is_unsafe(&self) -> bool {
+        matches!(self, Self::Unsafe { .. })
+    }
+
+    #[cfg(test)]
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Unsafe { path, .. } | Self::Unavailable { path, .. } => path,
+        }
+    }
 }
 
 /// The default runtime directory of the reload locks (see `reload::lock`): `/run/hupwatch` for
@@ -48,14 +70,24 @@ pub(crate) fn temp_runtime_dir() -> PathBuf {
     std::env::temp_dir().join(format!("hupwatch-{}", geteuid().as_raw()))
 }
 
+/// [`own_dir`] with the mode the locks' directory gets: root's `/run/hupwatch` 0755 (its lock
+/// files are 0600), anyone else's 0700.
+pub fn own_runtime_dir(path: &Path) -> Result<(), RuntimeDirError> {
+    own_dir(path, if geteuid().is_root() { 0o755 } else { 0o700 })
+}
+
 /// Make sure `path` is a directory of this uid's own (see the module docs), creating it and
 /// any missing parent with `mode` (no group or other write bits).
-pub fn own_dir(path: &Path, mode: u32) -> Result<(), UnsafeDir> {
+pub fn own_dir(path: &Path, mode: u32) -> Result<(), RuntimeDirError> {
     let uid = geteuid().as_raw();
-    let unsafe_dir = |at: &Path, problem: String| UnsafeDir {
+    let unsafe_dir = |at: &Path, problem: String| RuntimeDirError::Unsafe {
         path: at.to_path_buf(),
         problem,
         uid,
+    };
+    let unavailable = |at: &Path, source| RuntimeDirError::Unavailable {
+        path: at.to_path_buf(),
+        source,
     };
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
@@ -91,10 +123,9 @@ pub fn own_dir(path: &Path, mode: u32) -> Result<(), UnsafeDir> {
         match DirBuilder::new().mode(mode).create(&at) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(unsafe_dir(&at, format!("cannot create it: {e}"))),
+            Err(e) => return Err(unavailable(&at, e)),
         }
-        let meta = std::fs::symlink_metadata(&at)
-            .map_err(|e| unsafe_dir(&at, format!("cannot stat it: {e}")))?;
+        let meta = std::fs::symlink_metadata(&at).map_err(|e| unavailable(&at, e))?;
         let problem = match meta.file_type().is_dir() {
             false => Some("not a directory (a symlink or a file)".to_string()),
             true => own_problem(meta.uid(), meta.mode(), uid),
@@ -180,15 +211,21 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = own_dir(&open, 0o700).unwrap_err();
-        assert_eq!(e.path, open);
+        assert!(e.is_unsafe());
+        assert_eq!(e.path(), open.canonicalize().unwrap());
         assert!(e.to_string().contains("others may write"), "{e}");
         // Below it, even a directory of our own is not.
         let e = own_dir(&open.join("mine"), 0o700).unwrap_err();
-        assert_eq!(e.path, open.canonicalize().unwrap());
+        assert_eq!(e.path(), open.canonicalize().unwrap());
 
         let link = scratch.join("link");
         std::os::unix::fs::symlink(&fresh, &link).unwrap();
         let e = own_dir(&link, 0o700).unwrap_err();
-        assert!(e.to_string().contains("symlink"), "{e}");
+        assert!(e.is_unsafe() && e.to_string().contains("symlink"), "{e}");
+
+        // A file where a parent should be: unusable, not unsafe.
+        std::fs::write(scratch.join("file"), "").unwrap();
+        let e = own_dir(&scratch.join("file/hupwatch"), 0o700).unwrap_err();
+        assert!(!e.is_unsafe(), "{e}");
     }
 }

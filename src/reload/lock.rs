@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use crate::config::runtime_dir::{UnsafeDir, own_dir};
+use crate::config::runtime_dir::{RuntimeDirError, own_runtime_dir};
 use crate::reload::lock_record::Record;
 
 /// How often a waiter tries the lock again (a blocking flock could not honour the ceiling).
@@ -47,7 +47,7 @@ const RETRY: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(transparent)]
-    UnsafeDir(#[from] UnsafeDir),
+    Dir(#[from] RuntimeDirError),
     #[error(
         "the reload lock {path} is not ours ({what}): not waited on, and its record not believed"
     )]
@@ -203,7 +203,7 @@ pub fn sweep(dir: &Path) {
 /// holds the previous holder's record.
 fn open(dir: &Path, path: &Path) -> Result<File, LockError> {
     let uid = nix::unistd::geteuid();
-    own_dir(dir, if uid.is_root() { 0o755 } else { 0o700 })?;
+    own_runtime_dir(dir)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)

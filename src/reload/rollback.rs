@@ -82,12 +82,7 @@ impl FailedReleases {
     /// Two deploys may fail at once: under an flock, the file is read again and `release`
     /// added to what it holds now, so neither loses the other's entry.
     pub fn remember(&mut self, dir: &Path, release: &Path) -> std::io::Result<()> {
-        let mode = if nix::unistd::geteuid().is_root() {
-            0o755
-        } else {
-            0o700
-        };
-        crate::config::runtime_dir::own_dir(dir, mode).map_err(std::io::Error::other)?;
+        crate::config::runtime_dir::own_runtime_dir(dir).map_err(std::io::Error::other)?;
         let guard = OpenOptions::new()
             .read(true)
             .write(true)

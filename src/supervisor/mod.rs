@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use crate::cli::RunArgs;
 use crate::config::health::HealthCheck;
 use crate::config::release_link::{ReleaseError, ReleaseLink};
-use crate::config::runtime_dir::UnsafeDir;
+use crate::config::runtime_dir::RuntimeDirError;
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
@@ -67,7 +67,7 @@ pub enum SupervisorError {
     #[error("gave up after {attempts} failed restarts in a row: {last}")]
     GaveUp { attempts: u32, last: String },
     #[error(transparent)]
-    RuntimeDir(#[from] UnsafeDir),
+    RuntimeDir(#[from] RuntimeDirError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -84,8 +84,9 @@ impl SupervisorError {
             | Self::Command(_)
             | Self::Listen(_)
             | Self::Watch(_)
-            | Self::RuntimeDir(_)
             | Self::ZeroBootTimeout => 2,
+            Self::RuntimeDir(e) if e.is_unsafe() => 2,
+            Self::RuntimeDir(_) => 1,
             Self::FirstGeneration(_) | Self::GaveUp { .. } | Self::Io { .. } => 1,
         }
     }

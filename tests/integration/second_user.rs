@@ -99,6 +99,16 @@ fn a_runtime_directory_another_user_precreated_open_is_never_used() {
     out.assert_code(2)
         .assert_stderr_contains(&format!("unsafe runtime directory {}", shared.display()));
     assert_eq!(g.workers(), workers, "nothing sent");
+    // `watch` refuses it at start, not at its first reload.
+    let out = hupwatch()
+        .user(NOBODY, NOBODY)
+        .args(["watch", "--watch"])
+        .arg(quiet.path())
+        .args(["--pid", &g.pid().to_string(), "--runtime-dir"])
+        .arg(&shared)
+        .output();
+    out.assert_code(2)
+        .assert_stderr_contains(&format!("unsafe runtime directory {}", shared.display()));
     assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
 }
 
