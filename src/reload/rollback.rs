@@ -41,9 +41,25 @@ pub struct FailedReleases {
 impl FailedReleases {
     /// What `dir` remembers; nothing when the file is missing or unreadable (a memory that
     /// cannot be read must not stop a deploy: it only loses the no-flap guard, and says so
-    /// when it is written).
+    /// when it is written), or not a regular file of our uid's (another user's entries would
+    /// hold back a good release, as a foreign lock record would short-circuit a reload).
     pub fn load(dir: &Path) -> Self {
-        let text = std::fs::read_to_string(dir.join(FILE)).unwrap_or_default();
+        let Ok(mut file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(dir.join(FILE))
+        else {
+            return Self::default();
+        };
+        let own = nix::unistd::geteuid().as_raw();
+        if !file
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == own)
+        {
+            return Self::default();
+        }
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut file, &mut text);
         Self::parse(&text)
     }
 
@@ -212,6 +228,21 @@ mod tests {
         let other_inode = inode_of(&bad).unwrap() + 1;
         let rebuilt = FailedReleases::parse(&format!("{other_inode} 0 {}\n", bad.display()));
         assert_eq!(rebuilt.find(&bad), None);
+    }
+
+    #[test]
+    fn a_memory_that_is_not_our_own_file_is_not_read() {
+        let scratch = ScratchDir::new("rollback-foreign");
+        let (runtime, elsewhere) = (scratch.0.join("run"), scratch.0.join("elsewhere"));
+        let bad = scratch.0.join("releases/2");
+        std::fs::create_dir_all(&bad).unwrap();
+        FailedReleases::default()
+            .remember(&elsewhere, &bad)
+            .unwrap();
+        assert!(FailedReleases::load(&elsewhere).find(&bad).is_some());
+        crate::config::runtime_dir::own_runtime_dir(&runtime).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join(FILE), runtime.join(FILE)).unwrap();
+        assert_eq!(FailedReleases::load(&runtime).find(&bad), None);
     }
 
     #[test]
