@@ -32,8 +32,10 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// within its boot and health timeouts (30 s and 10 s by default, for a check generation and
 /// then a serving one); far more than that is a supervisor that hangs.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(600);
-/// Sending the one request line.
+/// Connecting, and sending the one request line.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a connection to a full backlog is tried again.
+const CONNECT_RETRY: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -180,7 +182,15 @@ impl RunningSupervisor {
             path: self.socket.clone(),
             source,
         };
-        let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
+        let mut stream =
+            connect_within(&self.socket, SEND_TIMEOUT).map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => ControlError::Silent {
+                    pid: self.pid,
+                    request: "connecting",
+                    timeout: SEND_TIMEOUT,
+                },
+                _ => unreachable(e),
+            })?;
         let peer = getsockopt(&stream, PeerCredentials)
             .map_err(|e| unreachable(std::io::Error::from(e)))?;
         let own_uid = nix::unistd::geteuid().as_raw();
@@ -222,6 +232,36 @@ impl RunningSupervisor {
             },
         })
     }
+}
+
+/// `connect(2)` that gives up after `timeout`: a listener that accepts nothing (stopped, hung)
+/// fills its backlog, and a blocking connect would then wait forever.
+fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use nix::errno::Errno;
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            // A Unix socket connects at once or, its backlog full, not at all (EAGAIN).
+            Err(Errno::EAGAIN | Errno::EINTR) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(CONNECT_RETRY)
+            }
+            Err(Errno::EAGAIN) => return Err(std::io::ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok(UnixStream::from(fd))
 }
 
 /// Whether the end of the socket that answered (its `SO_PEERCRED`) is the supervisor meant:
@@ -276,6 +316,37 @@ mod tests {
         assert!(!believed(78, 1000, 77, 1000), "another process of ours");
         assert!(!believed(77, 1001, 77, 1000), "another user's");
         assert!(!believed(0, 1000, 77, 1000));
+    }
+
+    #[test]
+    fn a_connection_to_a_full_backlog_gives_up_in_time() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let scratch = crate::scratch_dir::ScratchDir::new("control-backlog");
+        let path = scratch.join("control.sock");
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(listener.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        let limit = Duration::from_millis(200);
+        let mut held = Vec::new();
+        let started = std::time::Instant::now();
+        let e = loop {
+            match connect_within(&path, limit) {
+                Ok(stream) => held.push(stream),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 8, "the backlog never filled");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < limit * 4, "{:?}", started.elapsed());
     }
 
     #[test]
