@@ -281,7 +281,8 @@ pub struct ReloadArgs {
     pub dry_run: bool,
 
     /// Where the per-master reload locks live, shared by every hupwatch that may reload the
-    /// same master (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch).
+    /// same master (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch); it must be
+    /// this user's own and writable by no one else.
     #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
 }

@@ -65,6 +65,15 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         None => (vec![AppConfig::from_args(app_name(&app), &app)?], None),
     };
     let stop = StopTimeout::new(stop_timeout, file_stop)?;
+    // Refused at start (exit 2), not at the first reload: see `config::runtime_dir`. One that
+    // cannot be created yet (the unit's read-only /run before tmpfiles ran) is no reason to
+    // stop: its reloads run unlocked, with a warning, as before.
+    for dir in apps.iter().filter_map(|a| a.reload.runtime_dir.as_deref()) {
+        match config::runtime_dir::own_runtime_dir(dir) {
+            Err(e) if e.is_unsafe() => return Err(e.into()),
+            _ => {}
+        }
+    }
     crate::preflight::warm_checker::enable();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -6,8 +6,10 @@
 
 use crate::config::ConfigError;
 use crate::config::config_file::ConfigFileError;
+use crate::config::runtime_dir::RuntimeDirError;
 use crate::gunicorn::discover::DiscoverError;
 use crate::reload::ReloadError;
+use crate::reload::lock::LockError;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::control_client::ControlError;
 use crate::watch::WatchError;
@@ -33,6 +35,9 @@ pub enum AppError {
     /// `reload`/`status` aimed at a `hupwatch run` supervisor.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// A runtime directory someone else controls (`config::runtime_dir`).
+    #[error(transparent)]
+    RuntimeDir(#[from] RuntimeDirError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -43,9 +48,15 @@ pub enum AppError {
 impl AppError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::ConfigFile(_) | Self::ConfigWithFlags | Self::Watch(_) => 2,
+            Self::Config(_)
+            | Self::ConfigFile(_)
+            | Self::ConfigWithFlags
+            | Self::Watch(_)
+            | Self::RuntimeDir(_) => 2,
             Self::Target(_) => 3,
             Self::Reload(e) if e.is_target_problem() => 3,
+            // A runtime directory someone else controls: fixed by the user, like a bad flag.
+            Self::Reload(ReloadError::Lock(LockError::Dir(e))) if e.is_unsafe() => 2,
             Self::Reload(_) | Self::Io { .. } => 1,
             Self::Supervisor(e) => e.exit_code(),
             Self::Control(e) => e.exit_code(),

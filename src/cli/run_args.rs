@@ -45,8 +45,8 @@ pub struct GenerationArgs {
     pub boot_timeout: Duration,
 
     /// Where each generation's pidfile and probe socket live, in a 0700 directory of this
-    /// process (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch, else the
-    /// system temp dir).
+    /// process (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch, else
+    /// $TMPDIR/hupwatch-<uid>); it must be this user's own and writable by no one else.
     #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
 

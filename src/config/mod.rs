@@ -9,6 +9,7 @@ pub mod health;
 pub mod health_url;
 pub mod release_link;
 pub mod reload_plan;
+pub mod runtime_dir;
 pub mod stop_timeout;
 mod target;
 
@@ -28,6 +29,7 @@ use crate::config::filter::{GlobError, PathFilter};
 use crate::config::health::{HealthCheck, ServedCheck};
 use crate::config::release_link::ReleaseLink;
 use crate::config::reload_plan::ReloadPlan;
+pub(crate) use crate::config::runtime_dir::default_runtime_dir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -163,18 +165,6 @@ impl ReloadSettings {
                 .or_else(default_runtime_dir),
         })
     }
-}
-
-/// The default runtime directory of the reload locks (see `reload::lock`): `/run/hupwatch` for
-/// root, else `$XDG_RUNTIME_DIR/hupwatch`;
-/// `None` when a non-root user has no runtime directory (then reloads run unlocked).
-pub(crate) fn default_runtime_dir() -> Option<PathBuf> {
-    if nix::unistd::geteuid().is_root() {
-        return Some(PathBuf::from("/run/hupwatch"));
-    }
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(d).join("hupwatch"))
 }
 
 pub fn release_link(args: &ReleaseArgs) -> Result<Option<ReleaseLink>, ConfigError> {

@@ -38,6 +38,8 @@ pub fn reload_locked(
         let mut lock = match ReloadLock::acquire(dir, master.pid, master.start_ticks, ceiling) {
             Ok(lock) => lock,
             Err(e @ LockError::TimedOut { .. }) => return Err(e.into()),
+            // Someone else could control the directory: refused (exit 2), not worked around.
+            Err(LockError::Dir(e)) if e.is_unsafe() => return Err(LockError::Dir(e).into()),
             Err(e) => return unlocked(e, target, master, settings, handoff),
         };
         // Everything this holder looks at from here on goes out with its signal.

@@ -23,15 +23,22 @@
 //! service, `sudo hupwatch reload`) coordinate with each other, the invocations of one user
 //! with each other, and no third user can interfere; a master's own user cannot hold root's
 //! lock either (the hardened unit has no CAP_CHOWN / CAP_DAC_OVERRIDE to share files with it).
+//!
+//! Trust: the directory must be our own (`config::runtime_dir::own_dir`, exit 2 otherwise), and
+//! a lock file is ours only if our uid owns it. One owned by anyone else (root's, in our own
+//! directory) is neither waited on nor read: an attacker-held flock would stall every deploy,
+//! and a forged record would report a reload nobody did. The reload then goes out unlocked,
+//! with a warning, as when no lock can be taken at all.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::config::runtime_dir::{RuntimeDirError, own_runtime_dir};
 use crate::reload::lock_record::Record;
 
 /// How often a waiter tries the lock again (a blocking flock could not honour the ceiling).
@@ -39,11 +46,12 @@ const RETRY: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot create the runtime directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Dir(#[from] RuntimeDirError),
+    #[error(
+        "the reload lock {path} is not ours ({what}): not waited on, and its record not believed"
+    )]
+    Foreign { path: PathBuf, what: String },
     #[error("cannot open the reload lock {path}: {source}")]
     Open {
         path: PathBuf,
@@ -191,33 +199,43 @@ pub fn sweep(dir: &Path) {
 }
 
 /// Open (creating the directory and the file as needed) without following a symlink planted
-/// in the file's place. Not truncated: the file holds the previous holder's record.
+/// in the file's place; only a regular file of our uid's is ours. Not truncated: the file
+/// holds the previous holder's record.
 fn open(dir: &Path, path: &Path) -> Result<File, LockError> {
-    let mode = if nix::unistd::geteuid().is_root() {
-        0o755
-    } else {
-        0o700
-    };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
-        .map_err(|source| LockError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    OpenOptions::new()
+    let uid = nix::unistd::geteuid();
+    own_runtime_dir(dir)?;
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        // Not blocked by a FIFO in its place either (it is then refused: not a regular file).
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
         .map_err(|source| LockError::Open {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+    let meta = file.metadata().map_err(|source| LockError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let foreign = |what| LockError::Foreign {
+        path: path.to_path_buf(),
+        what,
+    };
+    if !meta.file_type().is_file() {
+        return Err(foreign("not a regular file".into()));
+    }
+    if meta.uid() != uid.as_raw() {
+        return Err(foreign(format!(
+            "owned by uid {}, not {}",
+            meta.uid(),
+            uid.as_raw()
+        )));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -245,6 +263,18 @@ mod tests {
         let next = record(6, "/b");
         second.write(&next).unwrap();
         assert_eq!(second.record(), Some(next));
+    }
+
+    #[test]
+    fn what_is_not_our_own_regular_file_is_neither_waited_on_nor_read() {
+        let scratch = ScratchDir::new("reload-lock-foreign");
+        let dir = scratch.join("run");
+        drop(ReloadLock::try_acquire(&dir, 1, 1).unwrap());
+        let planted = ReloadLock::path(&dir, 42, 7);
+        nix::unistd::mkfifo(&planted, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = ReloadLock::acquire(&dir, 42, 7, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(e, LockError::Foreign { .. }), "{e}");
+        assert!(e.to_string().contains("not believed"), "{e}");
     }
 
     #[test]

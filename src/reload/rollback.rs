@@ -10,9 +10,9 @@
 //! is known by its path and its directory's inode: a release rebuilt under the same name is a
 //! new directory, and gets its chance.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,9 +41,25 @@ pub struct FailedReleases {
 impl FailedReleases {
     /// What `dir` remembers; nothing when the file is missing or unreadable (a memory that
     /// cannot be read must not stop a deploy: it only loses the no-flap guard, and says so
-    /// when it is written).
+    /// when it is written), or not a regular file of our uid's (another user's entries would
+    /// hold back a good release, as a foreign lock record would short-circuit a reload).
     pub fn load(dir: &Path) -> Self {
-        let text = std::fs::read_to_string(dir.join(FILE)).unwrap_or_default();
+        let Ok(mut file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(dir.join(FILE))
+        else {
+            return Self::default();
+        };
+        let own = nix::unistd::geteuid().as_raw();
+        if !file
+            .metadata()
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == own)
+        {
+            return Self::default();
+        }
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut file, &mut text);
         Self::parse(&text)
     }
 
@@ -82,12 +98,7 @@ impl FailedReleases {
     /// Two deploys may fail at once: under an flock, the file is read again and `release`
     /// added to what it holds now, so neither loses the other's entry.
     pub fn remember(&mut self, dir: &Path, release: &Path) -> std::io::Result<()> {
-        let mode = if nix::unistd::geteuid().is_root() {
-            0o755
-        } else {
-            0o700
-        };
-        DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+        crate::config::runtime_dir::own_runtime_dir(dir).map_err(std::io::Error::other)?;
         let guard = OpenOptions::new()
             .read(true)
             .write(true)
@@ -217,6 +228,21 @@ mod tests {
         let other_inode = inode_of(&bad).unwrap() + 1;
         let rebuilt = FailedReleases::parse(&format!("{other_inode} 0 {}\n", bad.display()));
         assert_eq!(rebuilt.find(&bad), None);
+    }
+
+    #[test]
+    fn a_memory_that_is_not_our_own_file_is_not_read() {
+        let scratch = ScratchDir::new("rollback-foreign");
+        let (runtime, elsewhere) = (scratch.0.join("run"), scratch.0.join("elsewhere"));
+        let bad = scratch.0.join("releases/2");
+        std::fs::create_dir_all(&bad).unwrap();
+        FailedReleases::default()
+            .remember(&elsewhere, &bad)
+            .unwrap();
+        assert!(FailedReleases::load(&elsewhere).find(&bad).is_some());
+        crate::config::runtime_dir::own_runtime_dir(&runtime).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join(FILE), runtime.join(FILE)).unwrap();
+        assert_eq!(FailedReleases::load(&runtime).find(&bad), None);
     }
 
     #[test]

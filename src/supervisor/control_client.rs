@@ -7,12 +7,18 @@
 //! directory is (`--runtime-dir`, `/run/hupwatch`, `$XDG_RUNTIME_DIR`), and a process that merely
 //! calls itself hupwatch is never taken for one. Reading another user's `/proc/PID/fd` is not
 //! allowed — which matches the socket's rule: only its own user and root may control it.
+//!
+//! A path is only a name, and whoever can write the directory can put another socket under it:
+//! so the answering end is checked before anything is sent (`SO_PEERCRED`: the supervisor's own
+//! PID, and our uid or root), and every wait for an answer has a stated bound.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use tracing::info;
 
 use crate::config::{By, TargetSelector};
@@ -20,8 +26,36 @@ use crate::gunicorn::unix_sockets::{listening_paths, socket_inodes};
 use crate::gunicorn::{discover, procfs};
 use crate::supervisor::control::{Answer, Request, SOCKET_NAME, StatusView};
 
+/// `status`: a supervisor answers it at once.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// `reload`: answered once the new release serves or has failed, which a supervisor decides
+/// within its boot and health timeouts (30 s and 10 s by default, for a check generation and
+/// then a serving one); far more than that is a supervisor that hangs.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(600);
+/// Connecting, and sending the one request line.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a connection to a full backlog is tried again.
+const CONNECT_RETRY: Duration = Duration::from_millis(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    #[error(
+        "the control socket {path} is not hupwatch run (PID {pid})'s: it is answered by PID {peer_pid}, uid {peer_uid}; not believed, nothing was asked"
+    )]
+    Forged {
+        pid: u32,
+        path: PathBuf,
+        peer_pid: i32,
+        peer_uid: u32,
+    },
+    #[error(
+        "hupwatch run (PID {pid}) gave no answer within {}s (the client's limit for {request}); is it stopped or hung?", timeout.as_secs()
+    )]
+    Silent {
+        pid: u32,
+        request: &'static str,
+        timeout: Duration,
+    },
     #[error("cannot reach the control socket {path} of hupwatch run (PID {pid}): {source}")]
     Unreachable {
         pid: u32,
@@ -140,21 +174,56 @@ impl RunningSupervisor {
         }
     }
 
-    /// One request, one answer line. No timeout: the supervisor answers every reload within
-    /// its boot timeout (and its health timeout), and a supervisor that dies closes the socket.
+    /// One request, one answer line: only to the supervisor itself (see the module docs), and
+    /// waited for at most [`STATUS_TIMEOUT`] or [`RELOAD_TIMEOUT`].
     fn ask(&self, request: Request) -> Result<Answer, ControlError> {
         let unreachable = |source| ControlError::Unreachable {
             pid: self.pid,
             path: self.socket.clone(),
             source,
         };
-        let mut stream = UnixStream::connect(&self.socket).map_err(unreachable)?;
+        let mut stream =
+            connect_within(&self.socket, SEND_TIMEOUT).map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => ControlError::Silent {
+                    pid: self.pid,
+                    request: "connecting",
+                    timeout: SEND_TIMEOUT,
+                },
+                _ => unreachable(e),
+            })?;
+        let peer = getsockopt(&stream, PeerCredentials)
+            .map_err(|e| unreachable(std::io::Error::from(e)))?;
+        let own_uid = nix::unistd::geteuid().as_raw();
+        if !believed(peer.pid(), peer.uid(), self.pid, own_uid) {
+            return Err(ControlError::Forged {
+                pid: self.pid,
+                path: self.socket.clone(),
+                peer_pid: peer.pid(),
+                peer_uid: peer.uid(),
+            });
+        }
+        let (name, timeout) = match request {
+            Request::Reload => ("reload", RELOAD_TIMEOUT),
+            Request::Status => ("status", STATUS_TIMEOUT),
+        };
+        let silent = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ControlError::Silent {
+                pid: self.pid,
+                request: name,
+                timeout,
+            },
+            _ => unreachable(e),
+        };
+        stream
+            .set_write_timeout(Some(SEND_TIMEOUT))
+            .and_then(|()| stream.set_read_timeout(Some(timeout)))
+            .map_err(unreachable)?;
         let line = serde_json::json!({ "request": request }).to_string() + "\n";
-        stream.write_all(line.as_bytes()).map_err(unreachable)?;
+        stream.write_all(line.as_bytes()).map_err(silent)?;
         let mut text = String::new();
         BufReader::new(stream)
             .read_line(&mut text)
-            .map_err(unreachable)?;
+            .map_err(silent)?;
         serde_json::from_str(text.trim()).map_err(|e| ControlError::NoAnswer {
             pid: self.pid,
             why: match text.is_empty() {
@@ -163,6 +232,42 @@ impl RunningSupervisor {
             },
         })
     }
+}
+
+/// `connect(2)` that gives up after `timeout`: a listener that accepts nothing (stopped, hung)
+/// fills its backlog, and a blocking connect would then wait forever.
+fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use nix::errno::Errno;
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            // A Unix socket connects at once or, its backlog full, not at all (EAGAIN).
+            Err(Errno::EAGAIN | Errno::EINTR) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(CONNECT_RETRY)
+            }
+            Err(Errno::EAGAIN) => return Err(std::io::ErrorKind::TimedOut.into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok(UnixStream::from(fd))
+}
+
+/// Whether the end of the socket that answered (its `SO_PEERCRED`) is the supervisor meant:
+/// its PID, and run by our uid or root (a root supervisor may serve us, as its socket allows).
+fn believed(peer_pid: i32, peer_uid: u32, supervisor: u32, own_uid: u32) -> bool {
+    u32::try_from(peer_pid).is_ok_and(|p| p == supervisor) && (peer_uid == own_uid || peer_uid == 0)
 }
 
 /// In a `/proc/net/unix` table, the path of a listening socket named `run-*/control.sock`
@@ -202,6 +307,46 @@ mod tests {
         assert_eq!(control_socket(TABLE, &held(&[4343])), None, "not a run dir");
         assert_eq!(control_socket(TABLE, &held(&[4444])), None, "a connection");
         assert_eq!(control_socket(TABLE, &held(&[1])), None, "not its own");
+    }
+
+    #[test]
+    fn only_the_supervisor_itself_run_by_us_or_root_is_believed() {
+        assert!(believed(77, 1000, 77, 1000));
+        assert!(believed(77, 0, 77, 1000));
+        assert!(!believed(78, 1000, 77, 1000), "another process of ours");
+        assert!(!believed(77, 1001, 77, 1000), "another user's");
+        assert!(!believed(0, 1000, 77, 1000));
+    }
+
+    #[test]
+    fn a_connection_to_a_full_backlog_gives_up_in_time() {
+        use nix::sys::socket::{
+            AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let scratch = crate::scratch_dir::ScratchDir::new("control-backlog");
+        let path = scratch.join("control.sock");
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(listener.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        listen(&listener, Backlog::new(0).unwrap()).unwrap();
+        let limit = Duration::from_millis(200);
+        let mut held = Vec::new();
+        let started = std::time::Instant::now();
+        let e = loop {
+            match connect_within(&path, limit) {
+                Ok(stream) => held.push(stream),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 8, "the backlog never filled");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < limit * 4, "{:?}", started.elapsed());
     }
 
     #[test]

@@ -44,6 +44,7 @@ use tracing::{info, warn};
 use crate::cli::RunArgs;
 use crate::config::health::HealthCheck;
 use crate::config::release_link::{ReleaseError, ReleaseLink};
+use crate::config::runtime_dir::RuntimeDirError;
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
@@ -68,6 +69,8 @@ pub enum SupervisorError {
     FirstGeneration(String),
     #[error("gave up after {attempts} failed restarts in a row: {last}")]
     GaveUp { attempts: u32, last: String },
+    #[error(transparent)]
+    RuntimeDir(#[from] RuntimeDirError),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -85,6 +88,8 @@ impl SupervisorError {
             | Self::Listen(_)
             | Self::Watch(_)
             | Self::ZeroBootTimeout => 2,
+            Self::RuntimeDir(e) if e.is_unsafe() => 2,
+            Self::RuntimeDir(_) => 1,
             Self::FirstGeneration(_) | Self::GaveUp { .. } | Self::Io { .. } => 1,
         }
     }
@@ -197,7 +202,7 @@ impl RunSettings {
             .runtime_dir
             .map(|d| std::path::absolute(&d).unwrap_or(d))
             .or_else(crate::config::default_runtime_dir)
-            .unwrap_or_else(|| std::env::temp_dir().join("hupwatch"));
+            .unwrap_or_else(crate::config::runtime_dir::temp_runtime_dir);
         let control_socket = command_line::has_control_socket(gunicorn_version(&args.command));
         Ok(Self {
             command: args.command,
@@ -267,6 +272,8 @@ pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
     // Before anything else can start a process that would inherit them.
     let passed = activation::take_passed()?;
     let settings = RunSettings::from_args(args)?;
+    // Before any socket is bound: a runtime directory someone else controls is refused first.
+    let dir = RunDir::create(&settings.runtime_base)?;
     let io = |context| move |source| SupervisorError::Io { context, source };
     let listeners = match passed {
         Some(passed) => {
@@ -287,8 +294,6 @@ pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
         context: "becoming a child subreaper",
         source: e.into(),
     })?;
-    let dir =
-        RunDir::create(&settings.runtime_base).map_err(io("creating the runtime directory"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

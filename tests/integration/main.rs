@@ -16,6 +16,7 @@ mod multi_app;
 mod releases;
 mod rollback;
 mod run;
+mod second_user;
 mod serve_proof;
 mod service;
 mod settle;
