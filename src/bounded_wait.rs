@@ -79,6 +79,34 @@ impl OutputReader {
     }
 }
 
+/// Run a spawned `child` (the leader of its own process group, its output on the pipe whose
+/// read end is `reader`) to `deadline`: its exit status, or `None` when it overran and was
+/// killed with its whole group (while it is unreaped, so the group is still its own: the app
+/// may have started helpers), and the output it wrote, not waiting for an EOF that a helper
+/// left behind would hold back past [`OUTPUT_GRACE`].
+pub fn finish_in_group(
+    mut child: Child,
+    reader: impl Read + Send + 'static,
+    deadline: Instant,
+) -> (Option<ExitStatus>, Vec<u8>) {
+    let output = OutputReader::start(reader);
+    let status = match wait_until(&mut child, deadline, Duration::from_millis(20)) {
+        Ok(Some(status)) => Some(status),
+        _ => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            None
+        }
+    };
+    let output = output
+        .map(|o| o.collect_until(Instant::now() + OUTPUT_GRACE))
+        .unwrap_or_default();
+    (status, output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

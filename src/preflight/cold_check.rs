@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bounded_wait::{OUTPUT_GRACE, OutputReader, wait_until};
+use crate::bounded_wait::finish_in_group;
 use crate::preflight::error::{PreflightError, tail};
 use crate::preflight::framework_check;
 use crate::preflight::plan::{Passed, Plan, switch_user};
@@ -51,27 +51,9 @@ fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, Prefli
             });
         }
     }
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let child = cmd.spawn().map_err(spawn_err)?;
     drop(cmd); // closes our copies of the pipe's write end, so the reader sees EOF
-    let output = OutputReader::start(reader);
-    let status = match wait_until(&mut child, started + timeout, Duration::from_millis(20)) {
-        Ok(Some(status)) => Some(status),
-        // The whole group, while its leader is unreaped (so the group is still this check's):
-        // the app may have started helpers of its own.
-        _ => {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            None
-        }
-    };
-    // A helper outside the group, or one left by a check that passed, may hold the pipe open:
-    // its EOF is not waited for past a short grace.
-    let output = output
-        .map(|o| o.collect_until(Instant::now() + OUTPUT_GRACE))
-        .unwrap_or_default();
+    let (status, output) = finish_in_group(child, reader, started + timeout);
     let tail = tail(&output);
     match status {
         Some(s) if s.success() => {

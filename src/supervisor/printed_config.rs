@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bounded_wait::{OUTPUT_GRACE, OutputReader, wait_until};
+use crate::bounded_wait::finish_in_group;
 
 /// How long Gunicorn may take to answer a question about itself (a config file may import
 /// things).
@@ -130,25 +130,9 @@ fn answer_within(
         .stdout(writer.try_clone().map_err(|e| e.to_string())?)
         .stderr(writer)
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
     drop(cmd); // our copies of the write end: the reader sees EOF when the child exits
-    let output = OutputReader::start(reader);
-    let deadline = Instant::now() + timeout;
-    let status = match wait_until(&mut child, deadline, Duration::from_millis(20)) {
-        Ok(Some(status)) => Some(status),
-        _ => {
-            // The group while its leader is unreaped, so it is still this command's.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            None
-        }
-    };
-    let output = output
-        .map(|o| o.collect_until(Instant::now() + OUTPUT_GRACE))
-        .unwrap_or_default();
+    let (status, output) = finish_in_group(child, reader, Instant::now() + timeout);
     let output = String::from_utf8_lossy(&output).into_owned();
     Ok((status.is_some_and(|s| s.success()), output))
 }
