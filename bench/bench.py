@@ -477,16 +477,20 @@ def probe_until(port, want, timeout=15.0):
 class Gunicorn:
     """A real Gunicorn 27.0.1 master (setproctitle installed, so titled) on 127.0.0.1."""
 
-    def __init__(self, name, app_dir, extra=(), wrap=(), workers=1, titled_by_name=True, gunicorn=None):
+    def __init__(self, name, app_dir, extra=(), wrap=(), workers=1, titled_by_name=True, gunicorn=None,
+                 control_socket=None):
         self.port = free_port()
         self.name = name
         self.workers = workers
         # Without --name the title is `gunicorn: master [app:app]`: the app spec, which is
         # what hupwatch's default preflight reads from a titled master.
         named = ["--name", name] if titled_by_name else []
+        # Gunicorn >= 25.1 opens a control socket at one path per user by default, which every
+        # master of the run would share: none, or one of the master's own (`control_socket`).
+        ctl = ["--control-socket", str(control_socket)] if control_socket else ["--no-control-socket"]
         args = list(wrap) + [
             gunicorn or GUNICORN, *named, "--workers", str(workers),
-            "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", *extra, "app:app",
+            "--bind", f"127.0.0.1:{self.port}", *ctl, *extra, "app:app",
         ]
         env = {"PYTHONDONTWRITEBYTECODE": "1", "PWD": str(app_dir)}
         self.child = Child(name, args, cwd=app_dir, env=env, logfile=LOGS / f"{name}.gunicorn.log")
@@ -771,14 +775,20 @@ def defaults_setup(tool, j):
     """One tool of the defaults scenario serving its own copy of the app: {dir, g (Gunicorn or
     RunServer), w (hupwatch's log, or None)}."""
     app_dir = make_app_dir(WORK / "defaults" / f"t{j}")
+    # Each master gets a control socket of its own, as Gunicorn's default gives one (outside the
+    # app directory): hupwatch's `auto` asks it whether the app is preloaded. The row whose label
+    # says `--no-control-socket` has none, so `auto` cannot tell and upgrades.
+    ctl = None if "--no-control-socket" in tool else WORK / "defaults" / f"t{j}.ctl"
     if tool.startswith("hupwatch run"):
         r = RunServer(f"defaults-run-{j}", app_dir)
         return {"dir": app_dir, "g": r, "w": r.child}
     if tool.startswith("hupwatch"):
         pidfile = WORK / "defaults" / f"t{j}.pid"
-        g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["-p", str(pidfile)], titled_by_name=False)
-        # The row's label names the one flag it sets (none for the defaults row).
-        extra = [] if tool.endswith("(defaults)") else tool.split()[2:]
+        g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["-p", str(pidfile)], titled_by_name=False,
+                     control_socket=ctl)
+        # A row's label names the one hupwatch flag it sets, after `hupwatch watch` (none for
+        # the defaults rows).
+        extra = [] if "(defaults)" in tool else tool.split()[2:]
         w = Child(f"defaults-hupwatch-{j}", [CONFIG["hupwatch"], "watch", "--pidfile", pidfile, *extra],
                   cwd=app_dir, env={"HUPWATCH_STRATEGY": None})
         w.wait_line(r"ready: ", timeout=60)
@@ -790,9 +800,9 @@ def defaults_setup(tool, j):
         return {"dir": app_dir, "g": g, "w": w}
     if "inotify" in tool:
         g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload", "--reload-engine", "inotify"],
-                     gunicorn=GUNICORN_INOTIFY)
+                     gunicorn=GUNICORN_INOTIFY, control_socket=ctl)
     else:
-        g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload"])
+        g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload"], control_socket=ctl)
     return {"dir": app_dir, "g": g, "w": None}
 
 
@@ -841,7 +851,7 @@ def scenario_defaults():
     --reload` as `pip install gunicorn` gives it (polling: no `inotify` package) and with
     `--reload-engine inotify` (the `inotify` package installed in a venv of its own). Plus
     `watch` with only --debounce changed (BENCH_DEFAULTS_ALT_DEBOUNCE), to show what the quiet
-    period costs, and with only --strategy hup (what `auto`'s choice of an upgrade costs). Each tool gets each save kind of BENCH_DEFAULTS_SAVES: `inplace` (truncate
+    period costs, and against a master without a control socket (`auto` then upgrades). Each tool gets each save kind of BENCH_DEFAULTS_SAVES: `inplace` (truncate
     and write, an editor's save, which waits out the quiet period) and `atomic` (a temp file
     renamed over app.py: complete as it lands, so hupwatch deploys it at once — issue 18)."""
     alt = CONFIG["defaults_alt_debounce"]
@@ -849,11 +859,12 @@ def scenario_defaults():
     unknown = [k for k in saves if k not in SAVES]
     if unknown:
         raise ValueError(f"BENCH_DEFAULTS_SAVES: unknown {unknown} (known: {', '.join(SAVES)})")
-    # `--strategy hup`: with setproctitle installed the master's command line is hidden, `auto`
-    # cannot tell whether the app is preloaded and upgrades (a new master boots); this row shows
-    # the same pipeline when the master is HUPed.
-    tools = ["hupwatch watch (defaults)", "hupwatch watch --strategy hup", f"hupwatch watch --debounce {alt}",
-             "hupwatch run (defaults)", "gunicorn --reload", "gunicorn --reload --reload-engine inotify"]
+    # With setproctitle installed the master's command line is hidden: `auto` learns whether the
+    # app is preloaded from the control socket, and without one it upgrades (a new master boots
+    # for every deploy): the second row shows what that costs.
+    tools = ["hupwatch watch (defaults)", "hupwatch watch (defaults), master --no-control-socket",
+             f"hupwatch watch --debounce {alt}", "hupwatch run (defaults)", "gunicorn --reload",
+             "gunicorn --reload --reload-engine inotify"]
     if not Path(GUNICORN_INOTIFY).exists():
         note(f"no {GUNICORN_INOTIFY}: the --reload-engine inotify row is skipped")
         tools.remove("gunicorn --reload --reload-engine inotify")
