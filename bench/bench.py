@@ -14,8 +14,9 @@ Scenarios (BENCH_SCENARIOS, comma-separated; default all, in this order):
   swap       release-link swap-to-signal latency, preflight off/on, SWAP_SETTLE=0 build — goal 2
   e2e        edit-to-new-code-served vs watchexec + kill -HUP vs gunicorn --reload — figure 3
   oneshot    `hupwatch reload --pid` vs `pkill -HUP -f 'gunicorn.*master'` — figure 4
-  defaults   edit-to-new-code-served, every tool as a newcomer gets it (hupwatch's default
-             debounce and preflight vs `gunicorn --reload`, polling and inotify) — figure 3b
+  defaults   edit-to-new-code-served, every tool as a newcomer gets it (`hupwatch watch` and
+             `hupwatch run` with the default debounce and preflight vs `gunicorn --reload`, polling
+             and inotify), in-place and atomic saves (BENCH_DEFAULTS_SAVES) — figure 3b, issue 18
   stall      worst request during a reload, slow-importing app under load: HUP, upgrade, auto,
              `hupwatch run` (BENCH_STALL_STRATEGIES=…,run), `gunicorn --reload`; edit → served and
              the process tree's RSS during the switch — issues 11, 12 (bench/stall.py)
@@ -58,6 +59,7 @@ CONFIG = {
     "venv_inotify": os.environ.get("BENCH_VENV_INOTIFY", "/tmp/bench-venv-inotify"),
     "defaults_rounds": env_int("BENCH_DEFAULTS", 8),
     "defaults_alt_debounce": os.environ.get("BENCH_DEFAULTS_ALT_DEBOUNCE", "100ms"),
+    "defaults_saves": os.environ.get("BENCH_DEFAULTS_SAVES", "inplace,atomic"),
     "scenarios": os.environ.get("BENCH_SCENARIOS", "tree,discovery,save,swap,e2e,oneshot,defaults,stall,rhythm"),
     "debounce_ms": env_int("BENCH_DEBOUNCE_MS", 100),
     "saves": env_int("BENCH_SAVES", 30),
@@ -375,6 +377,23 @@ def write_app(dir_, version, prefix=""):
     return t0
 
 
+def write_app_atomic(dir_, version, prefix=""):
+    """A tool's atomic save: write the new app.py to a `tempfile.mkstemp(dir=…)` file beside it
+    (named tmpXXXXXXXX, a name the default excludes skip) and rename it over app.py, so the file
+    is never seen half-written. Returns the time just before the temp file is opened."""
+    path = Path(dir_) / "app.py"
+    data = (prefix + APP_TEMPLATE.format(version=version)).encode()
+    t0 = now()
+    fd, tmp = tempfile.mkstemp(dir=dir_)
+    os.write(fd, data)
+    os.close(fd)
+    os.replace(tmp, path)
+    return t0
+
+
+SAVES = {"inplace": write_app, "atomic": write_app_atomic}
+
+
 def make_app_dir(dir_, version="r000000", extra_modules=20):
     dir_ = Path(dir_)
     (dir_ / "pkg").mkdir(parents=True, exist_ok=True)
@@ -458,16 +477,20 @@ def probe_until(port, want, timeout=15.0):
 class Gunicorn:
     """A real Gunicorn 27.0.1 master (setproctitle installed, so titled) on 127.0.0.1."""
 
-    def __init__(self, name, app_dir, extra=(), wrap=(), workers=1, titled_by_name=True, gunicorn=None):
+    def __init__(self, name, app_dir, extra=(), wrap=(), workers=1, titled_by_name=True, gunicorn=None,
+                 control_socket=None):
         self.port = free_port()
         self.name = name
         self.workers = workers
         # Without --name the title is `gunicorn: master [app:app]`: the app spec, which is
         # what hupwatch's default preflight reads from a titled master.
         named = ["--name", name] if titled_by_name else []
+        # Gunicorn >= 25.1 opens a control socket at one path per user by default, which every
+        # master of the run would share: none, or one of the master's own (`control_socket`).
+        ctl = ["--control-socket", str(control_socket)] if control_socket else ["--no-control-socket"]
         args = list(wrap) + [
             gunicorn or GUNICORN, *named, "--workers", str(workers),
-            "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", *extra, "app:app",
+            "--bind", f"127.0.0.1:{self.port}", *ctl, *extra, "app:app",
         ]
         env = {"PYTHONDONTWRITEBYTECODE": "1", "PWD": str(app_dir)}
         self.child = Child(name, args, cwd=app_dir, env=env, logfile=LOGS / f"{name}.gunicorn.log")
@@ -734,15 +757,113 @@ def scenario_e2e():
 # Scenario: edit → new code served, every tool with its defaults (figure 3b)
 
 
+class RunServer:
+    """`hupwatch run -- gunicorn -b 127.0.0.1:PORT app:app` started in the app directory with
+    nothing else set: it watches the current directory with the default quiet period, and a
+    deploy is a new generation that serves once its workers booted; then the old one stops."""
+
+    def __init__(self, name, app_dir):
+        self.port = free_port()
+        args = [CONFIG["hupwatch"], "run", "--", GUNICORN, "-b", f"127.0.0.1:{self.port}", "app:app"]
+        env = {"PYTHONDONTWRITEBYTECODE": "1", "PWD": str(app_dir), "HUPWATCH_STRATEGY": None}
+        self.child = Child(name, args, cwd=app_dir, env=env)
+        self.child.wait_line(stall_tools.RunTarget.GENERATION_UP, timeout=60, fail=r"ERROR")
+        wait_until(lambda: http_body(self.port), 15, step=0.05, what=f"{name} serving")
+
+
+def defaults_setup(tool, j):
+    """One tool of the defaults scenario serving its own copy of the app: {dir, g (Gunicorn or
+    RunServer), w (hupwatch's log, or None)}."""
+    app_dir = make_app_dir(WORK / "defaults" / f"t{j}")
+    # Each master gets a control socket of its own, as Gunicorn's default gives one (outside the
+    # app directory): hupwatch's `auto` asks it whether the app is preloaded. The row whose label
+    # says `--no-control-socket` has none, so `auto` cannot tell and upgrades.
+    ctl = None if "--no-control-socket" in tool else WORK / "defaults" / f"t{j}.ctl"
+    if tool.startswith("hupwatch run"):
+        r = RunServer(f"defaults-run-{j}", app_dir)
+        return {"dir": app_dir, "g": r, "w": r.child}
+    if tool.startswith("hupwatch"):
+        pidfile = WORK / "defaults" / f"t{j}.pid"
+        g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["-p", str(pidfile)], titled_by_name=False,
+                     control_socket=ctl)
+        # A row's label names the one hupwatch flag it sets, after `hupwatch watch` (none for
+        # the defaults rows).
+        extra = [] if "(defaults)" in tool else tool.split()[2:]
+        w = Child(f"defaults-hupwatch-{j}", [CONFIG["hupwatch"], "watch", "--pidfile", pidfile, *extra],
+                  cwd=app_dir, env={"HUPWATCH_STRATEGY": None})
+        w.wait_line(r"ready: ", timeout=60)
+        # The warm checker is started ahead of the first change; let it finish.
+        try:
+            w.wait_line(r"warm preflight checker started", timeout=20)
+        except TimeoutError:
+            note(f"{tool}: no warm checker line (older build?)")
+        return {"dir": app_dir, "g": g, "w": w}
+    if "inotify" in tool:
+        g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload", "--reload-engine", "inotify"],
+                     gunicorn=GUNICORN_INOTIFY, control_socket=ctl)
+    else:
+        g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload"], control_socket=ctl)
+    return {"dir": app_dir, "g": g, "w": None}
+
+
+def defaults_once(tool, s, save, version):
+    """One save of kind `save` and the wait for `version` to be served; then the tool is let
+    finish its deploy (old workers or generation gone), so the next save starts from rest.
+    Returns (edit → served, edit → hupwatch's `deploy due` line or None), ns."""
+    g, w = s["g"], s["w"]
+    run = tool.startswith("hupwatch run")
+    old = None if run else g.workers_now()
+    mark = w.mark() if w else 0
+    t0 = SAVES[save](s["dir"], version)
+    served = probe_until(g.port, version) - t0
+    due = None
+    if run:
+        stall.run_switched(g, mark, timeout=40)
+    elif w:
+        _, _, line = w.wait_line(r"reloaded master|reload failed|ERROR", start=mark, timeout=40)
+        # `auto` (the default strategy) upgrades when it cannot tell whether the app is
+        # preloaded (a titled master hides its command line): a new master then serves.
+        m = re.search(r"-> new master (\d+)", line)
+        if m:
+            g.pid = int(m.group(1))
+        for _, text in w.lines[mark:]:
+            m = re.search(r"preflight passed in (\d+)ms", text)
+            if m:
+                s["preflight_ms"].append(int(m.group(1)))
+            m = re.search(r"auto chose (\w+)", text)
+            if m:
+                s["strategies"][m.group(1)] = s["strategies"].get(m.group(1), 0) + 1
+    if w:
+        # When hupwatch decided: right after the save for an atomic one, after the quiet period
+        # for an in-place one. The line's time is when the bench read it (a few µs later).
+        _, t_due, _ = w.wait_line(r"deploy due", start=mark, timeout=5)
+        due = t_due - t0
+    if not run:
+        g.wait_replaced(old)
+    time.sleep(0.3 if w else 1.2)  # gunicorn --reload polls mtimes once a second
+    return served, due
+
+
 def scenario_defaults():
-    """`hupwatch watch --pidfile P` run in the app directory with nothing else set (default
-    debounce, default preflight on the warm checker) against `gunicorn --reload` as `pip install
-    gunicorn` gives it (polling: no `inotify` package) and with `--reload-engine inotify` (the
-    `inotify` package installed in a venv of its own). Plus hupwatch with only --debounce
-    changed (BENCH_DEFAULTS_ALT_DEBOUNCE), to show what the quiet period costs."""
-    H = CONFIG["hupwatch"]
+    """Edit → new code served, every tool with its defaults: `hupwatch watch --pidfile P` run in
+    the app directory with nothing else set (default debounce, default preflight on the warm
+    checker), `hupwatch run -- gunicorn …` (the same, a new generation per deploy), `gunicorn
+    --reload` as `pip install gunicorn` gives it (polling: no `inotify` package) and with
+    `--reload-engine inotify` (the `inotify` package installed in a venv of its own). Plus
+    `watch` with only --debounce changed (BENCH_DEFAULTS_ALT_DEBOUNCE), to show what the quiet
+    period costs, and against a master without a control socket (`auto` then upgrades). Each tool gets each save kind of BENCH_DEFAULTS_SAVES: `inplace` (truncate
+    and write, an editor's save, which waits out the quiet period) and `atomic` (a temp file
+    renamed over app.py: complete as it lands, so hupwatch deploys it at once — issue 18)."""
     alt = CONFIG["defaults_alt_debounce"]
-    tools = ["hupwatch watch (defaults)", f"hupwatch watch --debounce {alt}", "gunicorn --reload",
+    saves = [k.strip() for k in CONFIG["defaults_saves"].split(",") if k.strip()]
+    unknown = [k for k in saves if k not in SAVES]
+    if unknown:
+        raise ValueError(f"BENCH_DEFAULTS_SAVES: unknown {unknown} (known: {', '.join(SAVES)})")
+    # With setproctitle installed the master's command line is hidden: `auto` learns whether the
+    # app is preloaded from the control socket, and without one it upgrades (a new master boots
+    # for every deploy): the second row shows what that costs.
+    tools = ["hupwatch watch (defaults)", "hupwatch watch (defaults), master --no-control-socket",
+             f"hupwatch watch --debounce {alt}", "hupwatch run (defaults)", "gunicorn --reload",
              "gunicorn --reload --reload-engine inotify"]
     if not Path(GUNICORN_INOTIFY).exists():
         note(f"no {GUNICORN_INOTIFY}: the --reload-engine inotify row is skipped")
@@ -751,60 +872,41 @@ def scenario_defaults():
         tools.remove(f"hupwatch watch --debounce {alt}")
     setups = {}
     for j, tool in enumerate(tools):
-        app_dir = make_app_dir(WORK / "defaults" / f"t{j}")
-        watcher = None
-        if tool.startswith("hupwatch"):
-            pidfile = WORK / "defaults" / f"t{j}.pid"
-            g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["-p", str(pidfile)], titled_by_name=False)
-            extra = ["--debounce", alt] if "--debounce" in tool else []
-            watcher = Child(f"defaults-hupwatch-{j}", [H, "watch", "--pidfile", pidfile, *extra], cwd=app_dir,
-                            env={"HUPWATCH_STRATEGY": None})
-            watcher.wait_line(r"ready: ", timeout=60)
-            # The warm checker is started ahead of the first change; let it finish.
-            try:
-                watcher.wait_line(r"warm preflight checker started", timeout=20)
-            except TimeoutError:
-                note(f"{tool}: no warm checker line (older build?)")
-        elif "inotify" in tool:
-            g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload", "--reload-engine", "inotify"],
-                         gunicorn=GUNICORN_INOTIFY)
-        else:
-            g = Gunicorn(f"bench-defaults-{j}", app_dir, extra=["--reload"])
-        setups[tool] = {"dir": app_dir, "g": g, "w": watcher, "lat": [], "preflight_ms": []}
+        setups[tool] = defaults_setup(tool, j)
+        setups[tool].update(preflight_ms=[], strategies={}, lat={k: [] for k in saves}, due={k: [] for k in saves})
     time.sleep(1.5)  # the polling reloader has taken its first mtime snapshot
     n = CONFIG["defaults_rounds"]
     for i in range(n):
-        order = tools[i % len(tools):] + tools[: i % len(tools)]
-        for tool in order:
-            s = setups[tool]
-            g, w = s["g"], s["w"]
-            old = g.workers_now()
-            mark = w.mark() if w else 0
-            version = f"d{i:05d}"
-            t0 = write_app(s["dir"], version)
-            s["lat"].append(probe_until(g.port, version) - t0)
-            if w:
-                w.wait_line(r"reloaded master|reload failed|ERROR", start=mark, timeout=40)
-                for _, text in w.lines[mark:]:
-                    m = re.search(r"preflight passed in (\d+)ms", text)
-                    if m:
-                        s["preflight_ms"].append(int(m.group(1)))
-            g.wait_replaced(old)
-            time.sleep(0.3 if w else 1.2)
+        # Interleaved: every tool's turn rotates, and so does which save kind goes first.
+        kinds = saves[i % len(saves):] + saves[: i % len(saves)]
+        for save in kinds:
+            order = tools[i % len(tools):] + tools[: i % len(tools)]
+            for tool in order:
+                s = setups[tool]
+                served, due = defaults_once(tool, s, save, f"d{i:05d}{save[0]}")
+                s["lat"][save].append(served)
+                if due is not None:
+                    s["due"][save].append(due)
         log(f"defaults: {i + 1}/{n} rounds")
-    res = {"rounds": n, "poll_ms": CONFIG["poll_ms"], "tools": {}}
+    res = {"rounds": n, "poll_ms": CONFIG["poll_ms"], "saves": {k: {} for k in saves}}
     for tool in tools:
         s = setups[tool]
-        sm = summary(s["lat"])
-        sm["p90_ms"] = round(pct([x / MS for x in s["lat"]], 90), 1)
-        sm["samples_ms"] = [round(x / MS, 1) for x in s["lat"]]
+        for save in saves:
+            sm = summary(s["lat"][save])
+            sm["p90_ms"] = round(pct([x / MS for x in s["lat"][save]], 90), 1)
+            sm["samples_ms"] = [round(x / MS, 1) for x in s["lat"][save]]
+            if s["due"][save]:
+                sm["deploy_due_median_ms"] = round(statistics.median(s["due"][save]) / MS, 1)
+                sm["deploy_due_ms"] = [round(x / MS, 1) for x in s["due"][save]]
+            res["saves"][save][tool] = sm
         if s["preflight_ms"]:
-            sm["preflight_logged_median_ms"] = statistics.median(s["preflight_ms"])
-            sm["preflight_logged_ms"] = s["preflight_ms"]
-        res["tools"][tool] = sm
+            res.setdefault("preflight_logged_median_ms", {})[tool] = statistics.median(s["preflight_ms"])
+        if s["strategies"]:
+            res.setdefault("auto_chose", {})[tool] = s["strategies"]
         if s["w"]:
-            s["w"].stop()
-        s["g"].child.stop()
+            s["w"].stop(grace=15.0)
+        if not tool.startswith("hupwatch run"):
+            s["g"].child.stop()
     return res
 
 
@@ -1141,12 +1243,13 @@ def markdown(r):
         cells = [f"{k}: {v['median_ms']} / {v['p99_ms']} ms" for k, v in t.items()]
         L.append(f"| edit → new code served (real Gunicorn, debounce {sc['e2e']['debounce_ms']} ms): median / p99 | "
                  f"{cells[0]}; {cells[1]} | {'; '.join(cells[2:])} | – |")
-    if "defaults" in sc and "tools" in sc["defaults"]:
-        t = sc["defaults"]["tools"]
-        cells = [f"{k}: {v['median_ms']} / {v['p90_ms']} ms" for k, v in t.items()]
-        L.append(f"| edit → new code served, every tool's defaults (n={sc['defaults']['rounds']}): median / p90 | "
-                 f"{'; '.join(c for c in cells if c.startswith('hupwatch'))} | "
-                 f"{'; '.join(c for c in cells if not c.startswith('hupwatch'))} | ≤ ½ `gunicorn --reload`, ≤ inotify engine |")
+    if "defaults" in sc and "saves" in sc["defaults"]:
+        for save, t in sc["defaults"]["saves"].items():
+            cells = [f"{k}: {v['median_ms']} / {v['p90_ms']} / {v['max_ms']} ms" for k, v in t.items()]
+            L.append(f"| edit → new code served, every tool's defaults, {save} save (n={sc['defaults']['rounds']}): "
+                     f"median / p90 / max | {'; '.join(c for c in cells if c.startswith('hupwatch'))} | "
+                     f"{'; '.join(c for c in cells if not c.startswith('hupwatch'))} | ≤ ½ `gunicorn --reload`, "
+                     f"≤ inotify engine |")
     if "oneshot" in sc and "variants" in sc["oneshot"]:
         v = sc["oneshot"]["variants"]
         cells = [f"{k}: served {x['served']['median_ms']} ms, returns {x['returned']['median_ms']} ms"
@@ -1188,6 +1291,7 @@ def markdown(r):
 sys.modules.setdefault("bench", sys.modules[__name__])
 import rhythm  # noqa: E402
 import stall  # noqa: E402
+import stall_tools  # noqa: E402
 
 EXTRA_TABLES = {"stall": stall.markdown_stall, "rhythm": rhythm.markdown_rhythm}
 

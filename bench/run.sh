@@ -13,6 +13,7 @@
 # low for the 100k-file tree (the original value is recorded). Loopback only. Knobs (defaults):
 #   BENCH_SCENARIOS=tree,discovery,save,swap,e2e,oneshot,defaults,stall,rhythm   BENCH_DEBOUNCE_MS=100
 #   BENCH_DEFAULTS=8 BENCH_DEFAULTS_ALT_DEBOUNCE=100ms BENCH_VENV_INOTIFY=/tmp/bench-venv-inotify
+#   BENCH_DEFAULTS_SAVES=inplace,atomic (defaults: truncate+write, and a mkstemp file renamed over app.py)
 #   BENCH_SAVES=30 BENCH_SWAPS=30 BENCH_SWAPS_PREFLIGHT=10 BENCH_E2E=15 BENCH_ONESHOT=8
 #   BENCH_FILES=100000 BENCH_DIRS=2000 BENCH_READY_ROUNDS=3 BENCH_IDLE_SECS=60
 #   BENCH_PROCS=2000 BENCH_DISCOVERY_RUNS=20 BENCH_POLL_MS=5 BENCH_KEEP=0 BENCH_OUT=bench/results
