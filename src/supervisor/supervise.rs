@@ -11,7 +11,12 @@
 //!   starts is done once that one has ended: the candidate may have loaded the code too early.
 //! - The serving master exiting on its own is restarted on the held sockets with a growing
 //!   backoff, until `MAX_FAILURES` failures in a row: then hupwatch gives up (exit 1).
-//! - SIGTERM/SIGINT: every generation stopped gracefully, exit 0 with nothing left running.
+//! - SIGTERM/SIGINT: nothing new starts or is sent, and nothing is left running within the
+//!   stop bound (`--stop-timeout`, the same as `watch`'s; issue 19): a release check in flight
+//!   is abandoned (its process group killed), a candidate that has not taken over gets TERM and
+//!   its group KILL after half the bound (at once when its master is stopped: SIGSTOP leaves
+//!   TERM pending), the serving generation and those retiring get TERM, and at the bound KILL
+//!   reaches whatever is left of every generation's group. Exit 0.
 //!
 //! The loop sleeps on signals (SIGCHLD included) and file changes; it polls every `POLL` only
 //! while a generation boots or stops, so a quiet supervisor has no wakeups.
@@ -19,15 +24,16 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::reload::give_up;
 use crate::supervisor::candidate::{Candidate, Next};
 use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::pin::Pin;
 use crate::supervisor::reaper::Reaper;
-use crate::supervisor::release_gate::{self, ReleaseGate};
+use crate::supervisor::release_gate::{ReleaseGate, Surveys};
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
@@ -41,6 +47,9 @@ mod restart;
 
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
+/// Before the stop bound, when what is left of every generation gets KILL: the time for the
+/// kernel to end them and for hupwatch to reap their masters.
+const KILL_LEAD: Duration = Duration::from_millis(500);
 
 /// The loop's state: the held sockets, the generations serving, starting and retiring, and
 /// what is owed (a deploy, a restart, `hupwatch reload` requests waiting).
@@ -63,6 +72,8 @@ struct SupervisorLoop<'a> {
     served: Option<Pin>,
     /// `hupwatch reload` requests waiting for their switch (`control`).
     waiters: Waiters,
+    /// What the serving release's app reads while loading, surveyed by a check of its own.
+    surveys: Surveys,
 }
 
 pub async fn run(
@@ -99,6 +110,7 @@ pub async fn run(
         failures: 0,
         served: None,
         waiters: Waiters::default(),
+        surveys: Surveys::default(),
     };
     sup.start_candidate("first start");
     let outcome = loop {
@@ -123,7 +135,7 @@ pub async fn run(
                 .clone()
                 .or_else(|| settings.release_dir().ok())
         {
-            release_gate::survey(
+            sup.surveys.start(
                 &settings.command,
                 &dir,
                 settings.boot_timeout,
@@ -406,27 +418,76 @@ impl SupervisorLoop<'_> {
         self.retiring.retain_mut(|r| r.still_there(now));
     }
 
-    /// Stop every generation gracefully and wait until none of their processes is left.
+    /// Stop everything within the stop bound (see the module docs): nothing new starts (no
+    /// pending restart, no pending deploy), a check in flight is abandoned, every generation is
+    /// signalled, and what is left at the bound is KILLed.
     async fn shutdown(&mut self) {
+        let bound = self.settings.stop.bound;
+        let deadline = Instant::now() + bound;
+        let kill_by = deadline - KILL_LEAD;
         service::tell_systemd_stopping();
         self.waiters.stopping();
-        if let Some((check, _, _)) = self.checking.take() {
-            check.wait();
-        }
+        // A candidate has not taken over: no request depends on it finishing gracefully.
         if let Some(candidate) = self.candidate.take() {
-            candidate.generation.signal(Signal::SIGTERM);
-            self.retire(candidate.generation);
+            let g = candidate.generation;
+            let stalled = g.exit.is_none() && give_up::halted(g.pid);
+            let by = match stalled {
+                true => Instant::now(),
+                false => (Instant::now() + give_up::term_grace(bound)).min(kill_by),
+            };
+            info!(
+                generation = g.number,
+                master = g.pid,
+                "generation {} (master {}) had not taken over: stopping it{}",
+                g.number,
+                g.pid,
+                match stalled {
+                    true => " with KILL (its master is stopped: TERM would stay pending)",
+                    false => "",
+                }
+            );
+            g.signal(Signal::SIGTERM);
+            self.retire(g);
+            if let Some(r) = self.retiring.last_mut() {
+                r.kill_by(by);
+            }
         }
         if let Some((serving, _)) = self.serving.take() {
             serving.signal(Signal::SIGTERM);
             self.retire(serving);
         }
-        // Only reaping and watching the retiring ones: after a stop is asked for, nothing new
-        // starts (no pending restart, no pending deploy).
-        while !self.retiring.is_empty() {
+        for retiring in &mut self.retiring {
+            retiring.kill_by(kill_by);
+        }
+        if let Some((check, _, _)) = self.checking.take() {
+            let dir = check.dir.clone();
+            match check.abandon(kill_by) {
+                true => info!("abandoned the check of the release in {}", dir.display()),
+                false => warn!("the check of the release in {} did not end", dir.display()),
+            }
+        }
+        if !self.surveys.abandon(kill_by) {
+            warn!("a survey of what the app reads while loading did not end");
+        }
+        loop {
             self.reap();
             self.check_retiring();
             if self.retiring.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                for r in &self.retiring {
+                    let g = &r.generation;
+                    r.generation.kill_group();
+                    error!(
+                        generation = g.number,
+                        master = g.pid,
+                        "generation {} (master {}) still not gone at the stop bound ({}ms): sent KILL to its process group again",
+                        g.number,
+                        g.pid,
+                        bound.as_millis()
+                    );
+                }
                 break;
             }
             tokio::time::sleep(POLL).await;
@@ -434,7 +495,9 @@ impl SupervisorLoop<'_> {
         if let Some(path) = &self.settings.facts.pidfile {
             let _ = std::fs::remove_file(path);
         }
-        info!("stopped: no generation is left running");
+        if self.retiring.is_empty() {
+            info!("stopped: no generation is left running");
+        }
     }
 }
 
