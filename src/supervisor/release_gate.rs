@@ -137,6 +137,8 @@ fn survey(
         .spawn(
             move || match cold_check::run_idle(&plan, timeout, &cancel) {
                 Ok(passed) => answer.send(passed.loaded),
+                // Abandoned by a stop: no failure to tell.
+                Err(_) if cancel.is_cancelled() => answer.send(None),
                 Err(e) => {
                     debug!("cannot survey what the app reads while loading: {e}");
                     answer.send(None);
