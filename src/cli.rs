@@ -109,6 +109,7 @@ pub struct WatchArgs {
 
 /// The stop bound, one flag for `watch` and `run` (`config::stop_timeout`).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Stopping")]
 pub struct StopArgs {
     /// On SIGTERM/SIGINT, be done within this: nothing new is sent or started. `watch` leaves
     /// exactly one master (a new master not yet verified is stopped, TERM then KILL; an upgrade
