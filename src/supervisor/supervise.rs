@@ -11,12 +11,9 @@
 //!   starts is done once that one has ended: the candidate may have loaded the code too early.
 //! - The serving master exiting on its own is restarted on the held sockets with a growing
 //!   backoff, until `MAX_FAILURES` failures in a row: then hupwatch gives up (exit 1).
-//! - SIGTERM/SIGINT: nothing new starts or is sent, and nothing is left running within the
-//!   stop bound (`--stop-timeout`, the same as `watch`'s; issue 19): a release check in flight
-//!   is abandoned (its process group killed), a candidate that has not taken over gets TERM and
-//!   its group KILL after half the bound (at once when its master is stopped: SIGSTOP leaves
-//!   TERM pending), the serving generation and those retiring get TERM, and at the bound KILL
-//!   reaches whatever is left of every generation's group. Exit 0.
+//! - SIGTERM/SIGINT: nothing new starts, and nothing is left running within the stop bound
+//!   (`--stop-timeout`): a check abandoned, every generation stopped, KILL to what is left
+//!   just before the bound (`stopping`). Exit 0.
 //!
 //! The loop sleeps on signals (SIGCHLD included) and file changes; it polls every `POLL` only
 //! while a generation boots or stops, so a quiet supervisor has no wakeups.
@@ -24,9 +21,8 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::reload::give_up;
 use crate::supervisor::candidate::{Candidate, Next};
 use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
@@ -44,12 +40,10 @@ use crate::watch::deploy_stream::DeployStream;
 mod checking;
 mod held_back;
 mod restart;
+mod stopping;
 
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
-/// Before the stop bound, when what is left of every generation gets KILL: the time for the
-/// kernel to end them and for hupwatch to reap their masters.
-const KILL_LEAD: Duration = Duration::from_millis(500);
 
 /// The loop's state: the held sockets, the generations serving, starting and retiring, and
 /// what is owed (a deploy, a restart, `hupwatch reload` requests waiting).
@@ -416,88 +410,6 @@ impl SupervisorLoop<'_> {
     fn check_retiring(&mut self) {
         let now = Instant::now();
         self.retiring.retain_mut(|r| r.still_there(now));
-    }
-
-    /// Stop everything within the stop bound (see the module docs): nothing new starts (no
-    /// pending restart, no pending deploy), a check in flight is abandoned, every generation is
-    /// signalled, and what is left at the bound is KILLed.
-    async fn shutdown(&mut self) {
-        let bound = self.settings.stop.bound;
-        let deadline = Instant::now() + bound;
-        let kill_by = deadline - KILL_LEAD;
-        service::tell_systemd_stopping();
-        self.waiters.stopping();
-        // A candidate has not taken over: no request depends on it finishing gracefully.
-        if let Some(candidate) = self.candidate.take() {
-            let g = candidate.generation;
-            let stalled = g.exit.is_none() && give_up::halted(g.pid);
-            let by = match stalled {
-                true => Instant::now(),
-                false => (Instant::now() + give_up::term_grace(bound)).min(kill_by),
-            };
-            info!(
-                generation = g.number,
-                master = g.pid,
-                "generation {} (master {}) had not taken over: stopping it{}",
-                g.number,
-                g.pid,
-                match stalled {
-                    true => " with KILL (its master is stopped: TERM would stay pending)",
-                    false => "",
-                }
-            );
-            g.signal(Signal::SIGTERM);
-            self.retire(g);
-            if let Some(r) = self.retiring.last_mut() {
-                r.kill_by(by);
-            }
-        }
-        if let Some((serving, _)) = self.serving.take() {
-            serving.signal(Signal::SIGTERM);
-            self.retire(serving);
-        }
-        for retiring in &mut self.retiring {
-            retiring.kill_by(kill_by);
-        }
-        if let Some((check, _, _)) = self.checking.take() {
-            let dir = check.dir.clone();
-            match check.abandon(kill_by) {
-                true => info!("abandoned the check of the release in {}", dir.display()),
-                false => warn!("the check of the release in {} did not end", dir.display()),
-            }
-        }
-        if !self.surveys.abandon(kill_by) {
-            warn!("a survey of what the app reads while loading did not end");
-        }
-        loop {
-            self.reap();
-            self.check_retiring();
-            if self.retiring.is_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                for r in &self.retiring {
-                    let g = &r.generation;
-                    r.generation.kill_group();
-                    error!(
-                        generation = g.number,
-                        master = g.pid,
-                        "generation {} (master {}) still not gone at the stop bound ({}ms): sent KILL to its process group again",
-                        g.number,
-                        g.pid,
-                        bound.as_millis()
-                    );
-                }
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        if let Some(path) = &self.settings.facts.pidfile {
-            let _ = std::fs::remove_file(path);
-        }
-        if self.retiring.is_empty() {
-            info!("stopped: no generation is left running");
-        }
     }
 }
 
