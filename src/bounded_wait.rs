@@ -9,9 +9,14 @@
 //! `subprocess.Popen(['sleep', '1000'])` inheriting stdout), alive long after the child itself
 //! exited or was killed. [`OutputReader`] lets the caller stop waiting for EOF and keep what
 //! was read.
+//!
+//! A caller that may have to give up before the deadline (`hupwatch run` stopping during a
+//! release check) holds a [`Cancel`]: the waiting thread, which owns the child, sees it within
+//! one poll and kills the group while the child is unreaped, so the group is still its own.
 
 use std::io::{self, Read};
 use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +26,21 @@ use std::time::{Duration, Instant};
 /// still open after this is held by something the child left behind.
 pub const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
+/// Asks a [`finish_in_group`] in flight to end now, as if its deadline had passed. Clones share
+/// one flag.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// The child's exit status, or `None` once `deadline` has passed with the child still running
 /// (it is left running: the caller kills it). `poll` is how often it is looked at.
 pub fn wait_until(
@@ -28,12 +48,22 @@ pub fn wait_until(
     deadline: Instant,
     poll: Duration,
 ) -> io::Result<Option<ExitStatus>> {
+    wait_until_cancelled(child, deadline, poll, None)
+}
+
+/// [`wait_until`], ending early (`None`, the child left running) once `cancel` is set.
+fn wait_until_cancelled(
+    child: &mut Child,
+    deadline: Instant,
+    poll: Duration,
+    cancel: Option<&Cancel>,
+) -> io::Result<Option<ExitStatus>> {
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
         let now = Instant::now();
-        if now >= deadline {
+        if now >= deadline || cancel.is_some_and(Cancel::is_cancelled) {
             return Ok(None);
         }
         std::thread::sleep(poll.min(deadline - now));
@@ -83,14 +113,17 @@ impl OutputReader {
 /// read end is `reader`) to `deadline`: its exit status, or `None` when it overran and was
 /// killed with its whole group (while it is unreaped, so the group is still its own: the app
 /// may have started helpers), and the output it wrote, not waiting for an EOF that a helper
-/// left behind would hold back past [`OUTPUT_GRACE`].
+/// left behind would hold back past [`OUTPUT_GRACE`]. A set `cancel` ends it as the deadline
+/// would, within one poll.
 pub fn finish_in_group(
     mut child: Child,
     reader: impl Read + Send + 'static,
     deadline: Instant,
+    cancel: Option<&Cancel>,
 ) -> (Option<ExitStatus>, Vec<u8>) {
     let output = OutputReader::start(reader);
-    let status = match wait_until(&mut child, deadline, Duration::from_millis(20)) {
+    let poll = Duration::from_millis(20);
+    let status = match wait_until_cancelled(&mut child, deadline, poll, cancel) {
         Ok(Some(status)) => Some(status),
         _ => {
             let _ = nix::sys::signal::killpg(
@@ -110,6 +143,7 @@ pub fn finish_in_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
     #[test]
@@ -130,6 +164,46 @@ mod tests {
         holder.wait().unwrap();
         assert_eq!(String::from_utf8_lossy(&got), "written\n");
         assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_cancelled_child_is_killed_with_its_group_before_the_deadline() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let child = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; exec sleep 30"])
+            .stdout(writer)
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let cancel = Cancel::default();
+        let other = cancel.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            other.cancel();
+        });
+        let started = Instant::now();
+        let far = started + Duration::from_secs(30);
+        let (status, output) = finish_in_group(child, reader, far, Some(&cancel));
+        canceller.join().unwrap();
+        assert_eq!(status, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let helper: i32 = String::from_utf8_lossy(&output).trim().parse().unwrap();
+        // Gone, or a zombie waiting for whoever adopted it.
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{helper}/stat")).map_or(true, |stat| {
+                stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'))
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(2);
+        while !gone() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(gone(), "the helper {helper} in the group is killed too");
     }
 
     #[test]

@@ -101,14 +101,24 @@ pub struct WatchArgs {
     /// Default: /etc/hupwatch.toml, when it exists and no app is given by flags.
     #[arg(long, short = 'c', value_name = "FILE", env = "HUPWATCH_CONFIG")]
     pub config: Option<PathBuf>,
-    /// On SIGTERM/SIGINT, leave exactly one master within this: nothing new is sent, a new
-    /// master not yet verified is stopped (TERM, then KILL), an upgrade past the old master's
-    /// TERM is finished. Default 8s (below `docker stop`'s 10 s; keep systemd's
-    /// TimeoutStopSec= above it). Config file: top-level `stop_timeout`.
-    #[arg(long, value_name = "DURATION", env = "HUPWATCH_STOP_TIMEOUT", value_parser = parse_duration)]
-    pub stop_timeout: Option<Duration>,
+    #[command(flatten)]
+    pub stop: StopArgs,
     #[command(flatten)]
     pub app: AppArgs,
+}
+
+/// The stop bound, one flag for `watch` and `run` (`config::stop_timeout`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Stopping")]
+pub struct StopArgs {
+    /// On SIGTERM/SIGINT, be done within this: nothing new is sent or started. `watch` leaves
+    /// exactly one master (a new master not yet verified is stopped, TERM then KILL; an upgrade
+    /// past the old master's TERM is finished); `run` abandons a release check, stops a
+    /// generation that has not taken over and the serving one, and KILLs what is left at the
+    /// bound. Default 8s (below `docker stop`'s 10 s; keep systemd's TimeoutStopSec= above it).
+    /// Config file (`watch`): top-level `stop_timeout`.
+    #[arg(long, value_name = "DURATION", env = "HUPWATCH_STOP_TIMEOUT", value_parser = parse_duration)]
+    pub stop_timeout: Option<Duration>,
 }
 
 /// The flag groups of one app: `watch` takes them from the command line, the config file

@@ -39,11 +39,7 @@ pub fn run(command: Command) -> Result<(), AppError> {
 }
 
 fn watch(args: WatchArgs) -> Result<(), AppError> {
-    let WatchArgs {
-        config,
-        stop_timeout,
-        app,
-    } = args;
+    let WatchArgs { config, stop, app } = args;
     let app_flags = !app.paths.watch.is_empty()
         || app.release.release_link.is_some()
         || app.target.pidfile.is_some()
@@ -64,7 +60,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         }
         None => (vec![AppConfig::from_args(app_name(&app), &app)?], None),
     };
-    let stop = StopTimeout::new(stop_timeout, file_stop)?;
+    let stop = StopTimeout::new(stop.stop_timeout, file_stop)?;
     // Refused at start (exit 2), not at the first reload: see `config::runtime_dir`. One that
     // cannot be created yet (the unit's read-only /run before tmpfiles ran) is no reason to
     // stop: its reloads run unlocked, with a warning, as before.

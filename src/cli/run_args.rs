@@ -25,6 +25,8 @@ pub struct RunArgs {
     pub generations: GenerationArgs,
     #[command(flatten)]
     pub health: health_args::RunHealthArgs,
+    #[command(flatten)]
+    pub stop: super::StopArgs,
 
     /// The Gunicorn command (`gunicorn [OPTIONS] APP`, `python -m gunicorn …`), after `--`.
     #[arg(

@@ -1,11 +1,14 @@
-//! The stop bound of `watch`: how long a SIGTERM/SIGINT may take to leave exactly one master.
+//! The stop bound of `watch` and `run`: how long a SIGTERM/SIGINT may take to leave exactly one
+//! master (`watch`) or nothing at all (`run`).
 //!
-//! On a stop nothing new is sent, and an upgrade in flight is undone (its new master stopped)
-//! or, past the old master's TERM, finished (`reload::handoff`) — all within this bound, which
+//! On a stop nothing new is sent or started. In `watch` an upgrade in flight is undone (its new
+//! master stopped) or, past the old master's TERM, finished (`reload::handoff`); in `run` a
+//! release check is abandoned and every generation stopped, KILLed at the latest just before
+//! the bound (`supervisor::supervise`) — all within this bound, which
 //! must stay below what the service manager waits before its KILL: systemd's `TimeoutStopSec=`
 //! in the shipped units (a test checks it), `docker stop`'s 10 s. `--stop-timeout` (or
-//! `HUPWATCH_STOP_TIMEOUT`) wins over the config file's top-level `stop_timeout`, which wins
-//! over the default.
+//! `HUPWATCH_STOP_TIMEOUT`) wins over the config file's top-level `stop_timeout` (`watch`'s;
+//! `run` reads no config file), which wins over the default.
 
 use std::time::Duration;
 

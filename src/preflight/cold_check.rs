@@ -6,23 +6,38 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bounded_wait::finish_in_group;
+use crate::bounded_wait::{Cancel, finish_in_group};
 use crate::preflight::error::{PreflightError, tail};
 use crate::preflight::framework_check;
 use crate::preflight::plan::{Passed, Plan, switch_user};
 
 /// Run the check to completion or timeout.
 pub fn run(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
-    run_with(plan, timeout, false)
+    run_with(plan, timeout, false, None)
+}
+
+/// `run`, given up (the check's group killed, `TimedOut` returned) once `cancel` is set:
+/// `hupwatch run` stopping abandons a check in flight.
+pub fn run_cancellable(
+    plan: &Plan,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<Passed, PreflightError> {
+    run_with(plan, timeout, false, Some(cancel))
 }
 
 /// `run` at the lowest CPU priority: a survey of what the app reads while loading, made while
 /// a new generation already serves, must not take CPU from the requests it serves.
-pub fn run_idle(plan: &Plan, timeout: Duration) -> Result<Passed, PreflightError> {
-    run_with(plan, timeout, true)
+pub fn run_idle(plan: &Plan, timeout: Duration, cancel: &Cancel) -> Result<Passed, PreflightError> {
+    run_with(plan, timeout, true, Some(cancel))
 }
 
-fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, PreflightError> {
+fn run_with(
+    plan: &Plan,
+    timeout: Duration,
+    idle: bool,
+    cancel: Option<&Cancel>,
+) -> Result<Passed, PreflightError> {
     let started = Instant::now();
     let spawn_err = |source| PreflightError::Spawn {
         program: plan.program.display().to_string(),
@@ -53,7 +68,7 @@ fn run_with(plan: &Plan, timeout: Duration, idle: bool) -> Result<Passed, Prefli
     }
     let child = cmd.spawn().map_err(spawn_err)?;
     drop(cmd); // closes our copies of the pipe's write end, so the reader sees EOF
-    let (status, output) = finish_in_group(child, reader, started + timeout);
+    let (status, output) = finish_in_group(child, reader, started + timeout, cancel);
     let tail = tail(&output);
     match status {
         Some(s) if s.success() => {

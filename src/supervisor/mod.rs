@@ -45,6 +45,7 @@ use crate::cli::RunArgs;
 use crate::config::health::HealthCheck;
 use crate::config::release_link::{ReleaseError, ReleaseLink};
 use crate::config::runtime_dir::RuntimeDirError;
+use crate::config::stop_timeout::StopTimeout;
 use crate::config::{ConfigError, WatchSettings};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
@@ -115,6 +116,8 @@ pub struct RunSettings {
     /// Started by systemd (`NOTIFY_SOCKET`): a first generation that cannot start is fatal
     /// (systemd restarts the unit), where a developer at a terminal would fix the code.
     pub under_systemd: bool,
+    /// `--stop-timeout`: a SIGTERM/SIGINT leaves nothing running within this (`supervise`).
+    pub stop: StopTimeout,
 }
 
 impl RunSettings {
@@ -215,6 +218,7 @@ impl RunSettings {
             health: HealthCheck::from_args(&args.health.as_health_args())?,
             release_link,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
+            stop: StopTimeout::new(args.stop.stop_timeout, None)?,
         })
     }
 }

@@ -132,7 +132,7 @@ fn answer_within(
         .process_group(0);
     let child = cmd.spawn().map_err(|e| format!("cannot start: {e}"))?;
     drop(cmd); // our copies of the write end: the reader sees EOF when the child exits
-    let (status, output) = finish_in_group(child, reader, Instant::now() + timeout);
+    let (status, output) = finish_in_group(child, reader, Instant::now() + timeout, None);
     let output = String::from_utf8_lossy(&output).into_owned();
     Ok((status.is_some_and(|s| s.success()), output))
 }

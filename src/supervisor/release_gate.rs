@@ -10,15 +10,19 @@
 //! the generation does anyway.
 //!
 //! The check runs on a thread of its own, so the loop keeps answering signals and the control
-//! socket meanwhile.
+//! socket meanwhile. A stop abandons it (`ReleaseGate::abandon`, and `Surveys::abandon` for the
+//! load surveys): the thread, which owns the check's process, kills its group while it is still
+//! unreaped — never the loop by a PID that may have been reaped and reused.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use crate::bounded_wait::Cancel;
 use crate::preflight::cold_check;
 use crate::preflight::error::PreflightError;
 use crate::preflight::plan::{FrameworkChecks, Plan};
@@ -28,6 +32,7 @@ use crate::watch::change_sink::LoadedSink;
 pub struct ReleaseGate {
     pub dir: PathBuf,
     outcome: Receiver<Result<(), String>>,
+    cancel: Cancel,
 }
 
 impl ReleaseGate {
@@ -36,15 +41,19 @@ impl ReleaseGate {
     pub fn start(command: &[OsString], dir: &Path, timeout: Duration) -> Option<Self> {
         let plan = plan(command, dir)?;
         let (tx, outcome) = mpsc::channel();
+        let cancel = Cancel::default();
+        let cancelled = cancel.clone();
         std::thread::Builder::new()
             .name("release-check".into())
             .spawn(move || {
-                let _ = tx.send(cold_check::run(&plan, timeout).map(drop).map_err(why));
+                let checked = cold_check::run_cancellable(&plan, timeout, &cancelled);
+                let _ = tx.send(checked.map(drop).map_err(why));
             })
             .ok()?;
         Some(Self {
             dir: dir.to_path_buf(),
             outcome,
+            cancel,
         })
     }
 
@@ -57,10 +66,42 @@ impl ReleaseGate {
         }
     }
 
-    /// Wait for the check to end (it is bounded by its timeout): nothing hupwatch started may
-    /// outlive it.
-    pub fn wait(self) {
-        let _ = self.outcome.recv();
+    /// Give the check up (a stop): its process group is killed by its thread, which is waited
+    /// for until `by` — nothing hupwatch started may outlive it. Whether it ended by then.
+    pub fn abandon(self, by: Instant) -> bool {
+        self.cancel.cancel();
+        let left = by.saturating_duration_since(Instant::now());
+        !matches!(
+            self.outcome.recv_timeout(left),
+            Err(RecvTimeoutError::Timeout)
+        )
+    }
+}
+
+/// The load surveys started (`survey`), so that a stop can end them too.
+#[derive(Default)]
+pub struct Surveys {
+    cancel: Cancel,
+    running: Vec<JoinHandle<()>>,
+}
+
+impl Surveys {
+    /// Survey what COMMAND's app reads while loading from `dir` (see [`survey`]).
+    pub fn start(&mut self, command: &[OsString], dir: &Path, timeout: Duration, sink: LoadedSink) {
+        self.running.retain(|t| !t.is_finished());
+        if let Some(thread) = survey(command, dir, timeout, sink, &self.cancel) {
+            self.running.push(thread);
+        }
+    }
+
+    /// Give every survey up (a stop) and wait until `by` for their threads, which kill their
+    /// checks' groups. Whether all ended by then.
+    pub fn abandon(&mut self, by: Instant) -> bool {
+        self.cancel.cancel();
+        while self.running.iter().any(|t| !t.is_finished()) && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.running.iter().all(JoinHandle::is_finished)
     }
 }
 
@@ -76,23 +117,40 @@ fn why(error: PreflightError) -> String {
 
 /// Survey what COMMAND's app reads while loading from `dir` (the same check, for any project,
 /// at idle priority on a thread of its own) and report it to `sink`; nothing when it cannot
-/// run or fails. Made once a generation serves, so it is never in the way of a deploy.
-pub fn survey(command: &[OsString], dir: &Path, timeout: Duration, sink: LoadedSink) {
+/// run, fails or is cancelled. Made once a generation serves, so it is never in the way of a
+/// deploy. Its thread, if one started.
+fn survey(
+    command: &[OsString],
+    dir: &Path,
+    timeout: Duration,
+    sink: LoadedSink,
+    cancel: &Cancel,
+) -> Option<JoinHandle<()>> {
     let Some(plan) = check_plan(command, dir) else {
-        return sink.send(None);
+        sink.send(None);
+        return None;
     };
     let answer = sink.clone();
+    let cancel = cancel.clone();
     let started = std::thread::Builder::new()
         .name("load-survey".into())
-        .spawn(move || match cold_check::run_idle(&plan, timeout) {
-            Ok(passed) => answer.send(passed.loaded),
-            Err(e) => {
-                debug!("cannot survey what the app reads while loading: {e}");
-                answer.send(None);
-            }
-        });
-    if started.is_err() {
-        sink.send(None);
+        .spawn(
+            move || match cold_check::run_idle(&plan, timeout, &cancel) {
+                Ok(passed) => answer.send(passed.loaded),
+                // Abandoned by a stop: no failure to tell.
+                Err(_) if cancel.is_cancelled() => answer.send(None),
+                Err(e) => {
+                    debug!("cannot survey what the app reads while loading: {e}");
+                    answer.send(None);
+                }
+            },
+        );
+    match started {
+        Ok(thread) => Some(thread),
+        Err(_) => {
+            sink.send(None);
+            None
+        }
     }
 }
 

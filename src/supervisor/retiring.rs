@@ -1,6 +1,7 @@
 //! A generation on its way out: TERM sent (graceful: Gunicorn lets its workers finish their
 //! requests for up to its graceful timeout), watched until none of its processes is left, and
-//! KILLed as a whole process group if it outstays the graceful timeout and a margin.
+//! KILLed as a whole process group if it outstays the graceful timeout and a margin — or, when
+//! hupwatch is stopping, whatever its stop bound leaves (`Retiring::kill_by`).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,11 @@ impl Retiring {
             kill_at: now + graceful + STOP_MARGIN,
             killed: false,
         }
+    }
+
+    /// KILLed at `at` at the latest (a stop's bound, or at once for a stalled master).
+    pub fn kill_by(&mut self, at: Instant) {
+        self.kill_at = self.kill_at.min(at);
     }
 
     /// Whether anything of it is still there at `now`; KILLs it once it is overdue.

@@ -11,7 +11,9 @@
 //!   starts is done once that one has ended: the candidate may have loaded the code too early.
 //! - The serving master exiting on its own is restarted on the held sockets with a growing
 //!   backoff, until `MAX_FAILURES` failures in a row: then hupwatch gives up (exit 1).
-//! - SIGTERM/SIGINT: every generation stopped gracefully, exit 0 with nothing left running.
+//! - SIGTERM/SIGINT: nothing new starts, and nothing is left running within the stop bound
+//!   (`--stop-timeout`): a check abandoned, every generation stopped, KILL to what is left
+//!   just before the bound (`stopping`). Exit 0.
 //!
 //! The loop sleeps on signals (SIGCHLD included) and file changes; it polls every `POLL` only
 //! while a generation boots or stops, so a quiet supervisor has no wakeups.
@@ -27,7 +29,7 @@ use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::pin::Pin;
 use crate::supervisor::reaper::Reaper;
-use crate::supervisor::release_gate::{self, ReleaseGate};
+use crate::supervisor::release_gate::{ReleaseGate, Surveys};
 use crate::supervisor::retiring::Retiring;
 use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
@@ -38,6 +40,7 @@ use crate::watch::deploy_stream::DeployStream;
 mod checking;
 mod held_back;
 mod restart;
+mod stopping;
 
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
@@ -63,6 +66,8 @@ struct SupervisorLoop<'a> {
     served: Option<Pin>,
     /// `hupwatch reload` requests waiting for their switch (`control`).
     waiters: Waiters,
+    /// What the serving release's app reads while loading, surveyed by a check of its own.
+    surveys: Surveys,
 }
 
 pub async fn run(
@@ -99,6 +104,7 @@ pub async fn run(
         failures: 0,
         served: None,
         waiters: Waiters::default(),
+        surveys: Surveys::default(),
     };
     sup.start_candidate("first start");
     let outcome = loop {
@@ -123,7 +129,7 @@ pub async fn run(
                 .clone()
                 .or_else(|| settings.release_dir().ok())
         {
-            release_gate::survey(
+            sup.surveys.start(
                 &settings.command,
                 &dir,
                 settings.boot_timeout,
@@ -404,37 +410,6 @@ impl SupervisorLoop<'_> {
     fn check_retiring(&mut self) {
         let now = Instant::now();
         self.retiring.retain_mut(|r| r.still_there(now));
-    }
-
-    /// Stop every generation gracefully and wait until none of their processes is left.
-    async fn shutdown(&mut self) {
-        service::tell_systemd_stopping();
-        self.waiters.stopping();
-        if let Some((check, _, _)) = self.checking.take() {
-            check.wait();
-        }
-        if let Some(candidate) = self.candidate.take() {
-            candidate.generation.signal(Signal::SIGTERM);
-            self.retire(candidate.generation);
-        }
-        if let Some((serving, _)) = self.serving.take() {
-            serving.signal(Signal::SIGTERM);
-            self.retire(serving);
-        }
-        // Only reaping and watching the retiring ones: after a stop is asked for, nothing new
-        // starts (no pending restart, no pending deploy).
-        while !self.retiring.is_empty() {
-            self.reap();
-            self.check_retiring();
-            if self.retiring.is_empty() {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        if let Some(path) = &self.settings.facts.pidfile {
-            let _ = std::fs::remove_file(path);
-        }
-        info!("stopped: no generation is left running");
     }
 }
 

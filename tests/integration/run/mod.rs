@@ -1,7 +1,7 @@
 //! `hupwatch run -- gunicorn …`: hupwatch holds the listening socket and switches Gunicorn
 //! generations only once the new one has booted. Real hupwatch, real Gunicorn 27.0.1, real HTTP
 //! on a free port of 127.0.0.1. `deploy`: what a change does; `lifecycle`: starting, crashing,
-//! stopping and refusing.
+//! stopping and refusing; `stop`: stopped mid-deploy within the stop bound.
 
 mod config_file;
 mod control;
@@ -11,6 +11,7 @@ mod lifecycle;
 mod no_watch;
 mod pinning;
 mod release_link;
+mod stop;
 
 use std::net::TcpListener;
 use std::time::Duration;
