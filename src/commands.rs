@@ -15,7 +15,7 @@ use crate::error::AppError;
 use crate::gunicorn::discover;
 use crate::reload::{self, ReloadError};
 use crate::report;
-use crate::supervisor::control_client::RunningSupervisor;
+use crate::report::control::ControlPeer;
 
 pub fn run(command: Command) -> Result<(), AppError> {
     match command {
@@ -120,9 +120,10 @@ fn app_name(args: &AppArgs) -> String {
 
 fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
-    if let Some(supervisor) = RunningSupervisor::aimed_at(&target) {
-        // `hupwatch run` switches generations itself; it answers once the switch is verified.
-        return Ok(supervisor.deploy(args.reload.dry_run)?);
+    if let Some(peer) = ControlPeer::aimed_at(&target) {
+        // `hupwatch run` switches generations itself and answers once the switch is verified;
+        // `hupwatch watch` re-reads its config file and answers whether it is in force.
+        return Ok(peer.reload(args.reload.dry_run)?);
     }
     let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
     let outcome = reload::reload_checked(&target, &settings, None)?;
@@ -132,7 +133,7 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
 
 fn status(args: StatusArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
-    if let Some(supervisor) = RunningSupervisor::named_by(&target) {
+    if let Some(supervisor) = ControlPeer::named_by(&target) {
         let view = supervisor.status()?;
         return report::print_supervisor(&view, args.json).map_err(io("writing status"));
     }
@@ -151,7 +152,7 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
         });
     // Every `hupwatch run` on the host too (only without a selector: a selector names masters).
     let supervisors: Vec<_> = match target.by {
-        config::By::OnlyOne => RunningSupervisor::all()
+        config::By::OnlyOne => ControlPeer::all_supervisors()
             .iter()
             .filter_map(|s| s.status().ok())
             .collect(),

@@ -3,6 +3,7 @@
 //! Logs go to stderr through tracing (one line per decision, with fields a log shipper can
 //! index); `status` output is the command's result and goes to stdout.
 
+pub mod control;
 pub mod run_status;
 pub mod sd_notify;
 mod status;
