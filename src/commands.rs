@@ -74,12 +74,18 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
             _ => {}
         }
     }
+    // The control socket's directory: the first app's runtime directory (`--runtime-dir`, the
+    // file's top-level key, or the default), else `$TMPDIR/hupwatch-<uid>` as for `run`.
+    let control_base = apps
+        .first()
+        .and_then(|a| a.reload.runtime_dir.clone())
+        .unwrap_or_else(config::runtime_dir::temp_runtime_dir);
     crate::preflight::warm_checker::enable();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io("starting the async runtime"))?;
-    let result = runtime.block_on(event_loop::run(apps, file, stop));
+    let result = runtime.block_on(event_loop::run(apps, file, stop, &control_base));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     crate::preflight::warm_checker::shutdown();
