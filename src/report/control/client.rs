@@ -36,9 +36,10 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// within its boot and health timeouts (30 s and 10 s by default, for a check generation and
 /// then a serving one); far more than that is a supervisor that hangs.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(600);
-/// `reload-config`: parsing the file and arming every app's watches (a walk of each tree);
-/// below systemd's default 90 s for an `ExecReload=` command.
-pub const RELOAD_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
+/// `reload-config`: parsing the file and arming every app's watches (a walk of each tree, well
+/// under a second for thousands of directories); far below systemd's default 90 s for an
+/// `ExecReload=` command, so a hung daemon fails the reload with this client's message.
+pub const RELOAD_CONFIG_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connecting, and sending the one request line.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a connection to a full backlog is tried again.
