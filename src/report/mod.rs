@@ -1,4 +1,5 @@
-//! What the user reads: the one-line outcome of each reload, and the `status` listing.
+//! What the user reads: the one-line outcome of each reload, and the `status` listing; and
+//! what a client asking a long-running hupwatch reads, over its control socket (`control`).
 //!
 //! Logs go to stderr through tracing (one line per decision, with fields a log shipper can
 //! index); `status` output is the command's result and goes to stdout.
