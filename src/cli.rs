@@ -71,6 +71,9 @@ pub enum Command {
     /// Watch paths and reload the target master after each settled change (runs until stopped).
     Watch(WatchArgs),
     /// Reload the target master once, verify the reload, and exit with a code a script can trust.
+    /// Aimed by --pid/--pidfile at a `hupwatch run` process, it asks that supervisor to deploy;
+    /// at a `hupwatch watch` daemon, to re-read its config file (exit 1 with the reason when
+    /// the file is rejected): the shipped units' ExecReload=.
     Reload(ReloadCommandArgs),
     /// Run Gunicorn under hupwatch: hold its listening sockets, start each release as a new
     /// generation beside the serving one, and switch only once every new worker has booted.
@@ -250,7 +253,8 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PATH", env = "HUPWATCH_PIDFILE")]
     pub pidfile: Option<PathBuf>,
 
-    /// The master's PID.
+    /// The master's PID (`reload` also takes a `hupwatch run` or `hupwatch watch` process's,
+    /// `status` a `hupwatch run` process's).
     #[arg(long, value_name = "PID", env = "HUPWATCH_PID")]
     pub pid: Option<i64>,
 

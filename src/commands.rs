@@ -15,7 +15,7 @@ use crate::error::AppError;
 use crate::gunicorn::discover;
 use crate::reload::{self, ReloadError};
 use crate::report;
-use crate::supervisor::control_client::RunningSupervisor;
+use crate::report::control::ControlPeer;
 
 pub fn run(command: Command) -> Result<(), AppError> {
     match command {
@@ -70,12 +70,18 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
             _ => {}
         }
     }
+    // The control socket's directory: the first app's runtime directory (`--runtime-dir`, the
+    // file's top-level key, or the default), else `$TMPDIR/hupwatch-<uid>` as for `run`.
+    let control_base = apps
+        .first()
+        .and_then(|a| a.reload.runtime_dir.clone())
+        .unwrap_or_else(config::runtime_dir::temp_runtime_dir);
     crate::preflight::warm_checker::enable();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io("starting the async runtime"))?;
-    let result = runtime.block_on(event_loop::run(apps, file, stop));
+    let result = runtime.block_on(event_loop::run(apps, file, stop, &control_base));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     crate::preflight::warm_checker::shutdown();
@@ -116,9 +122,10 @@ fn app_name(args: &AppArgs) -> String {
 
 fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
-    if let Some(supervisor) = RunningSupervisor::aimed_at(&target) {
-        // `hupwatch run` switches generations itself; it answers once the switch is verified.
-        return Ok(supervisor.deploy(args.reload.dry_run)?);
+    if let Some(peer) = ControlPeer::aimed_at(&target) {
+        // `hupwatch run` switches generations itself and answers once the switch is verified;
+        // `hupwatch watch` re-reads its config file and answers whether it is in force.
+        return Ok(peer.reload(args.reload.dry_run)?);
     }
     let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
     let outcome = reload::reload_checked(&target, &settings, None)?;
@@ -128,7 +135,7 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
 
 fn status(args: StatusArgs) -> Result<(), AppError> {
     let target = TargetSelector::from_args(&args.target)?;
-    if let Some(supervisor) = RunningSupervisor::named_by(&target) {
+    if let Some(supervisor) = ControlPeer::named_by(&target) {
         let view = supervisor.status()?;
         return report::print_supervisor(&view, args.json).map_err(io("writing status"));
     }
@@ -147,7 +154,7 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
         });
     // Every `hupwatch run` on the host too (only without a selector: a selector names masters).
     let supervisors: Vec<_> = match target.by {
-        config::By::OnlyOne => RunningSupervisor::all()
+        config::By::OnlyOne => ControlPeer::all_supervisors()
             .iter()
             .filter_map(|s| s.status().ok())
             .collect(),

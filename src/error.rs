@@ -10,8 +10,8 @@ use crate::config::runtime_dir::RuntimeDirError;
 use crate::gunicorn::discover::DiscoverError;
 use crate::reload::ReloadError;
 use crate::reload::lock::LockError;
+use crate::report::control::ControlError;
 use crate::supervisor::SupervisorError;
-use crate::supervisor::control_client::ControlError;
 use crate::watch::WatchError;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Guards the shipped systemd units, `systemd/hupwatch.service` and `systemd/hupwatch@.service`:
-//! the settings hupwatch relies on at runtime (`Type=notify`, `watch --config`, reload by HUP,
+//! the settings hupwatch relies on at runtime (`Type=notify`, `watch --config`, `ExecReload=`
+//! asking the control socket (an answer, not a HUP),
 //! the capabilities it needs and none it must not have), that the two units share one sandbox,
 //! and — where `systemd-analyze` is installed — that each scores an overall exposure of at most
 //! 3.0 in `systemd-analyze security --offline=true`. Every shipped unit that runs hupwatch
@@ -77,7 +78,7 @@ fn units_keep_the_settings_hupwatch_relies_on() {
             "ExecStart",
             &format!("/usr/bin/hupwatch watch --config {config}"),
         );
-        check("ExecReload", "/bin/kill -HUP $MAINPID");
+        check("ExecReload", "/usr/bin/hupwatch reload --pid $MAINPID");
         check("User", "root");
         check("NoNewPrivileges", "yes");
         check("ProtectSystem", "strict");

@@ -4,13 +4,16 @@
 //! only while a change is pending), finished reloads and signals — so an idle hupwatch causes
 //! no wakeups. Nothing slow runs on the loop's thread: discovery, the preflight, the signal
 //! and the verification of a reload all run on a blocking thread (`reload_tasks`).
+//! SIGHUP, and a `reload-config` request on the control socket (`report::control`: what the
+//! shipped units' `ExecReload=hupwatch reload --pid $MAINPID` sends), re-read the config file;
+//! the request is answered once the new file is in force, or with why it was rejected.
 //! Each app has at most one reload in flight: Gunicorn ≥ 24 queues every signal that arrives
 //! while old workers drain, so a second HUP would be a second full reload. Changes that arrive
 //! meanwhile stay pending and become exactly one follow-up. Reloads of different apps run side
 //! by side, and a change in one app reloads only that app's master.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -26,6 +29,7 @@ use crate::error::AppError;
 use crate::reload;
 use crate::reload::handoff::Stage;
 use crate::report;
+use crate::report::control::{Answer, Control, Incoming, PeerKind, ProcessDir, Request};
 use crate::report::sd_notify::{self, ServiceStatus};
 use crate::watch::{AppTag, WatchEvent};
 
@@ -55,14 +59,30 @@ impl Channels {
     }
 }
 
-/// Run until SIGINT/SIGTERM. `source` is the config file that SIGHUP re-reads, if any; `stop`
-/// bounds what a stop may take.
+/// Run until SIGINT/SIGTERM. `source` is the config file that SIGHUP and the control socket
+/// re-read, if any; `stop` bounds what a stop may take; the control socket lives in
+/// `runtime_base/watch-<pid>`.
 pub async fn run(
     configs: Vec<AppConfig>,
     source: Option<PathBuf>,
     mut stop: StopTimeout,
+    runtime_base: &Path,
 ) -> Result<(), AppError> {
     let mut signals = Signals::install()?;
+    // A directory someone else controls is refused (exit 2), as for `run`; one that cannot be
+    // made (the unit's /run/hupwatch not created yet) leaves only SIGHUP to reach us.
+    let dir = match ProcessDir::create(runtime_base, PeerKind::Watch) {
+        Ok(dir) => Some(dir),
+        Err(e) if e.is_unsafe() => return Err(e.into()),
+        Err(e) => {
+            warn!(
+                "{e}; no control socket: `hupwatch reload --pid {}` cannot reach this process, SIGHUP still re-reads the config",
+                std::process::id()
+            );
+            None
+        }
+    };
+    let mut socket = Control::start(dir.as_ref().map(ProcessDir::path));
     let (changes_tx, changes) = mpsc::channel(CHANGE_QUEUE);
     let (control_tx, control) = mpsc::unbounded_channel();
     let mut ch = Channels {
@@ -94,10 +114,14 @@ pub async fn run(
             _ = signals.int.recv() => break,
             _ = signals.hangup.recv() => {
                 if let Some(path) = &source {
-                    reload_config(path, &mut ch, &mut apps, &mut stop);
+                    info!(path = %path.display(), "SIGHUP: re-reading the config file");
+                    let _ = reload_config(path, &mut ch, &mut apps, &mut stop);
                 } else {
                     warn!("SIGHUP: no config file to re-read (started without --config)");
                 }
+            }
+            Some(incoming) = socket.requests.recv() => {
+                answer(incoming, source.as_deref(), &mut ch, &mut apps, &mut stop);
             }
             Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event),
             Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event),
@@ -235,16 +259,47 @@ fn finish(apps: &mut [WatchedApp], status: &mut ServiceStatus, name: &str, ended
     }
 }
 
-/// SIGHUP: re-read the file; a bad new file is reported and the old config stays in force.
-/// Pending changes are carried over to the app of the same name.
-fn reload_config(
-    path: &std::path::Path,
+/// A control socket request: `reload-config` is answered with the outcome of the re-read.
+fn answer(
+    (request, reply): Incoming,
+    source: Option<&Path>,
     ch: &mut Channels,
     apps: &mut Vec<WatchedApp>,
     stop: &mut StopTimeout,
 ) {
+    let answer = match (request, source) {
+        (Request::ReloadConfig, Some(path)) => {
+            info!(path = %path.display(), "control socket: re-reading the config file");
+            match reload_config(path, ch, apps, stop) {
+                Ok(count) => Answer::done(format!(
+                    "config reloaded from {}: {count} app(s)",
+                    path.display()
+                )),
+                Err(why) => Answer::failed(why),
+            }
+        }
+        (Request::ReloadConfig, None) => Answer::failed(
+            "no config file to re-read (started without --config; restart it to change its flags)",
+        ),
+        (Request::Reload | Request::Status, _) => Answer::not_served(
+            request,
+            "hupwatch watch",
+            "it reloads its masters on changes (`hupwatch reload --pid MASTER` reloads one now)",
+        ),
+    };
+    let _ = reply.send(answer);
+}
+
+/// Re-read the file (SIGHUP, `reload-config`); a bad new file is reported, the old config
+/// stays in force, and the reason is returned. Pending changes are carried over to the app of
+/// the same name. Ok: how many apps are watched now.
+fn reload_config(
+    path: &Path,
+    ch: &mut Channels,
+    apps: &mut Vec<WatchedApp>,
+    stop: &mut StopTimeout,
+) -> Result<usize, String> {
     sd_notify::reloading();
-    info!(path = %path.display(), "SIGHUP: re-reading the config file");
     let fresh = config_file::load_all(path)
         .map_err(AppError::from)
         .and_then(|loaded| Ok((ch.start_all(loaded.apps)?, loaded.stop_timeout)));
@@ -277,10 +332,15 @@ fn reload_config(
                 fresh.len()
             );
             *apps = fresh;
+            sd_notify::ready(apps.len());
+            Ok(apps.len())
         }
-        Err(e) => error!("config reload failed, keeping the config in force: {e}"),
+        Err(e) => {
+            error!("config reload failed, keeping the config in force: {e}");
+            sd_notify::ready(apps.len());
+            Err(e.to_string())
+        }
     }
-    sd_notify::ready(apps.len());
 }
 
 /// SIGTERM, SIGINT (stop) and SIGHUP (re-read the config).

@@ -1,6 +1,6 @@
 //! Unix sockets seen from /proc: which ones a process holds (`/proc/PID/fd`) and which of a
 //! `/proc/net/unix` table are listening stream sockets with a path. Both Gunicorn's control
-//! socket (`control_socket`) and a `hupwatch run`'s (`supervisor::control_client`) are found
+//! socket (`control_socket`) and a `hupwatch run`'s (`report::control::client`) are found
 //! this way, from the owner's side, since a path alone can lead to another process.
 
 use std::collections::HashSet;

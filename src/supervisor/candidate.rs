@@ -12,6 +12,7 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::config::health::HealthCheck;
 use crate::preflight::health_request::{HealthAnswer, judge};
+use crate::report::control::ProcessDir;
 use crate::supervisor::RunSettings;
 use crate::supervisor::bind_address::BindAddress;
 use crate::supervisor::command_line;
@@ -20,7 +21,6 @@ use crate::supervisor::listeners::Listener;
 use crate::supervisor::pin::Pin;
 use crate::supervisor::probe;
 use crate::supervisor::readiness::{Boot, Readiness};
-use crate::supervisor::run_dir::RunDir;
 
 pub struct Candidate {
     pub generation: Generation,
@@ -61,7 +61,7 @@ impl Candidate {
     /// a new private probe socket alone.
     pub fn start(
         settings: &RunSettings,
-        dir: &RunDir,
+        dir: &ProcessDir,
         listeners: &[Listener],
         number: u32,
         check: bool,

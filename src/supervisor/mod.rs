@@ -6,14 +6,15 @@
 //!
 //! Stages, one file each: what the command says (`command_line`, `bind_address`, and from a
 //! config file Gunicorn's own `printed_config`), the held
-//! sockets (`listeners`) and the private directory (`run_dir`), a generation's process
+//! sockets (`listeners`) and the private directory (`report::control::ProcessDir`), a generation's process
 //! (`generation`), when it is up (`readiness`), the health request to a check generation
 //! (`probe`), Django's checks before a release gets one (`release_gate`), what a starting
 //! generation calls for (`candidate`), the one release a generation belongs to (`pin`),
 //! stopping one (`retiring`),
 //! reaping (`reaper`), the changes that deploy (`changes`), signals, systemd and the pidfile
-//! (`service`), the control socket `hupwatch reload`/`status` reach it by (`control`, and its
-//! client side `control_client`), and the loop that decides what each event means
+//! (`service`), what the control socket `hupwatch reload`/`status` reach it by asks of it
+//! (`control`; the socket and its client are `report::control`, shared with `watch`), and the
+//! loop that decides what each event means
 //! (`supervise`).
 
 pub mod activation;
@@ -21,7 +22,6 @@ pub mod bind_address;
 pub mod candidate;
 pub mod command_line;
 pub mod control;
-pub mod control_client;
 pub mod generation;
 pub mod listeners;
 pub mod pin;
@@ -31,7 +31,6 @@ pub mod readiness;
 pub mod reaper;
 pub mod release_gate;
 pub mod retiring;
-pub mod run_dir;
 pub mod service;
 pub mod supervise;
 
@@ -47,10 +46,10 @@ use crate::config::release_link::{ReleaseError, ReleaseLink};
 use crate::config::runtime_dir::RuntimeDirError;
 use crate::config::stop_timeout::StopTimeout;
 use crate::config::{ConfigError, WatchSettings};
+use crate::report::control::{PeerKind, ProcessDir};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
 use crate::supervisor::pin::{Pin, PinInputs};
-use crate::supervisor::run_dir::RunDir;
 use crate::watch::WatchError;
 use crate::watch::serving_writes::ServingWrites;
 
@@ -136,7 +135,7 @@ impl RunSettings {
     /// What serving writes, known before the first generation starts (its logs are written at
     /// once): the pidfile hupwatch writes for the user, its runtime directory, and the files that
     /// COMMAND's own flags name, relative to the directory the release is served from.
-    pub fn serving_writes(&self, dir: &RunDir) -> ServingWrites {
+    pub fn serving_writes(&self, dir: &ProcessDir) -> ServingWrites {
         let mut writes = ServingWrites::default();
         let cwd = std::env::current_dir().unwrap_or_default();
         if let Some(pidfile) = &self.facts.pidfile {
@@ -277,7 +276,7 @@ pub fn run(args: RunArgs) -> Result<(), SupervisorError> {
     let passed = activation::take_passed()?;
     let settings = RunSettings::from_args(args)?;
     // Before any socket is bound: a runtime directory someone else controls is refused first.
-    let dir = RunDir::create(&settings.runtime_base)?;
+    let dir = ProcessDir::create(&settings.runtime_base, PeerKind::Run)?;
     let io = |context| move |source| SupervisorError::Io { context, source };
     let listeners = match passed {
         Some(passed) => {

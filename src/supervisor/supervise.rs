@@ -23,15 +23,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tracing::{error, info};
 
+use crate::report::control::ProcessDir;
 use crate::supervisor::candidate::{Candidate, Next};
-use crate::supervisor::control::{self, Control, Incoming, Request, Waiters};
+use crate::supervisor::control::{self, Answer, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::pin::Pin;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::release_gate::{ReleaseGate, Surveys};
 use crate::supervisor::retiring::Retiring;
-use crate::supervisor::run_dir::RunDir;
 use crate::supervisor::service::{self, Signals};
 use crate::supervisor::{RunSettings, SupervisorError};
 use crate::watch::change_feed::Due;
@@ -50,7 +50,7 @@ const POLL: Duration = Duration::from_millis(25);
 struct SupervisorLoop<'a> {
     settings: &'a RunSettings,
     listeners: Vec<Listener>,
-    dir: &'a RunDir,
+    dir: &'a ProcessDir,
     reaper: Reaper,
     next_number: u32,
     serving: Option<(Generation, Instant)>,
@@ -73,7 +73,7 @@ struct SupervisorLoop<'a> {
 pub async fn run(
     settings: &RunSettings,
     listeners: Vec<Listener>,
-    dir: &RunDir,
+    dir: &ProcessDir,
 ) -> Result<(), SupervisorError> {
     let mut signals = Signals::install()?;
     let link = settings.release_link.as_ref().map(|l| l.path());
@@ -88,7 +88,7 @@ pub async fn run(
             None
         }
     };
-    let mut control = Control::start(dir);
+    let mut control = Control::start(Some(dir.path()));
     let mut sup = SupervisorLoop {
         settings,
         listeners,
@@ -176,6 +176,13 @@ impl SupervisorLoop<'_> {
                     self.serving.as_ref().map(|(g, _)| g),
                     self.candidate.as_ref(),
                     &self.retiring,
+                ));
+            }
+            Request::ReloadConfig => {
+                let _ = reply.send(Answer::not_served(
+                    request,
+                    "hupwatch run",
+                    "it has no config file of its own to re-read (`hupwatch reload --pid PID` deploys)",
                 ));
             }
         }

@@ -1,7 +1,9 @@
 //! Another local user controls the runtime directory (issue 19, item 4): the victim is `nobody`
 //! without `$XDG_RUNTIME_DIR` (cron, plain ssh), the attacker is root, playing any user who
 //! could write where the victim's hupwatch keeps its sockets and locks. Nothing here touches the
-//! host's `/tmp/hupwatch`: each test has its own `$TMPDIR` or `--runtime-dir`.
+//! host's `/tmp/hupwatch`: each test has its own `$TMPDIR` or `--runtime-dir`. The control
+//! socket checks run against both long-running modes, `run` and `watch` (item 5: one
+//! implementation, one protocol).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -181,6 +183,81 @@ fn a_forged_control_socket_is_not_believed_and_a_silent_one_fails_the_client_in_
         "{}",
         daemon.output()
     );
+    daemon.stop().assert_success();
+}
+
+/// The same checks for the watch daemon's control socket, which `systemctl reload` asks (one
+/// implementation for both modes): nobody's `hupwatch watch --config`, its socket renamed away
+/// by root and answered "in force" for a file it would reject — not believed; the daemon
+/// itself stopped — the client gives up within its stated limit.
+#[test]
+fn the_watch_daemons_control_socket_is_not_forged_and_a_silent_daemon_fails_the_client_in_time() {
+    if !running_as_root("needs root to play the other user and run hupwatch as nobody") {
+        return;
+    }
+    let _host = host_shared();
+    let quiet = AppDir::new();
+    let tmp = AppDir::named_in(&std::env::temp_dir(), "hw-2u-wctl");
+    mode(tmp.path(), 0o755);
+    let runtime = tmp.join("nobody");
+    std::fs::create_dir(&runtime).unwrap();
+    give_to_nobody(&runtime, 0o700);
+    let config = tmp.join("hupwatch.toml");
+    let good = format!(
+        "runtime_dir = \"{}\"\n\n[[app]]\nname = \"quiet\"\nwatch = [\"{}\"]\nmatch = \"hw-2u-no-such-master\"\n",
+        runtime.display(),
+        quiet.path().display()
+    );
+    std::fs::write(&config, &good).unwrap();
+    mode(&config, 0o644);
+    let daemon = hupwatch()
+        .user(NOBODY, NOBODY)
+        .env("TMPDIR", tmp.path())
+        .env("XDG_RUNTIME_DIR", "")
+        .args(["watch", "--config"])
+        .arg(&config)
+        .spawn();
+    daemon.wait_for_line("ready", CEILING);
+    let pid = daemon.pid();
+    let socket = runtime.join(format!("watch-{pid}/control.sock"));
+    let moved = socket.with_extension("moved");
+    let reload = || {
+        hupwatch()
+            .user(NOBODY, NOBODY)
+            .args(["reload", "--pid", &pid.to_string()])
+            .output()
+    };
+
+    // A file the daemon rejects, and a forged answer that it is in force.
+    std::fs::write(&config, "[[app]]\nname = \"quiet\"\nwatch = [\"/nope\"]\n").unwrap();
+    std::fs::rename(&socket, &moved).unwrap();
+    let forger = forged_socket(
+        &socket,
+        "{\"ok\":true,\"message\":\"config reloaded: 1 app(s)\"}\n",
+    );
+    reload()
+        .assert_code(1)
+        .assert_stderr_contains("not believed")
+        .assert_stderr_contains(&format!("answered by PID {}", std::process::id()));
+    drop(forger);
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::rename(&moved, &socket).unwrap();
+    // The daemon itself, asked by its own user: the rejection and its reason.
+    reload()
+        .assert_code(1)
+        .assert_stderr_contains("keeps the config in force")
+        .assert_stderr_contains("/nope");
+
+    // The daemon itself, silent (stopped): the client gives up within its stated timeout.
+    std::fs::write(&config, &good).unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    let out = reload();
+    let took = started.elapsed();
+    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    out.assert_code(1)
+        .assert_stderr_contains("gave no answer within 30s");
+    assert!(took < Duration::from_secs(45), "took {took:?}");
     daemon.stop().assert_success();
 }
 

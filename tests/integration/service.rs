@@ -277,3 +277,90 @@ fn json_and_journald_log_lines() {
     out.assert_code(3);
     assert!(out.stderr.starts_with("<3>"), "{}", out.report());
 }
+
+/// `hupwatch reload --pid DAEMON` — the shipped units' `ExecReload=` — asks the daemon's
+/// control socket to re-read its config file and exits 0 once the file is in force, 1 with the
+/// reason when it is rejected (the old config stays); SIGHUP by hand still re-reads it, and
+/// the socket answers no other user (issue 19, item 5).
+#[test]
+fn reload_aimed_at_the_daemon_answers_whether_its_config_file_is_in_force() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let _host = host_shared();
+    let (shop, blog, etc) = (
+        AppDir::named("ctl-shop"),
+        AppDir::named("ctl-blog"),
+        AppDir::new(),
+    );
+    shop.write_app("shop-1");
+    blog.write_app("blog-1");
+    let shop_g = Gunicorn::builder(&shop).workers(1).start();
+    let blog_g = Gunicorn::builder(&blog).workers(1).start();
+    // A Unix socket path has at most 107 bytes: the test directory's is longer.
+    let runtime = AppDir::named_in(&std::env::temp_dir(), "hw-wctl");
+    let top = format!("runtime_dir = \"{}\"\n\n", runtime.path().display());
+    let config = etc.join("hupwatch.toml");
+    std::fs::write(&config, top.clone() + &app_section("shop", &shop)).unwrap();
+    let daemon = watch_config(&config, &[]);
+    daemon.wait_for_line("ready", CEILING);
+    let pid = daemon.pid().to_string();
+    let dir = runtime.join(format!("watch-{pid}"));
+    let socket = dir.join("control.sock");
+    assert!(socket.exists(), "{}", daemon.output());
+    let reload = || hupwatch().args(["reload", "--pid", &pid]).output();
+
+    std::fs::write(
+        &config,
+        top.clone() + &app_section("shop", &shop) + &app_section("blog", &blog),
+    )
+    .unwrap();
+    reload().assert_code(0).assert_stderr_contains(&format!(
+        "hupwatch watch (PID {pid}): config reloaded from {}: 2 app(s)",
+        config.display()
+    ));
+    blog.write_app("blog-2");
+    daemon.wait_for_line(&format!("reloaded master {}", blog_g.pid()), CEILING);
+
+    std::fs::write(&config, "[[app]]\nname = \"shop\"\nwatch = [\"/nope\"]\n").unwrap();
+    reload()
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "config reload failed: hupwatch watch (PID {pid}) keeps the config in force"
+        ))
+        .assert_stderr_contains("/nope");
+    assert!(daemon.is_running(), "a bad config must not stop hupwatch");
+    shop.write_app("shop-2");
+    daemon.wait_for_line(&format!("reloaded master {}", shop_g.pid()), CEILING);
+    assert!(shop_g.get().starts_with("shop-2 "));
+
+    // Another user, even with the directory opened to it, is answered a refusal.
+    for (path, mode) in [(runtime.path(), 0o755), (&dir, 0o755), (&socket, 0o777)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let ask = "import socket, sys\n\
+               s = socket.socket(socket.AF_UNIX)\n\
+               s.connect(sys.argv[1])\n\
+               s.sendall(b'{\"request\":\"reload-config\"}\\n')\n\
+               print(s.makefile().readline())";
+    let out = std::process::Command::new("python3")
+        .args(["-c", ask])
+        .arg(&socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("python3 as nobody");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains(r#""ok":false"#) && answer.contains("uid 65534 may not control"),
+        "{answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(daemon.count_lines("re-reading the config file"), 2);
+
+    // SIGHUP by hand, as before.
+    std::fs::write(&config, top + &app_section("shop", &shop)).unwrap();
+    hangup(&daemon);
+    daemon.wait_for_line("config reloaded: 1 app(s)", CEILING);
+    daemon.stop().assert_code(0);
+    assert!(!dir.exists(), "its directory is removed when it stops");
+}

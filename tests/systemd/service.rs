@@ -3,7 +3,8 @@
 //! hupwatch sent READY (`Type=notify`), the STATUS line reaches `systemctl status`, a save in
 //! one app reloads only that app's master — which also proves that under its sandbox hupwatch
 //! reads another unit's /proc, runs the preflight as the master's user and signals the master —
-//! and `systemctl reload` keeps the old config when the new one is broken, and applies a fixed one.
+//! and `systemctl reload` keeps the old config when the new one is broken — and fails, with the
+//! reason, instead of reporting success (issue 19, item 5) — and applies a fixed one.
 
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ fn two_app_units_each_reloaded_alone_and_the_config_reloaded_by_systemctl() {
     let journal = sd.journal(&["-u", UNIT]);
     assert_eq!(journal.matches("ready: ").count(), 2, "{journal}");
     assert_eq!(sd.show(UNIT, "StatusText"), "watching 2 app(s)");
+    let daemon_pid = sd.show(UNIT, "MainPID");
     let status = sd.try_systemctl(&["status", UNIT]).1;
     assert!(status.contains("Status: \"watching 2 app(s)\""), "{status}");
 
@@ -73,11 +75,34 @@ fn two_app_units_each_reloaded_alone_and_the_config_reloaded_by_systemctl() {
         "{status}"
     );
 
-    // A broken config: reported, and the old one (both apps) stays in force.
+    // A broken config: `systemctl reload` fails with the reason (the shipped ExecReload= asks
+    // the daemon's control socket and waits for its answer; `kill -HUP` said success), the
+    // unit stays active, and the old config (both apps) stays in force.
     std::fs::write(&config, "[[app]]\nname = \"a\"\nwatch = [\"/nope\"]\n").unwrap();
-    sd.systemctl(&["reload", UNIT]);
-    sd.wait_for_journal(UNIT, "config reload failed, keeping the config in force", 1);
+    let (reloaded, out) = sd.try_systemctl(&["reload", UNIT]);
+    assert!(
+        !reloaded,
+        "systemctl reload succeeded on a broken config:\n{out}"
+    );
+    let journal = sd.wait_for_journal(UNIT, "config reload failed: hupwatch watch (PID", 1);
+    let rejected = journal
+        .lines()
+        .find(|l| l.contains("config reload failed: hupwatch watch (PID"))
+        .unwrap();
+    assert!(
+        rejected.contains("/nope"),
+        "the reason, naming the path: {rejected}"
+    );
+    assert!(
+        journal.contains("config reload failed, keeping the config in force"),
+        "{journal}"
+    );
     sd.wait_for(UNIT, "ActiveState", "active");
+    assert_eq!(
+        sd.show(UNIT, "MainPID"),
+        daemon_pid,
+        "the same daemon, not restarted"
+    );
     b.replace_app("b-2");
     sd.wait_for_journal(UNIT, &format!("reloaded master {master_b}"), 1);
     wait_for_body(port_b, "b-2");
@@ -85,7 +110,14 @@ fn two_app_units_each_reloaded_alone_and_the_config_reloaded_by_systemctl() {
     // Fixed: the apps renamed, which the STATUS line shows after the next reload.
     std::fs::write(&config, app_section("shop", &a) + &app_section("blog", &b)).unwrap();
     sd.systemctl(&["reload", UNIT]);
-    sd.wait_for_journal(UNIT, "config reloaded: 2 app(s)", 1);
+    let journal = sd.wait_for_journal(UNIT, "config reloaded: 2 app(s)", 1);
+    assert!(
+        journal.contains(&format!(
+            "hupwatch watch (PID {daemon_pid}): config reloaded from {}: 2 app(s)",
+            config.display()
+        )),
+        "the reload command's answer:\n{journal}"
+    );
     a.replace_app("a-3");
     sd.wait_for_journal(UNIT, &format!("reloaded master {master_a}"), 2);
     wait_for_body(port_a, "a-3");

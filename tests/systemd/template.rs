@@ -1,6 +1,7 @@
 //! `hupwatch@.service` as shipped: two instances, each reading its own
 //! `<config dir>/<instance>.toml` (the drop-in replaces only `/etc/hupwatch/%i.toml`'s
-//! directory and the binary's path), each reloading only its own app's master.
+//! directory and the binary's path), each reloading only its own app's master, and each
+//! `systemctl reload` re-reading only its own instance's config.
 
 use crate::sandbox::Systemd;
 use crate::service::wait_for_body;
@@ -37,6 +38,17 @@ fn two_template_instances_each_reload_their_own_app() {
         assert_eq!(sd.show(instance, "ActiveState"), "active");
         assert_eq!(sd.show(instance, "StatusText"), "watching 1 app(s)");
     }
+    // Each instance's `systemctl reload` reaches that instance's daemon (its own control
+    // socket, `/run/hupwatch/watch-<pid>`) and no other.
+    sd.systemctl(&["reload", "hupwatch@shop.service"]);
+    let shop_pid = sd.show("hupwatch@shop.service", "MainPID");
+    sd.wait_for_journal(
+        "hupwatch@shop.service",
+        &format!("hupwatch watch (PID {shop_pid}): config reloaded from"),
+        1,
+    );
+    let blog = sd.journal(&["-u", "hupwatch@blog.service"]);
+    assert!(!blog.contains("re-reading the config file"), "{blog}");
 
     a.replace_app("a-2");
     sd.wait_for_journal(

@@ -1,6 +1,7 @@
 //! The units a systemd test runs: the shipped `systemd/hupwatch.service` and
 //! `hupwatch@.service` installed byte for byte, with only their paths changed by a drop-in
-//! (`ExecStart=` reset, then the built binary and the test's config file), and Gunicorn units
+//! (`ExecStart=` and `ExecReload=` reset, then the built binary, the test's config file and
+//! the shipped reload command's arguments), and Gunicorn units
 //! of the test's own — each a real Gunicorn from the pinned venv, running as `nobody` the way
 //! a production master runs as its app's user, `Type=notify` (Gunicorn sends READY=1).
 //!
@@ -22,6 +23,18 @@ pub fn shipped(name: &str) -> String {
         .join("systemd")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The shipped unit's `ExecReload=`, its `/usr/bin/hupwatch` replaced by the built binary
+/// (the rest of the command as shipped), as drop-in lines.
+fn reload_paths(unit: &str) -> String {
+    let text = shipped(unit);
+    let shipped_reload = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecReload="))
+        .unwrap_or_else(|| panic!("{unit} has no ExecReload="));
+    let reload = shipped_reload.replace("/usr/bin/hupwatch", HUPWATCH);
+    format!("ExecReload=\nExecReload={reload}\n")
 }
 
 /// A port nobody listens on now (the kernel's pick, released at once).
@@ -90,7 +103,10 @@ impl<'a> Units<'a> {
         let exec = format!("{HUPWATCH} watch --config {}", config.display());
         self.install(
             "hupwatch.service.d/10-test-paths.conf",
-            &format!("[Service]\nExecStart=\nExecStart={exec}\n"),
+            &format!(
+                "[Service]\nExecStart=\nExecStart={exec}\n{}",
+                reload_paths("hupwatch.service")
+            ),
         );
         if !extra.is_empty() {
             self.install("hupwatch.service.d/20-test.conf", extra);
@@ -104,7 +120,10 @@ impl<'a> Units<'a> {
         let exec = format!("{HUPWATCH} watch --config {}/%i.toml", config_dir.display());
         self.install(
             "hupwatch@.service.d/10-test-paths.conf",
-            &format!("[Service]\nExecStart=\nExecStart={exec}\n"),
+            &format!(
+                "[Service]\nExecStart=\nExecStart={exec}\n{}",
+                reload_paths("hupwatch@.service")
+            ),
         );
         self.sd.systemctl(&["daemon-reload"]);
     }

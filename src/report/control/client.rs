@@ -1,16 +1,19 @@
-//! The client side of a supervisor's control socket (`control`): `hupwatch reload --pid PID`
-//! and `hupwatch status` when PID is a `hupwatch run` process rather than a Gunicorn master.
+//! The client side of the control socket (`server`): `hupwatch reload --pid PID` and
+//! `hupwatch status --pid PID` when PID is a long-running hupwatch rather than a Gunicorn
+//! master — `hupwatch run` (deploy now) or `hupwatch watch` (re-read the config file: what the
+//! shipped units' `ExecReload=hupwatch reload --pid $MAINPID` asks).
 //!
-//! A supervisor is recognised by what it holds, not by its name: a listening Unix socket
-//! `…/run-<pid>/control.sock` among its open descriptors (`/proc/PID/fd` socket inodes, looked
-//! up in `/proc/PID/net/unix`). So the socket is found wherever the supervisor's runtime
-//! directory is (`--runtime-dir`, `/run/hupwatch`, `$XDG_RUNTIME_DIR`), and a process that merely
-//! calls itself hupwatch is never taken for one. Reading another user's `/proc/PID/fd` is not
-//! allowed — which matches the socket's rule: only its own user and root may control it.
+//! A long-running hupwatch is recognised by what it holds, not by its name: a listening Unix
+//! socket `…/run-<pid>/control.sock` or `…/watch-<pid>/control.sock` among its open
+//! descriptors (`/proc/PID/fd` socket inodes, looked up in `/proc/PID/net/unix`). So the
+//! socket is found wherever its runtime directory is (`--runtime-dir`, `/run/hupwatch`,
+//! `$XDG_RUNTIME_DIR`), and a process that merely calls itself hupwatch is never taken for
+//! one. Reading another user's `/proc/PID/fd` is not allowed — which matches the socket's
+//! rule: only its own user and root may control it.
 //!
 //! A path is only a name, and whoever can write the directory can put another socket under it:
-//! so the answering end is checked before anything is sent (`SO_PEERCRED`: the supervisor's own
-//! PID, and our uid or root), and every wait for an answer has a stated bound.
+//! so the answering end is checked before anything is sent (`SO_PEERCRED`: the PID asked for,
+//! and our uid or root), and every wait for an answer has a stated bound.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -24,7 +27,8 @@ use tracing::info;
 use crate::config::{By, TargetSelector};
 use crate::gunicorn::unix_sockets::{listening_paths, socket_inodes};
 use crate::gunicorn::{discover, procfs};
-use crate::supervisor::control::{Answer, Request, SOCKET_NAME, StatusView};
+use crate::report::control::PeerKind;
+use crate::report::control::server::{Answer, Request, SOCKET_NAME, StatusView};
 
 /// `status`: a supervisor answers it at once.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +36,10 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 /// within its boot and health timeouts (30 s and 10 s by default, for a check generation and
 /// then a serving one); far more than that is a supervisor that hangs.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(600);
+/// `reload-config`: parsing the file and arming every app's watches (a walk of each tree, well
+/// under a second for thousands of directories); far below systemd's default 90 s for an
+/// `ExecReload=` command, so a hung daemon fails the reload with this client's message.
+pub const RELOAD_CONFIG_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connecting, and sending the one request line.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a connection to a full backlog is tried again.
@@ -40,32 +48,41 @@ const CONNECT_RETRY: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(
-        "the control socket {path} is not hupwatch run (PID {pid})'s: it is answered by PID {peer_pid}, uid {peer_uid}; not believed, nothing was asked"
+        "the control socket {path} is not {who} (PID {pid})'s: it is answered by PID {peer_pid}, uid {peer_uid}; not believed, nothing was asked"
     )]
     Forged {
+        who: &'static str,
         pid: u32,
         path: PathBuf,
         peer_pid: i32,
         peer_uid: u32,
     },
     #[error(
-        "hupwatch run (PID {pid}) gave no answer within {}s (the client's limit for {request}); is it stopped or hung?", timeout.as_secs()
+        "{who} (PID {pid}) gave no answer within {}s (the client's limit for {request}); is it stopped or hung?", timeout.as_secs()
     )]
     Silent {
+        who: &'static str,
         pid: u32,
         request: &'static str,
         timeout: Duration,
     },
-    #[error("cannot reach the control socket {path} of hupwatch run (PID {pid}): {source}")]
+    #[error("cannot reach the control socket {path} of {who} (PID {pid}): {source}")]
     Unreachable {
+        who: &'static str,
         pid: u32,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("hupwatch run (PID {pid}) gave no answer: {why}")]
-    NoAnswer { pid: u32, why: String },
+    #[error("{who} (PID {pid}) gave no answer: {why}")]
+    NoAnswer {
+        who: &'static str,
+        pid: u32,
+        why: String,
+    },
     #[error("reload failed: {0}")]
     Failed(String),
+    #[error("config reload failed: hupwatch watch (PID {pid}) keeps the config in force: {why}")]
+    ConfigRejected { pid: u32, why: String },
 }
 
 impl ControlError {
@@ -75,29 +92,31 @@ impl ControlError {
     }
 }
 
-/// Another process: a running `hupwatch run` and its control socket, found through /proc.
+/// Another process: a running `hupwatch run` or `hupwatch watch` and its control socket,
+/// found through /proc.
 #[derive(Debug, Clone)]
-pub struct RunningSupervisor {
+pub struct ControlPeer {
     pub pid: u32,
     pub socket: PathBuf,
+    pub kind: PeerKind,
 }
 
-impl RunningSupervisor {
-    /// `pid`, if it is a supervisor whose control socket this user may reach.
+impl ControlPeer {
+    /// `pid`, if it holds a control socket this user may reach.
     pub fn at(pid: u32) -> Option<Self> {
         let held = socket_inodes(pid);
         if held.is_empty() {
             return None;
         }
         let table = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).ok()?;
-        let socket = control_socket(&table, &held)?;
-        Some(Self { pid, socket })
+        let (socket, kind) = control_socket(&table, &held)?;
+        Some(Self { pid, socket, kind })
     }
 
-    /// The supervisor a `reload`/`status` selector is aimed at: `--pid` or `--pidfile` naming a
-    /// `hupwatch run` process, or one of the Gunicorn masters it started (its user's `--pid`
-    /// file names the serving master): a signal to that master would bypass the blue/green
-    /// switch. `None` for everything else, which is discovered as a master.
+    /// What a `reload` selector is aimed at: `--pid` or `--pidfile` naming a `hupwatch run` or
+    /// `hupwatch watch` process, or one of the Gunicorn masters a `run` started (its user's
+    /// `--pid` file names the serving master): a signal to that master would bypass the
+    /// blue/green switch. `None` for everything else, which is discovered as a master.
     pub fn aimed_at(target: &TargetSelector) -> Option<Self> {
         let pid = match &target.by {
             By::Pid(pid) => u32::try_from(*pid).ok().filter(|p| *p > 1)?,
@@ -106,21 +125,22 @@ impl RunningSupervisor {
         };
         Self::at(pid).or_else(|| {
             let parent = procfs::read_stat(pid).ok()?.ppid;
-            Self::at(parent)
+            Self::at(parent).filter(|p| p.kind == PeerKind::Run)
         })
     }
 
     /// `status --pid PID` naming a supervisor itself (its masters keep their own status).
     pub fn named_by(target: &TargetSelector) -> Option<Self> {
         match target.by {
-            By::Pid(pid) => Self::at(u32::try_from(pid).ok().filter(|p| *p > 1)?),
+            By::Pid(pid) => Self::at(u32::try_from(pid).ok().filter(|p| *p > 1)?)
+                .filter(|p| p.kind == PeerKind::Run),
             _ => None,
         }
     }
 
     /// Every supervisor on the host this user may reach (by the name it runs under first, so
     /// only a few processes' descriptors are read).
-    pub fn all() -> Vec<Self> {
+    pub fn all_supervisors() -> Vec<Self> {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
@@ -131,16 +151,26 @@ impl RunningSupervisor {
                     .is_ok_and(|c| c.trim_end().starts_with("hupwatch"))
             })
             .filter_map(Self::at)
+            .filter(|p| p.kind == PeerKind::Run)
             .collect();
         found.sort_by_key(|s| s.pid);
         found
+    }
+
+    /// `hupwatch reload` aimed at this process: a supervisor deploys ([`Self::deploy`]), a
+    /// watch daemon re-reads its config file ([`Self::reload_config`]).
+    pub fn reload(&self, dry_run: bool) -> Result<(), ControlError> {
+        match self.kind {
+            PeerKind::Run => self.deploy(dry_run),
+            PeerKind::Watch => self.reload_config(dry_run),
+        }
     }
 
     /// `hupwatch reload` aimed at a supervisor: deploy now, and return once the switch has
     /// been verified (Ok) or has failed (Err, with the supervisor's reason). The reload flags
     /// meant for a master (strategy, signal, preflight) do not apply: the supervisor's own
     /// settings decide how its generations start and are judged.
-    pub fn deploy(&self, dry_run: bool) -> Result<(), ControlError> {
+    fn deploy(&self, dry_run: bool) -> Result<(), ControlError> {
         let pid = self.pid;
         if dry_run {
             info!(supervisor = pid, socket = %self.socket.display(), "dry run: would ask hupwatch run (PID {pid}) to deploy over {}; nothing sent", self.socket.display());
@@ -163,21 +193,53 @@ impl RunningSupervisor {
         }
     }
 
+    /// `hupwatch reload` aimed at a watch daemon (the shipped units' `ExecReload=`): re-read
+    /// its config file, and return once the new file is in force (Ok) or was rejected (Err,
+    /// with the reason; the daemon keeps the config it had). The reload flags do not apply.
+    fn reload_config(&self, dry_run: bool) -> Result<(), ControlError> {
+        let pid = self.pid;
+        if dry_run {
+            info!(daemon = pid, socket = %self.socket.display(), "dry run: would ask hupwatch watch (PID {pid}) to re-read its config file over {}; nothing sent", self.socket.display());
+            return Ok(());
+        }
+        info!(
+            daemon = pid,
+            "asking hupwatch watch (PID {pid}) to re-read its config file"
+        );
+        let answer = self.ask(Request::ReloadConfig)?;
+        match answer.ok {
+            true => {
+                info!(
+                    daemon = pid,
+                    "hupwatch watch (PID {pid}): {}", answer.message
+                );
+                Ok(())
+            }
+            false => Err(ControlError::ConfigRejected {
+                pid,
+                why: answer.message,
+            }),
+        }
+    }
+
     pub fn status(&self) -> Result<StatusView, ControlError> {
         let answer = self.ask(Request::Status)?;
         match (answer.ok, answer.status) {
             (true, Some(status)) => Ok(status),
             (_, _) => Err(ControlError::NoAnswer {
+                who: self.kind.name(),
                 pid: self.pid,
                 why: answer.message,
             }),
         }
     }
 
-    /// One request, one answer line: only to the supervisor itself (see the module docs), and
-    /// waited for at most [`STATUS_TIMEOUT`] or [`RELOAD_TIMEOUT`].
+    /// One request, one answer line: only to the process itself (see the module docs), and
+    /// waited for at most the request's timeout.
     fn ask(&self, request: Request) -> Result<Answer, ControlError> {
+        let who = self.kind.name();
         let unreachable = |source| ControlError::Unreachable {
+            who,
             pid: self.pid,
             path: self.socket.clone(),
             source,
@@ -185,6 +247,7 @@ impl RunningSupervisor {
         let mut stream =
             connect_within(&self.socket, SEND_TIMEOUT).map_err(|e| match e.kind() {
                 std::io::ErrorKind::TimedOut => ControlError::Silent {
+                    who,
                     pid: self.pid,
                     request: "connecting",
                     timeout: SEND_TIMEOUT,
@@ -196,20 +259,23 @@ impl RunningSupervisor {
         let own_uid = nix::unistd::geteuid().as_raw();
         if !believed(peer.pid(), peer.uid(), self.pid, own_uid) {
             return Err(ControlError::Forged {
+                who,
                 pid: self.pid,
                 path: self.socket.clone(),
                 peer_pid: peer.pid(),
                 peer_uid: peer.uid(),
             });
         }
-        let (name, timeout) = match request {
-            Request::Reload => ("reload", RELOAD_TIMEOUT),
-            Request::Status => ("status", STATUS_TIMEOUT),
+        let timeout = match request {
+            Request::Reload => RELOAD_TIMEOUT,
+            Request::Status => STATUS_TIMEOUT,
+            Request::ReloadConfig => RELOAD_CONFIG_TIMEOUT,
         };
         let silent = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ControlError::Silent {
+                who,
                 pid: self.pid,
-                request: name,
+                request: request.name(),
                 timeout,
             },
             _ => unreachable(e),
@@ -225,6 +291,7 @@ impl RunningSupervisor {
             .read_line(&mut text)
             .map_err(silent)?;
         serde_json::from_str(text.trim()).map_err(|e| ControlError::NoAnswer {
+            who,
             pid: self.pid,
             why: match text.is_empty() {
                 true => "it closed the connection (stopping?)".into(),
@@ -264,26 +331,28 @@ fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<UnixStream>
     Ok(UnixStream::from(fd))
 }
 
-/// Whether the end of the socket that answered (its `SO_PEERCRED`) is the supervisor meant:
-/// its PID, and run by our uid or root (a root supervisor may serve us, as its socket allows).
+/// Whether the end of the socket that answered (its `SO_PEERCRED`) is the process meant:
+/// its PID, and run by our uid or root (a root hupwatch may serve us, as its socket allows).
 fn believed(peer_pid: i32, peer_uid: u32, supervisor: u32, own_uid: u32) -> bool {
     u32::try_from(peer_pid).is_ok_and(|p| p == supervisor) && (peer_uid == own_uid || peer_uid == 0)
 }
 
-/// In a `/proc/net/unix` table, the path of a listening socket named `run-*/control.sock`
-/// whose inode is one of `held`.
-fn control_socket(table: &str, held: &HashSet<u64>) -> Option<PathBuf> {
+/// In a `/proc/net/unix` table, the path of a listening socket named
+/// `run-<pid>/control.sock` or `watch-<pid>/control.sock` whose inode is one of `held`, and
+/// which mode's it is.
+fn control_socket(table: &str, held: &HashSet<u64>) -> Option<(PathBuf, PeerKind)> {
     listening_paths(table)
         .into_iter()
         .filter(|(inode, _)| held.contains(inode))
         .map(|(_, path)| path)
-        .find(|path| {
-            path.file_name().is_some_and(|n| n == SOCKET_NAME)
-                && path
-                    .parent()
-                    .and_then(Path::file_name)
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("run-"))
+        .filter(|path| path.file_name().is_some_and(|n| n == SOCKET_NAME))
+        .find_map(|path| {
+            let kind = path
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .and_then(PeerKind::of_dir)?;
+            Some((path, kind))
         })
 }
 
@@ -295,16 +364,29 @@ mod tests {
 0000000000000000: 00000002 00000000 00010000 0001 01 4242 /run/hupwatch/run-77/control.sock
 0000000000000000: 00000002 00000000 00010000 0001 01 4343 /tmp/other/control.sock
 0000000000000000: 00000003 00000000 00000000 0001 03 4444 /run/hupwatch/run-77/control.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 4545 /run/hupwatch/watch-78/control.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 4646 /run/hupwatch/watch-x/control.sock
 ";
 
     #[test]
-    fn only_a_held_listening_control_socket_in_a_run_directory_counts() {
+    fn only_a_held_listening_control_socket_in_a_process_directory_counts() {
         let held = |inodes: &[u64]| inodes.iter().copied().collect::<HashSet<_>>();
         assert_eq!(
             control_socket(TABLE, &held(&[4242])),
-            Some(PathBuf::from("/run/hupwatch/run-77/control.sock"))
+            Some((
+                PathBuf::from("/run/hupwatch/run-77/control.sock"),
+                PeerKind::Run
+            ))
+        );
+        assert_eq!(
+            control_socket(TABLE, &held(&[4545])),
+            Some((
+                PathBuf::from("/run/hupwatch/watch-78/control.sock"),
+                PeerKind::Watch
+            ))
         );
         assert_eq!(control_socket(TABLE, &held(&[4343])), None, "not a run dir");
+        assert_eq!(control_socket(TABLE, &held(&[4646])), None, "no PID");
         assert_eq!(control_socket(TABLE, &held(&[4444])), None, "a connection");
         assert_eq!(control_socket(TABLE, &held(&[1])), None, "not its own");
     }
@@ -350,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn a_process_without_a_control_socket_is_no_supervisor() {
-        assert!(RunningSupervisor::at(std::process::id()).is_none());
+    fn a_process_without_a_control_socket_is_no_peer() {
+        assert!(ControlPeer::at(std::process::id()).is_none());
     }
 }
