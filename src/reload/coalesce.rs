@@ -46,7 +46,7 @@ pub fn reload_locked(
         let began_ns = lock::now_ns();
         let current = discover::find_master(target);
         let seen = release_to_load(settings, current.as_ref().ok());
-        let record = lock.record();
+        let record: Option<Record> = lock.record();
         let decision = lock_record::decide(record.as_ref(), started_ns, seen.as_deref(), |done| {
             settings.plan.accepts(done)
         });

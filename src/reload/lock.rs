@@ -8,7 +8,7 @@
 //! `<pid>-<start ticks>.lock`, from discovery to the end of verification. A crashed holder
 //! releases it with its last file descriptor; nothing needs cleaning up.
 //!
-//! Before releasing, the holder writes into the lock file what it did (a [`Record`]); a waiter
+//! Before releasing, the holder writes into the lock file what it did (a `lock_record::Record`); a waiter
 //! reads it once it holds the lock, and [`decide`]s whether that reload already deployed what
 //! this invocation was asked to. The rule, and why it is safe, is on [`decide`]. The instants
 //! in it are CLOCK_BOOTTIME, comparable across processes; the signal's is taken (and written
@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::config::runtime_dir::{RuntimeDirError, own_runtime_dir};
-use crate::reload::lock_record::Record;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// How often a waiter tries the lock again (a blocking flock could not honour the ceiling).
 const RETRY: Duration = Duration::from_millis(10);
@@ -149,8 +150,8 @@ impl ReloadLock {
         }
     }
 
-    /// The last holder's record, if it left one that can be read.
-    pub fn record(&mut self) -> Option<Record> {
+    /// The last holder's record (`lock_record::Record`), if it left one that can be read.
+    pub fn record<T: DeserializeOwned>(&mut self) -> Option<T> {
         let mut text = String::new();
         self.file.seek(SeekFrom::Start(0)).ok()?;
         self.file.read_to_string(&mut text).ok()?;
@@ -158,7 +159,7 @@ impl ReloadLock {
     }
 
     /// Leave `record` for the next holder. Only a holder writes, and only a holder reads.
-    pub fn write(&self, record: &Record) -> std::io::Result<()> {
+    pub fn write<T: Serialize>(&self, record: &T) -> std::io::Result<()> {
         let text = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         let mut file = &self.file;
         file.set_len(0)?;
@@ -241,7 +242,20 @@ fn open(dir: &Path, path: &Path) -> Result<File, LockError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reload::lock_record::sample_record as record;
+
+    /// Any record will do: the lock carries it, `lock_record` gives it a meaning.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Note {
+        began: u64,
+        release: String,
+    }
+
+    fn record(began: u64, release: &str) -> Note {
+        Note {
+            began,
+            release: release.into(),
+        }
+    }
     use crate::scratch_dir::ScratchDir;
 
     #[test]
@@ -249,7 +263,7 @@ mod tests {
         let scratch = ScratchDir::new("reload-lock");
         let dir = scratch.join("run");
         let mut first = ReloadLock::try_acquire(&dir, 42, 7).unwrap().unwrap();
-        assert!(first.record().is_none());
+        assert!(first.record::<Note>().is_none());
         assert!(ReloadLock::try_acquire(&dir, 42, 7).unwrap().is_none());
         // Another master (or the same PID recycled) has its own lock.
         assert!(ReloadLock::try_acquire(&dir, 42, 8).unwrap().is_some());

@@ -324,7 +324,7 @@ mod tests {
             mark.stamp();
             assert_eq!(mark.at(), Some(at));
         }
-        let left = lock.record().unwrap();
+        let left: Record = lock.record().unwrap();
         assert_eq!(left.outcome, RecordOutcome::InFlight);
         assert_eq!(left.began_ns, 5);
         assert!(left.signal_ns.unwrap() >= before);

@@ -19,6 +19,7 @@ pub mod strategy_choice;
 pub mod systemd_handover;
 pub mod unit_reload;
 pub mod upgrade;
+pub mod upgrade_error;
 pub mod verify;
 
 use std::path::PathBuf;

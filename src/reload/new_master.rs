@@ -19,7 +19,7 @@ use crate::gunicorn::procfs;
 use crate::reload::give_up::{self, Proc};
 use crate::reload::handoff::Handoff;
 use crate::reload::pidfd_signal;
-use crate::reload::upgrade::UpgradeError;
+use crate::reload::upgrade_error::UpgradeError;
 use crate::reload::verify::SETTLE;
 
 const POLL: Duration = Duration::from_millis(50);

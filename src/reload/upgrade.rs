@@ -30,63 +30,12 @@ use crate::reload::handoff::{self, Handoff, Stage};
 use crate::reload::lock_record::SignalMark;
 use crate::reload::new_master::{Boot, await_new_master};
 use crate::reload::pidfd_signal::{self, SignalError};
-use crate::reload::systemd_handover::{self, Handover, HandoverError};
+use crate::reload::systemd_handover::{self, Handover};
+pub use crate::reload::upgrade_error::UpgradeError;
 
 const POLL: Duration = Duration::from_millis(50);
 /// Gunicorn's master loop waits up to 1 s for signals between promotion checks.
 const PROMOTION_GRACE: Duration = Duration::from_millis(1500);
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
-    #[error(
-        "master {pid} is the main process of {unit} and {why}: a USR2 child would be torn down with the unit when the old master exits. Upgrade it from the unit itself: set NotifyAccess=all and ExecReload=+/usr/bin/hupwatch reload --pid $MAINPID --strategy upgrade in {unit}, then run `systemctl reload {unit}` (see examples/gunicorn-app.service); or use --strategy hup (with --chdir <link> for release links)"
-    )]
-    SystemdMain { pid: u32, unit: String, why: String },
-    #[error("{source}{rollback}; the old master {old} keeps serving")]
-    Handover {
-        /// Boxed: a `ReloadError` carries it, and is returned on every path.
-        source: Box<HandoverError>,
-        old: u32,
-        rollback: String,
-    },
-    #[error(transparent)]
-    Signal(#[from] SignalError),
-    #[error(
-        "the new master {pid} exited while booting (the new code failed to load?); the old master {old} keeps serving"
-    )]
-    NewMasterDied { pid: u32, old: u32 },
-    #[error(
-        "no new master booted {wanted} workers within {timeout:?}{rollback}; the old master {old} keeps serving"
-    )]
-    BootTimeout {
-        timeout: Duration,
-        wanted: usize,
-        old: u32,
-        rollback: String,
-    },
-    #[error(
-        "cannot stop the old master {old} with TERM: {source}{rollback}; the old master {old} keeps serving"
-    )]
-    OldMasterNotStopped {
-        old: u32,
-        source: SignalError,
-        rollback: String,
-    },
-    #[error(
-        "hupwatch is stopping before the new master was verified{rollback}; the old master {old} keeps serving"
-    )]
-    Stopped { old: u32, rollback: String },
-    #[error("the old master {old} exited before the new one was ready")]
-    OldMasterDied { old: u32 },
-    #[error(
-        "the old master {old} did not exit within {timeout:?} after TERM; two masters are serving"
-    )]
-    OldMasterLingers { old: u32, timeout: Duration },
-    #[error("the new master {pid} exited after the old one was stopped")]
-    NewMasterLost { pid: u32 },
-    #[error("the new master {pid} was not promoted within {timeout:?} (pidfile not renamed back)")]
-    NotPromoted { pid: u32, timeout: Duration },
-}
 
 /// The master that took over.
 #[derive(Debug)]
