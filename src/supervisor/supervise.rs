@@ -20,11 +20,10 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tracing::{error, info};
 
 use crate::report::control::ProcessDir;
-use crate::supervisor::candidate::{Candidate, Next};
+use crate::supervisor::candidate::Candidate;
 use crate::supervisor::control::{self, Answer, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
@@ -41,6 +40,7 @@ mod checking;
 mod held_back;
 mod restart;
 mod stopping;
+mod switch;
 
 /// How often a booting or stopping generation is looked at.
 const POLL: Duration = Duration::from_millis(25);
@@ -296,119 +296,6 @@ impl SupervisorLoop<'_> {
         reaper.forget_others(&masters);
     }
 
-    fn check_candidate(&mut self) -> Result<(), SupervisorError> {
-        let Some(candidate) = self.candidate.as_mut() else {
-            return Ok(());
-        };
-        match candidate.next(self.settings) {
-            Next::Wait => {}
-            Next::Failed { why, show_output } => return self.candidate_failed(why, show_output),
-            Next::Serve { workers } => self.promote(workers),
-            Next::Probe => {
-                if let Some(health) = &self.settings.health {
-                    candidate.start_probe(health);
-                }
-            }
-            Next::Passed(status) => self.check_passed(&status),
-        }
-        Ok(())
-    }
-
-    /// The check generation answered well: it goes, and a serving one of the same release starts.
-    fn check_passed(&mut self, status: &str) {
-        let Some(candidate) = self.candidate.take() else {
-            return;
-        };
-        let (generation, pin) = (candidate.generation, candidate.pin);
-        let path = self
-            .settings
-            .health
-            .as_ref()
-            .map_or("", |h| h.path.as_str());
-        info!(
-            generation = generation.number,
-            "generation {} (master {}) passed its check: GET {path} answered {status} after {}ms; stopping it",
-            generation.number,
-            generation.pid,
-            generation.started.elapsed().as_millis()
-        );
-        generation.signal(Signal::SIGTERM);
-        self.retire(generation);
-        let pending = self.deploy_pending;
-        self.start_generation("its release passed the check", false, pin);
-        // A deploy asked for during the check is still owed.
-        self.deploy_pending = pending;
-    }
-
-    /// The candidate serves; the generation that served until now drains and goes.
-    fn promote(&mut self, workers: usize) {
-        let Some(candidate) = self.candidate.take() else {
-            return;
-        };
-        let generation = candidate.generation;
-        let took = generation.started.elapsed();
-        let slowest = candidate.readiness.slowest().map_or(String::new(), |d| {
-            format!(", slowest worker {}ms", d.as_millis())
-        });
-        generation.pass_output_through();
-        // Before the `serving` line: whoever reads that line finds the pidfile naming it.
-        if let Some(path) = &self.settings.facts.pidfile {
-            service::write_pidfile(path, generation.pid);
-        }
-        let retired = self.serving.take().map(|(old, _)| {
-            old.signal(Signal::SIGTERM);
-            let line = format!(
-                "; generation {} (master {}) stopping gracefully",
-                old.number, old.pid
-            );
-            self.retire(old);
-            line
-        });
-        info!(
-            generation = generation.number,
-            master = generation.pid,
-            workers,
-            took_ms = took.as_millis() as u64,
-            "generation {} serving (master {}){}: {workers} workers booted in {}ms{slowest}{}",
-            generation.number,
-            generation.pid,
-            in_release(&generation),
-            took.as_millis(),
-            retired.unwrap_or_default()
-        );
-        let serving = format!(
-            "generation {} serving (master {})",
-            generation.number, generation.pid
-        );
-        service::tell_systemd(self.served.is_none(), &serving);
-        self.waiters.succeeded(&serving);
-        self.serving = Some((generation, Instant::now()));
-        self.served = Some(candidate.pin);
-        self.restart_at = None;
-    }
-
-    fn candidate_failed(&mut self, why: String, show_output: bool) -> Result<(), SupervisorError> {
-        let Some(candidate) = self.candidate.take() else {
-            return Ok(());
-        };
-        let generation = candidate.generation;
-        let mut report = format!(
-            "generation {} (master {}) failed: {why}",
-            generation.number, generation.pid
-        );
-        let lines = generation.last_lines();
-        if show_output && !lines.is_empty() {
-            report.push_str("; its last lines:");
-            for line in &lines {
-                report.push_str("\n  | ");
-                report.push_str(line);
-            }
-        }
-        generation.signal(Signal::SIGTERM);
-        self.retire(generation);
-        self.held_back(report)
-    }
-
     fn retire(&mut self, generation: Generation) {
         let graceful = self.settings.facts.graceful_timeout;
         self.retiring.push(Retiring::new(generation, graceful));
@@ -421,7 +308,7 @@ impl SupervisorLoop<'_> {
 }
 
 /// ` in /srv/app/releases/42` for a generation started in a release link's target.
-fn in_release(generation: &Generation) -> String {
+pub(super) fn in_release(generation: &Generation) -> String {
     generation
         .release
         .as_ref()
