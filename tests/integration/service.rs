@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::support::hupwatch::ask_control_socket_as_nobody;
 use crate::support::{AppDir, CEILING, Daemon, Gunicorn, Venv, host_shared, hupwatch, poll_until};
 
 pub(crate) fn dir_name(dir: &AppDir) -> String {
@@ -285,7 +286,6 @@ fn json_and_journald_log_lines() {
 #[test]
 fn reload_aimed_at_the_daemon_answers_whether_its_config_file_is_in_force() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let _host = host_shared();
     let (shop, blog, etc) = (
         AppDir::named("ctl-shop"),
@@ -337,23 +337,10 @@ fn reload_aimed_at_the_daemon_answers_whether_its_config_file_is_in_force() {
     for (path, mode) in [(runtime.path(), 0o755), (&dir, 0o755), (&socket, 0o777)] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let ask = "import socket, sys\n\
-               s = socket.socket(socket.AF_UNIX)\n\
-               s.connect(sys.argv[1])\n\
-               s.sendall(b'{\"request\":\"reload-config\"}\\n')\n\
-               print(s.makefile().readline())";
-    let out = std::process::Command::new("python3")
-        .args(["-c", ask])
-        .arg(&socket)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("python3 as nobody");
-    let answer = String::from_utf8_lossy(&out.stdout);
+    let (answer, stderr) = ask_control_socket_as_nobody(&socket, "reload-config");
     assert!(
         answer.contains(r#""ok":false"#) && answer.contains("uid 65534 may not control"),
-        "{answer}{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{answer}{stderr}"
     );
     assert_eq!(daemon.count_lines("re-reading the config file"), 2);
 

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::support::hupwatch::ask_control_socket_as_nobody;
 use crate::support::{AppDir, CEILING, Load, host_exclusive, host_shared, hupwatch};
 
 /// `hupwatch run` serving `dir`'s `app:app` on `port`, watching an empty directory only, so
@@ -156,7 +157,6 @@ fn status_shows_the_supervisor_its_sockets_and_generations() {
 #[test]
 fn the_control_socket_answers_no_other_user_even_when_its_directory_is_opened() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let _host = host_shared();
     let (dir, quiet, port) = (AppDir::new(), AppDir::new(), free_port());
     dir.write_app("v1");
@@ -179,23 +179,10 @@ fn the_control_socket_answers_no_other_user_even_when_its_directory_is_opened() 
     for (path, mode) in [(runtime.path(), 0o755), (&run_dir, 0o755), (&socket, 0o777)] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let ask = "import socket, sys\n\
-               s = socket.socket(socket.AF_UNIX)\n\
-               s.connect(sys.argv[1])\n\
-               s.sendall(b'{\"request\":\"reload\"}\\n')\n\
-               print(s.makefile().readline())";
-    let out = std::process::Command::new("python3")
-        .args(["-c", ask])
-        .arg(&socket)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("python3 as nobody");
-    let answer = String::from_utf8_lossy(&out.stdout);
+    let (answer, stderr) = ask_control_socket_as_nobody(&socket, "reload");
     assert!(
         answer.contains(r#""ok":false"#) && answer.contains("uid 65534 may not control"),
-        "{answer}{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{answer}{stderr}"
     );
     assert!(
         !daemon.output().contains("generation 2"),

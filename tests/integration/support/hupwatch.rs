@@ -396,3 +396,27 @@ impl Drop for Running {
         }
     }
 }
+
+/// One request line sent to the control socket at `socket` as `nobody` (uid and gid 65534),
+/// from Python: what another local user gets from it, as (answer line, stderr).
+pub fn ask_control_socket_as_nobody(socket: &Path, request: &str) -> (String, String) {
+    use std::os::unix::process::CommandExt;
+    let ask = format!(
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.connect(sys.argv[1])\n\
+         s.sendall(b'{{\"request\":\"{request}\"}}\\n')\n\
+         print(s.makefile().readline())"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &ask])
+        .arg(socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("python3 as nobody");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
