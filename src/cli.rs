@@ -107,6 +107,8 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub stop: StopArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub app: AppArgs,
 }
 
@@ -122,6 +124,19 @@ pub struct StopArgs {
     /// Config file (`watch`): top-level `stop_timeout`.
     #[arg(long, value_name = "DURATION", env = "HUPWATCH_STOP_TIMEOUT", value_parser = parse_duration)]
     pub stop_timeout: Option<Duration>,
+}
+
+/// The metrics file, one flag for `watch` and `run` (`report::metrics`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Metrics")]
+pub struct MetricsArgs {
+    /// Write Prometheus metrics (reloads by result, durations, held-back releases, rollbacks;
+    /// for `run` the serving generation and restarts) to this file after every outcome,
+    /// atomically, for node_exporter's textfile collector: e.g.
+    /// /var/lib/prometheus/node-exporter/hupwatch.prom. Its directory must exist.
+    /// Config file (`watch`): top-level `metrics_file`.
+    #[arg(long, value_name = "PATH", env = "HUPWATCH_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The flag groups of one app: `watch` takes them from the command line, the config file

@@ -39,7 +39,12 @@ pub fn run(command: Command) -> Result<(), AppError> {
 }
 
 fn watch(args: WatchArgs) -> Result<(), AppError> {
-    let WatchArgs { config, stop, app } = args;
+    let WatchArgs {
+        config,
+        stop,
+        metrics,
+        app,
+    } = args;
     let app_flags = !app.paths.watch.is_empty()
         || app.release.release_link.is_some()
         || app.target.pidfile.is_some()
@@ -53,14 +58,20 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         }
         None => None,
     };
-    let (apps, file_stop) = match &file {
+    let (apps, file_stop, file_metrics) = match &file {
         Some(path) => {
             let loaded = config_file::load_all(path)?;
-            (loaded.apps, loaded.stop_timeout)
+            (loaded.apps, loaded.stop_timeout, loaded.metrics_file)
         }
-        None => (vec![AppConfig::from_args(app_name(&app), &app)?], None),
+        None => (
+            vec![AppConfig::from_args(app_name(&app), &app)?],
+            None,
+            None,
+        ),
     };
     let stop = StopTimeout::new(stop.stop_timeout, file_stop)?;
+    let metrics_file =
+        config::metrics_file::resolve(metrics.metrics_file.as_deref(), file_metrics.as_deref())?;
     // Refused at start (exit 2), not at the first reload: see `config::runtime_dir`. One that
     // cannot be created yet (the unit's read-only /run before tmpfiles ran) is no reason to
     // stop: its reloads run unlocked, with a warning, as before.
@@ -81,7 +92,13 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
         .enable_all()
         .build()
         .map_err(io("starting the async runtime"))?;
-    let result = runtime.block_on(event_loop::run(apps, file, stop, &control_base));
+    let daemon = event_loop::Daemon {
+        source: file,
+        stop,
+        runtime_base: control_base,
+        metrics_file,
+    };
+    let result = runtime.block_on(event_loop::run(apps, daemon));
     // Do not wait for an abandoned verification still polling on a blocking thread.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     crate::preflight::warm_checker::shutdown();

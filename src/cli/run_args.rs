@@ -27,6 +27,8 @@ pub struct RunArgs {
     pub health: health_args::RunHealthArgs,
     #[command(flatten)]
     pub stop: super::StopArgs,
+    #[command(flatten)]
+    pub metrics: super::MetricsArgs,
 
     /// The Gunicorn command (`gunicorn [OPTIONS] APP`, `python -m gunicorn …`), after `--`.
     #[arg(

@@ -87,6 +87,8 @@ struct Section {
     /// The daemon's, not an app's: top level only (`config::stop_timeout`).
     #[serde(default, deserialize_with = "duration")]
     stop_timeout: Option<Duration>,
+    /// The daemon's too (`config::metrics_file`), relative to the file.
+    metrics_file: Option<PathBuf>,
     app: Option<Vec<Spanned<Section>>>,
 }
 
@@ -95,6 +97,8 @@ struct Section {
 pub struct Loaded {
     pub apps: Vec<AppConfig>,
     pub stop_timeout: Option<Duration>,
+    /// Absolute; checked with the flag it yields to (`config::metrics_file`).
+    pub metrics_file: Option<PathBuf>,
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -157,10 +161,15 @@ pub fn parse_all(path: &Path, text: &str) -> Result<Loaded, ConfigFileError> {
         .map(crate::config::stop_timeout::check)
         .transpose()
         .map_err(|e| file.invalid(whole, "(top level)", "stop_timeout", e.to_string()))?;
+    let metrics_file = top.metrics_file.as_ref().map(|p| base.join(p));
     if sections.is_empty() {
         let name = top.name.clone().unwrap_or_else(|| "app".into());
         let apps = vec![file.build(&top, &Section::default(), name, whole)?];
-        return Ok(Loaded { apps, stop_timeout });
+        return Ok(Loaded {
+            apps,
+            stop_timeout,
+            metrics_file,
+        });
     }
     let mut apps: Vec<AppConfig> = Vec::new();
     for (i, spanned) in sections.into_iter().enumerate() {
@@ -178,12 +187,20 @@ pub fn parse_all(path: &Path, text: &str) -> Result<Loaded, ConfigFileError> {
             let why = "stop_timeout is the daemon's: set it at the top level, not in [[app]]";
             return Err(file.invalid(at, &name, "stop_timeout", why.into()));
         }
+        if section.metrics_file.is_some() {
+            let why = "metrics_file is the daemon's (one file, every app labelled): set it at the top level, not in [[app]]";
+            return Err(file.invalid(at, &name, "metrics_file", why.into()));
+        }
         if apps.iter().any(|a| a.name == name) {
             return Err(file.invalid(at, &name, "name", format!("two apps are named {name:?}")));
         }
         apps.push(file.build(&top, &section, name, at)?);
     }
-    Ok(Loaded { apps, stop_timeout })
+    Ok(Loaded {
+        apps,
+        stop_timeout,
+        metrics_file,
+    })
 }
 
 struct SourceFile<'a> {
@@ -338,6 +355,7 @@ fn key_of(e: &ConfigError) -> &'static str {
         ConfigError::BadHealthUrl(..) => "health_url",
         ConfigError::RollbackWithout(_) => "rollback",
         ConfigError::StopTimeoutTooShort => "stop_timeout",
+        ConfigError::MetricsFile(..) => "metrics_file",
     }
 }
 

@@ -7,6 +7,7 @@ pub mod config_file;
 pub mod filter;
 pub mod health;
 pub mod health_url;
+pub mod metrics_file;
 pub mod release_link;
 pub mod reload_plan;
 pub mod runtime_dir;
@@ -78,6 +79,8 @@ pub enum ConfigError {
     RollbackWithout(&'static str),
     #[error("--stop-timeout must be at least 1s: a reload in flight may have a new master to stop")]
     StopTimeoutTooShort,
+    #[error("--metrics-file {0}: {1}")]
+    MetricsFile(PathBuf, String),
 }
 
 /// How a reload is sent and checked.

@@ -30,6 +30,7 @@ use crate::reload;
 use crate::reload::handoff::Stage;
 use crate::report;
 use crate::report::control::{Answer, Control, Incoming, PeerKind, ProcessDir, Request};
+use crate::report::metrics::{self, Metrics};
 use crate::report::sd_notify::{self, ServiceStatus};
 use crate::watch::{AppTag, WatchEvent};
 
@@ -43,6 +44,9 @@ struct Channels {
     control_tx: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
     control: mpsc::UnboundedReceiver<(AppTag, WatchEvent)>,
     next_tag: AppTag,
+    /// Files hupwatch itself writes (the metrics file), with their temporary names: never a
+    /// deploy, even inside a watched tree.
+    own_files: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Channels {
@@ -53,21 +57,34 @@ impl Channels {
             .map(|config| {
                 self.next_tag += 1;
                 let (tx, ctl) = (self.changes_tx.clone(), self.control_tx.clone());
-                WatchedApp::start(config, self.next_tag, tx, ctl).map_err(AppError::from)
+                WatchedApp::start(config, self.next_tag, tx, ctl, &self.own_files)
+                    .map_err(AppError::from)
             })
             .collect()
     }
 }
 
-/// Run until SIGINT/SIGTERM. `source` is the config file that SIGHUP and the control socket
-/// re-read, if any; `stop` bounds what a stop may take; the control socket lives in
-/// `runtime_base/watch-<pid>`.
-pub async fn run(
-    configs: Vec<AppConfig>,
-    source: Option<PathBuf>,
-    mut stop: StopTimeout,
-    runtime_base: &Path,
-) -> Result<(), AppError> {
+/// The daemon's own settings, beside its apps'.
+pub struct Daemon {
+    /// The config file that SIGHUP and the control socket re-read, if any.
+    pub source: Option<PathBuf>,
+    /// What a stop may take.
+    pub stop: StopTimeout,
+    /// The control socket lives in `runtime_base/watch-<pid>`.
+    pub runtime_base: PathBuf,
+    /// `--metrics-file`, kept over config file re-reads.
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// Run until SIGINT/SIGTERM.
+pub async fn run(configs: Vec<AppConfig>, daemon: Daemon) -> Result<(), AppError> {
+    let Daemon {
+        source,
+        mut stop,
+        runtime_base,
+        metrics_file,
+    } = daemon;
+    let runtime_base = runtime_base.as_path();
     let mut signals = Signals::install()?;
     // A directory someone else controls is refused (exit 2), as for `run`; one that cannot be
     // made (the unit's /run/hupwatch not created yet) leaves only SIGHUP to reach us.
@@ -91,8 +108,17 @@ pub async fn run(
         control_tx,
         control,
         next_tag: 0,
+        own_files: metrics_file
+            .iter()
+            .map(|f| (f.clone(), metrics::temporary_path(f)))
+            .collect(),
     };
     let mut apps = ch.start_all(configs)?;
+    let mut metrics = Metrics::new(metrics_file);
+    apps.iter().for_each(|a| {
+        metrics.app(&a.config.name);
+    });
+    metrics.publish();
     sd_notify::ready(apps.len());
     sd_notify::spawn_watchdog();
 
@@ -116,16 +142,18 @@ pub async fn run(
                 if let Some(path) = &source {
                     info!(path = %path.display(), "SIGHUP: re-reading the config file");
                     let _ = reload_config(path, &mut ch, &mut apps, &mut stop);
+                    follow_apps(&mut metrics, &apps);
                 } else {
                     warn!("SIGHUP: no config file to re-read (started without --config)");
                 }
             }
             Some(incoming) = socket.requests.recv() => {
                 answer(incoming, source.as_deref(), &mut ch, &mut apps, &mut stop);
+                follow_apps(&mut metrics, &apps);
             }
             Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event),
             Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event),
-            Some(joined) = reloads.join_next() => finish_joined(&mut apps, &mut status, joined),
+            Some(joined) = reloads.join_next() => finish_joined(&mut apps, (&mut status, &mut metrics), joined),
             Some(milestone) = milestones.recv() => reloads.reached(milestone),
             () = sleep, if deadline.is_some() => {
                 // Changes that came in meanwhile restart their app's quiet period before
@@ -151,7 +179,13 @@ pub async fn run(
         }
     }
     sd_notify::stopping();
-    stop_reloads(&mut reloads, &mut apps, &mut status, stop.bound).await;
+    stop_reloads(
+        &mut reloads,
+        &mut apps,
+        (&mut status, &mut metrics),
+        stop.bound,
+    )
+    .await;
     info!("stopping");
     Ok(())
 }
@@ -163,7 +197,7 @@ pub async fn run(
 async fn stop_reloads(
     reloads: &mut Reloads,
     apps: &mut [WatchedApp],
-    status: &mut ServiceStatus,
+    (status, metrics): (&mut ServiceStatus, &mut Metrics),
     bound: Duration,
 ) {
     let deadline = Instant::now() + bound;
@@ -186,7 +220,7 @@ async fn stop_reloads(
     }
     while reloads.must_finish() {
         match tokio::time::timeout_at(deadline.into(), reloads.join_next()).await {
-            Ok(Some(joined)) => finish_joined(apps, status, joined),
+            Ok(Some(joined)) => finish_joined(apps, (&mut *status, &mut *metrics), joined),
             Ok(None) => break,
             Err(_) => {
                 warn!("stopping: the stop timeout ({within}) ran out with an upgrade in flight");
@@ -214,23 +248,47 @@ fn dispatch(apps: &mut [WatchedApp], tag: AppTag, event: WatchEvent) {
         app.feed.on_event(event);
     }
 }
-fn finish_joined(apps: &mut [WatchedApp], status: &mut ServiceStatus, joined: Joined) {
+/// The apps of a config file just re-read (or kept): their numbers, and only theirs.
+fn follow_apps(metrics: &mut Metrics, apps: &[WatchedApp]) {
+    metrics.keep_only(apps.iter().map(|a| a.config.name.as_str()));
+    apps.iter().for_each(|a| {
+        metrics.app(&a.config.name);
+    });
+    metrics.publish();
+}
+
+fn finish_joined(
+    apps: &mut [WatchedApp],
+    (status, metrics): (&mut ServiceStatus, &mut Metrics),
+    joined: Joined,
+) {
     match joined.app {
-        Some(name) => finish(apps, status, &name, joined.ended),
+        Some(name) => {
+            finish(apps, status, &name, joined.ended, metrics.app(&name));
+            metrics.publish();
+        }
         // Every task is registered when spawned: only a bug in hupwatch gets here.
         None => error!("a reload task of an unknown app ended: {:?}", joined.ended),
     }
 }
 
-fn finish(apps: &mut [WatchedApp], status: &mut ServiceStatus, name: &str, ended: Ended) {
+fn finish(
+    apps: &mut [WatchedApp],
+    status: &mut ServiceStatus,
+    name: &str,
+    ended: Ended,
+    counts: &mut metrics::AppMetrics,
+) {
     let result = match ended {
         Ended::Ran(result) => result,
         Ended::Lost(lost) => {
+            counts.count(metrics::ReloadResult::Failed);
             error!(app = %name, "reload of app {name} failed: {lost}; the next change reloads it again");
             status.set(name, format!("reload failed: {lost}"));
             return;
         }
     };
+    counts.record(&result);
     match result {
         Ok(outcome) => {
             report::reload_succeeded(&outcome);

@@ -1,6 +1,7 @@
 //! One app's live state in `watch`: its change feed (watches, debounce, what serving writes)
 //! and the master it follows. The loop in `event_loop` owns several.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -25,11 +26,13 @@ pub struct WatchedApp {
 
 impl WatchedApp {
     /// Arm every watch of the app; logs its `ready` line.
+    /// `own_files`: files hupwatch writes (the metrics file) and their temporary names.
     pub fn start(
         config: AppConfig,
         tag: AppTag,
         changes: mpsc::Sender<(AppTag, WatchEvent)>,
         control: mpsc::UnboundedSender<(AppTag, WatchEvent)>,
+        own_files: &[(PathBuf, PathBuf)],
     ) -> Result<Self, WatchError> {
         let release_link = config.reload.release_link.as_ref().map(|l| l.path());
         let spill = Arc::new(SpillSlot::default());
@@ -38,6 +41,9 @@ impl WatchedApp {
         let mut serving = ServingWrites::default();
         if let Some(dir) = &config.reload.runtime_dir {
             serving.add_own_dir(dir);
+        }
+        for (file, temporary) in own_files {
+            serving.add_own_file(file, temporary);
         }
         let master = discover::find_master(&config.target);
         match &master {

@@ -1,10 +1,12 @@
 //! What the user reads: the one-line outcome of each reload, and the `status` listing; and
-//! what a client asking a long-running hupwatch reads, over its control socket (`control`).
+//! what a client asking a long-running hupwatch reads, over its control socket (`control`);
+//! what Prometheus reads, from `--metrics-file` (`metrics`).
 //!
 //! Logs go to stderr through tracing (one line per decision, with fields a log shipper can
 //! index); `status` output is the command's result and goes to stdout.
 
 pub mod control;
+pub mod metrics;
 pub mod run_status;
 pub mod sd_notify;
 mod status;

@@ -117,6 +117,11 @@ pub struct RunSettings {
     pub under_systemd: bool,
     /// `--stop-timeout`: a SIGTERM/SIGINT leaves nothing running within this (`supervise`).
     pub stop: StopTimeout,
+    /// `--metrics-file` (`report::metrics`).
+    pub metrics_file: Option<PathBuf>,
+    /// The `app` label of the metrics: the release link's parent directory's name (the app's
+    /// deploy directory), else the working directory's, as `watch` names an app given by flags.
+    pub app_name: String,
 }
 
 impl RunSettings {
@@ -140,7 +145,10 @@ impl RunSettings {
         let cwd = std::env::current_dir().unwrap_or_default();
         if let Some(pidfile) = &self.facts.pidfile {
             let pidfile = cwd.join(pidfile);
-            writes.add_own_pidfile(&pidfile, &service::pidfile_temporary(&pidfile));
+            writes.add_own_file(&pidfile, &service::pidfile_temporary(&pidfile));
+        }
+        if let Some(file) = &self.metrics_file {
+            writes.add_own_file(file, &crate::report::metrics::temporary_path(file));
         }
         writes.add_own_dir(dir.path());
         let argv: Vec<String> = self
@@ -199,6 +207,7 @@ impl RunSettings {
         let watch =
             WatchSettings::from_args(&args.paths, &args.filter, &args.debounce, &args.release)?;
         let release_link = crate::config::release_link(&args.release)?;
+        let app_name = app_name(release_link.as_ref());
         let runtime_base = args
             .generations
             .runtime_dir
@@ -218,8 +227,21 @@ impl RunSettings {
             release_link,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
             stop: StopTimeout::new(args.stop.stop_timeout, None)?,
+            metrics_file: crate::config::metrics_file::resolve(
+                args.metrics.metrics_file.as_deref(),
+                None,
+            )?,
+            app_name,
         })
     }
+}
+
+fn app_name(link: Option<&ReleaseLink>) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    link.and_then(|l| l.path().parent())
+        .unwrap_or(&cwd)
+        .file_name()
+        .map_or_else(|| "app".into(), |n| n.to_string_lossy().into_owned())
 }
 
 /// `COMMAND --version`'s answer, `None` when it does not answer so.

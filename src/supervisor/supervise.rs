@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 use crate::report::control::ProcessDir;
+use crate::report::metrics::Metrics;
 use crate::supervisor::candidate::Candidate;
 use crate::supervisor::control::{self, Answer, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
@@ -68,6 +69,10 @@ struct SupervisorLoop<'a> {
     waiters: Waiters,
     /// What the serving release's app reads while loading, surveyed by a check of its own.
     surveys: Surveys,
+    /// When the deploy in flight started; `None` for the first start and a restart, which
+    /// are no reloads (`report::metrics`).
+    deploy_since: Option<Instant>,
+    metrics: Metrics,
 }
 
 pub async fn run(
@@ -105,8 +110,13 @@ pub async fn run(
         served: None,
         waiters: Waiters::default(),
         surveys: Surveys::default(),
+        deploy_since: None,
+        metrics: Metrics::new(settings.metrics_file.clone()),
     };
+    sup.metrics.app(&settings.app_name);
+    sup.metrics.publish();
     sup.start_candidate("first start");
+    sup.deploy_since = None;
     let outcome = loop {
         let wake = sup.next_wake();
         let far = Instant::now() + Duration::from_secs(3600);
@@ -197,10 +207,14 @@ impl SupervisorLoop<'_> {
             .served
             .clone()
             .filter(|pin| !self.deploy_pending && pin.dir().is_dir());
+        self.deploy_since = None;
+        self.metrics.app(&self.settings.app_name).restarted();
+        self.metrics.publish();
         self.start_release(why, pin);
     }
 
     fn start_candidate(&mut self, why: &str) {
+        self.deploy_since = Some(Instant::now());
         self.start_release(why, None);
     }
 

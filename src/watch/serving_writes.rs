@@ -5,8 +5,8 @@
 //! - exact paths learnt from the server: Gunicorn's pidfile in every form it takes (`PIDFILE`,
 //!   `PIDFILE.2` during an upgrade, the `tmpXXXXXXXX` that `tempfile.mkstemp()` writes beside it
 //!   before the rename), the log files named on its command line or held open by its master,
-//!   and hupwatch's own files (the pidfile `run` writes for the user, its temporary file, its
-//!   runtime directory);
+//!   and hupwatch's own files (the pidfile `run` writes for the user, the metrics file, their
+//!   temporary files, its runtime directory);
 //! - SQLite databases, by name (`*.sqlite3`, `*.sqlite`, `*.db` and any `-journal`, `-wal`,
 //!   `-shm` beside them) and by the `SQLite format 3` header: Django's default `db.sqlite3`
 //!   sits next to `manage.py`, and every write creates and deletes a journal (4 events).
@@ -72,8 +72,9 @@ impl ServingWrites {
         }
     }
 
-    /// A pidfile that hupwatch itself writes (through a temporary file beside it).
-    pub fn add_own_pidfile(&mut self, path: &Path, temporary: &Path) {
+    /// A file that hupwatch itself writes through a temporary file beside it: the pidfile of
+    /// `run`, the metrics file (`--metrics-file`).
+    pub fn add_own_file(&mut self, path: &Path, temporary: &Path) {
         self.add(path.to_path_buf(), ServingWrite::HupwatchFile);
         self.add(temporary.to_path_buf(), ServingWrite::HupwatchFile);
     }
@@ -222,9 +223,16 @@ mod tests {
     #[test]
     fn hupwatchs_own_files_are_ignored() {
         let mut w = ServingWrites::default();
-        w.add_own_pidfile(Path::new("/p/app.pid"), Path::new("/p/app.hupwatch-tmp"));
+        w.add_own_file(Path::new("/p/app.pid"), Path::new("/p/app.hupwatch-tmp"));
+        w.add_own_file(Path::new("/p/m.prom"), Path::new("/p/.m.prom.7.tmp"));
         w.add_own_dir(Path::new("/p/.run"));
-        for p in ["/p/app.pid", "/p/app.hupwatch-tmp", "/p/.run/gen-1/ctl"] {
+        for p in [
+            "/p/app.pid",
+            "/p/app.hupwatch-tmp",
+            "/p/m.prom",
+            "/p/.m.prom.7.tmp",
+            "/p/.run/gen-1/ctl",
+        ] {
             assert_eq!(
                 w.why_ignored(Path::new(p)),
                 Some(ServingWrite::HupwatchFile),

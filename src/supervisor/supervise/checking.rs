@@ -43,10 +43,13 @@ impl SupervisorLoop<'_> {
                 self.deploy_pending = pending;
                 Ok(())
             }
-            Err(e) => self.held_back(format!(
-                "the release in {} gets no generation: {e}",
-                check.dir.display()
-            )),
+            Err(e) => self.held_back(
+                format!(
+                    "the release in {} gets no generation: {e}",
+                    check.dir.display()
+                ),
+                pin.dir(),
+            ),
         }
     }
 }

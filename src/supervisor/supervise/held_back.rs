@@ -2,13 +2,26 @@
 //! means: the serving generation keeps serving; with none, a restart is owed (it served
 //! before), or under systemd the unit fails, or a developer at a terminal fixes the code.
 
+use std::path::Path;
+
 use tracing::error;
 
 use super::SupervisorLoop;
+use crate::report::metrics::HeldBackRelease;
 use crate::supervisor::SupervisorError;
 
 impl SupervisorLoop<'_> {
-    pub(super) fn held_back(&mut self, report: String) -> Result<(), SupervisorError> {
+    /// The release in `release` did not make it, for the reason in `report`.
+    pub(super) fn held_back(
+        &mut self,
+        report: String,
+        release: &Path,
+    ) -> Result<(), SupervisorError> {
+        if self.deploy_since.take().is_some() {
+            let app = self.metrics.app(&self.settings.app_name);
+            app.held_back(HeldBackRelease::at(Some(release)));
+            self.metrics.publish();
+        }
         if let Some((serving, _)) = &self.serving {
             let report = format!(
                 "{report}\ngeneration {} (master {}) keeps serving",

@@ -99,6 +99,12 @@ impl SupervisorLoop<'_> {
         );
         service::tell_systemd(self.served.is_none(), &serving);
         self.waiters.succeeded(&serving);
+        let app = self.metrics.app(&self.settings.app_name);
+        if let Some(since) = self.deploy_since.take() {
+            app.reloaded(since.elapsed(), None);
+        }
+        app.serving(generation.number);
+        self.metrics.publish();
         self.serving = Some((generation, Instant::now()));
         self.served = Some(candidate.pin);
         self.restart_at = None;
@@ -123,6 +129,6 @@ impl SupervisorLoop<'_> {
         }
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
-        self.held_back(report)
+        self.held_back(report, candidate.pin.dir())
     }
 }
