@@ -216,3 +216,96 @@ fn a_metrics_file_inside_the_watched_tree_never_deploys() {
     );
     daemon.stop();
 }
+
+/// `hupwatch run`: the serving generation, a broken release held back, a deploy counted with
+/// its duration, and a serving master killed: one restart, the next generation serving.
+#[test]
+fn run_metrics_follow_generations_held_back_releases_and_restarts() {
+    use crate::support::gunicorn::free_port;
+    use crate::support::venv::{Venv, bin};
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = ReleaseTree::new(&dir, "r1");
+    let out = AppDir::new();
+    let file = out.join("run.prom");
+    let port = free_port();
+    let daemon = hupwatch()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("--release-link")
+        .arg(tree.current())
+        .arg("--metrics-file")
+        .arg(&file)
+        .arg("--")
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-w", "1", "-b", &format!("127.0.0.1:{port}")])
+        .args(["--graceful-timeout", "5", "app:app"])
+        .spawn();
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    let app = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let one = |name: &str| format!("{name}{{app=\"{app}\"}}");
+    let result = |r: &str| format!("hupwatch_reloads_total{{app=\"{app}\",result=\"{r}\"}}");
+    wait_for_sample(&file, &one("hupwatch_serving_generation"), 1.0);
+    assert_eq!(
+        sample(&file, &result("reloaded")),
+        Some(0.0),
+        "the first start is no reload"
+    );
+    assert_eq!(
+        sample(&file, &one("hupwatch_generation_restarts_total")),
+        Some(0.0)
+    );
+
+    tree.broken("r2");
+    tree.swap("r2");
+    daemon.wait_for_line("reload failed: generation 2", CEILING);
+    wait_for_sample(&file, &result("held_back"), 1.0);
+    assert_eq!(
+        sample(&file, &one("hupwatch_held_back_releases_total")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&file, &one("hupwatch_serving_generation")),
+        Some(1.0)
+    );
+
+    tree.good("r3");
+    tree.swap("r3");
+    let line = daemon.wait_for_line("generation 3 serving", CEILING);
+    wait_for_sample(&file, &result("reloaded"), 1.0);
+    assert_eq!(
+        sample(&file, &one("hupwatch_serving_generation")),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&file, &one("hupwatch_reload_duration_seconds_count")),
+        Some(1.0)
+    );
+    assert!(sample(&file, &one("hupwatch_last_reload_timestamp_seconds")).is_some());
+
+    let after = line.split("(master ").nth(1).expect("master in line");
+    let master: i32 = after[..after.find(')').unwrap()].parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the serving master");
+    daemon.wait_for_line("generation 4 serving", CEILING);
+    wait_for_sample(&file, &one("hupwatch_serving_generation"), 4.0);
+    assert_eq!(
+        sample(&file, &one("hupwatch_generation_restarts_total")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&file, &result("reloaded")),
+        Some(1.0),
+        "a restart is no reload"
+    );
+    promtool_accepts(&file);
+    daemon.stop().assert_success();
+}
