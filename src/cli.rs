@@ -11,9 +11,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod health_args;
+mod hook_args;
 mod log_args;
 mod run_args;
 
+pub use hook_args::{BeforeDeployArgs, HookArgs};
 pub use log_args::{LogArgs, LogFormat};
 pub use run_args::RunArgs;
 
@@ -157,6 +159,8 @@ pub struct AppArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +173,8 @@ pub struct ReloadCommandArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
+    #[command(flatten)]
+    pub hooks: HookArgs,
 }
 
 #[derive(Debug, Args)]

@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
-use crate::cli::{CheckConfigArgs, Cli, Command, ReloadCommandArgs, StatusArgs, WatchArgs};
+use crate::cli::{
+    CheckConfigArgs, Cli, Command, ReleaseArgs, ReloadCommandArgs, StatusArgs, TargetArgs,
+    WatchArgs,
+};
 use crate::config::config_file;
+use crate::config::hooks::Hooks;
 use crate::config::release_link;
 use crate::config::stop_timeout::StopTimeout;
 use crate::config::{self, AppArgs, AppConfig, ReloadSettings, TargetSelector};
@@ -16,6 +20,8 @@ use crate::gunicorn::discover;
 use crate::reload::{self, ReloadError};
 use crate::report;
 use crate::report::control::ControlPeer;
+use crate::report::hooks::HookEvent;
+use crate::report::metrics::ReloadResult;
 
 pub fn run(command: Command) -> Result<(), AppError> {
     match command {
@@ -64,7 +70,7 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
             (loaded.apps, loaded.stop_timeout, loaded.metrics_file)
         }
         None => (
-            vec![AppConfig::from_args(app_name(&app), &app)?],
+            vec![AppConfig::from_args(app_name_of(&app), &app)?],
             None,
             None,
         ),
@@ -106,33 +112,35 @@ fn watch(args: WatchArgs) -> Result<(), AppError> {
 }
 
 /// A name for the one app given by flags, for log lines: what the user selected it by.
-fn app_name(args: &AppArgs) -> String {
+fn app_name_of(args: &AppArgs) -> String {
+    app_name(&args.release, &args.target, &args.paths.watch)
+}
+
+/// What the user selected an app by: `--match`, the release link's deploy directory, the
+/// pidfile, the PID, the first watched directory.
+fn app_name(release: &ReleaseArgs, target: &TargetArgs, watch: &[PathBuf]) -> String {
     let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    let from_link = args
-        .release
+    let from_link = release
         .release_link
         .as_deref()
         .and_then(|l| l.parent())
         .and_then(file_name);
-    let from_pidfile = args
-        .target
+    let from_pidfile = target
         .pidfile
         .as_deref()
         .and_then(|p| p.file_stem())
         .map(|s| s.to_string_lossy().into_owned());
-    let from_root = args
-        .paths
-        .watch
+    let from_root = watch
         .first()
         .and_then(|p| std::path::absolute(p).ok())
         .as_deref()
         .and_then(file_name);
-    args.target
+    target
         .match_text
         .clone()
         .or(from_link)
         .or(from_pidfile)
-        .or_else(|| args.target.pid.map(|p| format!("pid-{p}")))
+        .or_else(|| target.pid.map(|p| format!("pid-{p}")))
         .or(from_root)
         .unwrap_or_else(|| "app".into())
 }
@@ -145,9 +153,48 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
         return Ok(peer.reload(args.reload.dry_run)?);
     }
     let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
-    let outcome = reload::reload_checked(&target, &settings, None)?;
-    report::reload_succeeded(&outcome);
-    Ok(())
+    let hooks = Hooks::from_args(&args.hooks)?;
+    if hooks == Hooks::default() {
+        let outcome = reload::reload_checked(&target, &settings, None)?;
+        report::reload_succeeded(&outcome);
+        return Ok(());
+    }
+    // The release serving before, for the hook: read before anything is sent.
+    let before = discover::find_master(&target)
+        .ok()
+        .and_then(|m| reload::rollback::serving_release(&m));
+    let result = reload::reload_checked(&target, &settings, None);
+    let mut event = HookEvent {
+        app: app_name(&args.release, &args.target, &[]),
+        result: Some(ReloadResult::of(&result)),
+        release_before: before.clone(),
+        ..HookEvent::default()
+    };
+    match &result {
+        Ok(outcome) => {
+            report::reload_succeeded(outcome);
+            event.release_after = outcome
+                .release
+                .clone()
+                .or_else(|| reload::rollback::serving_release(&outcome.master))
+                .or(before);
+            event.master = Some(outcome.master.pid);
+            event.reason = format!(
+                "reloaded master {} by {}",
+                outcome.master.pid, outcome.action
+            );
+        }
+        Err(err) => {
+            // The one-shot's failure is reported by `main`, after the hook.
+            event.release_after = settings.release_link.as_ref().and_then(|l| l.target().ok());
+            event.master = discover::find_master(&target).ok().map(|m| m.pid);
+            event.reason = err.to_string().lines().next().unwrap_or("").to_string();
+        }
+    }
+    if let Some(command) = hooks.command(event.succeeded()) {
+        report::hooks::run(command, &event, None);
+    }
+    result.map(drop).map_err(AppError::from)
 }
 
 fn status(args: StatusArgs) -> Result<(), AppError> {

@@ -29,6 +29,10 @@ pub struct RunArgs {
     pub stop: super::StopArgs,
     #[command(flatten)]
     pub metrics: super::MetricsArgs,
+    #[command(flatten)]
+    pub hooks: super::HookArgs,
+    #[command(flatten)]
+    pub before_deploy: super::BeforeDeployArgs,
 
     /// The Gunicorn command (`gunicorn [OPTIONS] APP`, `python -m gunicorn …`), after `--`.
     #[arg(

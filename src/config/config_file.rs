@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::cli::health_args::{HealthArgs, ServedArgs};
 use crate::cli::{
-    DebounceArgs, FilterArgs, PathArgs, PreflightArgs, ReleaseArgs, ReloadArgs, Strategy,
+    DebounceArgs, FilterArgs, HookArgs, PathArgs, PreflightArgs, ReleaseArgs, ReloadArgs, Strategy,
     TargetArgs, defaults,
 };
 use crate::config::{AppArgs, AppConfig, ConfigError};
@@ -87,6 +87,8 @@ struct Section {
     /// The daemon's, not an app's: top level only (`config::stop_timeout`).
     #[serde(default, deserialize_with = "duration")]
     stop_timeout: Option<Duration>,
+    on_success: Option<String>,
+    on_failure: Option<String>,
     /// The daemon's too (`config::metrics_file`), relative to the file.
     metrics_file: Option<PathBuf>,
     app: Option<Vec<Spanned<Section>>>,
@@ -297,6 +299,10 @@ impl SourceFile<'_> {
                     },
                 },
             },
+            hooks: HookArgs {
+                on_success: pick!(on_success),
+                on_failure: pick!(on_failure),
+            },
         };
         if args.preflight.preflight.is_some() && args.preflight.no_preflight {
             return Err(self.invalid(
@@ -356,6 +362,8 @@ fn key_of(e: &ConfigError) -> &'static str {
         ConfigError::RollbackWithout(_) => "rollback",
         ConfigError::StopTimeoutTooShort => "stop_timeout",
         ConfigError::MetricsFile(..) => "metrics_file",
+        ConfigError::EmptyHook("--on-success") => "on_success",
+        ConfigError::EmptyHook(_) => "on_failure",
     }
 }
 

@@ -277,3 +277,32 @@ fn stop_timeout_is_the_daemons_top_level_key() {
         "{short}"
     );
 }
+
+#[test]
+fn metrics_file_is_top_level_and_hooks_are_per_app_with_top_level_defaults() {
+    let dir = scratch();
+    let path = dir.join("hupwatch.toml");
+    let text = "metrics_file = \"hupwatch.prom\"\non_failure = \"notify failed\"\n\n\
+        [[app]]\nname = \"shop\"\nwatch = [\"shop/src\"]\non_success = \"notify shop\"\n\n\
+        [[app]]\nname = \"blog\"\nwatch = [\"blog\"]\non_failure = \"page blog\"\n";
+    let loaded = parse_all(&path, text).unwrap();
+    assert_eq!(loaded.metrics_file, Some(dir.join("hupwatch.prom")));
+    assert_eq!(loaded.apps[0].hooks.command(true), Some("notify shop"));
+    assert_eq!(loaded.apps[0].hooks.command(false), Some("notify failed"));
+    assert_eq!(loaded.apps[1].hooks.command(true), None);
+    assert_eq!(loaded.apps[1].hooks.command(false), Some("page blog"));
+
+    let in_app = error_in(
+        &dir,
+        "[[app]]\nname = \"shop\"\nwatch = [\"shop/src\"]\nmetrics_file = \"m.prom\"\n",
+    );
+    assert!(
+        in_app.contains("line 4") && in_app.contains("top level"),
+        "{in_app}"
+    );
+    let empty = error_in(&dir, "watch = [\"shop/src\"]\non_success = \" \"\n");
+    assert!(
+        empty.contains("line 2") && empty.contains("key `on_success`"),
+        "{empty}"
+    );
+}

@@ -7,6 +7,7 @@ pub mod config_file;
 pub mod filter;
 pub mod health;
 pub mod health_url;
+pub mod hooks;
 pub mod metrics_file;
 pub mod release_link;
 pub mod reload_plan;
@@ -81,6 +82,8 @@ pub enum ConfigError {
     StopTimeoutTooShort,
     #[error("--metrics-file {0}: {1}")]
     MetricsFile(PathBuf, String),
+    #[error("{0} needs a non-empty command")]
+    EmptyHook(&'static str),
 }
 
 /// How a reload is sent and checked.
@@ -264,6 +267,7 @@ pub struct AppConfig {
     pub target: TargetSelector,
     pub reload: ReloadSettings,
     pub watch: WatchSettings,
+    pub hooks: hooks::Hooks,
 }
 
 impl AppConfig {
@@ -283,6 +287,7 @@ impl AppConfig {
             target,
             reload,
             watch,
+            hooks: hooks::Hooks::from_args(&args.hooks)?,
         })
     }
 }

@@ -23,15 +23,15 @@ use tracing::{debug, error, info, warn};
 use crate::config::config_file;
 use crate::config::stop_timeout::StopTimeout;
 use crate::config::{AppConfig, ReloadSettings, TargetSelector};
-use crate::daemon::reload_tasks::{Ended, Joined, Reloads};
+use crate::daemon::outcomes::Outcomes;
+use crate::daemon::reload_tasks::Reloads;
 use crate::daemon::watched_app::WatchedApp;
 use crate::error::AppError;
 use crate::reload;
 use crate::reload::handoff::Stage;
-use crate::report;
 use crate::report::control::{Answer, Control, Incoming, PeerKind, ProcessDir, Request};
 use crate::report::metrics::{self, Metrics};
-use crate::report::sd_notify::{self, ServiceStatus};
+use crate::report::sd_notify;
 use crate::watch::{AppTag, WatchEvent};
 
 /// Changes on their way to the loop, all apps together; what finds it full waits in its app's
@@ -114,15 +114,11 @@ pub async fn run(configs: Vec<AppConfig>, daemon: Daemon) -> Result<(), AppError
             .collect(),
     };
     let mut apps = ch.start_all(configs)?;
-    let mut metrics = Metrics::new(metrics_file);
-    apps.iter().for_each(|a| {
-        metrics.app(&a.config.name);
-    });
-    metrics.publish();
+    let mut outcomes = Outcomes::new(Metrics::new(metrics_file));
+    outcomes.follow_apps(&apps);
     sd_notify::ready(apps.len());
     sd_notify::spawn_watchdog();
 
-    let mut status = ServiceStatus::default();
     let (milestones_tx, mut milestones) = mpsc::unbounded_channel();
     let mut reloads = Reloads::new(milestones_tx);
     loop {
@@ -142,18 +138,18 @@ pub async fn run(configs: Vec<AppConfig>, daemon: Daemon) -> Result<(), AppError
                 if let Some(path) = &source {
                     info!(path = %path.display(), "SIGHUP: re-reading the config file");
                     let _ = reload_config(path, &mut ch, &mut apps, &mut stop);
-                    follow_apps(&mut metrics, &apps);
+                    outcomes.follow_apps(&apps);
                 } else {
                     warn!("SIGHUP: no config file to re-read (started without --config)");
                 }
             }
             Some(incoming) = socket.requests.recv() => {
                 answer(incoming, source.as_deref(), &mut ch, &mut apps, &mut stop);
-                follow_apps(&mut metrics, &apps);
+                outcomes.follow_apps(&apps);
             }
             Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event),
             Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event),
-            Some(joined) = reloads.join_next() => finish_joined(&mut apps, (&mut status, &mut metrics), joined),
+            Some(joined) = reloads.join_next() => outcomes.finish_joined(&mut apps, joined),
             Some(milestone) = milestones.recv() => reloads.reached(milestone),
             () = sleep, if deadline.is_some() => {
                 // Changes that came in meanwhile restart their app's quiet period before
@@ -179,13 +175,9 @@ pub async fn run(configs: Vec<AppConfig>, daemon: Daemon) -> Result<(), AppError
         }
     }
     sd_notify::stopping();
-    stop_reloads(
-        &mut reloads,
-        &mut apps,
-        (&mut status, &mut metrics),
-        stop.bound,
-    )
-    .await;
+    let deadline = Instant::now() + stop.bound;
+    stop_reloads(&mut reloads, &mut apps, &mut outcomes, stop.bound).await;
+    outcomes.hooks.stop(deadline);
     info!("stopping");
     Ok(())
 }
@@ -197,7 +189,7 @@ pub async fn run(configs: Vec<AppConfig>, daemon: Daemon) -> Result<(), AppError
 async fn stop_reloads(
     reloads: &mut Reloads,
     apps: &mut [WatchedApp],
-    (status, metrics): (&mut ServiceStatus, &mut Metrics),
+    outcomes: &mut Outcomes,
     bound: Duration,
 ) {
     let deadline = Instant::now() + bound;
@@ -220,7 +212,7 @@ async fn stop_reloads(
     }
     while reloads.must_finish() {
         match tokio::time::timeout_at(deadline.into(), reloads.join_next()).await {
-            Ok(Some(joined)) => finish_joined(apps, (&mut *status, &mut *metrics), joined),
+            Ok(Some(joined)) => outcomes.finish_joined(apps, joined),
             Ok(None) => break,
             Err(_) => {
                 warn!("stopping: the stop timeout ({within}) ran out with an upgrade in flight");
@@ -246,74 +238,6 @@ fn start_reload(
 fn dispatch(apps: &mut [WatchedApp], tag: AppTag, event: WatchEvent) {
     if let Some(app) = apps.iter_mut().find(|a| a.tag == tag) {
         app.feed.on_event(event);
-    }
-}
-/// The apps of a config file just re-read (or kept): their numbers, and only theirs.
-fn follow_apps(metrics: &mut Metrics, apps: &[WatchedApp]) {
-    metrics.keep_only(apps.iter().map(|a| a.config.name.as_str()));
-    apps.iter().for_each(|a| {
-        metrics.app(&a.config.name);
-    });
-    metrics.publish();
-}
-
-fn finish_joined(
-    apps: &mut [WatchedApp],
-    (status, metrics): (&mut ServiceStatus, &mut Metrics),
-    joined: Joined,
-) {
-    match joined.app {
-        Some(name) => {
-            finish(apps, status, &name, joined.ended, metrics.app(&name));
-            metrics.publish();
-        }
-        // Every task is registered when spawned: only a bug in hupwatch gets here.
-        None => error!("a reload task of an unknown app ended: {:?}", joined.ended),
-    }
-}
-
-fn finish(
-    apps: &mut [WatchedApp],
-    status: &mut ServiceStatus,
-    name: &str,
-    ended: Ended,
-    counts: &mut metrics::AppMetrics,
-) {
-    let result = match ended {
-        Ended::Ran(result) => result,
-        Ended::Lost(lost) => {
-            counts.count(metrics::ReloadResult::Failed);
-            error!(app = %name, "reload of app {name} failed: {lost}; the next change reloads it again");
-            status.set(name, format!("reload failed: {lost}"));
-            return;
-        }
-    };
-    counts.record(&result);
-    match result {
-        Ok(outcome) => {
-            report::reload_succeeded(&outcome);
-            status.set(name, report::status_line(&outcome));
-            if let Some(app) = apps.iter_mut().find(|a| a.config.name == name) {
-                app.apply(&outcome);
-            }
-        }
-        Err(err) => {
-            report::reload_failed(&err);
-            status.set(
-                name,
-                format!(
-                    "reload failed: {}",
-                    err.to_string().lines().next().unwrap_or("")
-                ),
-            );
-        }
-    }
-    // What follows this reload: the tests' proof that nothing more is coming, without a sleep.
-    match apps.iter().find(|a| a.config.name == name) {
-        Some(app) if app.feed.is_pending() => {
-            debug!(app = name, "reload finished; a change is pending")
-        }
-        _ => debug!(app = name, "reload finished; nothing pending"),
     }
 }
 

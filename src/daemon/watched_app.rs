@@ -22,6 +22,10 @@ pub struct WatchedApp {
     pub feed: ChangeFeed,
     /// Follows the master across upgrades: `--pid` names the old one after a USR2 upgrade.
     pub target: TargetSelector,
+    /// The release serving (`--release-link`'s target at start, then each reload's), and the
+    /// master last seen serving: what a failed deploy's hook is told.
+    pub release: Option<PathBuf>,
+    pub master: Option<u32>,
 }
 
 impl WatchedApp {
@@ -76,6 +80,12 @@ impl WatchedApp {
         );
         Ok(Self {
             target: config.target.clone(),
+            release: config
+                .reload
+                .release_link
+                .as_ref()
+                .and_then(|l| l.target().ok()),
+            master: master.as_ref().ok().map(|m| m.pid),
             config,
             tag,
             feed,
@@ -85,6 +95,10 @@ impl WatchedApp {
     /// After a successful reload: follow a new master, learn the files it writes.
     pub fn apply(&mut self, outcome: &ReloadOutcome) {
         let master = &outcome.master;
+        self.master = Some(master.pid);
+        if outcome.release.is_some() {
+            self.release = outcome.release.clone();
+        }
         let link_target = self
             .config
             .reload

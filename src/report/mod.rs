@@ -6,6 +6,7 @@
 //! index); `status` output is the command's result and goes to stdout.
 
 pub mod control;
+pub mod hooks;
 pub mod metrics;
 pub mod run_status;
 pub mod sd_notify;

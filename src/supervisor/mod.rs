@@ -119,6 +119,8 @@ pub struct RunSettings {
     pub stop: StopTimeout,
     /// `--metrics-file` (`report::metrics`).
     pub metrics_file: Option<PathBuf>,
+    /// `--on-success`, `--on-failure` (`report::hooks`).
+    pub hooks: crate::config::hooks::Hooks,
     /// The `app` label of the metrics: the release link's parent directory's name (the app's
     /// deploy directory), else the working directory's, as `watch` names an app given by flags.
     pub app_name: String,
@@ -232,6 +234,7 @@ impl RunSettings {
                 None,
             )?,
             app_name,
+            hooks: crate::config::hooks::Hooks::from_args(&args.hooks)?,
         })
     }
 }

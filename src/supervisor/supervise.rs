@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 use crate::report::control::ProcessDir;
+use crate::report::hooks::HookThreads;
 use crate::report::metrics::Metrics;
 use crate::supervisor::candidate::Candidate;
 use crate::supervisor::control::{self, Answer, Control, Incoming, Request, Waiters};
@@ -39,6 +40,7 @@ use crate::watch::deploy_stream::DeployStream;
 
 mod checking;
 mod held_back;
+mod reported;
 mod restart;
 mod stopping;
 mod switch;
@@ -73,6 +75,7 @@ struct SupervisorLoop<'a> {
     /// are no reloads (`report::metrics`).
     deploy_since: Option<Instant>,
     metrics: Metrics,
+    hooks: HookThreads,
 }
 
 pub async fn run(
@@ -112,6 +115,7 @@ pub async fn run(
         surveys: Surveys::default(),
         deploy_since: None,
         metrics: Metrics::new(settings.metrics_file.clone()),
+        hooks: HookThreads::default(),
     };
     sup.metrics.app(&settings.app_name);
     sup.metrics.publish();

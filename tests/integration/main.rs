@@ -9,6 +9,7 @@ mod discovery;
 mod django;
 mod exit_codes;
 mod faults;
+mod hooks;
 mod hostile;
 mod layouts;
 mod limits;

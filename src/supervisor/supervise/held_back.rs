@@ -7,7 +7,6 @@ use std::path::Path;
 use tracing::error;
 
 use super::SupervisorLoop;
-use crate::report::metrics::HeldBackRelease;
 use crate::supervisor::SupervisorError;
 
 impl SupervisorLoop<'_> {
@@ -18,9 +17,7 @@ impl SupervisorLoop<'_> {
         release: &Path,
     ) -> Result<(), SupervisorError> {
         if self.deploy_since.take().is_some() {
-            let app = self.metrics.app(&self.settings.app_name);
-            app.held_back(HeldBackRelease::at(Some(release)));
-            self.metrics.publish();
+            self.deploy_held_back(release, &report);
         }
         if let Some((serving, _)) = &self.serving {
             let report = format!(

@@ -90,6 +90,7 @@ impl SupervisorLoop<'_> {
         if !self.surveys.abandon(last) {
             warn!("a survey of what the app reads while loading did not end");
         }
+        self.hooks.stop(last);
         loop {
             self.reap();
             self.check_retiring();

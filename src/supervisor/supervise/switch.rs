@@ -99,11 +99,13 @@ impl SupervisorLoop<'_> {
         );
         service::tell_systemd(self.served.is_none(), &serving);
         self.waiters.succeeded(&serving);
-        let app = self.metrics.app(&self.settings.app_name);
         if let Some(since) = self.deploy_since.take() {
-            app.reloaded(since.elapsed(), None);
+            let release = candidate.pin.dir().to_path_buf();
+            self.deploy_served(since.elapsed(), &release, generation.pid);
         }
-        app.serving(generation.number);
+        self.metrics
+            .app(&self.settings.app_name)
+            .serving(generation.number);
         self.metrics.publish();
         self.serving = Some((generation, Instant::now()));
         self.served = Some(candidate.pin);

@@ -1,0 +1,58 @@
+//! A deploy of `run` that ended, reported beyond the log: the metrics file (`report::metrics`)
+//! and the user's `--on-success` / `--on-failure` hook (`report::hooks`, on a thread of its
+//! own: the loop goes on). The first start and restarts are no deploys and report neither.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::SupervisorLoop;
+use crate::report::hooks::HookEvent;
+use crate::report::metrics::{HeldBackRelease, ReloadResult};
+
+impl SupervisorLoop<'_> {
+    /// Generation `number` (master `master`) of the release in `release` serves, the deploy
+    /// having taken `took`.
+    pub(super) fn deploy_served(&mut self, took: Duration, release: &Path, master: u32) {
+        self.metrics
+            .app(&self.settings.app_name)
+            .reloaded(took, None);
+        self.metrics.publish();
+        self.hook(HookEvent {
+            result: Some(ReloadResult::Reloaded),
+            release_after: Some(release.to_path_buf()),
+            reason: format!("reloaded: the release in {} serves", release.display()),
+            master: Some(master),
+            ..self.hook_base()
+        });
+    }
+
+    /// The release in `release` was held back, for the reason in `report`.
+    pub(super) fn deploy_held_back(&mut self, release: &Path, report: &str) {
+        self.metrics
+            .app(&self.settings.app_name)
+            .held_back(HeldBackRelease::at(Some(release)));
+        self.metrics.publish();
+        self.hook(HookEvent {
+            result: Some(ReloadResult::HeldBack),
+            release_after: Some(release.to_path_buf()),
+            reason: report.lines().next().unwrap_or("").to_string(),
+            master: self.serving.as_ref().map(|(g, _)| g.pid),
+            ..self.hook_base()
+        });
+    }
+
+    /// The app, and the release that served before.
+    fn hook_base(&self) -> HookEvent {
+        HookEvent {
+            app: self.settings.app_name.clone(),
+            release_before: self.served.as_ref().map(|p| p.dir().to_path_buf()),
+            ..HookEvent::default()
+        }
+    }
+
+    fn hook(&mut self, event: HookEvent) {
+        if let Some(command) = self.settings.hooks.command(event.succeeded()) {
+            self.hooks.spawn(command, event);
+        }
+    }
+}
