@@ -18,6 +18,7 @@
 //! (`supervise`).
 
 pub mod activation;
+pub mod before_deploy;
 pub mod bind_address;
 pub mod candidate;
 pub mod command_line;
@@ -65,6 +66,8 @@ pub enum SupervisorError {
     Watch(#[from] WatchError),
     #[error("--boot-timeout must be more than zero")]
     ZeroBootTimeout,
+    #[error("--before-deploy-timeout must be more than zero")]
+    ZeroBeforeDeployTimeout,
     #[error("the first generation could not start, so there is nothing to serve: {0}")]
     FirstGeneration(String),
     #[error("gave up after {attempts} failed restarts in a row: {last}")]
@@ -87,7 +90,8 @@ impl SupervisorError {
             | Self::Command(_)
             | Self::Listen(_)
             | Self::Watch(_)
-            | Self::ZeroBootTimeout => 2,
+            | Self::ZeroBootTimeout
+            | Self::ZeroBeforeDeployTimeout => 2,
             Self::RuntimeDir(e) if e.is_unsafe() => 2,
             Self::RuntimeDir(_) => 1,
             Self::FirstGeneration(_) | Self::GaveUp { .. } | Self::Io { .. } => 1,
@@ -121,6 +125,8 @@ pub struct RunSettings {
     pub metrics_file: Option<PathBuf>,
     /// `--on-success`, `--on-failure` (`report::hooks`).
     pub hooks: crate::config::hooks::Hooks,
+    /// `--before-deploy` (`before_deploy`).
+    pub before_deploy: Option<before_deploy::BeforeDeploy>,
     /// The `app` label of the metrics: the release link's parent directory's name (the app's
     /// deploy directory), else the working directory's, as `watch` names an app given by flags.
     pub app_name: String,
@@ -235,8 +241,27 @@ impl RunSettings {
             )?,
             app_name,
             hooks: crate::config::hooks::Hooks::from_args(&args.hooks)?,
+            before_deploy: before_deploy(&args.before_deploy)?,
         })
     }
+}
+
+fn before_deploy(
+    args: &crate::cli::BeforeDeployArgs,
+) -> Result<Option<before_deploy::BeforeDeploy>, SupervisorError> {
+    let Some(command) = &args.before_deploy else {
+        return Ok(None);
+    };
+    if command.trim().is_empty() {
+        return Err(ConfigError::EmptyHook("--before-deploy").into());
+    }
+    if args.before_deploy_timeout.is_zero() {
+        return Err(SupervisorError::ZeroBeforeDeployTimeout);
+    }
+    Ok(Some(before_deploy::BeforeDeploy {
+        command: command.clone(),
+        timeout: args.before_deploy_timeout,
+    }))
 }
 
 fn app_name(link: Option<&ReleaseLink>) -> String {

@@ -1,4 +1,5 @@
-//! Django's system checks before a release gets a generation.
+//! What a release must pass before it gets a generation: the user's `--before-deploy`
+//! command (`before_deploy`), then for a Django project Django's system checks.
 //!
 //! Why: a generation is its own preflight for a release that cannot import, but Django imports
 //! its URLconfs, and so its views, only at the first request: a view with a syntax error boots
@@ -26,6 +27,7 @@ use crate::bounded_wait::Cancel;
 use crate::preflight::cold_check;
 use crate::preflight::error::PreflightError;
 use crate::preflight::plan::{FrameworkChecks, Plan};
+use crate::supervisor::before_deploy::{self, BeforeDeploy};
 use crate::watch::change_sink::LoadedSink;
 
 /// A check in flight.
@@ -36,25 +38,51 @@ pub struct ReleaseGate {
 }
 
 impl ReleaseGate {
-    /// Start the check for `command`'s release in `dir`, if it is a Django project and
-    /// COMMAND's interpreter can be told.
-    pub fn start(command: &[OsString], dir: &Path, timeout: Duration) -> Option<Self> {
-        let plan = plan(command, dir)?;
+    /// Start what `command`'s release in `dir` must pass: `before` (`--before-deploy`), then
+    /// Django's checks if it is a Django project and COMMAND's interpreter can be told. `None`
+    /// when there is nothing to pass; else what runs, described for the log.
+    pub fn start(
+        command: &[OsString],
+        dir: &Path,
+        timeout: Duration,
+        before: Option<&BeforeDeploy>,
+    ) -> Option<(Self, String)> {
+        let plan = plan(command, dir);
+        let describe = match (before, &plan) {
+            (None, None) => return None,
+            (Some(b), None) => format!("its --before-deploy command ({})", b.command),
+            (None, Some(_)) => "Django's system checks".to_string(),
+            (Some(b), Some(_)) => {
+                format!(
+                    "its --before-deploy command ({}), then Django's system checks",
+                    b.command
+                )
+            }
+        };
         let (tx, outcome) = mpsc::channel();
         let cancel = Cancel::default();
         let cancelled = cancel.clone();
+        let (before, release) = (before.cloned(), dir.to_path_buf());
         std::thread::Builder::new()
             .name("release-check".into())
             .spawn(move || {
-                let checked = cold_check::run_cancellable(&plan, timeout, &cancelled);
-                let _ = tx.send(checked.map(drop).map_err(why));
+                let ran = before
+                    .map_or(Ok(()), |b| before_deploy::run(&b, &release, &cancelled))
+                    .and_then(|()| match plan {
+                        Some(plan) => cold_check::run_cancellable(&plan, timeout, &cancelled)
+                            .map(drop)
+                            .map_err(why),
+                        None => Ok(()),
+                    });
+                let _ = tx.send(ran);
             })
             .ok()?;
-        Some(Self {
+        let gate = Self {
             dir: dir.to_path_buf(),
             outcome,
             cancel,
-        })
+        };
+        Some((gate, describe))
     }
 
     /// `None` while it runs; then `Ok` or why it failed.

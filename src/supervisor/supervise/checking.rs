@@ -14,12 +14,13 @@ impl SupervisorLoop<'_> {
         let dir = pin.dir().to_path_buf();
         let timeout = self.settings.boot_timeout;
         let command = pin.apply(self.settings.command.clone());
-        let Some(check) = ReleaseGate::start(&command, &dir, timeout) else {
+        let before = self.settings.before_deploy.as_ref();
+        let Some((check, what)) = ReleaseGate::start(&command, &dir, timeout, before) else {
             return Some(pin);
         };
         info!(
             release = %dir.display(),
-            "checking the release in {} (Django's system checks) before it gets a generation: {why}",
+            "checking the release in {} ({what}) before it gets a generation: {why}",
             dir.display()
         );
         self.checking = Some((check, why.to_string(), pin));

@@ -3,6 +3,7 @@
 //! on a free port of 127.0.0.1. `deploy`: what a change does; `lifecycle`: starting, crashing,
 //! stopping and refusing; `stop`: stopped mid-deploy within the stop bound.
 
+mod before_deploy;
 mod config_file;
 mod control;
 mod deploy;
