@@ -149,7 +149,10 @@ pub async fn run(configs: Vec<AppConfig>, daemon: Daemon) -> Result<(), AppError
             }
             Some((tag, event)) = ch.changes.recv() => dispatch(&mut apps, tag, event),
             Some((tag, event)) = ch.control.recv() => dispatch(&mut apps, tag, event),
-            Some(joined) = reloads.join_next() => outcomes.finish_joined(&mut apps, joined),
+            Some(joined) = reloads.join_next() => {
+                let app = outcomes.finish_joined(&mut apps, joined);
+                what_follows(&apps, app.as_deref());
+            }
             Some(milestone) = milestones.recv() => reloads.reached(milestone),
             () = sleep, if deadline.is_some() => {
                 // Changes that came in meanwhile restart their app's quiet period before
@@ -212,7 +215,10 @@ async fn stop_reloads(
     }
     while reloads.must_finish() {
         match tokio::time::timeout_at(deadline.into(), reloads.join_next()).await {
-            Ok(Some(joined)) => outcomes.finish_joined(apps, joined),
+            Ok(Some(joined)) => {
+                let app = outcomes.finish_joined(apps, joined);
+                what_follows(apps, app.as_deref());
+            }
             Ok(None) => break,
             Err(_) => {
                 warn!("stopping: the stop timeout ({within}) ran out with an upgrade in flight");
@@ -232,6 +238,20 @@ fn start_reload(
     reloads.spawn_blocking(name, move |handoff| {
         reload::reload_checked(&target, &settings, Some(handoff))
     });
+}
+
+/// What follows a finished reload of `name`: the tests' proof that nothing more is coming,
+/// without a sleep.
+fn what_follows(apps: &[WatchedApp], name: Option<&str>) {
+    let Some(name) = name else {
+        return;
+    };
+    match apps.iter().find(|a| a.config.name == name) {
+        Some(app) if app.feed.is_pending() => {
+            debug!(app = name, "reload finished; a change is pending")
+        }
+        _ => debug!(app = name, "reload finished; nothing pending"),
+    }
 }
 
 /// Hand an event to the app it belongs to (none: an app replaced by a config reload).

@@ -2,7 +2,7 @@
 //! STATUS, the metrics file (`report::metrics`) and the user's hook (`report::hooks`, on a
 //! thread of its own so the loop goes on). The result is final before any of them sees it.
 
-use tracing::{debug, error};
+use tracing::error;
 
 use crate::daemon::reload_tasks::{Ended, Joined};
 use crate::daemon::watched_app::WatchedApp;
@@ -37,14 +37,19 @@ impl Outcomes {
         self.metrics.publish();
     }
 
-    pub fn finish_joined(&mut self, apps: &mut [WatchedApp], joined: Joined) {
+    /// Report a joined reload; its app's name.
+    pub fn finish_joined(&mut self, apps: &mut [WatchedApp], joined: Joined) -> Option<String> {
         match joined.app {
             Some(name) => {
                 self.finish(apps, &name, joined.ended);
                 self.metrics.publish();
+                Some(name)
             }
             // Every task is registered when spawned: only a bug in hupwatch gets here.
-            None => error!("a reload task of an unknown app ended: {:?}", joined.ended),
+            None => {
+                error!("a reload task of an unknown app ended: {:?}", joined.ended);
+                None
+            }
         }
     }
 
@@ -82,11 +87,6 @@ impl Outcomes {
             && let Some(command) = app.config.hooks.command(event.succeeded())
         {
             self.hooks.spawn(command, event);
-        }
-        // What follows this reload: the tests' proof that nothing more is coming, without a sleep.
-        match app.feed.is_pending() {
-            true => debug!(app = name, "reload finished; a change is pending"),
-            false => debug!(app = name, "reload finished; nothing pending"),
         }
     }
 }
