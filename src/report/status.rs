@@ -114,7 +114,7 @@ pub fn print_status(
             Ok(found) => format!("app {} ({})", found.spec, found.source),
             Err(_) => "app ? (unknown: reloads need --app)".to_string(),
         };
-        let preload_app = preload::preload_app(m);
+        let preload_app = preload::preload_app(m, None);
         let auto = auto_for(m, &preload_app);
         let preload = match preload_app {
             Preload::No => "no".to_string(),
@@ -162,7 +162,7 @@ fn master_json<'a>(
 ) -> MasterJson<'a> {
     let app = app_spec::resolve(m, None).ok();
     let titled = m.parsed.title_name.is_some();
-    let preload = preload::preload_app(m);
+    let preload = preload::preload_app(m, None);
     let auto = auto_for(m, &preload);
     MasterJson {
         pid: m.pid,
