@@ -32,6 +32,10 @@ fn record(dir: &Path, pid: u32, start_ticks: u64) -> PathBuf {
 
 /// What `dir` remembers of `master`'s `preload_app`; `None` without a trustworthy record.
 pub fn recall(dir: &Path, master: &MasterProcess) -> Option<bool> {
+    // Checked only once it exists: asking must not create it.
+    if !dir.is_dir() || own_runtime_dir(dir).is_err() {
+        return None;
+    }
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)

@@ -323,6 +323,9 @@ fn after_an_upgrade_the_next_reload_of_a_fast_app_knows_preload_app_and_hups() {
         "the old master's exit unlinked the shared path (else this test proves nothing)"
     );
 
+    let m = status_by(&["--pid", &new_pid.to_string()], "app:app");
+    assert_eq!(m["preload_app"], "no", "remembered: {m:#}");
+
     dir.write_app("v3");
     let out = hupwatch()
         .args([
