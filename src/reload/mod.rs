@@ -316,14 +316,13 @@ fn upgrade_and_check(
     mark: &SignalMark,
     handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
-    let up =
-        upgrade::upgrade(&p.master, settings.verify_timeout, mark, handoff).map_err(|source| {
-            ReloadError::Upgrade {
-                pid: p.master.pid,
-                name: p.master.name.clone(),
-                source,
-            }
-        })?;
+    let up = upgrade::upgrade(&p.master, settings, mark, handoff).map_err(|source| {
+        ReloadError::Upgrade {
+            pid: p.master.pid,
+            name: p.master.name.clone(),
+            source,
+        }
+    })?;
     let new = up.master.worker_pids();
     outcome(p, Some(up.master), new, (up.elapsed, up.boot), settings)
 }

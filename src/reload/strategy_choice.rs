@@ -279,6 +279,30 @@ pub fn choose(
     }
 }
 
+/// The route when no preflight can check the release because nothing tells which app the
+/// master serves (`looked`: every place tried): an upgrade checks it anyway — a new master
+/// that cannot load the release never takes over and the old one serves on — so `auto`
+/// (where an upgrade can work) and `upgrade` go ahead with it. `None` where only a HUP is
+/// possible: a HUP of a release that fails to load takes the whole site down, so that stays
+/// refused.
+pub fn upgrade_as_preflight(method: Method, room: Option<&Room>, looked: &str) -> Option<Choice> {
+    let by = match (method, room) {
+        (Method::Upgrade, _) => "upgrade as asked",
+        (Method::Auto, Some(Room::Either)) => "auto chose upgrade",
+        _ => return None,
+    };
+    Some(Choice {
+        route: Route::Upgrade,
+        why: Some(format!(
+            "{by}: the upgrade is the preflight (cannot tell which app the master serves: {looked}): \
+             a new master that cannot load the release never takes over and the old one serves on; \
+             the framework checks (Django's system checks, the health request) are skipped: pass --app \
+             MODULE:CALLABLE to run them"
+        )),
+        unproven: false,
+    })
+}
+
 /// The warning a HUP to a master that may preload carries, with the ways to certainty.
 fn unproven(unknown: &str) -> String {
     format!(

@@ -215,3 +215,29 @@ fn status_describes_auto_with_the_preload_answer() {
     assert!(describe_auto(&room, &yes()).starts_with("nothing: it preloads"));
     assert!(describe_auto(&room, &unknown()).starts_with("HUP only, unproven"));
 }
+
+#[test]
+fn without_an_app_spec_the_upgrade_is_the_preflight_where_an_upgrade_can_work() {
+    let looked = "the title [shopfront] (not MODULE:CALLABLE…)";
+    let auto = upgrade_as_preflight(Method::Auto, Some(&Room::Either), looked).unwrap();
+    assert_eq!(auto.route, Route::Upgrade);
+    let why = auto.why.unwrap();
+    assert!(
+        why.starts_with("auto chose upgrade: the upgrade is the preflight"),
+        "{why}"
+    );
+    assert!(
+        why.contains(looked) && why.contains("checks") && why.contains("skipped"),
+        "{why}"
+    );
+    let asked = upgrade_as_preflight(Method::Upgrade, Some(&Room::Either), looked).unwrap();
+    assert_eq!(asked.route, Route::Upgrade);
+
+    let cannot = Room::HupOnly("master 4242 runs under supervisord".into());
+    assert_eq!(
+        upgrade_as_preflight(Method::Auto, Some(&cannot), looked),
+        None
+    );
+    let hup = Method::Signal(Signal::SIGHUP);
+    assert_eq!(upgrade_as_preflight(hup, None, looked), None);
+}

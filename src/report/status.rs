@@ -85,18 +85,20 @@ fn worker_release(pid: u32, link_target: Option<&Path>) -> (Option<PathBuf>, boo
 }
 
 /// `status`: text for people, `--json` for scripts; the `hupwatch run` supervisors after the
-/// masters (their generations are among the masters too).
+/// masters (their generations are among the masters too). `memory`: the runtime directory,
+/// where an upgraded master's `preload_app` is remembered.
 pub fn print_status(
     masters: &[MasterProcess],
     json: bool,
     link: Option<LinkView<'_>>,
     supervisors: &[StatusView],
+    memory: Option<&Path>,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         let list: Vec<_> = masters
             .iter()
-            .map(|m| master_json(m, judged_target(m, link), supervisors))
+            .map(|m| master_json(m, judged_target(m, link), supervisors, memory))
             .collect();
         serde_json::to_writer_pretty(&mut out, &list)?;
         return writeln!(out);
@@ -114,7 +116,7 @@ pub fn print_status(
             Ok(found) => format!("app {} ({})", found.spec, found.source),
             Err(_) => "app ? (unknown: reloads need --app)".to_string(),
         };
-        let preload_app = preload::preload_app(m);
+        let preload_app = preload::preload_app(m, memory);
         let auto = auto_for(m, &preload_app);
         let preload = match preload_app {
             Preload::No => "no".to_string(),
@@ -159,10 +161,11 @@ fn master_json<'a>(
     m: &'a MasterProcess,
     link_target: Option<&Path>,
     supervisors: &'a [StatusView],
+    memory: Option<&Path>,
 ) -> MasterJson<'a> {
     let app = app_spec::resolve(m, None).ok();
     let titled = m.parsed.title_name.is_some();
-    let preload = preload::preload_app(m);
+    let preload = preload::preload_app(m, memory);
     let auto = auto_for(m, &preload);
     MasterJson {
         pid: m.pid,
