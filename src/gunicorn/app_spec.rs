@@ -128,7 +128,7 @@ pub fn resolve_with(
     let name = master.parsed.title_name.as_deref().unwrap_or("?");
     if looks_like_app_spec(name) {
         return Ok(AppSpec {
-            spec: name.to_string(),
+            spec: without_upgrade_suffix(name).to_string(),
             source: AppSource::Title,
             args: Vec::new(),
         });
@@ -239,6 +239,12 @@ pub fn looks_like_app_spec(name: &str) -> bool {
                 .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
     };
     ident(module) && !callable.is_empty() && !callable.contains(char::is_whitespace)
+}
+
+/// An upgrade's new master carries its old title plus `.2` until the old one is gone
+/// (`app:app.2`); `app.2` is no Python expression, so the suffix is never the callable's.
+fn without_upgrade_suffix(spec: &str) -> &str {
+    spec.strip_suffix(".2").unwrap_or(spec)
 }
 
 /// A title NAME that is a bare dotted module (`mysite.wsgi`, or `mysite.wsgi.2` while an

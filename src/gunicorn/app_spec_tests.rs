@@ -111,6 +111,13 @@ fn a_title_shaped_like_an_app_spec_is_one() {
 }
 
 #[test]
+fn an_upgrades_new_master_title_names_the_same_app() {
+    let m = master("gunicorn: master [shop.wsgi:application.2]");
+    let (spec, _, _) = found(&m, None, &Fake::new());
+    assert_eq!(spec, "shop.wsgi:application");
+}
+
+#[test]
 fn a_dotted_title_is_a_module_only_when_it_is_under_the_masters_cwd() {
     let django = Fake::new().file("/srv/shop/mysite/wsgi.py", "application = None\n");
     for title in ["mysite.wsgi", "mysite.wsgi.2"] {
