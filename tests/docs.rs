@@ -7,8 +7,8 @@
 //! - every command the README shows (in its `sh` blocks, and inline `hupwatch SUB ARG…` spans) is one
 //!   a test, the demo or `.ci/run` runs, per [`README_COMMANDS`], and every flag it uses
 //!   appears where it is said to run;
-//! - every relative link in README.md and docs/ names a file that exists (pages other
-//!   branches write are listed in [`WRITTEN_ELSEWHERE`]).
+//! - every relative link in README.md and docs/ names a file that exists, and a heading of it
+//!   when it names one (pages other branches write are listed in [`WRITTEN_ELSEWHERE`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -373,8 +373,15 @@ fn every_relative_link_names_a_file_that_exists() {
             if target.contains("://") || target.starts_with('#') {
                 continue;
             }
-            let path = target.split('#').next().unwrap_or(target);
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
             let resolved = file.parent().unwrap().join(path);
+            if !anchor.is_empty() && resolved.is_file() {
+                let page = std::fs::read_to_string(&resolved).unwrap_or_default();
+                if !anchors(&page).iter().any(|a| a == anchor) {
+                    broken.push(format!("{}: {target} (no such heading)", file.display()));
+                }
+                continue;
+            }
             let rel = resolved
                 .canonicalize()
                 .ok()
@@ -392,6 +399,28 @@ fn every_relative_link_names_a_file_that_exists() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces to `-`
+/// (headings inside fenced code are not headings).
+fn anchors(page: &str) -> Vec<String> {
+    let mut in_code = false;
+    let mut out = Vec::new();
+    for line in page.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && line.starts_with('#') {
+            let text = line.trim_start_matches('#').trim();
+            out.push(
+                text.to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect(),
+            );
+        }
+    }
+    out
 }
 
 /// `a/b/../c` → `a/c`, without touching the file system (the target may not exist).
