@@ -4,6 +4,7 @@
 //! - `docs/reference/cli.md` is every subcommand's `--help` as the built binary prints it
 //!   (regenerate: `UPDATE_DOCS=1 cargo test --test docs`);
 //! - `docs/reference/config.md` names every key the config file's parser accepts;
+//! - every flag a page (README.md, docs/) passes to `hupwatch SUB` is one SUB has;
 //! - every command the README shows (in its `sh` blocks, and inline `hupwatch SUB ARG…` spans) is one
 //!   a test, the demo or `.ci/run` runs, per [`README_COMMANDS`], and every flag it uses
 //!   appears where it is said to run;
@@ -332,6 +333,88 @@ fn every_readme_command_is_run_by_a_test() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags the pages show
+
+/// Flags other branches add, which pages may name before they land: (subcommand, flag).
+const FLAGS_WRITTEN_ELSEWHERE: [(&str, &str); 2] = [("run", "--max-surge"), ("reload", "--json")];
+
+/// Every `hupwatch SUB …` in a page's code (spans and blocks), as (SUB, the flags given to
+/// hupwatch: up to `--`, after which they are Gunicorn's, or the end of the shell command).
+fn hupwatch_invocations(page: &str) -> Vec<(String, Vec<String>)> {
+    let mut code = Vec::new();
+    let mut in_block = false;
+    for line in page.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block;
+        } else if in_block {
+            code.push(line.to_string());
+        } else {
+            code.extend(line.split('`').skip(1).step_by(2).map(str::to_string));
+        }
+    }
+    let mut found = Vec::new();
+    for text in code {
+        for (i, _) in text.match_indices("hupwatch ") {
+            let before = text[..i].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '-' || c == '_' || c == '.') {
+                continue;
+            }
+            let rest = &text[i + "hupwatch ".len()..];
+            let mut words = rest.split_whitespace();
+            let Some(sub) = words.next() else { continue };
+            if !SUBCOMMANDS.contains(&sub) || sub.is_empty() {
+                continue;
+            }
+            let flags = words
+                .take_while(|w| {
+                    !["--", "|", "||", "&&", ";", "#"].contains(w) && !w.starts_with("$(")
+                })
+                .filter(|w| w.starts_with("--") && w.len() > 2)
+                .map(|w| {
+                    w.split(['=', ')', ','])
+                        .next()
+                        .unwrap_or(w)
+                        .trim_end_matches('.')
+                        .to_string()
+                })
+                .collect();
+            found.push((sub.to_string(), flags));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_flag_a_page_passes_to_hupwatch_exists() {
+    let helps: Vec<(&str, String)> = SUBCOMMANDS
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| (*s, help(s)))
+        .collect();
+    let mut unknown = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let page = std::fs::read_to_string(&file).unwrap();
+        for (sub, flags) in hupwatch_invocations(&page) {
+            let help = &helps.iter().find(|(s, _)| *s == sub).unwrap().1;
+            for flag in flags {
+                checked += 1;
+                let elsewhere = FLAGS_WRITTEN_ELSEWHERE.contains(&(sub.as_str(), flag.as_str()));
+                if !elsewhere && flag != "--help" && !passes(help, &flag) {
+                    unknown.push(format!("{}: hupwatch {sub} {flag}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "checked too few flags ({checked})");
+    assert!(
+        unknown.is_empty(),
+        "flags the binary does not have:\n{}",
+        unknown.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
