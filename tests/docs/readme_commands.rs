@@ -56,7 +56,7 @@ const README_COMMANDS: &[(&str, RunBy)] = &[
         ),
     ),
     (
-        "ln -sfn releases/43 /srv/shop/current.tmp && mv -T /srv/shop/current.tmp /srv/shop/current",
+        "ln -sfn releases/43 /srv/app/current.tmp && mv -T /srv/app/current.tmp /srv/app/current",
         RunBy::Systemd(
             "systemd/readme_server.rs",
             "server_quick_start_deploys_a_symlink_swap",
@@ -70,7 +70,7 @@ const README_COMMANDS: &[(&str, RunBy)] = &[
         ),
     ),
     (
-        "hupwatch reload --release-link /srv/shop/current --pidfile /run/shop/gunicorn.pid \
+        "hupwatch reload --release-link /srv/app/current --pidfile /run/app/gunicorn.pid \
          --health-url http://127.0.0.1:8000/health --rollback",
         RunBy::Test(
             "integration/rollback.rs",
