@@ -13,6 +13,7 @@ mod hostile;
 mod layouts;
 mod limits;
 mod multi_app;
+mod readme_quickstart;
 mod releases;
 mod rollback;
 mod run;
