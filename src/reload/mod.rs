@@ -139,6 +139,11 @@ impl ReloadError {
     pub fn is_master_starting(&self) -> bool {
         matches!(self, Self::Signal(SignalError::NotHandledYet { .. }))
     }
+
+    /// The preflight held the release back: nothing was sent, the old workers serve.
+    pub fn is_held_back(&self) -> bool {
+        matches!(self, Self::Preflight { .. })
+    }
 }
 
 /// What a finished reload did, for the report line.

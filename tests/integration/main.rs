@@ -12,6 +12,7 @@ mod faults;
 mod hostile;
 mod layouts;
 mod limits;
+mod log_lines;
 mod multi_app;
 mod releases;
 mod rollback;
