@@ -7,6 +7,7 @@ mod app_spec;
 mod concurrent;
 mod discovery;
 mod django;
+mod django_urlconf;
 mod exit_codes;
 mod faults;
 mod hostile;
