@@ -1,6 +1,7 @@
-//! What `run --health-path` logs when a release answers 500: the answer's first lines and the
-//! generation's own stderr tail, where the app logged its traceback (issue 20: before, only
-//! `answered 500 INTERNAL SERVER ERROR: 500 Internal Server Error`, no template, no line).
+//! What `run` logs about a release it holds back (issue 20): with `--health-path`, a release
+//! answering 500 shows the answer's first lines and the generation's own stderr tail, where the
+//! app logged its traceback (before, only `answered 500 INTERNAL SERVER ERROR: 500 Internal
+//! Server Error`, no template, no line); and the same broken release is an ERROR once.
 
 use super::*;
 use crate::support::host_shared;
@@ -88,5 +89,50 @@ fn a_failed_health_check_logs_the_answer_and_the_generations_traceback() {
 
     dir.replace("app.py", &flask_like_app("good-2"));
     wait_for_body(port, "good-2");
+    daemon.stop().assert_success();
+}
+
+/// The ERROR events of held-back releases so far.
+fn held_back_errors(daemon: &Daemon) -> usize {
+    let all = events(&daemon.lines());
+    flagged(&all, "held_back")
+        .iter()
+        .filter(|e| e["level"] == "ERROR")
+        .count()
+}
+
+#[test]
+fn a_release_that_cannot_boot_is_an_error_once_until_its_files_change() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let daemon = run_command(
+        &dir,
+        &["--debounce", "100ms", "--log-format", "json"],
+        &["-w", "1", "-b", &bind, "--graceful-timeout", "5", "app:app"],
+    )
+    .spawn();
+    daemon.wait_for_count("serving (master", 1, CEILING);
+
+    dir.replace("app.py", "def (:\n");
+    daemon.wait_for_count("keeps serving", 1, CEILING);
+    assert_eq!(held_back_errors(&daemon), 1, "{}", daemon.output());
+    // The same bytes again: the same release fails the same way.
+    dir.replace("app.py", "def (:\n");
+    poll_until(CEILING, "the retry's debug line", || {
+        let all = events(&daemon.lines());
+        (flagged(&all, "again").len() == 1).then_some(())
+    });
+    assert_eq!(held_back_errors(&daemon), 1, "{}", daemon.output());
+    // Edited, still broken: news.
+    dir.replace("app.py", "# a fix that is not one\ndef (:\n");
+    poll_until(CEILING, "a second ERROR", || {
+        (held_back_errors(&daemon) == 2).then_some(())
+    });
+
+    dir.replace_app("v2");
+    wait_for_body(port, "v2");
     daemon.stop().assert_success();
 }
