@@ -245,7 +245,7 @@ fn finish(apps: &mut [WatchedApp], status: &mut ServiceStatus, name: &str, ended
         Err(err) => {
             let held_back = err
                 .is_held_back()
-                .then(|| Fingerprint::of_report(&err.to_string()));
+                .then(|| Fingerprint::read(err.held_back_in(), &err.to_string()));
             let last = app.as_ref().and_then(|a| a.held_back);
             match held_back {
                 Some(now) if is_same_release(last, now) => report::held_back_again(name, &err),

@@ -10,16 +10,23 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 
-/// What identifies one held-back release: its failure with the numbers left out (PIDs,
-/// generation numbers and timings differ on every try), and the content of every file its
-/// traceback names (an edit to the broken file that still fails is news).
+/// What identifies one held-back release: the release directory (a new one is a new deploy),
+/// its failure with the numbers left out (PIDs, generation numbers and timings differ on every
+/// try), and the content of every file its traceback names (an edit to the broken file that
+/// still fails is news).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint(u64);
 
 impl Fingerprint {
-    /// From the failure as reported; `contents` reads a file the report names (`None`: gone).
-    pub fn of(report: &str, contents: impl Fn(&Path) -> Option<Vec<u8>>) -> Self {
+    /// From the release checked (if known) and the failure as reported; `contents` reads a
+    /// file the report names (`None`: gone).
+    pub fn of(
+        release: Option<&Path>,
+        report: &str,
+        contents: impl Fn(&Path) -> Option<Vec<u8>>,
+    ) -> Self {
         let mut hasher = DefaultHasher::new();
+        release.hash(&mut hasher);
         report
             .chars()
             .filter(|c| !c.is_ascii_digit())
@@ -32,8 +39,8 @@ impl Fingerprint {
     }
 
     /// The files read from disk.
-    pub fn of_report(report: &str) -> Self {
-        Self::of(report, |path| std::fs::read(path).ok())
+    pub fn read(release: Option<&Path>, report: &str) -> Self {
+        Self::of(release, report, |path| std::fs::read(path).ok())
     }
 }
 
@@ -72,16 +79,16 @@ mod tests {
 
     #[test]
     fn the_same_failure_of_the_same_files_is_the_same_release() {
-        let first = Fingerprint::of(REPORT, with("def (:\n"));
-        let again = Fingerprint::of(REPORT, with("def (:\n"));
+        let first = Fingerprint::of(None, REPORT, with("def (:\n"));
+        let again = Fingerprint::of(None, REPORT, with("def (:\n"));
         assert!(is_same_release(Some(first), again));
         assert!(!is_same_release(None, again));
     }
 
     #[test]
     fn an_edit_to_a_file_the_traceback_names_is_a_new_release() {
-        let first = Fingerprint::of(REPORT, with("def (:\n"));
-        let edited = Fingerprint::of(REPORT, with("# still broken\ndef (:\n"));
+        let first = Fingerprint::of(None, REPORT, with("def (:\n"));
+        let edited = Fingerprint::of(None, REPORT, with("# still broken\ndef (:\n"));
         assert!(!is_same_release(Some(first), edited));
     }
 
@@ -90,14 +97,22 @@ mod tests {
         let one = "generation 2 (master 4100) failed: its master exited with code 3\ngeneration 1 (master 4000) keeps serving";
         let two = "generation 5 (master 4711) failed: its master exited with code 3\ngeneration 1 (master 4000) keeps serving";
         assert!(is_same_release(
-            Some(Fingerprint::of(one, |_| None)),
-            Fingerprint::of(two, |_| None)
+            Some(Fingerprint::of(None, one, |_| None)),
+            Fingerprint::of(None, two, |_| None)
         ));
         let other = "generation 5 (master 4711) failed: the health check GET / answered 500";
         assert!(!is_same_release(
-            Some(Fingerprint::of(one, |_| None)),
-            Fingerprint::of(other, |_| None)
+            Some(Fingerprint::of(None, one, |_| None)),
+            Fingerprint::of(None, other, |_| None)
         ));
+    }
+
+    #[test]
+    fn the_same_failure_in_another_release_directory_is_a_new_release() {
+        let report = "preflight failed: SystemCheckError: (urls.E004) bad urlpatterns";
+        let first = Fingerprint::of(Some(Path::new("/srv/app/releases/1")), report, |_| None);
+        let next = Fingerprint::of(Some(Path::new("/srv/app/releases/2")), report, |_| None);
+        assert!(!is_same_release(Some(first), next));
     }
 
     #[test]

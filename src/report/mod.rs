@@ -140,7 +140,8 @@ pub fn status_line(outcome: &ReloadOutcome) -> String {
 
 /// A release the preflight held back, reported in full (with its traceback) the first time.
 pub fn release_held_back(app: &str, err: &ReloadError) {
-    error!(app, held_back = true, "{err}");
+    let release = err.held_back_in().map(|d| d.display().to_string());
+    error!(app, held_back = true, release, "{err}");
 }
 
 /// The release held back last time, failing the same way with the same files: not news (see

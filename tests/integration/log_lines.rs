@@ -37,6 +37,11 @@ fn a_held_back_release_is_reported_once_until_its_files_change() {
     assert_eq!(first.len(), 1, "{}", daemon.output());
     assert!(first[0]["app"].is_string(), "{}", first[0]);
     assert!(
+        first[0]["release"].is_string(),
+        "the directory checked: {}",
+        first[0]
+    );
+    assert!(
         message(&first[0]).contains("app.py\", line 1")
             && message(&first[0]).contains("SyntaxError"),
         "the first report carries the traceback: {}",

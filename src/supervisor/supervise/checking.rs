@@ -49,7 +49,10 @@ impl SupervisorLoop<'_> {
                     "the release in {} gets no generation: {e}",
                     check.dir.display()
                 ),
-                Evidence::default(),
+                Evidence {
+                    release: Some(check.dir.clone()),
+                    ..Evidence::default()
+                },
             ),
         }
     }

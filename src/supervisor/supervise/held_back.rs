@@ -5,6 +5,8 @@
 //! The same release failing again the same way (`report::held_back`) is logged at debug:
 //! one ERROR per change event buried the first one, the one with the traceback.
 
+use std::path::PathBuf;
+
 use tracing::{debug, error};
 
 use super::SupervisorLoop;
@@ -15,6 +17,8 @@ use crate::supervisor::SupervisorError;
 /// read without parsing prose.
 #[derive(Debug, Default)]
 pub(super) struct Evidence {
+    /// The release directory (a new one is a new deploy, whatever the failure says).
+    pub release: Option<PathBuf>,
     /// The generation that failed (none: the release's check failed before it got one).
     pub generation: Option<u32>,
     /// The first lines of the answer to the health request.
@@ -29,7 +33,7 @@ impl SupervisorLoop<'_> {
         report: String,
         evidence: Evidence,
     ) -> Result<(), SupervisorError> {
-        let now = Fingerprint::of_report(&report);
+        let now = Fingerprint::read(evidence.release.as_deref(), &report);
         let again = is_same_release(self.held_back.replace(now), now);
         let log = |message: &str| {
             if again {
@@ -42,6 +46,7 @@ impl SupervisorLoop<'_> {
             } else {
                 error!(
                     held_back = true,
+                    release = evidence.release.as_ref().map(|r| r.display().to_string()),
                     generation = evidence.generation,
                     response = evidence.response.as_deref(),
                     output = evidence.output.as_deref(),

@@ -130,6 +130,7 @@ impl SupervisorLoop<'_> {
             }
         }
         let evidence = Evidence {
+            release: Some(candidate.pin.dir().to_path_buf()),
             generation: Some(generation.number),
             response,
             output: (!lines.is_empty()).then(|| lines.join("\n")),
