@@ -117,12 +117,14 @@ pub fn prepare_master(
         warn!(
             master = master.pid,
             strategy = choice.route.action(),
+            detail = choice.detail.as_deref(),
             "{why}"
         );
     } else if let Some(why) = &choice.why {
         info!(
             master = master.pid,
             strategy = choice.route.action(),
+            detail = choice.detail.as_deref(),
             "{why}"
         );
     }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::support::json_log::{events, flagged, message};
-use crate::support::{AppDir, CEILING, Daemon, Gunicorn, host_shared, hupwatch, watch_tree};
+use crate::support::{AppDir, CEILING, Daemon, Gunicorn, Venv, host_shared, hupwatch, watch_tree};
 
 /// An app module that does not compile.
 const BROKEN: &str = "def (:\n";
@@ -113,4 +113,56 @@ fn the_reload_line_gives_the_strategy_once_as_a_field_and_fits_on_a_line() {
         );
     }
     g.wait_for_body("v2", CEILING);
+}
+
+/// A titled master (setproctitle hides `--preload`) reloaded by HUP: the warning says that the
+/// HUP proves nothing, once, with why and the ways to certainty in `detail`; the reload line
+/// carries only the short reason (before: ~700 characters, the reason twice).
+#[test]
+fn an_unproven_hup_gives_its_reason_once_and_the_details_as_a_field() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir)
+        .venv(Venv::WithSetproctitle)
+        .workers(1)
+        .start();
+    let pid = g.pid().to_string();
+    dir.write_app("v2");
+    let out = hupwatch()
+        .args([
+            "--log-format",
+            "json",
+            "reload",
+            "--strategy",
+            "hup",
+            "--pid",
+            &pid,
+        ])
+        .output();
+    out.assert_code(0);
+    let lines: Vec<String> = out.stderr.lines().map(str::to_string).collect();
+    let all = events(&lines);
+    let warning = all
+        .iter()
+        .find(|e| e["level"] == "WARN" && message(e).starts_with("HUP as asked"))
+        .unwrap_or_else(|| panic!("{}", out.report()));
+    assert!(
+        message(warning).contains("cannot prove that the new workers loaded the new code"),
+        "{warning}"
+    );
+    assert!(message(warning).len() <= 200, "{warning}");
+    let detail = warning["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("setproctitle") && detail.contains("--strategy upgrade"),
+        "{warning}"
+    );
+    let done = all
+        .iter()
+        .find(|e| message(e).starts_with("reloaded master"))
+        .unwrap_or_else(|| panic!("{}", out.report()));
+    let strategy = done["strategy"].as_str().unwrap_or_default();
+    assert_eq!(strategy, message(warning), "the reason once: {done}");
+    assert!(!strategy.contains(detail), "{done}");
+    assert!(message(done).len() <= 200, "{done}");
 }
