@@ -122,6 +122,7 @@ pub fn prepare_master(
             warn!(
                 master = master.pid,
                 strategy = choice.route.action(),
+                detail = choice.detail.as_deref(),
                 "{}",
                 choice.why.as_deref().unwrap_or_default()
             );
@@ -134,12 +135,14 @@ pub fn prepare_master(
         warn!(
             master = master.pid,
             strategy = choice.route.action(),
+            detail = choice.detail.as_deref(),
             "{why}"
         );
     } else if let Some(why) = &choice.why {
         info!(
             master = master.pid,
             strategy = choice.route.action(),
+            detail = choice.detail.as_deref(),
             "{why}"
         );
     }

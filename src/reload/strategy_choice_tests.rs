@@ -176,9 +176,11 @@ fn a_master_that_may_preload_is_upgraded_by_auto_and_saying_why() {
     assert!(!choice.unproven);
     let why = choice.why.unwrap();
     assert!(
-        why.starts_with("auto chose upgrade: preload_app unknown: setproctitle"),
+        why.starts_with("auto chose upgrade: preload_app unknown: "),
         "{why}"
     );
+    let detail = choice.detail.unwrap_or_default();
+    assert!(detail.starts_with("setproctitle"), "{detail}");
 }
 
 #[test]
@@ -191,8 +193,9 @@ fn a_hup_to_a_master_that_may_preload_goes_out_unproven_with_the_ways_to_certain
         why.contains("cannot prove that the new workers loaded the new code"),
         "{why}"
     );
-    assert!(why.contains("--strategy upgrade"), "{why}");
-    assert!(why.contains("preload_app = False"), "{why}");
+    let detail = asked.detail.unwrap_or_default();
+    assert!(detail.contains("--strategy upgrade"), "{detail}");
+    assert!(detail.contains("preload_app = False"), "{detail}");
     let room = Room::HupOnly("master 4242 was started from a terminal".into());
     let only = auto(&room, unknown(), None).unwrap();
     assert_eq!(only.route, Route::Signal(Signal::SIGHUP));
@@ -226,9 +229,11 @@ fn without_an_app_spec_the_upgrade_is_the_preflight_where_an_upgrade_can_work() 
         why.starts_with("auto chose upgrade: the upgrade is the preflight"),
         "{why}"
     );
+    assert!(why.contains("checks") && why.contains("skipped"), "{why}");
+    let detail = auto.detail.unwrap();
     assert!(
-        why.contains(looked) && why.contains("checks") && why.contains("skipped"),
-        "{why}"
+        detail.contains(looked) && detail.contains("--app"),
+        "{detail}"
     );
     let asked = upgrade_as_preflight(Method::Upgrade, Some(&Room::Either), looked).unwrap();
     assert_eq!(asked.route, Route::Upgrade);

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 use crate::report::control::ProcessDir;
+use crate::report::held_back::Fingerprint;
 use crate::supervisor::candidate::Candidate;
 use crate::supervisor::control::{self, Answer, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
@@ -68,6 +69,8 @@ struct SupervisorLoop<'a> {
     waiters: Waiters,
     /// What the serving release's app reads while loading, surveyed by a check of its own.
     surveys: Surveys,
+    /// The release held back last, until one serves: the same one again is not news.
+    held_back: Option<Fingerprint>,
 }
 
 pub async fn run(
@@ -105,6 +108,7 @@ pub async fn run(
         served: None,
         waiters: Waiters::default(),
         surveys: Surveys::default(),
+        held_back: None,
     };
     sup.start_candidate("first start");
     let outcome = loop {

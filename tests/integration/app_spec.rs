@@ -259,9 +259,12 @@ fn a_master_whose_app_nothing_tells_is_upgraded_with_the_upgrade_as_its_prefligh
         .unwrap_or_else(|| panic!("no line says so\n{}", out.report()));
     assert_eq!(why["strategy"], "upgrade", "{why}");
     let text = why["message"].as_str().unwrap_or_default();
+    assert!(text.contains("the framework checks are skipped"), "{text}");
+    let detail = why["detail"].as_str().unwrap_or_default();
     assert!(
-        text.contains("framework checks (Django's system checks, the health request) are skipped"),
-        "{text}"
+        detail.contains("Django's system checks, the health request")
+            && detail.contains("pass --app MODULE:CALLABLE"),
+        "{why}"
     );
     let done = line_with(&lines, "reloaded master")
         .unwrap_or_else(|| panic!("no reload line\n{}", out.report()));
