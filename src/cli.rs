@@ -189,6 +189,11 @@ pub struct StatusArgs {
     /// supervisor named by --pid).
     #[arg(long, env = "HUPWATCH_JSON")]
     pub json: bool,
+
+    /// The reloads' runtime directory, where a master's `preload_app` is remembered after an
+    /// upgrade (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch).
+    #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

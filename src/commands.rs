@@ -224,7 +224,9 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
             .collect(),
         _ => Vec::new(),
     };
-    report::print_status(&masters, args.json, view, &supervisors).map_err(io("writing status"))
+    let memory = config::runtime_dir::chosen_runtime_dir(args.runtime_dir.as_deref());
+    report::print_status(&masters, args.json, view, &supervisors, memory.as_deref())
+        .map_err(io("writing status"))
 }
 
 /// Validate the file, then show what each app would watch and which master it resolves to.

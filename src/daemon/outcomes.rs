@@ -8,6 +8,7 @@ use crate::daemon::reload_tasks::{Ended, Joined};
 use crate::daemon::watched_app::WatchedApp;
 use crate::reload::{ReloadError, ReloadOutcome};
 use crate::report;
+use crate::report::held_back::{Fingerprint, is_same_release};
 use crate::report::hooks::{HookEvent, HookThreads};
 use crate::report::metrics::{Metrics, ReloadResult};
 use crate::report::sd_notify::ServiceStatus;
@@ -64,15 +65,30 @@ impl Outcomes {
                 return;
             }
         };
-        self.metrics.app(name).record(&result);
         let event = app.as_deref().map(|a| hook_event(a, &result));
+        // A release held back: the one held back last, failing the same way, is not news.
+        let held_back = match &result {
+            Err(err) if err.is_held_back() => {
+                Some(Fingerprint::read(err.held_back_in(), &err.to_string()))
+            }
+            _ => None,
+        };
+        let last = app.as_ref().and_then(|a| a.held_back);
+        let again = held_back.is_some_and(|now| is_same_release(last, now));
+        self.metrics
+            .app(name)
+            .record(&result, held_back.is_some() && !again);
         match &result {
             Ok(outcome) => {
                 report::reload_succeeded(outcome);
                 self.status.set(name, report::status_line(outcome));
             }
             Err(err) => {
-                report::reload_failed(err);
+                match (held_back, again) {
+                    (Some(_), true) => report::held_back_again(name, err),
+                    (Some(_), false) => report::release_held_back(name, err),
+                    (None, _) => report::reload_failed(err),
+                }
                 let first = err.to_string().lines().next().unwrap_or("").to_string();
                 self.status.set(name, format!("reload failed: {first}"));
             }
@@ -80,6 +96,7 @@ impl Outcomes {
         let Some(app) = app else {
             return;
         };
+        app.held_back = held_back;
         if let Ok(outcome) = &result {
             app.apply(outcome);
         }
@@ -115,9 +132,7 @@ fn hook_event(app: &WatchedApp, result: &Result<ReloadOutcome, ReloadError>) -> 
         Err(err) => {
             // The release it was for: where the check ran, else the link's target now.
             event.release_after = match err {
-                ReloadError::Preflight { source, .. } => {
-                    source.release_dir().map(|d| d.to_path_buf())
-                }
+                ReloadError::Preflight { source, .. } => source.dir().map(|d| d.to_path_buf()),
                 _ => None,
             }
             .or_else(|| {

@@ -11,6 +11,7 @@ use crate::config::{AppConfig, By, TargetSelector};
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::preflight::warm_checker;
 use crate::reload::ReloadOutcome;
+use crate::report::held_back::Fingerprint;
 use crate::watch::change_feed::ChangeFeed;
 use crate::watch::change_sink::{ChangeSink, LoadedSink, SpillSlot};
 use crate::watch::serving_writes::ServingWrites;
@@ -26,6 +27,8 @@ pub struct WatchedApp {
     /// master last seen serving: what a failed deploy's hook is told.
     pub release: Option<PathBuf>,
     pub master: Option<u32>,
+    /// The release the last reload held back, if it did: the same one again is not news.
+    pub held_back: Option<Fingerprint>,
 }
 
 impl WatchedApp {
@@ -89,6 +92,7 @@ impl WatchedApp {
             config,
             tag,
             feed,
+            held_back: None,
         })
     }
 

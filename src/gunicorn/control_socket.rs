@@ -57,8 +57,8 @@ fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, Stri
     let mut stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
     let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| e.to_string())?;
-    if peer.pid() as u32 != pid {
-        return Err(format!("answered by PID {}, not the master", peer.pid()));
+    if let Some(why) = not_the_master(peer.pid(), pid) {
+        return Err(why);
     }
     stream
         .set_read_timeout(Some(timeout))
@@ -77,6 +77,21 @@ fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, Stri
     let mut body = vec![0u8; len as usize];
     stream.read_exact(&mut body).map_err(|e| e.to_string())?;
     parse_preload(&body)
+}
+
+/// Why the process that answered (its `SO_PEERCRED` PID) is not the master asked, if it is
+/// not. The kernel gives PID 0 for a peer outside our PID namespace (a container's, or a
+/// systemd service's with `PrivatePIDs=`): such an answer cannot be traced to the master, and
+/// saying so beats the bare errno the credentials call once surfaced ("Success (os error 0)").
+pub fn not_the_master(peer_pid: i32, master: u32) -> Option<String> {
+    match peer_pid {
+        0 => Some(
+            "answered by a process outside this PID namespace (SO_PEERCRED PID 0), not believed"
+                .into(),
+        ),
+        p if u32::try_from(p).ok() == Some(master) => None,
+        p => Some(format!("answered by PID {p}, not the master")),
+    }
 }
 
 /// `preload_app` from a `show config` answer.
@@ -103,5 +118,15 @@ mod tests {
         assert_eq!(parse_preload(off), Ok(false));
         assert!(parse_preload(br#"{"status": "error"}"#).is_err());
         assert!(parse_preload(b"HTTP/1.1 400").is_err());
+    }
+
+    #[test]
+    fn a_peer_is_named_by_what_its_credentials_say() {
+        assert_eq!(not_the_master(4242, 4242), None);
+        let other = not_the_master(4243, 4242).unwrap();
+        assert_eq!(other, "answered by PID 4243, not the master");
+        let hidden = not_the_master(0, 4242).unwrap();
+        assert!(hidden.contains("outside this PID namespace"), "{hidden}");
+        assert!(!hidden.contains("os error"), "{hidden}");
     }
 }

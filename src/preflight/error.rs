@@ -68,14 +68,13 @@ pub enum PreflightError {
 }
 
 impl PreflightError {
-    /// The release directory the check ran in, when it got that far: what a held-back release
-    /// is known by (`report::metrics`).
-    pub fn release_dir(&self) -> Option<&Path> {
+    /// The release directory the check ran in, for the variants that ran one.
+    pub fn dir(&self) -> Option<&Path> {
         match self {
-            Self::Failed { dir, .. } | Self::Unhealthy { dir, .. } | Self::TimedOut { dir, .. } => {
-                Some(dir)
-            }
-            Self::DirGone { dir, .. } => Some(dir),
+            Self::Failed { dir, .. }
+            | Self::Unhealthy { dir, .. }
+            | Self::TimedOut { dir, .. }
+            | Self::DirGone { dir, .. } => Some(dir),
             _ => None,
         }
     }

@@ -139,6 +139,19 @@ impl ReloadError {
     pub fn is_master_starting(&self) -> bool {
         matches!(self, Self::Signal(SignalError::NotHandledYet { .. }))
     }
+
+    /// The preflight held the release back: nothing was sent, the old workers serve.
+    pub fn is_held_back(&self) -> bool {
+        matches!(self, Self::Preflight { .. })
+    }
+
+    /// The release directory a held-back release was checked in.
+    pub fn held_back_in(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Preflight { source, .. } => source.dir(),
+            _ => None,
+        }
+    }
 }
 
 /// What a finished reload did, for the report line.
@@ -316,14 +329,13 @@ fn upgrade_and_check(
     mark: &SignalMark,
     handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
-    let up =
-        upgrade::upgrade(&p.master, settings.verify_timeout, mark, handoff).map_err(|source| {
-            ReloadError::Upgrade {
-                pid: p.master.pid,
-                name: p.master.name.clone(),
-                source,
-            }
-        })?;
+    let up = upgrade::upgrade(&p.master, settings, mark, handoff).map_err(|source| {
+        ReloadError::Upgrade {
+            pid: p.master.pid,
+            name: p.master.name.clone(),
+            source,
+        }
+    })?;
     let new = up.master.worker_pids();
     outcome(p, Some(up.master), new, (up.elapsed, up.boot), settings)
 }

@@ -45,7 +45,13 @@ pub fn preflight_until_stable(
                 source,
                 hint: String::new(),
             })?;
-        info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
+        // The command is long (interpreter path, every flag): a field, so the line stays short.
+        info!(
+            master = master.pid,
+            dir = %dir.display(),
+            command = %plan.describe,
+            "preflight: checking the new release before anything is sent"
+        );
         // What is left of the one timeout, not a fresh one per retry: else each swap of a
         // storm would buy its check the whole timeout again.
         let left = deadline.saturating_duration_since(Instant::now());

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 use crate::report::control::ProcessDir;
+use crate::report::held_back::Fingerprint;
 use crate::report::hooks::HookThreads;
 use crate::report::metrics::Metrics;
 use crate::supervisor::candidate::Candidate;
@@ -76,6 +77,8 @@ struct SupervisorLoop<'a> {
     deploy_since: Option<Instant>,
     metrics: Metrics,
     hooks: HookThreads,
+    /// The release held back last, until one serves: the same one again is not news.
+    held_back: Option<Fingerprint>,
 }
 
 pub async fn run(
@@ -116,6 +119,7 @@ pub async fn run(
         deploy_since: None,
         metrics: Metrics::new(settings.metrics_file.clone()),
         hooks: HookThreads::default(),
+        held_back: None,
     };
     sup.metrics.app(&settings.app_name);
     sup.metrics.publish();

@@ -48,7 +48,7 @@ const CONNECT_RETRY: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(
-        "the control socket {path} is not {who} (PID {pid})'s: it is answered by PID {peer_pid}, uid {peer_uid}; not believed, nothing was asked"
+        "the control socket {path} is not {who} (PID {pid})'s: it is answered by {}, uid {peer_uid}; not believed, nothing was asked", peer_process(*peer_pid)
     )]
     Forged {
         who: &'static str,
@@ -329,6 +329,15 @@ fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<UnixStream>
     }
     fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok(UnixStream::from(fd))
+}
+
+/// The answering process as its credentials name it: the kernel says PID 0 for a process
+/// outside our PID namespace, which no `ps` would show.
+fn peer_process(peer_pid: i32) -> String {
+    match peer_pid {
+        0 => "a process outside this PID namespace (SO_PEERCRED PID 0)".into(),
+        p => format!("PID {p}"),
+    }
 }
 
 /// Whether the end of the socket that answered (its `SO_PEERCRED`) is the process meant:

@@ -10,8 +10,7 @@ mod exposition;
 mod textfile;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tracing::warn;
@@ -67,43 +66,6 @@ impl ReloadResult {
     }
 }
 
-/// A release held back, as far as counting goes: its directory and that directory's inode (a
-/// release rebuilt under the same name is a new one, as for `--rollback`'s memory).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeldBackRelease {
-    dir: Option<PathBuf>,
-    inode: Option<u64>,
-}
-
-impl HeldBackRelease {
-    /// The release in `dir` (`None`: the check could not say where it ran).
-    pub fn at(dir: Option<&Path>) -> Self {
-        Self {
-            dir: dir.map(Path::to_path_buf),
-            inode: dir.and_then(|d| std::fs::metadata(d).ok()).map(|m| m.ino()),
-        }
-    }
-
-    /// The release a failed reload of `watch` held back, if it held one back.
-    pub fn of(err: &ReloadError) -> Option<Self> {
-        match err {
-            ReloadError::Preflight { source, .. } => Some(Self::at(source.release_dir())),
-            ReloadError::Served(ServedError::KnownBad { release, .. }) => {
-                Some(Self::at(Some(Path::new(release))))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Whether a release held back `now` is the one held back last (`last`), so that it is not
-/// counted again: a broken release link target touched, or the link put back on it, or a
-/// tree saved again while still broken, is still one release held back. Any reload that goes
-/// out in between (the caller then forgets `last`) makes the next held-back release a new one.
-pub fn same_held_back_release(last: Option<&HeldBackRelease>, now: &HeldBackRelease) -> bool {
-    last == Some(now)
-}
-
 /// A sum and a count (a Prometheus summary without quantiles), and the last observation.
 #[derive(Debug, Clone, Copy, Default)]
 struct Durations {
@@ -127,7 +89,6 @@ pub struct AppMetrics {
     reload: Durations,
     preflight: Durations,
     held_back_releases: u64,
-    last_held_back: Option<HeldBackRelease>,
     rollbacks: u64,
     /// Unix time of the last verified reload.
     last_reload_at: Option<f64>,
@@ -137,17 +98,15 @@ pub struct AppMetrics {
 }
 
 impl AppMetrics {
-    /// A reload of `watch`, whatever its end.
-    pub fn record(&mut self, result: &Result<ReloadOutcome, ReloadError>) {
-        match result {
-            Ok(outcome) if ReloadResult::of(result) == ReloadResult::Reloaded => {
+    /// A reload of `watch`, whatever its end; `new_release`: a release it held back is not the
+    /// one held back last (`report::held_back` decides).
+    pub fn record(&mut self, result: &Result<ReloadOutcome, ReloadError>, new_release: bool) {
+        match (result, ReloadResult::of(result)) {
+            (Ok(outcome), ReloadResult::Reloaded) => {
                 self.reloaded(outcome.elapsed, outcome.preflight)
             }
-            Ok(_) => self.count(ReloadResult::Unchanged),
-            Err(err) => match HeldBackRelease::of(err) {
-                Some(release) => self.held_back(release),
-                None => self.count(ReloadResult::of(result)),
-            },
+            (_, ReloadResult::HeldBack) => self.held_back(new_release),
+            (_, other) => self.count(other),
         }
     }
 
@@ -162,14 +121,14 @@ impl AppMetrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .ok()
             .map(|d| d.as_secs_f64());
-        self.last_held_back = None;
     }
 
-    pub fn held_back(&mut self, release: HeldBackRelease) {
+    /// A release held back; counted as a release only if `new_release` (a retry of the same
+    /// broken release is one more attempt, not one more release).
+    pub fn held_back(&mut self, new_release: bool) {
         self.count(ReloadResult::HeldBack);
-        if !same_held_back_release(self.last_held_back.as_ref(), &release) {
+        if new_release {
             self.held_back_releases += 1;
-            self.last_held_back = Some(release);
         }
     }
 
@@ -238,26 +197,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_release_held_back_again_is_counted_once_until_a_reload_goes_out() {
-        let r3 = HeldBackRelease::at(Some(Path::new("/srv/app/releases/3")));
-        let r4 = HeldBackRelease::at(Some(Path::new("/srv/app/releases/4")));
-        assert!(same_held_back_release(Some(&r3), &r3));
-        assert!(!same_held_back_release(Some(&r3), &r4));
-        assert!(!same_held_back_release(None, &r3));
-
+    fn every_attempt_counts_and_a_release_held_back_again_does_not() {
         let mut app = AppMetrics::default();
-        app.held_back(r3.clone());
-        app.held_back(r3.clone());
+        app.held_back(true);
+        app.held_back(false);
         assert_eq!((app.held_back_releases, app.reloads[2]), (1, 2));
-        app.held_back(r4);
-        assert_eq!(app.held_back_releases, 2);
         app.reloaded(
             Duration::from_millis(1500),
             Some(Duration::from_millis(500)),
         );
-        app.held_back(r3);
-        assert_eq!(app.held_back_releases, 3, "after a reload, a new hold-back");
-        assert_eq!(app.reload.sum, 1.5);
+        app.held_back(true);
+        assert_eq!(app.held_back_releases, 2);
+        assert_eq!((app.reload.sum, app.reload.count), (1.5, 1));
         assert_eq!(app.preflight.last, Some(0.5));
     }
 }

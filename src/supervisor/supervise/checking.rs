@@ -4,6 +4,7 @@
 use tracing::info;
 
 use super::SupervisorLoop;
+use super::held_back::Evidence;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::pin::Pin;
 use crate::supervisor::release_gate::ReleaseGate;
@@ -49,7 +50,10 @@ impl SupervisorLoop<'_> {
                     "the release in {} gets no generation: {e}",
                     check.dir.display()
                 ),
-                pin.dir(),
+                Evidence {
+                    release: Some(check.dir.clone()),
+                    ..Evidence::default()
+                },
             ),
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::SupervisorLoop;
 use crate::report::hooks::HookEvent;
-use crate::report::metrics::{HeldBackRelease, ReloadResult};
+use crate::report::metrics::ReloadResult;
 
 impl SupervisorLoop<'_> {
     /// Generation `number` (master `master`) of the release in `release` serves, the deploy
@@ -26,15 +26,21 @@ impl SupervisorLoop<'_> {
         });
     }
 
-    /// The release in `release` was held back, for the reason in `report`.
-    pub(super) fn deploy_held_back(&mut self, release: &Path, report: &str) {
+    /// The release in `release` was held back, for the reason in `report`; `new_release`: not
+    /// the one held back last (`report::held_back`).
+    pub(super) fn deploy_held_back(
+        &mut self,
+        release: Option<&Path>,
+        report: &str,
+        new_release: bool,
+    ) {
         self.metrics
             .app(&self.settings.app_name)
-            .held_back(HeldBackRelease::at(Some(release)));
+            .held_back(new_release);
         self.metrics.publish();
         self.hook(HookEvent {
             result: Some(ReloadResult::HeldBack),
-            release_after: Some(release.to_path_buf()),
+            release_after: release.map(Path::to_path_buf),
             reason: report.lines().next().unwrap_or("").to_string(),
             master: self.serving.as_ref().map(|(g, _)| g.pid),
             ..self.hook_base()

@@ -7,6 +7,7 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use tracing::info;
 
+use super::held_back::Evidence;
 use super::{SupervisorLoop, in_release};
 use crate::supervisor::SupervisorError;
 use crate::supervisor::candidate::Next;
@@ -19,7 +20,7 @@ impl SupervisorLoop<'_> {
         };
         match candidate.next(self.settings) {
             Next::Wait => {}
-            Next::Failed { why, show_output } => return self.candidate_failed(why, show_output),
+            Next::Failed { why, response } => return self.candidate_failed(why, response),
             Next::Serve { workers } => self.promote(workers),
             Next::Probe => {
                 if let Some(health) = &self.settings.health {
@@ -109,10 +110,17 @@ impl SupervisorLoop<'_> {
         self.metrics.publish();
         self.serving = Some((generation, Instant::now()));
         self.served = Some(candidate.pin);
+        self.held_back = None;
         self.restart_at = None;
     }
 
-    fn candidate_failed(&mut self, why: String, show_output: bool) -> Result<(), SupervisorError> {
+    /// The report carries the generation's own stderr tail: after a failed health request
+    /// that is where the app's traceback went (Flask and Django log it there).
+    fn candidate_failed(
+        &mut self,
+        why: String,
+        response: Option<String>,
+    ) -> Result<(), SupervisorError> {
         let Some(candidate) = self.candidate.take() else {
             return Ok(());
         };
@@ -122,15 +130,21 @@ impl SupervisorLoop<'_> {
             generation.number, generation.pid
         );
         let lines = generation.last_lines();
-        if show_output && !lines.is_empty() {
+        if !lines.is_empty() {
             report.push_str("; its last lines:");
             for line in &lines {
                 report.push_str("\n  | ");
                 report.push_str(line);
             }
         }
+        let evidence = Evidence {
+            release: Some(candidate.pin.dir().to_path_buf()),
+            generation: Some(generation.number),
+            response,
+            output: (!lines.is_empty()).then(|| lines.join("\n")),
+        };
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
-        self.held_back(report, candidate.pin.dir())
+        self.held_back(report, evidence)
     }
 }

@@ -9,6 +9,7 @@ mod control;
 mod deploy;
 mod django_checks;
 mod lifecycle;
+mod log_lines;
 mod no_watch;
 mod pinning;
 mod release_link;
