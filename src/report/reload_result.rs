@@ -155,6 +155,18 @@ impl ReloadResult {
         result
     }
 
+    /// A command line clap refused: nothing is known but its exit code and message.
+    pub fn rejected(exit_code: u8, message: &str) -> Self {
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        Self::new(
+            ResultKind::Failed,
+            exit_code,
+            Serving::default(),
+            Serving::default(),
+        )
+        .reason(message)
+    }
+
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
