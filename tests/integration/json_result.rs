@@ -150,6 +150,43 @@ fn reload_json_reports_the_reload_and_a_rerun_is_unchanged_and_sends_nothing() {
     assert_eq!(hups(&g), hups_before + 1, "{}", g.log());
 }
 
+/// An upgrade (USR2) names the new master; the re-run finds it through the pidfile and
+/// leaves it alone.
+#[test]
+fn reload_json_of_an_upgrade_names_the_new_master_and_a_rerun_is_unchanged() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let (tree, g) = serving_link(&dir);
+    tree.good("release-2");
+    tree.swap("release-2");
+
+    let out = reload_link(&g, &tree.current(), &["--strategy", "upgrade"]);
+    out.assert_success();
+    let r = result_of(&out);
+    assert_eq!(r["result"], "reloaded", "{}", out.report());
+    assert_eq!(r["strategy"], "upgrade", "{}", out.report());
+    assert_eq!(r["action"], "upgrade");
+    assert_eq!(r["master"]["before"], g.pid());
+    let pidfile = g.pidfile().expect("pidfile");
+    let new_master: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("a PID");
+    assert_ne!(new_master, g.pid());
+    assert_eq!(r["master"]["after"], new_master, "{}", out.report());
+    assert_eq!(r["release"]["after"], resolved(&tree.release("release-2")));
+    assert!(g.get().starts_with("release-2 "));
+
+    let again = reload_link(&g, &tree.current(), &["--strategy", "upgrade"]);
+    again.assert_success();
+    let r = result_of(&again);
+    assert_eq!(r["result"], "unchanged", "{}", again.report());
+    assert_eq!(r["master"]["before"], new_master);
+    assert_eq!(r["master"]["after"], new_master);
+    assert!(!again.stderr.contains("USR2"), "{}", again.report());
+}
+
 #[test]
 fn reload_json_reports_a_release_held_back_by_the_preflight() {
     let _host = host_shared();
