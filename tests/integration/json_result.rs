@@ -369,6 +369,7 @@ fn reload_json_of_a_coalesced_waiter_reports_the_holders_result() {
         assert_eq!(pids(&r["workers"]["before"]), before, "{report}");
         assert_eq!(pids(&r["workers"]["after"]), now, "{report}");
         assert_eq!(r["master"]["after"], g.pid(), "{report}");
+        assert_eq!(r["release"]["after"], resolved(dir.path()), "{report}");
     }
     let coalesced = results.iter().filter(|r| r["coalesced"] == true).count();
     assert_eq!(coalesced, 1, "one waiter coalesced\n{report}");
