@@ -432,3 +432,41 @@ fn reload_json_aimed_at_a_run_supervisor_reports_its_generations() {
     assert!(body.starts_with("r1 "), "{body}");
     daemon.stop().assert_success();
 }
+
+/// A release the supervisor's new generation cannot boot: `failed`, exit 1, and the answer on
+/// its control socket names the generation that serves on as both before and after.
+#[test]
+fn reload_json_of_a_broken_release_aimed_at_a_run_supervisor_keeps_the_serving_master() {
+    let _host = host_shared();
+    let (dir, quiet, port) = (AppDir::new(), AppDir::new(), free_port());
+    dir.write_app("v1");
+    // Watching an empty directory only: nothing but `hupwatch reload` deploys.
+    let daemon = hupwatch()
+        .current_dir(dir.path())
+        .args(["run", "--watch"])
+        .arg(quiet.path())
+        .arg("--")
+        .arg(bin(Venv::Plain, "gunicorn"))
+        .args(["-w", "2", "-b", &format!("127.0.0.1:{port}")])
+        .args(["--graceful-timeout", "5", "app:app"])
+        .spawn();
+    daemon.wait_for_line("generation 1 serving", CEILING);
+    dir.replace("app.py", "raise RuntimeError('this release is broken')\n");
+
+    let out = hupwatch()
+        .args(["reload", "--json", "--pid", &daemon.pid().to_string()])
+        .output();
+    out.assert_code(1);
+    let r = result_of(&out);
+    assert_eq!(r["result"], "failed", "{}", out.report());
+    assert_eq!(r["supervisor"], daemon.pid());
+    assert_eq!(r["strategy"], Value::Null);
+    let first = r["master"]["before"].as_u64().expect("a master");
+    assert_eq!(r["master"]["after"], first, "{}", out.report());
+    assert_eq!(r["workers"]["after"], r["workers"]["before"]);
+    let reason = r["reason"].as_str().expect("a reason");
+    assert!(reason.contains("keeps serving"), "{reason}");
+    let body = get(port, Duration::from_secs(5)).expect("still served");
+    assert!(body.starts_with("v1 "), "{body}");
+    daemon.stop().assert_success();
+}
