@@ -191,6 +191,57 @@ impl ReloadResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gunicorn::process_tree::MasterProcess;
+
+    fn outcome(old_master: u32, master: u32, action: &'static str) -> ReloadOutcome {
+        ReloadOutcome {
+            master: MasterProcess::described(master, 1, "gunicorn: master [app:app]"),
+            old_master,
+            action,
+            why: None,
+            old: vec![1, 2],
+            new: vec![3, 4],
+            elapsed: Duration::from_millis(5),
+            preflight: None,
+            release: Some("/srv/app/releases/2".into()),
+            dry_run: false,
+            coalesced_by: None,
+            boot: Default::default(),
+            superseded: false,
+            loaded: None,
+        }
+    }
+
+    #[test]
+    fn the_strategy_is_what_happened_to_the_master_and_a_dry_run_is_unchanged() {
+        let before = Serving {
+            master: Some(10),
+            workers: vec![1, 2],
+            release: Some("/srv/app/releases/1".into()),
+        };
+        let hup = ReloadResult::of_outcome(&outcome(10, 10, "HUP"), before.clone());
+        assert_eq!(
+            (hup.result, hup.strategy),
+            (ResultKind::Reloaded, Some(StrategyUsed::Hup))
+        );
+        assert_eq!(hup.workers.after, Some(vec![3, 4]));
+        assert_eq!(hup.release.after, Some("/srv/app/releases/2".into()));
+        // `systemctl reload` whose ExecReload= upgraded: a new master is an upgrade.
+        let unit = ReloadResult::of_outcome(&outcome(10, 11, "systemctl reload"), before.clone());
+        assert_eq!(unit.strategy, Some(StrategyUsed::Upgrade));
+        assert_eq!(
+            (unit.master.before, unit.master.after),
+            (Some(10), Some(11))
+        );
+        let mut coalesced = outcome(10, 10, "HUP");
+        coalesced.coalesced_by = Some(77);
+        assert!(ReloadResult::of_outcome(&coalesced, before.clone()).coalesced);
+        let mut dry = outcome(10, 10, "HUP");
+        dry.dry_run = true;
+        let dry = ReloadResult::of_outcome(&dry, before);
+        assert_eq!((dry.result, dry.strategy), (ResultKind::Unchanged, None));
+        assert_eq!(dry.workers.after, Some(vec![1, 2]), "nothing was replaced");
+    }
 
     #[test]
     fn the_object_has_every_documented_field_even_when_nothing_is_known() {
