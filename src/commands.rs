@@ -148,10 +148,10 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
             }
         };
         result.supervisor = seen.supervisor;
-        result
-            .took(started.elapsed())
-            .print()
-            .map_err(io("writing the JSON result"))?;
+        // A closed stdout must not turn the reload's own exit code into another one.
+        if let Err(e) = result.took(started.elapsed()).print() {
+            tracing::warn!("cannot write the JSON result: {e}");
+        }
     }
     done.map(drop)
 }
