@@ -107,7 +107,13 @@ pub enum ReloadError {
     #[error(transparent)]
     Served(#[from] ServedError),
     #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
-    Coalesced { pid: u32, by: u32, message: String },
+    Coalesced {
+        pid: u32,
+        by: u32,
+        message: String,
+        /// Whether that reload sent its signal (else its release was held back before).
+        sent: bool,
+    },
     #[error(
         "the reload of master {pid} by hupwatch {by} already loaded this change, before any preflight had checked it, and the check fails now (its workers serve it): {message}"
     )]

@@ -5,6 +5,7 @@
 //! index); `status` output is the command's result and goes to stdout.
 
 pub mod control;
+pub mod reload_result;
 pub mod run_status;
 pub mod sd_notify;
 mod status;

@@ -8,8 +8,10 @@ use nix::sys::signal::Signal;
 use tracing::info;
 
 use super::{SupervisorLoop, in_release};
+use crate::report::run_status::SwitchView;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::candidate::Next;
+use crate::supervisor::control;
 use crate::supervisor::service;
 
 impl SupervisorLoop<'_> {
@@ -72,6 +74,13 @@ impl SupervisorLoop<'_> {
         if let Some(path) = &self.settings.facts.pidfile {
             service::write_pidfile(path, generation.pid);
         }
+        let switch = SwitchView {
+            before: self
+                .serving
+                .as_ref()
+                .map(|(g, _)| control::view(g, "serving")),
+            after: Some(control::view(&generation, "serving")),
+        };
         let retired = self.serving.take().map(|(old, _)| {
             old.signal(Signal::SIGTERM);
             let line = format!(
@@ -98,7 +107,7 @@ impl SupervisorLoop<'_> {
             generation.number, generation.pid
         );
         service::tell_systemd(self.served.is_none(), &serving);
-        self.waiters.succeeded(&serving);
+        self.waiters.succeeded(&serving, &switch);
         self.serving = Some((generation, Instant::now()));
         self.served = Some(candidate.pin);
         self.restart_at = None;
