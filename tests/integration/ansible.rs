@@ -289,9 +289,16 @@ fn ansible_rolling_deploy_reaches_every_host_then_stops_at_the_first_failed_one(
     let play = controller.deploy("release-3");
     play.assert_code(2)
         .assert_stdout_contains("fatal: [web2]")
-        .assert_stdout_contains("rolled_back");
+        // hupwatch's JSON, as Ansible shows a failed command's stdout.
+        .assert_stdout_contains(r#"\"result\":\"rolled_back\""#)
+        .assert_stdout_contains("payments.conf missing");
     assert_eq!(changed_failed(&play, "web1").1, 0, "{}", play.report());
     assert_eq!(changed_failed(&play, "web2").1, 1, "{}", play.report());
+    assert!(
+        !recap(&play).contains_key("web3"),
+        "the play went on to web3\n{}",
+        play.report()
+    );
     assert_eq!(web[0].serving(), "release-3");
     assert_eq!(web[0].current(), Path::new("releases/release-3"));
     assert_eq!(web[1].serving(), "release-2", "web2 rolled back");
