@@ -102,18 +102,20 @@ struct Controller {
     ansible_playbook: PathBuf,
 }
 
+/// The venv's `ansible-playbook`, provisioned on first use; `None` when this machine cannot
+/// have it and skipping was allowed (otherwise the test fails, saying so).
+fn ansible_playbook() -> Option<PathBuf> {
+    let provisioned = std::panic::catch_unwind(|| venv::bin(Venv::Ansible, "ansible-playbook"));
+    let met = provisioned.is_ok();
+    prerequisite(
+        met,
+        "ansible-core from PyPI in a venv under target/ (why not: above)",
+    )
+    .then(|| provisioned.expect("checked"))
+}
+
 impl Controller {
-    /// `None` when this machine cannot have ansible-core (and skipping was allowed).
-    fn new(hosts: &[&Host]) -> Option<Controller> {
-        let provisioned = std::panic::catch_unwind(|| venv::bin(Venv::Ansible, "ansible-playbook"));
-        let met = provisioned.is_ok();
-        if !prerequisite(
-            met,
-            "ansible-core from PyPI in a venv (see the panic above)",
-        ) {
-            return None;
-        }
-        let ansible_playbook = provisioned.expect("checked");
+    fn new(ansible_playbook: PathBuf, hosts: &[&Host]) -> Controller {
         let python = venv::python(Venv::Ansible);
         let dir = AppDir::named("ansible-controller");
         let mut inventory = String::from("[app]\n");
@@ -132,7 +134,7 @@ impl Controller {
         };
         controller.archive("release-2");
         controller.archive("release-3");
-        Some(controller)
+        controller
     }
 
     /// `build/<release>.tar.gz` of `build/<release>/`, as a CI job would upload it.
@@ -212,14 +214,15 @@ fn changed_failed(play: &Outcome, host: &str) -> (u32, u32) {
 fn ansible_rolling_deploy_reaches_every_host_then_stops_at_the_first_failed_one() {
     let _host = host_shared();
     let started = Instant::now();
+    let Some(ansible_playbook) = ansible_playbook() else {
+        return;
+    };
     let web = [
         Host::start("web1", true),
         Host::start("web2", false),
         Host::start("web3", true),
     ];
-    let Some(controller) = Controller::new(&[&web[0], &web[1], &web[2]]) else {
-        return;
-    };
+    let controller = Controller::new(ansible_playbook, &[&web[0], &web[1], &web[2]]);
     for host in &web {
         assert_eq!(host.serving(), "release-1", "{}", host.name);
     }
