@@ -153,18 +153,22 @@ impl Controller {
     /// `ansible-playbook -i inventory.ini examples/ansible/deploy.yml` deploying `release`.
     fn deploy(&self, release: &str) -> Outcome {
         let started = Instant::now();
-        let archive = self.dir.join(format!("build/{release}.tar.gz"));
+        // As JSON: `-e key=value` splits values on spaces, and paths may hold some.
+        let extra_vars = serde_json::json!({
+            "release": release,
+            "release_archive": self.dir.join(format!("build/{release}.tar.gz")),
+            "hupwatch_bin": env!("CARGO_BIN_EXE_hupwatch"),
+        });
+        // The environment is the suite's hupwatch environment (`deploy_tool`), which the gate
+        // inherits through Ansible's local connection: among others the pinned HUP strategy,
+        // so each master keeps its PID and the tests can follow its workers.
         let outcome = deploy_tool(&self.ansible_playbook, PLAY_CEILING)
             .current_dir(self.dir.path())
             .arg("-i")
             .arg(self.dir.join("inventory.ini"))
             .arg(&self.playbook)
-            .args(["-e", &format!("release={release}")])
-            .args(["-e", &format!("release_archive={}", archive.display())])
-            .args([
-                "-e",
-                concat!("hupwatch_bin=", env!("CARGO_BIN_EXE_hupwatch")),
-            ])
+            .arg("-e")
+            .arg(extra_vars.to_string())
             .env("ANSIBLE_CONFIG", self.dir.join("ansible.cfg"))
             .env("ANSIBLE_HOME", self.dir.join("ansible-home"))
             .env("ANSIBLE_LOCAL_TEMP", self.dir.join("ansible-tmp"))
