@@ -11,6 +11,7 @@ mod django;
 mod exit_codes;
 mod faults;
 mod hostile;
+mod json_result;
 mod layouts;
 mod limits;
 mod multi_app;
