@@ -133,15 +133,21 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
         let mut result = match &done {
             Ok(result) => result.clone(),
             Err(e) => {
-                let after = seen.after.clone().unwrap_or_else(|| serving_now(&args));
-                ReloadResult::new(e.result_kind(), e.exit_code(), seen.before.clone(), after)
-                    .reason(e.to_string())
+                // Looked up again only if a master was found before: a command line refused
+                // before that has nothing to compare.
+                let after = match (&seen.after, seen.before.master) {
+                    (Some(after), _) => after.clone(),
+                    (None, Some(_)) => serving_now(&args),
+                    (None, None) => Serving::default(),
+                };
+                let mut failed =
+                    ReloadResult::new(e.result_kind(), e.exit_code(), seen.before.clone(), after)
+                        .reason(e.to_string());
+                failed.coalesced = matches!(e, AppError::Reload(r) if r.is_coalesced());
+                failed
             }
         };
         result.supervisor = seen.supervisor;
-        if result.supervisor.is_some() && result.master.before != result.master.after {
-            result.strategy = Some(StrategyUsed::Supervisor);
-        }
         result
             .took(started.elapsed())
             .print()
@@ -172,7 +178,7 @@ fn reload_step(args: &ReloadCommandArgs, seen: &mut Seen) -> Result<ReloadResult
     if let Some(link) = settings.release_link.as_ref().filter(|_| !args.step.force)
         && let Some(release) = reload::release_check::already_serving(&master, link)?
     {
-        return Ok(unchanged(master.pid, &release, &seen.before));
+        return Ok(unchanged(&release, &seen.before));
     }
     let outcome = reload::reload_checked(&target, &settings, None)?;
     report::reload_succeeded(&outcome);
@@ -180,12 +186,13 @@ fn reload_step(args: &ReloadCommandArgs, seen: &mut Seen) -> Result<ReloadResult
 }
 
 /// A deploy run again: what it asks for already serves, so nothing is sent.
-fn unchanged(master: u32, release: &Path, serving: &Serving) -> ReloadResult {
+fn unchanged(release: &Path, serving: &Serving) -> ReloadResult {
+    let master = serving.master.map_or("?".into(), |m| m.to_string());
     let reason = format!(
         "the workers of master {master} already run {} (the release link's target); nothing sent (--force reloads anyway)",
         release.display()
     );
-    tracing::info!(master, release = %release.display(), "unchanged: {reason}");
+    tracing::info!(master = serving.master, release = %release.display(), "unchanged: {reason}");
     ReloadResult::new(ResultKind::Unchanged, 0, serving.clone(), serving.clone()).reason(reason)
 }
 
@@ -210,7 +217,7 @@ fn reload_peer(
     if let (Some(link), Some(serving), false) = (&link, &serving, args.step.force) {
         let target = link.target().map_err(ReloadError::from)?;
         if serving.release.as_ref() == Some(&target) {
-            return Ok(unchanged(serving.master.unwrap_or(0), &target, serving));
+            return Ok(unchanged(&target, serving));
         }
     }
     let switch = peer.reload(args.reload.dry_run).inspect_err(|e| {
@@ -221,11 +228,15 @@ fn reload_peer(
     let after = switch
         .and_then(|s| s.after.as_ref().map(Serving::of_generation))
         .unwrap_or_else(|| seen.before.clone());
-    let kind = match args.reload.dry_run {
-        true => ResultKind::Unchanged,
-        false => ResultKind::Reloaded,
-    };
-    Ok(ReloadResult::new(kind, 0, seen.before.clone(), after))
+    if args.reload.dry_run {
+        return Ok(
+            ReloadResult::new(ResultKind::Unchanged, 0, seen.before.clone(), after)
+                .reason("dry run: nothing sent"),
+        );
+    }
+    let mut result = ReloadResult::new(ResultKind::Reloaded, 0, seen.before.clone(), after);
+    result.strategy = Some(StrategyUsed::Supervisor);
+    Ok(result)
 }
 
 /// After a failure: what serves now, if the target can still be found.

@@ -34,7 +34,7 @@ use clap::Parser;
 
 use crate::cli::Cli;
 use crate::error::AppError;
-use crate::report::reload_result::{ReloadResult, ResultKind, Serving};
+use crate::report::reload_result::ReloadResult;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -61,14 +61,8 @@ fn main() -> ExitCode {
 fn rejected(e: clap::Error) -> ExitCode {
     if e.use_stderr() && cli::rejected_line_wants_json(std::env::args_os()) {
         let text = e.render().to_string();
-        let message = text.lines().next().unwrap_or_default();
-        let message = message.strip_prefix("error: ").unwrap_or(message);
         let code = u8::try_from(e.exit_code()).unwrap_or(2);
-        let result = ResultKind::Failed;
-        let empty = Serving::default;
-        let _ = ReloadResult::new(result, code, empty(), empty())
-            .reason(message)
-            .print();
+        let _ = ReloadResult::rejected(code, text.lines().next().unwrap_or_default()).print();
         let _ = e.print();
         return ExitCode::from(code);
     }

@@ -141,6 +141,14 @@ impl ReloadError {
         }
     }
 
+    /// Another hupwatch's reload of this change is reported instead of one of our own.
+    pub fn is_coalesced(&self) -> bool {
+        matches!(
+            self,
+            Self::Coalesced { .. } | Self::CoalescedUnchecked { .. }
+        )
+    }
+
     /// The master was found but has not installed its signal handlers yet: worth waiting for.
     pub fn is_master_starting(&self) -> bool {
         matches!(self, Self::Signal(SignalError::NotHandledYet { .. }))

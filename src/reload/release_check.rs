@@ -91,11 +91,10 @@ pub fn preflight_until_stable(
     Err(ReleaseError::Unstable.into())
 }
 
-/// The release every worker of `master` runs (their working directories, resolved), when
-/// they agree: what serves now. `None` with no worker, or workers of two releases (a reload
-/// under way).
-pub fn serving_release(master: &MasterProcess) -> Option<PathBuf> {
-    let mut releases = master.worker_pids().into_iter().map(|pid| {
+/// The release these workers run (their working directories, resolved), when they agree:
+/// what serves now. `None` with no worker, or workers of two releases (a reload under way).
+pub fn serving_release(workers: &[u32]) -> Option<PathBuf> {
+    let mut releases = workers.iter().map(|&pid| {
         crate::gunicorn::procfs::read_cwd(pid).map(|cwd| release_link::release_of(&cwd))
     });
     let first = releases.next()??;
@@ -111,7 +110,7 @@ pub fn already_serving(
     link: &release_link::ReleaseLink,
 ) -> Result<Option<PathBuf>, ReloadError> {
     let target = link.target()?;
-    Ok(serving_release(master).filter(|r| *r == target))
+    Ok(serving_release(&master.worker_pids()).filter(|r| *r == target))
 }
 
 /// Each new worker (HUP) or the new master (upgrade) must run the link's target.

@@ -63,10 +63,11 @@ pub struct Serving {
 
 impl Serving {
     pub fn of(master: &MasterProcess) -> Self {
+        let workers = master.worker_pids();
         Self {
             master: Some(master.pid),
-            workers: master.worker_pids(),
-            release: serving_release(master),
+            release: serving_release(&workers),
+            workers,
         }
     }
 
@@ -138,10 +139,11 @@ impl ReloadResult {
         let after = Serving {
             master: Some(outcome.master.pid),
             workers: outcome.new.clone(),
+            // `outcome.master` was read before the reload: its workers are the old ones.
             release: outcome
                 .release
                 .clone()
-                .or_else(|| serving_release(&outcome.master)),
+                .or_else(|| serving_release(&outcome.new)),
         };
         let strategy = match outcome.action == "upgrade" || outcome.master.pid != outcome.old_master
         {
@@ -153,6 +155,18 @@ impl ReloadResult {
         result.action = Some(outcome.action.to_string());
         result.coalesced = outcome.coalesced_by.is_some();
         result
+    }
+
+    /// A command line clap refused: nothing is known but its exit code and message.
+    pub fn rejected(exit_code: u8, message: &str) -> Self {
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        Self::new(
+            ResultKind::Failed,
+            exit_code,
+            Serving::default(),
+            Serving::default(),
+        )
+        .reason(message)
     }
 
     pub fn reason(mut self, reason: impl Into<String>) -> Self {

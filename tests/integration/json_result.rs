@@ -2,24 +2,20 @@
 //! every outcome (docs/reference/json.md), and a re-run of the same deploy that changes
 //! nothing. Each test reads the object the way Ansible's `from_json` would, and checks it
 //! against what the host really shows: the master's and workers' PIDs, the HTTP body, the
-//! HUPs in Gunicorn's log.
+//! HUPs in Gunicorn's log. The same object from a `hupwatch run` supervisor: `run::json_result`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::concurrent::{hold_lock, start_reload};
-use crate::support::gunicorn::free_port;
-use crate::support::http::get;
-use crate::support::venv::bin;
 use crate::support::{
-    AppDir, CEILING, Gunicorn, Outcome, ReleaseTree, Venv, app_source, host_shared, hupwatch,
+    AppDir, CEILING, Gunicorn, Outcome, ReleaseTree, app_source, host_shared, hupwatch,
 };
 
 /// The one object on stdout, parsed; panics (with the whole run) unless stdout is exactly one
 /// line holding a JSON object whose `exit_code` is the process's.
-fn result_of(out: &Outcome) -> Value {
+pub(crate) fn result_of(out: &Outcome) -> Value {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one line on stdout\n{}", out.report());
     let value: Value = serde_json::from_str(lines[0])
@@ -50,7 +46,7 @@ fn hups(g: &Gunicorn) -> usize {
     g.log().matches("Handling signal: hup").count()
 }
 
-fn resolved(path: &Path) -> String {
+pub(crate) fn resolved(path: &Path) -> String {
     std::fs::canonicalize(path)
         .expect("canonicalize")
         .display()
@@ -148,6 +144,43 @@ fn reload_json_reports_the_reload_and_a_rerun_is_unchanged_and_sends_nothing() {
     );
     assert!(g.get().starts_with("hotfix "), "the hotfix serves");
     assert_eq!(hups(&g), hups_before + 1, "{}", g.log());
+}
+
+/// An upgrade (USR2) names the new master; the re-run finds it through the pidfile and
+/// leaves it alone.
+#[test]
+fn reload_json_of_an_upgrade_names_the_new_master_and_a_rerun_is_unchanged() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let (tree, g) = serving_link(&dir);
+    tree.good("release-2");
+    tree.swap("release-2");
+
+    let out = reload_link(&g, &tree.current(), &["--strategy", "upgrade"]);
+    out.assert_success();
+    let r = result_of(&out);
+    assert_eq!(r["result"], "reloaded", "{}", out.report());
+    assert_eq!(r["strategy"], "upgrade", "{}", out.report());
+    assert_eq!(r["action"], "upgrade");
+    assert_eq!(r["master"]["before"], g.pid());
+    let pidfile = g.pidfile().expect("pidfile");
+    let new_master: u32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("a PID");
+    assert_ne!(new_master, g.pid());
+    assert_eq!(r["master"]["after"], new_master, "{}", out.report());
+    assert_eq!(r["release"]["after"], resolved(&tree.release("release-2")));
+    assert!(g.get().starts_with("release-2 "));
+
+    let again = reload_link(&g, &tree.current(), &["--strategy", "upgrade"]);
+    again.assert_success();
+    let r = result_of(&again);
+    assert_eq!(r["result"], "unchanged", "{}", again.report());
+    assert_eq!(r["master"]["before"], new_master);
+    assert_eq!(r["master"]["after"], new_master);
+    assert!(!again.stderr.contains("USR2"), "{}", again.report());
 }
 
 #[test]
@@ -332,65 +365,10 @@ fn reload_json_of_a_coalesced_waiter_reports_the_holders_result() {
         assert_eq!(pids(&r["workers"]["before"]), before, "{report}");
         assert_eq!(pids(&r["workers"]["after"]), now, "{report}");
         assert_eq!(r["master"]["after"], g.pid(), "{report}");
+        assert_eq!(r["release"]["after"], resolved(dir.path()), "{report}");
     }
     let coalesced = results.iter().filter(|r| r["coalesced"] == true).count();
     assert_eq!(coalesced, 1, "one waiter coalesced\n{report}");
     assert_eq!(hups(&g), hups_before + 1, "one HUP for two\n{}", g.log());
     assert!(g.get().starts_with("v1 "));
-}
-
-/// `reload --pid SUPERVISOR`: the serving generation's master before and after, the
-/// supervisor's PID; a re-run on the release that serves is unchanged (no new generation),
-/// `--force` switches.
-#[test]
-fn reload_json_aimed_at_a_run_supervisor_reports_its_generations() {
-    let _host = host_shared();
-    let dir = AppDir::new();
-    let tree = ReleaseTree::new(&dir, "r1");
-    let port = free_port();
-    let daemon = hupwatch()
-        .current_dir(dir.path())
-        .arg("run")
-        .arg("--release-link")
-        .arg(tree.current())
-        .arg("--")
-        .arg(bin(Venv::Plain, "gunicorn"))
-        .args(["-w", "2", "-b", &format!("127.0.0.1:{port}")])
-        .args(["--graceful-timeout", "5", "app:app"])
-        .spawn();
-    daemon.wait_for_line("generation 1 serving", CEILING);
-    let supervisor = daemon.pid().to_string();
-    let reload = |extra: &[&str]| {
-        hupwatch()
-            .args(["reload", "--json", "--pid", &supervisor, "--release-link"])
-            .arg(tree.current())
-            .args(extra)
-            .output()
-    };
-
-    let again = reload(&[]);
-    again.assert_success();
-    let r = result_of(&again);
-    assert_eq!(r["result"], "unchanged", "{}", again.report());
-    assert_eq!(r["supervisor"], daemon.pid());
-    let first = r["master"]["before"].as_u64().expect("a master") as u32;
-    assert_eq!(r["master"]["after"], first);
-    assert_eq!(r["release"]["after"], resolved(&tree.release("r1")));
-    assert!(!daemon.output().contains("generation 2"), "nothing started");
-
-    let forced = reload(&["--force"]);
-    forced.assert_success();
-    let r = result_of(&forced);
-    assert_eq!(r["result"], "reloaded", "{}", forced.report());
-    assert_eq!(r["strategy"], "supervisor");
-    assert_eq!(r["supervisor"], daemon.pid());
-    assert_eq!(r["master"]["before"], first);
-    let second = r["master"]["after"].as_u64().expect("a master") as u32;
-    assert_ne!(second, first, "{}", forced.report());
-    let line = daemon.wait_for_line("generation 2 serving", CEILING);
-    assert!(line.contains(&format!("(master {second})")), "{line}");
-    assert_eq!(r["release"]["after"], resolved(&tree.release("r1")));
-    let body = get(port, Duration::from_secs(5)).expect("served");
-    assert!(body.starts_with("r1 "), "{body}");
-    daemon.stop().assert_success();
 }

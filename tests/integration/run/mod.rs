@@ -7,6 +7,7 @@ mod config_file;
 mod control;
 mod deploy;
 mod django_checks;
+mod json_result;
 mod lifecycle;
 mod no_watch;
 mod pinning;
