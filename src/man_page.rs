@@ -14,9 +14,9 @@ use clap_mangen::Man;
 
 use crate::cli::Cli;
 
-/// Write the whole page (roff) to `w`, in ASCII: groff reads its input as Latin-1 unless
-/// `man` happens to run `preconv`, and warned at the help texts' `…` (`groff -ww`,
-/// `man --warnings`): every non-ASCII character is written as `\[uXXXX]`, which groff reads.
+/// Write the whole page (roff) to `w`, in ASCII: the help texts' `…` made groff warn
+/// ("invalid input character", `groff -k -man -ww`, preconv as `man` runs it), so every
+/// non-ASCII character is written as `\[uXXXX]`, which groff reads whatever the encoding.
 pub fn render(w: &mut dyn Write) -> io::Result<()> {
     let mut page = Vec::new();
     render_utf8(&mut page)?;
