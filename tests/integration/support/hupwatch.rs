@@ -174,8 +174,22 @@ impl HupwatchCommand {
         self
     }
 
-    /// Run as this uid and gid (the test must run as root).
+    /// Run as this uid and gid (the test must run as root), from a copy of the binary that
+    /// user can execute (`other_users`). Not for [`hupwatch_socket_activated`]: the shim and
+    /// its descriptor placement are not carried over.
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        let mut cmd = scrubbed(Command::new(super::other_users::hupwatch_binary())).cmd;
+        cmd.args(self.cmd.get_args());
+        for (key, value) in self.cmd.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        if let Some(dir) = self.cmd.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        self.cmd = cmd;
         // That user cannot write root's lock directory: it keeps its own default.
         self.cmd.env_remove("HUPWATCH_RUNTIME_DIR");
         std::os::unix::process::CommandExt::uid(&mut self.cmd, uid);

@@ -109,7 +109,12 @@ pub fn bin(kind: Venv, name: &str) -> PathBuf {
 }
 
 fn provision(kind: Venv) -> PathBuf {
-    let root = super::target_dir().join("test-venvs");
+    // The system venv is the one other users run: it lives where they can reach it.
+    let root = match kind {
+        Venv::SystemPlain => super::other_users::fixture_root(),
+        _ => super::target_dir(),
+    }
+    .join("test-venvs");
     fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
     let dir = root.join(kind.dir_name());
     let python = dir.join("bin").join("python");
