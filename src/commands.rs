@@ -140,9 +140,13 @@ fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
                     (None, Some(_)) => serving_now(&args),
                     (None, None) => Serving::default(),
                 };
-                let mut failed =
-                    ReloadResult::new(e.result_kind(), e.exit_code(), seen.before.clone(), after)
-                        .reason(e.to_string());
+                let mut failed = ReloadResult::failed(
+                    e.result_kind(),
+                    e.exit_code(),
+                    (seen.before.clone(), after),
+                    seen.supervisor,
+                )
+                .reason(e.to_string());
                 failed.coalesced = matches!(e, AppError::Reload(r) if r.is_coalesced());
                 failed
             }

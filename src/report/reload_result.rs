@@ -157,6 +157,28 @@ impl ReloadResult {
         result
     }
 
+    /// A reload that failed, of the kind its error says (`AppError::result_kind`), except that
+    /// a `run` supervisor's new generation that never took over is `held_back`: the generation
+    /// serving before still serves (`before` and `after` name the same master), which is what
+    /// a deploy tool must tell apart from a site that changed under it.
+    /// A master's own reload is not judged so: a HUP that went out to a stopped master leaves
+    /// the same workers too, yet something was sent.
+    pub fn failed(
+        kind: ResultKind,
+        exit_code: u8,
+        (before, after): (Serving, Serving),
+        supervisor: Option<u32>,
+    ) -> Self {
+        let kept = supervisor.is_some() && before.master.is_some() && before.master == after.master;
+        let kind = match kind {
+            ResultKind::Failed if exit_code == 1 && kept && before.workers == after.workers => {
+                ResultKind::HeldBack
+            }
+            kind => kind,
+        };
+        Self::new(kind, exit_code, before, after)
+    }
+
     /// A command line clap refused: nothing is known but its exit code and message.
     pub fn rejected(exit_code: u8, message: &str) -> Self {
         let message = message.strip_prefix("error: ").unwrap_or(message);
@@ -297,5 +319,36 @@ mod tests {
                 "failed"
             ]
         );
+    }
+
+    #[test]
+    fn a_supervisors_generation_that_never_took_over_is_held_back() {
+        let serving = Serving {
+            master: Some(10),
+            workers: vec![11, 12],
+            release: None,
+        };
+        let both = (serving.clone(), serving.clone());
+        let kept = ReloadResult::failed(ResultKind::Failed, 1, both.clone(), Some(9));
+        assert_eq!(kept.result, ResultKind::HeldBack);
+        let own = ReloadResult::failed(ResultKind::Failed, 1, both, None);
+        assert_eq!(own.result, ResultKind::Failed, "a master's own reload");
+        let moved = Serving {
+            master: Some(20),
+            ..serving.clone()
+        };
+        let changed =
+            ReloadResult::failed(ResultKind::Failed, 1, (serving.clone(), moved), Some(9));
+        assert_eq!(changed.result, ResultKind::Failed);
+        let gone = (serving.clone(), Serving::default());
+        let unknown = ReloadResult::failed(ResultKind::Failed, 1, gone, Some(9));
+        assert_eq!(unknown.result, ResultKind::Failed);
+        let rolled = ReloadResult::failed(
+            ResultKind::RolledBack,
+            1,
+            (serving.clone(), serving),
+            Some(9),
+        );
+        assert_eq!(rolled.result, ResultKind::RolledBack);
     }
 }

@@ -65,8 +65,9 @@ fn reload_json_aimed_at_a_run_supervisor_reports_its_generations() {
     daemon.stop().assert_success();
 }
 
-/// A release the supervisor's new generation cannot boot: `failed`, exit 1, and the answer on
-/// its control socket names the generation that serves on as both before and after.
+/// A release the supervisor's new generation cannot boot: `held_back`, exit 1 (the generation
+/// serving before serves on, as for a release the preflight refuses), and the answer on its
+/// control socket names that generation as both before and after.
 #[test]
 fn reload_json_of_a_broken_release_aimed_at_a_run_supervisor_keeps_the_serving_master() {
     let _host = host_shared();
@@ -90,7 +91,7 @@ fn reload_json_of_a_broken_release_aimed_at_a_run_supervisor_keeps_the_serving_m
         .output();
     out.assert_code(1);
     let r = result_of(&out);
-    assert_eq!(r["result"], "failed", "{}", out.report());
+    assert_eq!(r["result"], "held_back", "{}", out.report());
     assert_eq!(r["supervisor"], daemon.pid());
     assert_eq!(r["strategy"], Value::Null);
     let first = r["master"]["before"].as_u64().expect("a master");
