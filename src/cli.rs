@@ -13,10 +13,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub mod health_args;
 mod hook_args;
 mod log_args;
+mod reload_command_args;
 mod run_args;
 
 pub use hook_args::{BeforeDeployArgs, HookArgs};
 pub use log_args::{LogArgs, LogFormat};
+pub use reload_command_args::{DeployStepArgs, rejected_line_wants_json};
 pub use run_args::RunArgs;
 
 #[derive(Debug, Parser)]
@@ -173,6 +175,8 @@ pub struct ReloadCommandArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
+    #[command(flatten)]
+    pub step: DeployStepArgs,
     #[command(flatten)]
     pub hooks: HookArgs,
 }

@@ -10,7 +10,8 @@ use crate::reload::{ReloadError, ReloadOutcome};
 use crate::report;
 use crate::report::held_back::{Fingerprint, is_same_release};
 use crate::report::hooks::{HookEvent, HookThreads};
-use crate::report::metrics::{Metrics, ReloadResult};
+use crate::report::metrics::Metrics;
+use crate::report::reload_result::ResultKind;
 use crate::report::sd_notify::ServiceStatus;
 
 pub struct Outcomes {
@@ -59,7 +60,7 @@ impl Outcomes {
         let result = match ended {
             Ended::Ran(result) => result,
             Ended::Lost(lost) => {
-                self.metrics.app(name).count(ReloadResult::Failed);
+                self.metrics.app(name).count(ResultKind::Failed);
                 error!(app = %name, "reload of app {name} failed: {lost}; the next change reloads it again");
                 self.status.set(name, format!("reload failed: {lost}"));
                 return;
@@ -113,7 +114,7 @@ impl Outcomes {
 fn hook_event(app: &WatchedApp, result: &Result<ReloadOutcome, ReloadError>) -> HookEvent {
     let mut event = HookEvent {
         app: app.config.name.clone(),
-        result: Some(ReloadResult::of(result)),
+        result: Some(ResultKind::of(result)),
         release_before: app.release.clone(),
         ..HookEvent::default()
     };

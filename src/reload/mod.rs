@@ -107,7 +107,13 @@ pub enum ReloadError {
     #[error(transparent)]
     Served(#[from] ServedError),
     #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
-    Coalesced { pid: u32, by: u32, message: String },
+    Coalesced {
+        pid: u32,
+        by: u32,
+        message: String,
+        /// Whether that reload sent its signal (else its release was held back before).
+        sent: bool,
+    },
     #[error(
         "the reload of master {pid} by hupwatch {by} already loaded this change, before any preflight had checked it, and the check fails now (its workers serve it): {message}"
     )]
@@ -133,6 +139,14 @@ impl ReloadError {
             Self::Signal(e) => e.is_target_problem(),
             _ => false,
         }
+    }
+
+    /// Another hupwatch's reload of this change is reported instead of one of our own.
+    pub fn is_coalesced(&self) -> bool {
+        matches!(
+            self,
+            Self::Coalesced { .. } | Self::CoalescedUnchecked { .. }
+        )
     }
 
     /// The master was found but has not installed its signal handlers yet: worth waiting for.

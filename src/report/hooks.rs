@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::bounded_wait::{Cancel, finish_in_group};
 use crate::preflight::error::{last_line, tail};
-use crate::report::metrics::ReloadResult;
+use crate::report::reload_result::{ReloadResult, ResultKind};
 
 /// How long a hook may run before its process group is killed.
 pub const BOUND: Duration = Duration::from_secs(30);
@@ -28,7 +28,7 @@ pub const BOUND: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Default)]
 pub struct HookEvent {
     pub app: String,
-    pub result: Option<ReloadResult>,
+    pub result: Option<ResultKind>,
     /// The release that served before the deploy.
     pub release_before: Option<PathBuf>,
     /// The release the deploy was for (what serves now after a success).
@@ -40,10 +40,35 @@ pub struct HookEvent {
 }
 
 impl HookEvent {
+    /// What `hupwatch reload` found (its `--json` object), for `app`.
+    pub fn of_result(app: String, result: &ReloadResult) -> Self {
+        let reason = result
+            .reason
+            .clone()
+            .unwrap_or_else(|| match result.master.after {
+                Some(master) => format!(
+                    "reloaded master {master}{}",
+                    result
+                        .action
+                        .as_ref()
+                        .map_or(String::new(), |a| format!(" by {a}"))
+                ),
+                None => "reloaded".into(),
+            });
+        Self {
+            app,
+            result: Some(result.result),
+            release_before: result.release.before.clone(),
+            release_after: result.release.after.clone(),
+            reason: reason.lines().next().unwrap_or("").to_string(),
+            master: result.master.after.or(result.master.before),
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         matches!(
             self.result,
-            Some(ReloadResult::Reloaded | ReloadResult::Unchanged)
+            Some(ResultKind::Reloaded | ResultKind::Unchanged)
         )
     }
 
@@ -56,7 +81,7 @@ impl HookEvent {
             ("HUPWATCH_APP", self.app.clone()),
             (
                 "HUPWATCH_RESULT",
-                self.result.map_or("", ReloadResult::label).to_string(),
+                self.result.map_or("", ResultKind::label).to_string(),
             ),
             ("HUPWATCH_RELEASE_BEFORE", path(&self.release_before)),
             ("HUPWATCH_RELEASE_AFTER", path(&self.release_after)),
@@ -168,7 +193,7 @@ mod tests {
     fn the_event_is_in_the_environment_and_hupwatchs_own_settings_are_not() {
         let event = HookEvent {
             app: "shop".into(),
-            result: Some(ReloadResult::HeldBack),
+            result: Some(ResultKind::HeldBack),
             release_before: Some("/srv/shop/releases/1".into()),
             release_after: Some("/srv/shop/releases/2".into()),
             reason: "preflight failed".into(),

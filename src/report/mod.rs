@@ -9,6 +9,7 @@ pub mod control;
 pub mod held_back;
 pub mod hooks;
 pub mod metrics;
+pub mod reload_result;
 pub mod run_status;
 pub mod sd_notify;
 mod status;

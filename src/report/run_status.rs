@@ -38,6 +38,22 @@ pub struct GenerationView {
     pub release: Option<String>,
 }
 
+impl StatusView {
+    /// The generation serving now, if one is.
+    pub fn serving(&self) -> Option<&GenerationView> {
+        self.generations.iter().find(|g| g.role == "serving")
+    }
+}
+
+/// What a `reload` answered by `hupwatch run` changed: its serving generation before and after
+/// (the same one when the new release failed), so `reload --json` reports masters and releases
+/// for a supervisor as it does for a master.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SwitchView {
+    pub before: Option<GenerationView>,
+    pub after: Option<GenerationView>,
+}
+
 /// A master's place in a supervisor (`status --json`, field `run`).
 #[derive(Serialize)]
 pub struct RunJson<'a> {

@@ -239,7 +239,8 @@ impl SupervisorLoop<'_> {
             Err(e) => {
                 let report = format!("cannot start generation {}: {e}", self.next_number);
                 error!(generation = self.next_number, "{report}");
-                self.waiters.failed(&report);
+                self.waiters
+                    .failed(&report, self.serving.as_ref().map(|(g, _)| g));
                 return;
             }
         };
@@ -274,7 +275,8 @@ impl SupervisorLoop<'_> {
             Err(e) => {
                 let report = format!("cannot start generation {number}: {e}");
                 error!(generation = number, "{report}");
-                self.waiters.failed(&report);
+                self.waiters
+                    .failed(&report, self.serving.as_ref().map(|(g, _)| g));
             }
         }
     }

@@ -77,6 +77,14 @@ const README_COMMANDS: &[(&str, RunBy)] = &[
             "a_release_failing_its_health_check_is_rolled_back_and_not_deployed_again",
         ),
     ),
+    (
+        "ansible-playbook -i inventory.ini examples/ansible/deploy.yml -e release=43 \
+         -e release_archive=$PWD/build/43.tar.gz",
+        RunBy::Test(
+            "integration/ansible.rs",
+            "ansible_rolling_deploy_reaches_every_host_then_stops_at_the_first_failed_one",
+        ),
+    ),
     ("cargo test --no-fail-fast", RunBy::Ci),
 ];
 

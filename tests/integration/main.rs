@@ -3,6 +3,7 @@
 //! Gunicorn venvs, the Gunicorn and hupwatch process fixtures, plain HTTP) are compiled once.
 //! Each test drives the real `hupwatch` binary against a real Gunicorn.
 
+mod ansible;
 mod app_spec;
 mod concurrent;
 mod discovery;
@@ -12,6 +13,7 @@ mod exit_codes;
 mod faults;
 mod hooks;
 mod hostile;
+mod json_result;
 mod layouts;
 mod limits;
 mod log_lines;

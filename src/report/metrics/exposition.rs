@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{AppMetrics, Durations, ReloadResult};
+use super::{AppMetrics, Durations};
+use crate::report::reload_result::ResultKind;
 
 /// One value per app (`None`: no sample for that app).
 type PerApp<'a> = &'a dyn Fn(&AppMetrics) -> Option<f64>;
@@ -28,7 +29,7 @@ pub fn render(apps: &BTreeMap<String, AppMetrics>) -> String {
     let samples: Vec<(String, f64)> = apps
         .iter()
         .flat_map(|(app, m)| {
-            ReloadResult::ALL.iter().zip(m.reloads).map(move |(r, n)| {
+            ResultKind::ALL.iter().zip(m.reloads).map(move |(r, n)| {
                 (
                     format!("app=\"{}\",result=\"{}\"", escape(app), r.label()),
                     n as f64,

@@ -15,56 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-use crate::reload::serve_check::ServedError;
 use crate::reload::{ReloadError, ReloadOutcome};
+use crate::report::reload_result::ResultKind;
 pub use textfile::temporary_path;
-
-/// How one deploy ended, the `result` label of `hupwatch_reloads_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadResult {
-    /// Sent and verified.
-    Reloaded,
-    /// Nothing sent: another hupwatch had already reloaded for this change (or a dry run).
-    Unchanged,
-    /// Refused before anything was sent: the preflight failed, or the release failed before.
-    HeldBack,
-    /// Served, failed its health check, and the previous release was put back.
-    RolledBack,
-    Failed,
-}
-
-impl ReloadResult {
-    pub const ALL: [Self; 5] = [
-        Self::Reloaded,
-        Self::Unchanged,
-        Self::HeldBack,
-        Self::RolledBack,
-        Self::Failed,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Reloaded => "reloaded",
-            Self::Unchanged => "unchanged",
-            Self::HeldBack => "held_back",
-            Self::RolledBack => "rolled_back",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// What a reload of `watch` (`reload::reload_checked`) came to.
-    pub fn of(result: &Result<ReloadOutcome, ReloadError>) -> Self {
-        match result {
-            Ok(o) if o.dry_run || o.coalesced_by.is_some() => Self::Unchanged,
-            Ok(_) => Self::Reloaded,
-            Err(
-                ReloadError::Preflight { .. } | ReloadError::Served(ServedError::KnownBad { .. }),
-            ) => Self::HeldBack,
-            Err(ReloadError::Served(ServedError::RolledBack { .. })) => Self::RolledBack,
-            Err(_) => Self::Failed,
-        }
-    }
-}
 
 /// A sum and a count (a Prometheus summary without quantiles), and the last observation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,18 +54,18 @@ impl AppMetrics {
     /// A reload of `watch`, whatever its end; `new_release`: a release it held back is not the
     /// one held back last (`report::held_back` decides).
     pub fn record(&mut self, result: &Result<ReloadOutcome, ReloadError>, new_release: bool) {
-        match (result, ReloadResult::of(result)) {
-            (Ok(outcome), ReloadResult::Reloaded) => {
+        match (result, ResultKind::of(result)) {
+            (Ok(outcome), ResultKind::Reloaded) => {
                 self.reloaded(outcome.elapsed, outcome.preflight)
             }
-            (_, ReloadResult::HeldBack) => self.held_back(new_release),
+            (_, ResultKind::HeldBack) => self.held_back(new_release),
             (_, other) => self.count(other),
         }
     }
 
     /// A reload that went out and was verified, in `took` (its preflight, if any, before).
     pub fn reloaded(&mut self, took: Duration, preflight: Option<Duration>) {
-        self.count(ReloadResult::Reloaded);
+        self.count(ResultKind::Reloaded);
         self.reload.observe(took);
         if let Some(preflight) = preflight {
             self.preflight.observe(preflight);
@@ -126,17 +79,17 @@ impl AppMetrics {
     /// A release held back; counted as a release only if `new_release` (a retry of the same
     /// broken release is one more attempt, not one more release).
     pub fn held_back(&mut self, new_release: bool) {
-        self.count(ReloadResult::HeldBack);
+        self.count(ResultKind::HeldBack);
         if new_release {
             self.held_back_releases += 1;
         }
     }
 
-    pub fn count(&mut self, result: ReloadResult) {
-        if let Some(i) = ReloadResult::ALL.iter().position(|r| *r == result) {
+    pub fn count(&mut self, result: ResultKind) {
+        if let Some(i) = ResultKind::ALL.iter().position(|r| *r == result) {
             self.reloads[i] += 1;
         }
-        if result == ReloadResult::RolledBack {
+        if result == ResultKind::RolledBack {
             self.rollbacks += 1;
         }
     }

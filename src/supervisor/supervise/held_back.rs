@@ -63,10 +63,10 @@ impl SupervisorLoop<'_> {
                 serving.number, serving.pid
             );
             log(&format!("reload failed: {report}"));
-            self.waiters.failed(&report);
+            self.waiters.failed(&report, Some(serving));
             return Ok(());
         }
-        self.waiters.failed(&report);
+        self.waiters.failed(&report, None);
         if self.served.is_some() {
             return self.schedule_restart(report);
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::SupervisorLoop;
 use crate::report::hooks::HookEvent;
-use crate::report::metrics::ReloadResult;
+use crate::report::reload_result::ResultKind;
 
 impl SupervisorLoop<'_> {
     /// Generation `number` (master `master`) of the release in `release` serves, the deploy
@@ -18,7 +18,7 @@ impl SupervisorLoop<'_> {
             .reloaded(took, None);
         self.metrics.publish();
         self.hook(HookEvent {
-            result: Some(ReloadResult::Reloaded),
+            result: Some(ResultKind::Reloaded),
             release_after: Some(release.to_path_buf()),
             reason: format!("reloaded: the release in {} serves", release.display()),
             master: Some(master),
@@ -39,7 +39,7 @@ impl SupervisorLoop<'_> {
             .held_back(new_release);
         self.metrics.publish();
         self.hook(HookEvent {
-            result: Some(ReloadResult::HeldBack),
+            result: Some(ResultKind::HeldBack),
             release_after: release.map(Path::to_path_buf),
             reason: report.lines().next().unwrap_or("").to_string(),
             master: self.serving.as_ref().map(|(g, _)| g.pid),

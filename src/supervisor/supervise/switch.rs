@@ -9,8 +9,10 @@ use tracing::info;
 
 use super::held_back::Evidence;
 use super::{SupervisorLoop, in_release};
+use crate::report::run_status::SwitchView;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::candidate::Next;
+use crate::supervisor::control;
 use crate::supervisor::service;
 
 impl SupervisorLoop<'_> {
@@ -73,6 +75,13 @@ impl SupervisorLoop<'_> {
         if let Some(path) = &self.settings.facts.pidfile {
             service::write_pidfile(path, generation.pid);
         }
+        let switch = SwitchView {
+            before: self
+                .serving
+                .as_ref()
+                .map(|(g, _)| control::view(g, "serving")),
+            after: Some(control::view(&generation, "serving")),
+        };
         let retired = self.serving.take().map(|(old, _)| {
             old.signal(Signal::SIGTERM);
             let line = format!(
@@ -99,7 +108,7 @@ impl SupervisorLoop<'_> {
             generation.number, generation.pid
         );
         service::tell_systemd(self.served.is_none(), &serving);
-        self.waiters.succeeded(&serving);
+        self.waiters.succeeded(&serving, &switch);
         if let Some(since) = self.deploy_since.take() {
             let release = candidate.pin.dir().to_path_buf();
             self.deploy_served(since.elapsed(), &release, generation.pid);

@@ -8,6 +8,7 @@ mod config_file;
 mod control;
 mod deploy;
 mod django_checks;
+mod json_result;
 mod lifecycle;
 mod log_lines;
 mod no_watch;
