@@ -13,11 +13,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub mod health_args;
 mod hook_args;
 mod log_args;
+mod metrics_args;
 mod reload_command_args;
 mod run_args;
 
 pub use hook_args::{BeforeDeployArgs, HookArgs};
 pub use log_args::{LogArgs, LogFormat};
+pub use metrics_args::MetricsArgs;
 pub use reload_command_args::{DeployStepArgs, rejected_line_wants_json};
 pub use run_args::RunArgs;
 
@@ -128,19 +130,6 @@ pub struct StopArgs {
     /// Config file (`watch`): top-level `stop_timeout`.
     #[arg(long, value_name = "DURATION", env = "HUPWATCH_STOP_TIMEOUT", value_parser = parse_duration)]
     pub stop_timeout: Option<Duration>,
-}
-
-/// The metrics file, one flag for `watch` and `run` (`report::metrics`).
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Metrics")]
-pub struct MetricsArgs {
-    /// Write Prometheus metrics (reloads by result, durations, held-back releases, rollbacks;
-    /// for `run` the serving generation and restarts) to this file after every outcome,
-    /// atomically, for node_exporter's textfile collector: e.g.
-    /// /var/lib/prometheus/node-exporter/hupwatch.prom. Its directory must exist.
-    /// Config file (`watch`): top-level `metrics_file`.
-    #[arg(long, value_name = "PATH", env = "HUPWATCH_METRICS_FILE")]
-    pub metrics_file: Option<PathBuf>,
 }
 
 /// The flag groups of one app: `watch` takes them from the command line, the config file
