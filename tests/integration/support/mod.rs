@@ -17,6 +17,7 @@ pub mod http;
 pub mod hupwatch;
 pub mod json_log;
 pub mod other_users;
+pub mod outcome;
 pub mod proc;
 pub mod releases;
 pub mod skip;
