@@ -39,6 +39,7 @@ use crate::watch::deploy_stream::DeployStream;
 mod checking;
 mod held_back;
 mod restart;
+mod rolling;
 mod stopping;
 mod switch;
 
@@ -68,6 +69,8 @@ struct SupervisorLoop<'a> {
     waiters: Waiters,
     /// What the serving release's app reads while loading, surveyed by a check of its own.
     surveys: Surveys,
+    /// Under `--max-surge`, when the serving generation's worker target is next checked.
+    restore_at: Option<Instant>,
 }
 
 pub async fn run(
@@ -105,6 +108,7 @@ pub async fn run(
         served: None,
         waiters: Waiters::default(),
         surveys: Surveys::default(),
+        restore_at: None,
     };
     sup.start_candidate("first start");
     let outcome = loop {
@@ -145,7 +149,12 @@ impl SupervisorLoop<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let polling =
             (self.in_flight() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
-        polling.into_iter().chain(self.restart_at).min()
+        let restore = self.settings.surge.and(self.restore_at);
+        polling
+            .into_iter()
+            .chain(self.restart_at)
+            .chain(restore)
+            .min()
     }
 
     /// A release is on its way: being checked, or its generation starting.
@@ -270,6 +279,8 @@ impl SupervisorLoop<'_> {
                 self.restart();
             } else if self.deploy_pending {
                 self.start_candidate("a deploy asked for while the last generation started");
+            } else {
+                self.restore_count();
             }
         }
         Ok(())

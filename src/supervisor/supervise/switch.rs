@@ -20,7 +20,11 @@ impl SupervisorLoop<'_> {
         match candidate.next(self.settings) {
             Next::Wait => {}
             Next::Failed { why, show_output } => return self.candidate_failed(why, show_output),
-            Next::Serve { workers } => self.promote(workers),
+            Next::Serve { workers } => {
+                if !self.roll_on() {
+                    self.promote(workers);
+                }
+            }
             Next::Probe => {
                 if let Some(health) = &self.settings.health {
                     candidate.start_probe(health);
@@ -123,6 +127,7 @@ impl SupervisorLoop<'_> {
         }
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
+        self.grow_back(candidate.rolling);
         self.held_back(report)
     }
 }

@@ -11,6 +11,7 @@ mod lifecycle;
 mod no_watch;
 mod pinning;
 mod release_link;
+mod rolling;
 mod stop;
 
 use std::net::TcpListener;

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod gunicorn;
 pub mod http;
 pub mod hupwatch;
+pub mod memory;
 pub mod proc;
 pub mod releases;
 pub mod venv;
