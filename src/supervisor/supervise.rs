@@ -126,7 +126,11 @@ pub async fn run(
         if let Err(e) = sup.step() {
             break Err(e);
         }
+        // A survey imports the app in a process of its own: under `--max-surge` not before the
+        // old generation is gone, or it would stand beside it as one worker too many.
+        let survey_fits = settings.surge.is_none() || sup.retiring.is_empty();
         if let (Some(changes), Some((serving, _))) = (&mut changes, &sup.serving)
+            && survey_fits
             && changes.serving_master(serving.pid)
             && let Some(dir) = serving
                 .release

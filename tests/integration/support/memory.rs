@@ -1,6 +1,6 @@
-//! How much memory an app's Gunicorn processes take, the way the kernel accounts shared pages
-//! fairly: the sum of PSS (`/proc/PID/smaps_rollup`) over every Gunicorn process below a
-//! supervisor, both generations' masters included, sampled in the background.
+//! How much memory an app's processes take, the way the kernel accounts shared pages fairly: the
+//! sum of PSS (`/proc/PID/smaps_rollup`) over every process below a supervisor (`hupwatch run`:
+//! both generations' masters and workers, and anything else it runs), sampled in the background.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,9 +17,9 @@ pub fn rollup_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }
 
-/// Every live descendant of `root` whose command line names Gunicorn (not a check or a load
-/// survey hupwatch runs with plain Python).
-pub fn gunicorn_descendants(root: u32) -> Vec<u32> {
+/// Every live descendant of `root`: with hupwatch as `root`, its generations' masters and
+/// workers, and whatever else it runs (a load survey imports the app too: it counts).
+pub fn descendants(root: u32) -> Vec<u32> {
     let stats: Vec<proc::Stat> = std::fs::read_dir("/proc")
         .expect("read /proc")
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -33,16 +33,13 @@ pub fn gunicorn_descendants(root: u32) -> Vec<u32> {
         found.extend(stats.iter().filter(|s| s.ppid == parent).map(|s| s.pid));
         i += 1;
     }
+    found.remove(0);
     found
-        .into_iter()
-        .skip(1)
-        .filter(|&pid| proc::cmdline(pid).is_some_and(|c| c.contains("gunicorn")))
-        .collect()
 }
 
-/// The total PSS of `root`'s Gunicorn processes now, in KiB, and how many there are.
+/// The total PSS of `root`'s descendants now, in KiB, and how many there are.
 pub fn total_pss_kib(root: u32) -> (u64, usize) {
-    let pids = gunicorn_descendants(root);
+    let pids = descendants(root);
     let total = pids.iter().filter_map(|&p| rollup_kib(p, "Pss:")).sum();
     (total, pids.len())
 }
