@@ -76,7 +76,8 @@ class PssSampler:
     def _run(self, roots):
         while not self.stopping.is_set():
             pids = [p for p in stall_tools.tree(roots()) if comm(p) != "hupwatch"]
-            self.samples.append((h.now(), sum(pss_kib(p) for p in pids), len(pids)))
+            if pids:
+                self.samples.append((h.now(), sum(pss_kib(p) for p in pids), len(pids)))
             self.stopping.wait(0.05)
 
     def stop(self):
@@ -111,8 +112,14 @@ class Tool:
             args = [h.GUNICORN, "-w", w, "-b", f"127.0.0.1:{self.port}", "-p", self.pidfile]
             args += ["--reload"] if tool == "reload" else []
             self.child = h.Child(f"surge-{tool}", args + ["app:app"], cwd=self.dir, env={"PWD": str(self.dir)})
-            self.roots = lambda: [stall_tools.read_pid(self.pidfile), self.oneshot]
+            self.master = None
+            self.roots = self._master_roots
         h.wait_until(lambda: (h.http_body(self.port) or "").startswith("v0 "), 60, step=0.05, what=f"{tool} serving")
+
+    def _master_roots(self):
+        # During a HUP the pidfile is deleted and rewritten: the master it named is still there.
+        self.master = stall_tools.read_pid(self.pidfile) or self.master
+        return [self.master, self.oneshot]
 
     def _release(self, version):
         d = self.releases / version

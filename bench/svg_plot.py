@@ -68,14 +68,15 @@ def lines(series, title, xlabel, ylabel, x_from=None):
 
 
 def dots(series, title, xlabel, ylabel, x_from=None, panel=110):
-    """series: [(label, [(x, y)])]; one panel per series, shared x axis, y from 0 to the panel's max."""
+    """series: [(label, [(x, y)])]; one panel per series, the axes shared (a stall stands out
+    against the others' flat line), y from 0."""
     pts = [p for _, s in series for p in s if x_from is None or p[0] >= x_from]
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    top = max(p[1] for p in pts) * 1.1
     parts, height = [f'<text x="{LEFT}" y="22" font-size="14" font-weight="bold">{esc(title)}</text>'], 36
     for i, (label, s) in enumerate(series):
         s = [(x, y) for x, y in s if x0 <= x <= x1]
-        y1 = max([y for _, y in s] + [10]) * 1.1
-        sub, sx, sy = frame("", xlabel if i == len(series) - 1 else "", ylabel, x0, x1, 0, y1,
+        sub, sx, sy = frame("", xlabel if i == len(series) - 1 else "", ylabel, x0, x1, 0, top,
                             height=height + panel + BOTTOM, top=height)
         parts += sub
         c = COLOURS[i % len(COLOURS)]
