@@ -1,9 +1,9 @@
 //! The rolling switch of `--max-surge` (`surge`), acted out: a candidate that has booted the
 //! workers asked of it does not take over at once while it has fewer than W. The serving
 //! generation gives up as many as the next step adds (`worker remove`), and once they have
-//! exited — their memory is free — the candidate grows by as many (`worker add`) and is watched
-//! boot them like any candidate (`--boot-timeout` from each growth). With W booted it takes over
-//! (`switch::promote`): the serving one gets TERM with its last step's workers.
+//! exited — their memory is free — the candidate grows by as many (`worker add`), and its new
+//! workers must boot like any candidate's (`--boot-timeout` from each growth). With W booted it
+//! takes over (`switch::promote`): the serving one gets TERM with its last step's workers.
 //!
 //! A candidate that fails midway halted its master, and its workers with it: the serving
 //! generation, pinned to its release, grows back to W. A serving master that exits midway
