@@ -3,8 +3,9 @@
 //! hupwatch, real Gunicorn 27.0.1, real HTTP; memory is the sum of PSS of every Gunicorn
 //! process below hupwatch, both masters included, sampled every 50 ms.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::support::memory::{PssSampler, descendants, rollup_kib, total_pss_kib};
@@ -41,7 +42,7 @@ fn heavy_tree<'a>(dir: &'a AppDir, r1_app: &str) -> ReleaseTree<'a> {
     tree
 }
 
-/// `hupwatch run --release-link current RUN_FLAGS -- gunicorn -w 4 …`, once generation 1 serves.
+/// `hupwatch run --release-link current RUN_FLAGS -- gunicorn -w 4 …`, once it serves.
 fn run_rolling(dir: &AppDir, tree: &ReleaseTree, port: u16, run_flags: &[&str]) -> Daemon {
     let mut cmd = hupwatch();
     cmd.current_dir(dir.path())
@@ -54,7 +55,8 @@ fn run_rolling(dir: &AppDir, tree: &ReleaseTree, port: u16, run_flags: &[&str]) 
         .args(["-w", &W.to_string(), "-b", &format!("127.0.0.1:{port}")])
         .args(["--graceful-timeout", "5", "app:app"]);
     let daemon = cmd.spawn();
-    let line = daemon.wait_for_line("generation 1 serving", CEILING);
+    // Generation 1, or with --health-path the serving one after generation 1's check.
+    let line = daemon.wait_for_line(" serving (master", CEILING);
     assert!(line.contains(&format!(": {W} workers booted")), "{line}");
     daemon
 }
@@ -249,6 +251,85 @@ fn a_release_failing_mid_switch_leaves_the_old_code_serving_with_every_worker_ba
         assert!(body.starts_with("r1 pid="), "the old code serves: {body}");
     }
     assert!(daemon.is_running());
+    daemon.stop().assert_success();
+}
+
+/// The most workers each master under hupwatch had at once, watched in the background.
+struct MostWorkers {
+    stop: Arc<AtomicBool>,
+    most: Arc<Mutex<HashMap<u32, usize>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MostWorkers {
+    fn start(supervisor: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let most = Arc::new(Mutex::new(HashMap::new()));
+        let (flag, seen) = (Arc::clone(&stop), Arc::clone(&most));
+        let handle = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                for master in proc::children(supervisor) {
+                    let n = workers_of(master).len();
+                    let mut seen = seen.lock().unwrap();
+                    let m = seen.entry(master).or_insert(0);
+                    *m = (*m).max(n);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Self {
+            stop,
+            most,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(mut self) -> HashMap<u32, usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.most.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn with_a_health_path_the_check_generation_runs_n_workers_not_w() {
+    let _host = host_shared();
+    let dir = AppDir::new();
+    let tree = heavy_tree(&dir, &health_app("r1"));
+    let port = free_port();
+    let daemon = run_rolling(
+        &dir,
+        &tree,
+        port,
+        &["--max-surge", "1", "--health-path", "/healthz"],
+    );
+    wait_for_body(port, "r1 pid=");
+    let most = MostWorkers::start(daemon.pid());
+    dir.write("releases/r2/app.py", &health_app("r2"));
+    tree.swap("r2");
+    let check = master_of(&daemon, 3);
+    let serving = daemon.wait_for_line("generation 4 serving", Duration::from_secs(120));
+    assert!(
+        serving.contains(&format!(": {W} workers booted")),
+        "{serving}"
+    );
+    let most = most.stop();
+    assert!(
+        daemon
+            .output()
+            .contains(&format!("generation 3 (master {check}) passed its check")),
+        "{}",
+        daemon.output()
+    );
+    assert_eq!(
+        most.get(&check),
+        Some(&1),
+        "the check generation had N = 1 worker at most: {most:?}"
+    );
+    assert_eq!(most.get(&master_of(&daemon, 4)), Some(&W), "{most:?}");
+    wait_for_body(port, "r2 pid=");
     daemon.stop().assert_success();
 }
 
