@@ -11,6 +11,10 @@
 //!
 //! A HUP that reaches the serving master from elsewhere (logrotate) resets its worker count to
 //! its `-w`, the first step: its target is looked at every `RESTORE_EVERY` and put back.
+//!
+//! Requests to a control socket can fail for a moment: Gunicorn 27.0.1 stops its control
+//! server before every fork and starts it again after (`os.register_at_fork`), so each request
+//! here is retried at the next look rather than trusted to get through once.
 
 use std::time::{Duration, Instant};
 
@@ -138,12 +142,16 @@ impl SupervisorLoop<'_> {
                 old.number,
                 old.pid
             ),
-            Err(e) => error!(
-                generation = old.number,
-                "rolling switch undone, but generation {} (master {}) cannot grow back by {missing} workers: {e}",
-                old.number,
-                old.pid
-            ),
+            Err(e) => {
+                error!(
+                    generation = old.number,
+                    "rolling switch undone, but generation {} (master {}) cannot grow back by {missing} workers yet: {e}; retrying",
+                    old.number,
+                    old.pid
+                );
+                // Its worker target is below W: the next check of it adds what is missing.
+                self.restore_at = None;
+            }
         }
     }
 
