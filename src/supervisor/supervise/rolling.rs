@@ -51,15 +51,12 @@ impl SupervisorLoop<'_> {
         let Some(add) = surge.next_step(new) else {
             return false;
         };
-        let Some(control) = candidate.generation.control.clone() else {
-            return false;
-        };
         let g = &candidate.generation;
         let (number, pid) = (g.number, g.pid);
         let Some((old, _)) = &self.serving else {
             // Nothing else serves: no reason to wait.
             let add = surge.workers - new;
-            if grow(&control, pid, add) {
+            if grow(&candidate.generation, add) {
                 info!(
                     generation = number,
                     master = pid,
@@ -108,7 +105,7 @@ impl SupervisorLoop<'_> {
                         since.elapsed().as_secs()
                     );
                 }
-                if grow(&control, pid, add) {
+                if grow(&candidate.generation, add) {
                     info!(
                         generation = number,
                         master = pid,
@@ -207,11 +204,16 @@ fn resize(generation: &Generation, change: Resize) -> Result<u32, String> {
 }
 
 /// `worker add` on a candidate, the failure logged (retried at the next look).
-fn grow(control: &std::path::Path, pid: u32, add: u32) -> bool {
-    match control_socket::resize(control, pid, Resize::Add(add), ASK_TIMEOUT) {
+fn grow(generation: &Generation, add: u32) -> bool {
+    match resize(generation, Resize::Add(add)) {
         Ok(_) => true,
         Err(e) => {
-            warn!("cannot ask master {pid} to add {add} worker(s): {e}; retrying");
+            warn!(
+                generation = generation.number,
+                "cannot ask generation {} (master {}) to add {add} worker(s): {e}; retrying",
+                generation.number,
+                generation.pid
+            );
             false
         }
     }

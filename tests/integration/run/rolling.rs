@@ -66,6 +66,21 @@ fn workers_of(master: u32) -> Vec<u32> {
     proc::children(master)
 }
 
+/// How many workers of `master` have loaded the app.
+fn booted_workers(master: u32) -> usize {
+    workers_of(master)
+        .into_iter()
+        .filter(|&w| proc::has_booted(w) == Some(true))
+        .count()
+}
+
+/// Waits until `master` has exactly W booted workers.
+fn wait_for_w_booted(master: u32, what: &str) {
+    poll_until(CEILING, what, || {
+        (booted_workers(master) == W).then_some(())
+    });
+}
+
 /// Watches a master's worker count in the background; the lowest seen while it lived.
 struct WorkerFloor {
     stop: Arc<AtomicBool>,
@@ -80,11 +95,7 @@ impl WorkerFloor {
         let (flag, low) = (Arc::clone(&stop), Arc::clone(&lowest));
         let handle = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) && proc::is_live(master) {
-                let booted = workers_of(master)
-                    .into_iter()
-                    .filter(|&w| proc::has_booted(w) == Some(true))
-                    .count();
-                low.fetch_min(booted, Ordering::Relaxed);
+                low.fetch_min(booted_workers(master), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
@@ -227,13 +238,7 @@ fn a_release_failing_mid_switch_leaves_the_old_code_serving_with_every_worker_ba
         undone.contains(&format!("grows back to {W} workers")),
         "{undone}"
     );
-    poll_until(CEILING, "the old master back to W booted workers", || {
-        let booted = workers_of(old_master)
-            .into_iter()
-            .filter(|&w| proc::has_booted(w) == Some(true))
-            .count();
-        (booted == W).then_some(())
-    });
+    wait_for_w_booted(old_master, "the old master back to W booted workers");
     let report = load.stop();
     let lowest = floor.stop();
     eprintln!(
@@ -349,13 +354,7 @@ fn a_hup_from_elsewhere_does_not_leave_a_rolled_generation_short_of_workers() {
     .expect("HUP the serving master");
     let line = daemon.wait_for_line("restored to", CEILING);
     assert!(line.contains(&format!("restored to {W}")), "{line}");
-    poll_until(CEILING, "W booted workers again", || {
-        let booted = workers_of(master)
-            .into_iter()
-            .filter(|&w| proc::has_booted(w) == Some(true))
-            .count();
-        (booted == W).then_some(())
-    });
+    wait_for_w_booted(master, "W booted workers again");
     daemon.stop().assert_success();
 }
 
