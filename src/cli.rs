@@ -12,9 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod health_args;
 mod log_args;
+mod reload_command_args;
 mod run_args;
 
 pub use log_args::{LogArgs, LogFormat};
+pub use reload_command_args::{DeployStepArgs, rejected_line_wants_json};
 pub use run_args::RunArgs;
 
 #[derive(Debug, Parser)]
@@ -154,6 +156,8 @@ pub struct ReloadCommandArgs {
     pub reload: ReloadArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
+    #[command(flatten)]
+    pub step: DeployStepArgs,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +172,11 @@ pub struct StatusArgs {
     /// supervisor named by --pid).
     #[arg(long, env = "HUPWATCH_JSON")]
     pub json: bool,
+
+    /// The reloads' runtime directory, where a master's `preload_app` is remembered after an
+    /// upgrade (default: /run/hupwatch as root, else $XDG_RUNTIME_DIR/hupwatch).
+    #[arg(long, value_name = "DIR", env = "HUPWATCH_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use clap::CommandFactory;
 
@@ -15,7 +16,8 @@ use crate::error::AppError;
 use crate::gunicorn::discover;
 use crate::reload::{self, ReloadError};
 use crate::report;
-use crate::report::control::ControlPeer;
+use crate::report::control::{ControlPeer, PeerKind};
+use crate::report::reload_result::{ReloadResult, ResultKind, Serving, StrategyUsed};
 
 pub fn run(command: Command) -> Result<(), AppError> {
     match command {
@@ -120,17 +122,129 @@ fn app_name(args: &AppArgs) -> String {
         .unwrap_or_else(|| "app".into())
 }
 
+/// `hupwatch reload`: the deploy step. With `--json` its outcome is printed as one object
+/// whatever it was, the failure's exit code and kind taken from the error itself
+/// (`AppError::exit_code`, `AppError::result_kind`).
 fn reload(args: ReloadCommandArgs) -> Result<(), AppError> {
+    let started = Instant::now();
+    let mut seen = Seen::default();
+    let done = reload_step(&args, &mut seen);
+    if args.step.json {
+        let mut result = match &done {
+            Ok(result) => result.clone(),
+            Err(e) => {
+                // Looked up again only if a master was found before: a command line refused
+                // before that has nothing to compare.
+                let after = match (&seen.after, seen.before.master) {
+                    (Some(after), _) => after.clone(),
+                    (None, Some(_)) => serving_now(&args),
+                    (None, None) => Serving::default(),
+                };
+                let mut failed =
+                    ReloadResult::new(e.result_kind(), e.exit_code(), seen.before.clone(), after)
+                        .reason(e.to_string());
+                failed.coalesced = matches!(e, AppError::Reload(r) if r.is_coalesced());
+                failed
+            }
+        };
+        result.supervisor = seen.supervisor;
+        // A closed stdout must not turn the reload's own exit code into another one.
+        if let Err(e) = result.took(started.elapsed()).print() {
+            tracing::warn!("cannot write the JSON result: {e}");
+        }
+    }
+    done.map(drop)
+}
+
+/// What a reload saw, for its JSON result even when it fails half-way.
+#[derive(Default)]
+struct Seen {
+    before: Serving,
+    /// Known from the supervisor's answer; else looked up after a failure.
+    after: Option<Serving>,
+    supervisor: Option<u32>,
+}
+
+fn reload_step(args: &ReloadCommandArgs, seen: &mut Seen) -> Result<ReloadResult, AppError> {
     let target = TargetSelector::from_args(&args.target)?;
     if let Some(peer) = ControlPeer::aimed_at(&target) {
         // `hupwatch run` switches generations itself and answers once the switch is verified;
         // `hupwatch watch` re-reads its config file and answers whether it is in force.
-        return Ok(peer.reload(args.reload.dry_run)?);
+        return reload_peer(args, &peer, seen);
     }
     let settings = ReloadSettings::from_args(&args.reload, &args.preflight, &args.release)?;
+    let master = discover::find_master(&target)?;
+    seen.before = Serving::of(&master);
+    if let Some(link) = settings.release_link.as_ref().filter(|_| !args.step.force)
+        && let Some(release) = reload::release_check::already_serving(&master, link)?
+    {
+        return Ok(unchanged(&release, &seen.before));
+    }
     let outcome = reload::reload_checked(&target, &settings, None)?;
     report::reload_succeeded(&outcome);
-    Ok(())
+    Ok(ReloadResult::of_outcome(&outcome, seen.before.clone()))
+}
+
+/// A deploy run again: what it asks for already serves, so nothing is sent.
+fn unchanged(release: &Path, serving: &Serving) -> ReloadResult {
+    let master = serving.master.map_or("?".into(), |m| m.to_string());
+    let reason = format!(
+        "the workers of master {master} already run {} (the release link's target); nothing sent (--force reloads anyway)",
+        release.display()
+    );
+    tracing::info!(master = serving.master, release = %release.display(), "unchanged: {reason}");
+    ReloadResult::new(ResultKind::Unchanged, 0, serving.clone(), serving.clone()).reason(reason)
+}
+
+fn reload_peer(
+    args: &ReloadCommandArgs,
+    peer: &ControlPeer,
+    seen: &mut Seen,
+) -> Result<ReloadResult, AppError> {
+    if peer.kind != PeerKind::Run {
+        peer.reload(args.reload.dry_run)?;
+        return Ok(ReloadResult::new(
+            ResultKind::Reloaded,
+            0,
+            Serving::default(),
+            Serving::default(),
+        ));
+    }
+    seen.supervisor = Some(peer.pid);
+    let link = config::release_link(&args.release)?;
+    let serving = peer.status()?.serving().map(Serving::of_generation);
+    seen.before = serving.clone().unwrap_or_default();
+    if let (Some(link), Some(serving), false) = (&link, &serving, args.step.force) {
+        let target = link.target().map_err(ReloadError::from)?;
+        if serving.release.as_ref() == Some(&target) {
+            return Ok(unchanged(&target, serving));
+        }
+    }
+    let switch = peer.reload(args.reload.dry_run).inspect_err(|e| {
+        seen.after = e
+            .switch()
+            .and_then(|s| s.after.as_ref().map(Serving::of_generation));
+    })?;
+    let after = switch
+        .and_then(|s| s.after.as_ref().map(Serving::of_generation))
+        .unwrap_or_else(|| seen.before.clone());
+    if args.reload.dry_run {
+        return Ok(
+            ReloadResult::new(ResultKind::Unchanged, 0, seen.before.clone(), after)
+                .reason("dry run: nothing sent"),
+        );
+    }
+    let mut result = ReloadResult::new(ResultKind::Reloaded, 0, seen.before.clone(), after);
+    result.strategy = Some(StrategyUsed::Supervisor);
+    Ok(result)
+}
+
+/// After a failure: what serves now, if the target can still be found.
+fn serving_now(args: &ReloadCommandArgs) -> Serving {
+    TargetSelector::from_args(&args.target)
+        .ok()
+        .and_then(|t| discover::find_master(&t).ok())
+        .map_or_else(Serving::default, |m| Serving::of(&m))
 }
 
 fn status(args: StatusArgs) -> Result<(), AppError> {
@@ -160,7 +274,9 @@ fn status(args: StatusArgs) -> Result<(), AppError> {
             .collect(),
         _ => Vec::new(),
     };
-    report::print_status(&masters, args.json, view, &supervisors).map_err(io("writing status"))
+    let memory = config::runtime_dir::chosen_runtime_dir(args.runtime_dir.as_deref());
+    report::print_status(&masters, args.json, view, &supervisors, memory.as_deref())
+        .map_err(io("writing status"))
 }
 
 /// Validate the file, then show what each app would watch and which master it resolves to.

@@ -10,7 +10,9 @@ use crate::config::runtime_dir::RuntimeDirError;
 use crate::gunicorn::discover::DiscoverError;
 use crate::reload::ReloadError;
 use crate::reload::lock::LockError;
+use crate::reload::serve_check::ServedError;
 use crate::report::control::ControlError;
+use crate::report::reload_result::ResultKind;
 use crate::supervisor::SupervisorError;
 use crate::watch::WatchError;
 
@@ -60,6 +62,23 @@ impl AppError {
             Self::Reload(_) | Self::Io { .. } => 1,
             Self::Supervisor(e) => e.exit_code(),
             Self::Control(e) => e.exit_code(),
+        }
+    }
+
+    /// What `reload --json` calls this outcome, beside its exit code: a release refused before
+    /// anything was sent is held back, one put back after its health check failed is rolled
+    /// back; the rest failed.
+    pub fn result_kind(&self) -> ResultKind {
+        match self {
+            Self::Reload(
+                ReloadError::Preflight { .. }
+                | ReloadError::Served(ServedError::KnownBad { .. })
+                | ReloadError::Coalesced { sent: false, .. },
+            ) => ResultKind::HeldBack,
+            Self::Reload(ReloadError::Served(ServedError::RolledBack { .. })) => {
+                ResultKind::RolledBack
+            }
+            _ => ResultKind::Failed,
         }
     }
 }

@@ -34,9 +34,13 @@ use clap::Parser;
 
 use crate::cli::Cli;
 use crate::error::AppError;
+use crate::report::reload_result::ReloadResult;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return rejected(e),
+    };
     logging::init(&cli.log);
     match commands::run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,4 +53,18 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// A command line clap refused (exit 2) or a `--help`/`--version` it answered (exit 0). A
+/// rejected `reload --json` still prints its one JSON object: the deploy tool reading stdout
+/// gets a `failed` result with clap's message, not an empty line.
+fn rejected(e: clap::Error) -> ExitCode {
+    if e.use_stderr() && cli::rejected_line_wants_json(std::env::args_os()) {
+        let text = e.render().to_string();
+        let code = u8::try_from(e.exit_code()).unwrap_or(2);
+        let _ = ReloadResult::rejected(code, text.lines().next().unwrap_or_default()).print();
+        let _ = e.print();
+        return ExitCode::from(code);
+    }
+    e.exit()
 }

@@ -14,8 +14,30 @@ use clap_mangen::Man;
 
 use crate::cli::Cli;
 
-/// Write the whole page (roff) to `w`.
+/// Write the whole page (roff) to `w`, in ASCII: the help texts' `…` made groff warn
+/// ("invalid input character", `groff -k -man -ww`, preconv as `man` runs it), so every
+/// non-ASCII character is written as `\[uXXXX]`, which groff reads whatever the encoding.
 pub fn render(w: &mut dyn Write) -> io::Result<()> {
+    let mut page = Vec::new();
+    render_utf8(&mut page)?;
+    w.write_all(ascii_roff(&String::from_utf8_lossy(&page)).as_bytes())
+}
+
+/// `text` with every non-ASCII character as groff's `\[uXXXX]` escape.
+fn ascii_roff(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\[u{:04X}]", u32::from(c)));
+        }
+    }
+    out
+}
+
+/// The page as clap_mangen renders the help texts: UTF-8.
+fn render_utf8(w: &mut dyn Write) -> io::Result<()> {
     let mut cmd = Cli::command();
     cmd.build();
     let man = Man::new(cmd.clone());
@@ -106,6 +128,15 @@ mod tests {
         }
         assert!(!page.contains("hupwatch-watch(1)"), "a page nobody ships");
         assert!(!page.contains("\n.SH OPTIONS\n.SH"), "an empty section");
+    }
+
+    #[test]
+    fn the_page_is_ascii_with_groff_escapes_for_the_rest() {
+        assert!(page().is_ascii());
+        assert_eq!(
+            ascii_roff("gunicorn \u{2026} \u{2192}"),
+            "gunicorn \\[u2026] \\[u2192]"
+        );
     }
 
     #[test]

@@ -158,11 +158,7 @@ impl ReloadSettings {
             verify_timeout: args.verify_timeout,
             preflight,
             release_link: release_link(release)?,
-            runtime_dir: args
-                .runtime_dir
-                .as_deref()
-                .map(|d| std::path::absolute(d).unwrap_or(d.to_path_buf()))
-                .or_else(default_runtime_dir),
+            runtime_dir: runtime_dir::chosen_runtime_dir(args.runtime_dir.as_deref()),
         })
     }
 }

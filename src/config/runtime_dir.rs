@@ -64,6 +64,13 @@ pub(crate) fn default_runtime_dir() -> Option<PathBuf> {
         .map(|d| PathBuf::from(d).join("hupwatch"))
 }
 
+/// The runtime directory of reloads and `status`: `--runtime-dir` (made absolute), else the
+/// default one.
+pub fn chosen_runtime_dir(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(|d| std::path::absolute(d).unwrap_or(d.to_path_buf()))
+        .or_else(default_runtime_dir)
+}
+
 /// `run`'s base without a runtime directory: `$TMPDIR/hupwatch-<uid>` (tmux's
 /// `/tmp/tmux-<uid>`), never a name shared by every user.
 pub(crate) fn temp_runtime_dir() -> PathBuf {

@@ -30,6 +30,7 @@ use crate::reload;
 use crate::reload::handoff::Stage;
 use crate::report;
 use crate::report::control::{Answer, Control, Incoming, PeerKind, ProcessDir, Request};
+use crate::report::held_back::{Fingerprint, is_same_release};
 use crate::report::sd_notify::{self, ServiceStatus};
 use crate::watch::{AppTag, WatchEvent};
 
@@ -231,16 +232,29 @@ fn finish(apps: &mut [WatchedApp], status: &mut ServiceStatus, name: &str, ended
             return;
         }
     };
+    let app = apps.iter_mut().find(|a| a.config.name == name);
     match result {
         Ok(outcome) => {
             report::reload_succeeded(&outcome);
             status.set(name, report::status_line(&outcome));
-            if let Some(app) = apps.iter_mut().find(|a| a.config.name == name) {
+            if let Some(app) = app {
+                app.held_back = None;
                 app.apply(&outcome);
             }
         }
         Err(err) => {
-            report::reload_failed(&err);
+            let held_back = err
+                .is_held_back()
+                .then(|| Fingerprint::read(err.held_back_in(), &err.to_string()));
+            let last = app.as_ref().and_then(|a| a.held_back);
+            match held_back {
+                Some(now) if is_same_release(last, now) => report::held_back_again(name, &err),
+                Some(_) => report::release_held_back(name, &err),
+                None => report::reload_failed(&err),
+            }
+            if let Some(app) = app {
+                app.held_back = held_back;
+            }
             status.set(
                 name,
                 format!(

@@ -10,6 +10,7 @@ use crate::config::{AppConfig, By, TargetSelector};
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::preflight::warm_checker;
 use crate::reload::ReloadOutcome;
+use crate::report::held_back::Fingerprint;
 use crate::watch::change_feed::ChangeFeed;
 use crate::watch::change_sink::{ChangeSink, LoadedSink, SpillSlot};
 use crate::watch::serving_writes::ServingWrites;
@@ -21,6 +22,8 @@ pub struct WatchedApp {
     pub feed: ChangeFeed,
     /// Follows the master across upgrades: `--pid` names the old one after a USR2 upgrade.
     pub target: TargetSelector,
+    /// The release the last reload held back, if it did: the same one again is not news.
+    pub held_back: Option<Fingerprint>,
 }
 
 impl WatchedApp {
@@ -73,6 +76,7 @@ impl WatchedApp {
             config,
             tag,
             feed,
+            held_back: None,
         })
     }
 

@@ -8,7 +8,9 @@
 //!
 //! 1. `--app` (or `wsgi_app` in hupwatch's config file): the user said so;
 //! 2. the APP argument of the master's command line, when it still shows it;
-//! 3. the title's NAME, when it has the `module:callable` shape;
+//! 3. the title's NAME, when it has the `module:callable` shape, or is a dotted module that
+//!    exists under the master's working directory (`gunicorn mysite.wsgi`, the form Django's
+//!    deployment docs use: Gunicorn then takes its `application`);
 //! 4. for a titled master run by a systemd service, the APP argument of the unit's
 //!    `ExecStart=` (the master's command line, written down);
 //! 5. `wsgi_app = "…"` in the Gunicorn config file those arguments name (`-c FILE`), else in
@@ -126,13 +128,21 @@ pub fn resolve_with(
     let name = master.parsed.title_name.as_deref().unwrap_or("?");
     if looks_like_app_spec(name) {
         return Ok(AppSpec {
-            spec: name.to_string(),
+            spec: without_upgrade_suffix(name).to_string(),
+            source: AppSource::Title,
+            args: Vec::new(),
+        });
+    }
+    if let Some(module) = cwd.and_then(|cwd| module_named(name, cwd, look)) {
+        return Ok(AppSpec {
+            spec: module,
             source: AppSource::Title,
             args: Vec::new(),
         });
     }
     looked.push(format!(
-        "the title [{name}] (not MODULE:CALLABLE; setproctitle hid the command line)"
+        "the title [{name}] (not MODULE:CALLABLE, nor a module under the master's working directory {}; setproctitle hid the command line)",
+        cwd.map_or("?".into(), |c| c.display().to_string())
     ));
     match look.unit_command() {
         Ok(UnitCommand { unit, argv }) => match cmdline::gunicorn_args(&argv) {
@@ -229,6 +239,36 @@ pub fn looks_like_app_spec(name: &str) -> bool {
                 .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
     };
     ident(module) && !callable.is_empty() && !callable.contains(char::is_whitespace)
+}
+
+/// An upgrade's new master carries its old title plus `.2` until the old one is gone
+/// (`app:app.2`); `app.2` is no Python expression, so the suffix is never the callable's.
+fn without_upgrade_suffix(spec: &str) -> &str {
+    spec.strip_suffix(".2").unwrap_or(spec)
+}
+
+/// A title NAME that is a bare dotted module (`mysite.wsgi`, or `mysite.wsgi.2` while an
+/// upgrade's new master runs) is the app spec only when that module is a file under `cwd`
+/// (the master's `--chdir`, which Gunicorn puts first on `sys.path`): a dotted `--name` such
+/// as `shop.example.com` names no module there, and taking it for one would hold every release
+/// back on a check of an app that does not exist.
+fn module_named(name: &str, cwd: &Path, look: &dyn Lookups) -> Option<String> {
+    let candidates = std::iter::once(name).chain(name.strip_suffix(".2"));
+    candidates
+        .filter(|m| m.contains('.') && m.split('.').all(is_identifier))
+        .find(|m| {
+            let base = cwd.join(m.replace('.', "/"));
+            look.read(&base.with_extension("py")).is_ok()
+                || look.read(&base.join("__init__.py")).is_ok()
+        })
+        .map(str::to_string)
+}
+
+/// A Python identifier (ASCII digits cannot start one: `wsgi.2` is no module path).
+fn is_identifier(part: &str) -> bool {
+    let mut chars = part.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

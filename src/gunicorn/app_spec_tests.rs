@@ -111,6 +111,43 @@ fn a_title_shaped_like_an_app_spec_is_one() {
 }
 
 #[test]
+fn an_upgrades_new_master_title_names_the_same_app() {
+    let m = master("gunicorn: master [shop.wsgi:application.2]");
+    let (spec, _, _) = found(&m, None, &Fake::new());
+    assert_eq!(spec, "shop.wsgi:application");
+}
+
+#[test]
+fn a_dotted_title_is_a_module_only_when_it_is_under_the_masters_cwd() {
+    let django = Fake::new().file("/srv/shop/mysite/wsgi.py", "application = None\n");
+    for title in ["mysite.wsgi", "mysite.wsgi.2"] {
+        let m = master(&format!("gunicorn: master [{title}]"));
+        let (spec, source, _) = found(&m, None, &django);
+        assert_eq!((spec.as_str(), source.as_str()), ("mysite.wsgi", "title"));
+    }
+    let package = Fake::new().file("/srv/shop/mysite/wsgi/__init__.py", "");
+    let (spec, _, _) = found(&master("gunicorn: master [mysite.wsgi]"), None, &package);
+    assert_eq!(spec, "mysite.wsgi");
+
+    // A dotted --name names no module: the search goes on, and tells where it looked.
+    let m = master("gunicorn: master [shop.example.com]");
+    let err = resolve_with(&m, None, &django).unwrap_err().to_string();
+    assert!(
+        err.contains("the title [shop.example.com] (not MODULE:CALLABLE, nor a module under the master's working directory /srv/shop"),
+        "{err}"
+    );
+    // Only identifiers are module paths; a bare name is no dotted module.
+    for title in ["mysite.2wsgi", "mysite", "my-site.wsgi", "mysite..wsgi"] {
+        let look = Fake::new()
+            .file("/srv/shop/mysite/2wsgi.py", "")
+            .file("/srv/shop/mysite.py", "")
+            .file("/srv/shop/my-site/wsgi.py", "");
+        let m = master(&format!("gunicorn: master [{title}]"));
+        assert!(resolve_with(&m, None, &look).is_err(), "{title}");
+    }
+}
+
+#[test]
 fn a_titled_master_reads_the_default_config_file_in_its_cwd() {
     let m = master("gunicorn: master [shopfront]");
     let look = Fake::new().file("/srv/shop/gunicorn.conf.py", WSGI);

@@ -96,8 +96,8 @@ fn exchange(
     let mut stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
     let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| e.to_string())?;
-    if peer.pid() as u32 != pid {
-        return Err(format!("answered by PID {}, not the master", peer.pid()));
+    if let Some(why) = not_the_master(peer.pid(), pid) {
+        return Err(why);
     }
     stream
         .set_read_timeout(Some(timeout))
@@ -132,6 +132,21 @@ pub fn parse_data_count(body: &[u8], key: &str) -> Result<u32, String> {
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| format!("no {key} in its answer"))
+}
+
+/// Why the process that answered (its `SO_PEERCRED` PID) is not the master asked, if it is
+/// not. The kernel gives PID 0 for a peer outside our PID namespace (a container's, or a
+/// systemd service's with `PrivatePIDs=`): such an answer cannot be traced to the master, and
+/// saying so beats the bare errno the credentials call once surfaced ("Success (os error 0)").
+pub fn not_the_master(peer_pid: i32, master: u32) -> Option<String> {
+    match peer_pid {
+        0 => Some(
+            "answered by a process outside this PID namespace (SO_PEERCRED PID 0), not believed"
+                .into(),
+        ),
+        p if u32::try_from(p).ok() == Some(master) => None,
+        p => Some(format!("answered by PID {p}, not the master")),
+    }
 }
 
 /// `preload_app` from a `show config` answer.
@@ -171,5 +186,15 @@ mod tests {
         let refused = br#"{"id": 1, "status": "error", "error": "Unknown command: worker"}"#;
         let err = parse_data_count(refused, "total").unwrap_err();
         assert!(err.contains("Unknown command"), "{err}");
+    }
+
+    #[test]
+    fn a_peer_is_named_by_what_its_credentials_say() {
+        assert_eq!(not_the_master(4242, 4242), None);
+        let other = not_the_master(4243, 4242).unwrap();
+        assert_eq!(other, "answered by PID 4243, not the master");
+        let hidden = not_the_master(0, 4242).unwrap();
+        assert!(hidden.contains("outside this PID namespace"), "{hidden}");
+        assert!(!hidden.contains("os error"), "{hidden}");
     }
 }

@@ -12,6 +12,7 @@ pub mod heartbeat;
 pub mod master_choice;
 pub mod master_env;
 pub mod preload;
+pub mod preload_memory;
 pub mod process_tree;
 pub mod procfs;
 pub mod systemd_unit;

@@ -18,6 +18,7 @@ use crate::gunicorn::cmdline;
 use crate::gunicorn::control_socket;
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::master_env;
+use crate::gunicorn::preload_memory;
 use crate::gunicorn::systemd_unit::{self, UnitCommand};
 
 /// What hupwatch knows about a master's `preload_app`.
@@ -98,18 +99,31 @@ pub struct Facts {
 
 /// The answer for a running master (reads /proc, the config file, and for a titled master in
 /// a systemd service, `systemctl show`); when those leave it unknown, the master's control
-/// socket is asked.
-pub fn preload_app(master: &MasterProcess) -> Preload {
+/// socket is asked, and failing that, what the socket answered when the master took over by
+/// an upgrade, remembered in the runtime directory `memory` (`preload_memory`).
+pub fn preload_app(master: &MasterProcess, memory: Option<&Path>) -> Preload {
     match judge(&facts(master)) {
         Preload::Unknown(why) => {
-            with_control_socket(why, control_socket::preload_app(master, CONTROL_TIMEOUT))
+            let asked =
+                with_control_socket(why, control_socket::preload_app(master, CONTROL_TIMEOUT));
+            match (
+                &asked,
+                memory.and_then(|dir| Some((dir, preload_memory::recall(dir, master)?))),
+            ) {
+                (Preload::Unknown(_), Some((dir, true))) => Preload::Yes(format!(
+                    "`show config` on its control socket when it took over, remembered in {}",
+                    dir.display()
+                )),
+                (Preload::Unknown(_), Some((_, false))) => Preload::No,
+                _ => asked,
+            }
         }
         known => known,
     }
 }
 
 /// A control socket answers at once; a master busy draining old workers may not.
-const CONTROL_TIMEOUT: Duration = Duration::from_millis(500);
+pub const CONTROL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The control socket reports the running configuration: its answer settles what the other
 /// sources left unknown.

@@ -68,6 +68,17 @@ pub enum PreflightError {
 }
 
 impl PreflightError {
+    /// The release directory the check ran in, for the variants that ran one.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Self::Failed { dir, .. }
+            | Self::Unhealthy { dir, .. }
+            | Self::TimedOut { dir, .. }
+            | Self::DirGone { dir, .. } => Some(dir),
+            _ => None,
+        }
+    }
+
     /// A check that ran and failed (`status` as `exit status: 1`), from its output: the cold
     /// check and the warm checker report it alike.
     pub fn failed(dir: &Path, status: &str, output: &[u8]) -> Self {

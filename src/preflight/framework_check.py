@@ -150,10 +150,28 @@ def _settings_from_manage_py():
     return m.group(1) if m else None
 
 
+def _urlconf_state():
+    """Whether loading the app imported ROOT_URLCONF. If not, each worker imports it, and so
+    the views, at its first request: a worker that has served nothing since an edit imports the
+    edited views, even of a release held back. Read before the system checks import it."""
+    if "django.conf" not in sys.modules:
+        return None
+    try:
+        from django.conf import settings
+
+        name = settings.ROOT_URLCONF if settings.configured else None
+    except Exception:  # noqa: BLE001 - only a hint
+        return None
+    if not isinstance(name, str):
+        return None
+    return {"module": name, "loaded": name in sys.modules}
+
+
 def django_checks(settings_before):
     """Django's system checks (`manage.py check`), or None for a project that is not Django."""
     if "django" not in sys.modules and not os.path.isfile("manage.py"):
         return None
+    urlconf = _urlconf_state()
     settings = os.environ.get("DJANGO_SETTINGS_MODULE")
     if settings and settings_before:
         source = "environment"
@@ -187,7 +205,7 @@ def django_checks(settings_before):
         traceback.print_exc()
         return {"failed": True}
     took = time.monotonic() - started
-    return {"settings": settings, "source": source, "ms": round(took * 1000, 1)}
+    return {"settings": settings, "source": source, "ms": round(took * 1000, 1), "urlconf": urlconf}
 
 
 def _request_host(cfg):

@@ -11,6 +11,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -86,6 +87,36 @@ struct DjangoReport {
     source: Option<String>,
     ms: Option<f64>,
     skipped: Option<String>,
+    #[serde(default)]
+    urlconf: Option<UrlconfReport>,
+}
+
+/// `ROOT_URLCONF`, and whether loading the app imported it (read before the system checks do).
+#[derive(Debug, Default, Deserialize, PartialEq)]
+struct UrlconfReport {
+    module: String,
+    loaded: bool,
+}
+
+/// What to write in `wsgi.py` so that a worker imports the URLconf, and the views, at boot.
+pub const WARM_URLCONF: &str = "from django.urls import get_resolver; get_resolver().url_patterns";
+
+/// A URLconf left to the first request: each worker then imports the views it finds *then*,
+/// so a worker idle since an edit answers 500 for a view the preflight held back (issue 20).
+/// Said once per process and URLconf: every check of every release would say it again.
+fn warn_urlconf_cold(urlconf: &UrlconfReport) {
+    static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if urlconf.loaded || warned.contains(&urlconf.module) {
+        return;
+    }
+    warned.push(urlconf.module.clone());
+    warn!(
+        urlconf = %urlconf.module,
+        fix = WARM_URLCONF,
+        "Django imports the URLconf {} and its views at each worker's first request, not at boot: an idle worker can import edited views; warm it in wsgi.py (see fix)",
+        urlconf.module
+    );
 }
 
 fn report(output: &str) -> Option<Report> {
@@ -121,13 +152,18 @@ pub(crate) fn conclude(plan: &Plan, output: &[u8]) -> Result<Concluded, Prefligh
         Some(DjangoReport {
             skipped: Some(why), ..
         }) => warn!("Django's system checks not run: {why}"),
-        Some(d) => info!(
-            settings = d.settings.as_deref().unwrap_or("?"),
-            "Django's system checks passed (settings {} from {}) in {:.0}ms",
-            d.settings.as_deref().unwrap_or("?"),
-            d.source.as_deref().unwrap_or("?"),
-            d.ms.unwrap_or_default()
-        ),
+        Some(d) => {
+            if let Some(urlconf) = &d.urlconf {
+                warn_urlconf_cold(urlconf);
+            }
+            info!(
+                settings = d.settings.as_deref().unwrap_or("?"),
+                "Django's system checks passed (settings {} from {}) in {:.0}ms",
+                d.settings.as_deref().unwrap_or("?"),
+                d.source.as_deref().unwrap_or("?"),
+                d.ms.unwrap_or_default()
+            )
+        }
         None => {}
     }
     let Some(health) = &checks.health else {

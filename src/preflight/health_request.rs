@@ -73,6 +73,33 @@ pub fn judge(answer: &HealthAnswer) -> Result<(), HealthFailure> {
     }
 }
 
+/// Lines of a failing answer kept for the log's `response` field.
+const RESPONSE_LINES: usize = 6;
+
+/// The answer's first lines for the log: the status, then the body's first non-blank lines,
+/// each cut at [`BODY_SHOWN`] characters. The one-line failure names a page's title only; a
+/// page that says more (which template, which line) says it in its first lines.
+pub fn first_lines(answer: &HealthAnswer) -> String {
+    let status = answer.status.as_deref().unwrap_or("(no status line)");
+    let body = answer
+        .body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut shown: String = l.chars().take(BODY_SHOWN).collect();
+            if l.chars().count() > BODY_SHOWN {
+                shown.push('…');
+            }
+            shown
+        });
+    std::iter::once(status.trim().to_string())
+        .chain(body)
+        .take(RESPONSE_LINES)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The body's start on one line: whitespace runs collapsed, cut at [`BODY_SHOWN`] characters.
 /// An HTML page shows its `<title>` instead (Django's debug page: `RuntimeError at /`), since
 /// its start is a doctype and a style sheet.
@@ -110,6 +137,15 @@ mod tests {
             no_answer: None,
             host: None,
         }
+    }
+
+    #[test]
+    fn the_first_lines_of_an_answer_are_its_status_and_the_body_start() {
+        let page = "<!doctype html>\n<html lang=en>\n\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n<p>jinja2: index.html line 3</p>\n<p>7</p>\n<p>8</p>";
+        assert_eq!(
+            first_lines(&answer("500 INTERNAL SERVER ERROR", page)),
+            "500 INTERNAL SERVER ERROR\n<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n<p>jinja2: index.html line 3</p>"
+        );
     }
 
     #[test]

@@ -194,6 +194,7 @@ fn coalesced(
                 pid: waited_on,
                 by: record.by,
                 message,
+                sent: record.signal_ns.is_some(),
             });
         }
         // `lock_record::decide` never coalesces one; should it, nothing verified is not a success.
@@ -202,6 +203,7 @@ fn coalesced(
                 pid: waited_on,
                 by: record.by,
                 message: "it signalled the master and stopped before verifying".into(),
+                sent: true,
             });
         }
         RecordOutcome::Ok {

@@ -107,7 +107,13 @@ pub enum ReloadError {
     #[error(transparent)]
     Served(#[from] ServedError),
     #[error("coalesced with the reload of master {pid} by hupwatch {by}, which failed: {message}")]
-    Coalesced { pid: u32, by: u32, message: String },
+    Coalesced {
+        pid: u32,
+        by: u32,
+        message: String,
+        /// Whether that reload sent its signal (else its release was held back before).
+        sent: bool,
+    },
     #[error(
         "the reload of master {pid} by hupwatch {by} already loaded this change, before any preflight had checked it, and the check fails now (its workers serve it): {message}"
     )]
@@ -135,9 +141,30 @@ impl ReloadError {
         }
     }
 
+    /// Another hupwatch's reload of this change is reported instead of one of our own.
+    pub fn is_coalesced(&self) -> bool {
+        matches!(
+            self,
+            Self::Coalesced { .. } | Self::CoalescedUnchecked { .. }
+        )
+    }
+
     /// The master was found but has not installed its signal handlers yet: worth waiting for.
     pub fn is_master_starting(&self) -> bool {
         matches!(self, Self::Signal(SignalError::NotHandledYet { .. }))
+    }
+
+    /// The preflight held the release back: nothing was sent, the old workers serve.
+    pub fn is_held_back(&self) -> bool {
+        matches!(self, Self::Preflight { .. })
+    }
+
+    /// The release directory a held-back release was checked in.
+    pub fn held_back_in(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Preflight { source, .. } => source.dir(),
+            _ => None,
+        }
     }
 }
 
@@ -316,14 +343,13 @@ fn upgrade_and_check(
     mark: &SignalMark,
     handoff: Option<&Handoff>,
 ) -> Result<ReloadOutcome, ReloadError> {
-    let up =
-        upgrade::upgrade(&p.master, settings.verify_timeout, mark, handoff).map_err(|source| {
-            ReloadError::Upgrade {
-                pid: p.master.pid,
-                name: p.master.name.clone(),
-                source,
-            }
-        })?;
+    let up = upgrade::upgrade(&p.master, settings, mark, handoff).map_err(|source| {
+        ReloadError::Upgrade {
+            pid: p.master.pid,
+            name: p.master.name.clone(),
+            source,
+        }
+    })?;
     let new = up.master.worker_pids();
     outcome(p, Some(up.master), new, (up.elapsed, up.boot), settings)
 }

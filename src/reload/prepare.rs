@@ -15,6 +15,7 @@ use crate::config::reload_plan::Method;
 use crate::config::{ReloadSettings, TargetSelector};
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::preload;
+use crate::preflight::error::PreflightError;
 use crate::preflight::plan::Passed;
 use crate::watch::code_files::LoadedFiles;
 
@@ -89,7 +90,7 @@ pub fn prepare_master(
         debug!(master = master.pid, ?around, "master surroundings");
         strategy_choice::room(&around)
     });
-    let preload = preload::preload_app(&master);
+    let preload = preload::preload_app(&master, settings.runtime_dir.as_deref());
     debug!(master = master.pid, %preload, "preload_app");
     let decide = |load| {
         strategy_choice::choose(plan.method, room.as_ref(), &preload, load)
@@ -111,18 +112,37 @@ pub fn prepare_master(
         }
         .into());
     }
-    let (release, passed) = preflight_until_stable(settings, &master)?;
-    let choice = decide(passed.as_ref().and_then(|p| p.load))?;
+    let (release, passed, choice) = match preflight_until_stable(settings, &master) {
+        Ok((release, passed)) => {
+            let choice = decide(passed.as_ref().and_then(|p| p.load))?;
+            (release, passed, choice)
+        }
+        Err(e) => {
+            let choice = upgrade_instead(e, plan.method, room.as_ref())?;
+            warn!(
+                master = master.pid,
+                strategy = choice.route.action(),
+                detail = choice.detail.as_deref(),
+                "{}",
+                choice.why.as_deref().unwrap_or_default()
+            );
+            let link = settings.release_link.as_ref();
+            let release = link.map(|l| l.target()).transpose()?;
+            return Ok(prepared(master, old, choice, (release, None)));
+        }
+    };
     if let (true, Some(why)) = (choice.unproven, &choice.why) {
         warn!(
             master = master.pid,
             strategy = choice.route.action(),
+            detail = choice.detail.as_deref(),
             "{why}"
         );
     } else if let Some(why) = &choice.why {
         info!(
             master = master.pid,
             strategy = choice.route.action(),
+            detail = choice.detail.as_deref(),
             "{why}"
         );
     }
@@ -144,6 +164,39 @@ fn prepared(
         preflight,
         loaded,
     }
+}
+
+/// A preflight that could not run because nothing tells which app the master serves becomes
+/// an upgrade where one can work (`strategy_choice::upgrade_as_preflight`); any other failure,
+/// or that one where only a HUP is possible, holds the release back.
+fn upgrade_instead(
+    failed: ReloadError,
+    method: Method,
+    room: Option<&Room>,
+) -> Result<Choice, ReloadError> {
+    let (pid, name, looked, hint) = match failed {
+        ReloadError::Preflight {
+            source: PreflightError::UnknownApp { pid, name, looked },
+            hint,
+        } => (pid, name, looked, hint),
+        other => return Err(other),
+    };
+    if let Some(choice) = strategy_choice::upgrade_as_preflight(method, room, &looked) {
+        return Ok(choice);
+    }
+    let hint = match method {
+        Method::Signal(Signal::SIGHUP) if hint.is_empty() => {
+            "\n  note: only an upgrade can check a release without the app spec (a new master that \
+             cannot load it never takes over): --strategy auto or upgrade, where the master can be \
+             upgraded"
+                .to_string()
+        }
+        _ => hint,
+    };
+    Err(ReloadError::Preflight {
+        source: PreflightError::UnknownApp { pid, name, looked },
+        hint,
+    })
 }
 
 fn refused(master: &MasterProcess, refusal: Refusal) -> ReloadError {

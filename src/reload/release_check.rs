@@ -45,7 +45,13 @@ pub fn preflight_until_stable(
                 source,
                 hint: String::new(),
             })?;
-        info!(master = master.pid, dir = %dir.display(), "preflight: {}", plan.describe);
+        // The command is long (interpreter path, every flag): a field, so the line stays short.
+        info!(
+            master = master.pid,
+            dir = %dir.display(),
+            command = %plan.describe,
+            "preflight: checking the new release before anything is sent"
+        );
         // What is left of the one timeout, not a fresh one per retry: else each swap of a
         // storm would buy its check the whole timeout again.
         let left = deadline.saturating_duration_since(Instant::now());
@@ -89,6 +95,28 @@ pub fn preflight_until_stable(
         release = now;
     }
     Err(ReleaseError::Unstable.into())
+}
+
+/// The release these workers run (their working directories, resolved), when they agree:
+/// what serves now. `None` with no worker, or workers of two releases (a reload under way).
+pub fn serving_release(workers: &[u32]) -> Option<PathBuf> {
+    let mut releases = workers.iter().map(|&pid| {
+        crate::gunicorn::procfs::read_cwd(pid).map(|cwd| release_link::release_of(&cwd))
+    });
+    let first = releases.next()??;
+    releases
+        .all(|r| r.as_ref() == Some(&first))
+        .then_some(first)
+}
+
+/// With a release link (and no `--force`): whether the master's workers all run the link's
+/// target already, so a reload would change nothing (a deploy run twice). The target, if so.
+pub fn already_serving(
+    master: &MasterProcess,
+    link: &release_link::ReleaseLink,
+) -> Result<Option<PathBuf>, ReloadError> {
+    let target = link.target()?;
+    Ok(serving_release(&master.worker_pids()).filter(|r| *r == target))
 }
 
 /// Each new worker (HUP) or the new master (upgrade) must run the link's target.

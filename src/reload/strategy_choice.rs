@@ -207,6 +207,9 @@ impl Route {
 pub struct Choice {
     pub route: Route,
     pub why: Option<String>,
+    /// What `why` leaves to a field of its own: why `preload_app` could not be read, and the
+    /// ways to certainty. In `why` it made a reload line of ~700 characters (issue 20).
+    pub detail: Option<String>,
     /// A HUP to a master that may preload the app: verification cannot prove that the new
     /// workers loaded new code, so the reload is reported with a warning (`why` says it).
     pub unproven: bool,
@@ -240,6 +243,7 @@ pub fn choose(
         Ok(Choice {
             route,
             why: None,
+            detail: None,
             unproven: false,
         })
     };
@@ -250,7 +254,7 @@ pub fn choose(
             })
         }
         (Method::Signal(Signal::SIGHUP), Preload::Unknown(unknown)) => {
-            Ok(unproven_hup(format!("HUP as asked: {}", unproven(unknown))))
+            Ok(unproven_hup(format!("HUP as asked: {UNPROVEN}"), unknown))
         }
         (Method::Signal(signal), _) => fixed(Route::Signal(signal)),
         (Method::Upgrade, _) => match through_unit {
@@ -264,13 +268,14 @@ pub fn choose(
                     source: source.clone(),
                     why: why.clone(),
                 }),
-                Preload::Unknown(unknown) => Ok(unproven_hup(format!(
-                    "auto chose HUP: {why}; {}",
-                    unproven(unknown)
-                ))),
+                Preload::Unknown(unknown) => Ok(unproven_hup(
+                    format!("auto chose HUP: {why}; {UNPROVEN}"),
+                    unknown,
+                )),
                 Preload::No => Ok(Choice {
                     route: Route::Signal(Signal::SIGHUP),
                     why: Some(format!("auto chose HUP: {why}")),
+                    detail: None,
                     unproven: false,
                 }),
             },
@@ -279,19 +284,45 @@ pub fn choose(
     }
 }
 
-/// The warning a HUP to a master that may preload carries, with the ways to certainty.
-fn unproven(unknown: &str) -> String {
-    format!(
-        "preload_app unknown ({unknown}): this HUP cannot prove that the new workers loaded the new code \
-         (with preload_app they fork from the old one); use --strategy upgrade, or write \
-         preload_app = False in the master's config file (gunicorn.conf.py in its working directory)"
-    )
+/// The route when no preflight can check the release because nothing tells which app the
+/// master serves (`looked`: every place tried): an upgrade checks it anyway — a new master
+/// that cannot load the release never takes over and the old one serves on — so `auto`
+/// (where an upgrade can work) and `upgrade` go ahead with it. `None` where only a HUP is
+/// possible: a HUP of a release that fails to load takes the whole site down, so that stays
+/// refused.
+pub fn upgrade_as_preflight(method: Method, room: Option<&Room>, looked: &str) -> Option<Choice> {
+    let by = match (method, room) {
+        (Method::Upgrade, _) => "upgrade as asked",
+        (Method::Auto, Some(Room::Either)) => "auto chose upgrade",
+        _ => return None,
+    };
+    Some(Choice {
+        route: Route::Upgrade,
+        why: Some(format!(
+            "{by}: the upgrade is the preflight (a new master that cannot load the release never \
+             takes over); the framework checks are skipped"
+        )),
+        detail: Some(format!(
+            "cannot tell which app the master serves: {looked}; the framework checks (Django's \
+             system checks, the health request) need it: pass --app MODULE:CALLABLE to run them"
+        )),
+        unproven: false,
+    })
 }
 
-fn unproven_hup(why: String) -> Choice {
+/// The warning a HUP to a master that may preload carries.
+const UNPROVEN: &str = "preload_app unknown: this HUP cannot prove that the new workers loaded \
+     the new code (with preload_app they fork from the old one)";
+
+/// Why `preload_app` is unknown (`unknown`), and the ways to certainty.
+fn unproven_hup(why: String, unknown: &str) -> Choice {
     Choice {
         route: Route::Signal(Signal::SIGHUP),
         why: Some(why),
+        detail: Some(format!(
+            "{unknown}; use --strategy upgrade, or write preload_app = False in the master's \
+             config file (gunicorn.conf.py in its working directory)"
+        )),
         unproven: true,
     }
 }
@@ -302,27 +333,31 @@ fn through(unit: String) -> Choice {
             "through systemctl reload {unit}: the master is its main process and its ExecReload= runs hupwatch"
         )),
         route: Route::UnitReload { unit },
+        detail: None,
         unproven: false,
     }
 }
 
 fn by_load_time(preload: &Preload, load: Option<Duration>) -> Choice {
-    let (route, why) = match (preload, load) {
+    let (route, why, detail) = match (preload, load) {
         (Preload::Yes(source), _) => (
             Route::Upgrade,
             format!(
                 "upgrade: the master preloads the app ({source}), so a HUP would load no new code"
             ),
+            None,
         ),
         (Preload::Unknown(unknown), _) => (
             Route::Upgrade,
-            format!("upgrade: preload_app unknown: {unknown}; a HUP might load no new code"),
+            "upgrade: preload_app unknown: a HUP might load no new code".to_string(),
+            Some(unknown.clone()),
         ),
         (Preload::No, load) => return by_measured_load(load),
     };
     Choice {
         route,
         why: Some(format!("auto chose {why}")),
+        detail,
         unproven: false,
     }
 }
@@ -352,6 +387,7 @@ fn by_measured_load(load: Option<Duration>) -> Choice {
     Choice {
         route,
         why: Some(format!("auto chose {why}")),
+        detail: None,
         unproven: false,
     }
 }

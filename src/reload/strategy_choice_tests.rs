@@ -176,9 +176,11 @@ fn a_master_that_may_preload_is_upgraded_by_auto_and_saying_why() {
     assert!(!choice.unproven);
     let why = choice.why.unwrap();
     assert!(
-        why.starts_with("auto chose upgrade: preload_app unknown: setproctitle"),
+        why.starts_with("auto chose upgrade: preload_app unknown: "),
         "{why}"
     );
+    let detail = choice.detail.unwrap_or_default();
+    assert!(detail.starts_with("setproctitle"), "{detail}");
 }
 
 #[test]
@@ -191,8 +193,9 @@ fn a_hup_to_a_master_that_may_preload_goes_out_unproven_with_the_ways_to_certain
         why.contains("cannot prove that the new workers loaded the new code"),
         "{why}"
     );
-    assert!(why.contains("--strategy upgrade"), "{why}");
-    assert!(why.contains("preload_app = False"), "{why}");
+    let detail = asked.detail.unwrap_or_default();
+    assert!(detail.contains("--strategy upgrade"), "{detail}");
+    assert!(detail.contains("preload_app = False"), "{detail}");
     let room = Room::HupOnly("master 4242 was started from a terminal".into());
     let only = auto(&room, unknown(), None).unwrap();
     assert_eq!(only.route, Route::Signal(Signal::SIGHUP));
@@ -214,4 +217,32 @@ fn status_describes_auto_with_the_preload_answer() {
     let room = Room::HupOnly("master 4242 runs under supervisord".into());
     assert!(describe_auto(&room, &yes()).starts_with("nothing: it preloads"));
     assert!(describe_auto(&room, &unknown()).starts_with("HUP only, unproven"));
+}
+
+#[test]
+fn without_an_app_spec_the_upgrade_is_the_preflight_where_an_upgrade_can_work() {
+    let looked = "the title [shopfront] (not MODULE:CALLABLE…)";
+    let auto = upgrade_as_preflight(Method::Auto, Some(&Room::Either), looked).unwrap();
+    assert_eq!(auto.route, Route::Upgrade);
+    let why = auto.why.unwrap();
+    assert!(
+        why.starts_with("auto chose upgrade: the upgrade is the preflight"),
+        "{why}"
+    );
+    assert!(why.contains("checks") && why.contains("skipped"), "{why}");
+    let detail = auto.detail.unwrap();
+    assert!(
+        detail.contains(looked) && detail.contains("--app"),
+        "{detail}"
+    );
+    let asked = upgrade_as_preflight(Method::Upgrade, Some(&Room::Either), looked).unwrap();
+    assert_eq!(asked.route, Route::Upgrade);
+
+    let cannot = Room::HupOnly("master 4242 runs under supervisord".into());
+    assert_eq!(
+        upgrade_as_preflight(Method::Auto, Some(&cannot), looked),
+        None
+    );
+    let hup = Method::Signal(Signal::SIGHUP);
+    assert_eq!(upgrade_as_preflight(hup, None, looked), None);
 }

@@ -17,10 +17,14 @@
 //! `watch` stopping before it was verified, the old master's TERM failing) is stopped whatever
 //! its state by `give_up`, so one master is left (issue 19).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use crate::config::ReloadSettings;
+use crate::gunicorn::{control_socket, preload, preload_memory};
 
 use crate::gunicorn::discover::{self, MasterProcess};
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
@@ -50,10 +54,11 @@ pub struct Upgraded {
 /// through `handoff` before the old master's TERM stops the new master instead (`handoff`).
 pub fn upgrade(
     old: &MasterProcess,
-    timeout: Duration,
+    settings: &ReloadSettings,
     mark: &SignalMark,
     handoff: Option<&Handoff>,
 ) -> Result<Upgraded, UpgradeError> {
+    let timeout = settings.verify_timeout;
     let unit = match systemd_handover::decide_for(old.pid, old.ppid) {
         Handover::NotMain => None,
         Handover::Announce { unit } => Some(unit),
@@ -87,6 +92,7 @@ pub fn upgrade(
     };
     let new = await_new_master(&boot, &mut boots)?;
     let boot = boots.times(&new.worker_pids(), signalled);
+    remember_preload(&new, settings.runtime_dir.as_deref());
     let pidfile = give_up::child_pidfile(old.pidfile.as_deref());
     let give_up_on = |deadline| {
         let new = Proc {
@@ -137,6 +143,36 @@ pub fn upgrade(
         elapsed: started.elapsed(),
         boot,
     })
+}
+
+/// Ask the new master for its `preload_app` while its control socket is still reachable: the
+/// old master's exit will unlink the shared default path (`gunicorn::preload_memory`). The new
+/// master re-read its config from disk, so this is the answer for the release it runs.
+fn remember_preload(new: &MasterProcess, memory: Option<&Path>) {
+    let Some(dir) = memory else {
+        return;
+    };
+    match control_socket::preload_app(new, preload::CONTROL_TIMEOUT) {
+        Ok((preload, socket)) => match preload_memory::remember(dir, new, preload) {
+            Ok(()) => debug!(
+                new_master = new.pid,
+                "preload_app = {preload} on the control socket {} of the new master {}; remembered in {}",
+                socket.display(),
+                new.pid,
+                dir.display()
+            ),
+            Err(e) => warn!(
+                new_master = new.pid,
+                "cannot remember the new master {}'s preload_app in {}: {e}; its next reload may upgrade again",
+                new.pid,
+                dir.display()
+            ),
+        },
+        Err(why) => debug!(
+            new_master = new.pid,
+            "the new master {}'s control socket was not asked for preload_app: {why}", new.pid
+        ),
+    }
 }
 
 /// How a signal is sent: `pidfd_signal::send`, or a stand-in in tests.

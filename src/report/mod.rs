@@ -5,6 +5,8 @@
 //! index); `status` output is the command's result and goes to stdout.
 
 pub mod control;
+pub mod held_back;
+pub mod reload_result;
 pub mod run_status;
 pub mod sd_notify;
 mod status;
@@ -14,7 +16,7 @@ pub use status::{LinkView, print_status};
 
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::reload::{ReloadError, ReloadOutcome};
 
@@ -53,10 +55,6 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
     } else {
         format!("master {} -> new master {}", outcome.old_master, m.pid)
     };
-    let release = outcome
-        .release
-        .as_ref()
-        .map_or(String::new(), |r| format!(", release {}", r.display()));
     let boot = boot_phrase(outcome);
     let settled = if outcome.superseded {
         "; superseded by the next reload before its settle period ended".to_string()
@@ -66,10 +64,8 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
             crate::reload::verify::SETTLE.as_secs()
         )
     };
-    let strategy = outcome
-        .why
-        .as_ref()
-        .map_or(String::new(), |why| format!("; {why}"));
+    // The strategy's reason, the release and the user are fields only: said in the message
+    // too, they made one line of ~700 characters (issue 20).
     info!(
         master = m.pid,
         old_master = outcome.old_master,
@@ -84,9 +80,9 @@ pub fn reload_succeeded(outcome: &ReloadOutcome) {
         release = outcome.release.as_ref().map(|r| r.display().to_string()),
         boot_ms = outcome.boot.all.map(|d| d.as_millis() as u64),
         stall_ms = stall(outcome).map(|d| d.as_millis() as u64),
-        "reloaded {masters} ({}, user {}): workers {} -> {}{boot}, replaced in {}{settled}{release}{strategy}",
+        "reloaded {masters} ({}) by {}: workers {} -> {}{boot}, replaced in {}{settled}",
         m.name,
-        m.user,
+        outcome.action,
         pids(&outcome.old),
         pids(&outcome.new),
         human(outcome.elapsed),
@@ -141,6 +137,24 @@ pub fn status_line(outcome: &ReloadOutcome) -> String {
         outcome.old.len(),
         outcome.new.len()
     )
+}
+
+/// A release the preflight held back, reported in full (with its traceback) the first time.
+pub fn release_held_back(app: &str, err: &ReloadError) {
+    let release = err.held_back_in().map(|d| d.display().to_string());
+    error!(app, held_back = true, release, "{err}");
+}
+
+/// The release held back last time, failing the same way with the same files: not news (see
+/// [`held_back`]), so at debug level and on one line.
+pub fn held_back_again(app: &str, err: &ReloadError) {
+    debug!(
+        app,
+        held_back = true,
+        again = true,
+        "release held back again, unchanged since reported: {}",
+        err.to_string().lines().next().unwrap_or("")
+    );
 }
 
 pub fn reload_failed(err: &ReloadError) {

@@ -7,9 +7,14 @@
 //! The view a supervisor sends over its control socket is defined here, where it is shown, so
 //! report/ needs nothing from supervisor/ above it (`supervisor::control` re-exports it).
 
+use std::ffi::OsStr;
 use std::io::Write;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::procfs;
 
 /// A supervisor as `status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +38,22 @@ pub struct GenerationView {
     pub release: Option<String>,
 }
 
+impl StatusView {
+    /// The generation serving now, if one is.
+    pub fn serving(&self) -> Option<&GenerationView> {
+        self.generations.iter().find(|g| g.role == "serving")
+    }
+}
+
+/// What a `reload` answered by `hupwatch run` changed: its serving generation before and after
+/// (the same one when the new release failed), so `reload --json` reports masters and releases
+/// for a supervisor as it does for a master.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SwitchView {
+    pub before: Option<GenerationView>,
+    pub after: Option<GenerationView>,
+}
+
 /// A master's place in a supervisor (`status --json`, field `run`).
 #[derive(Serialize)]
 pub struct RunJson<'a> {
@@ -53,6 +74,31 @@ pub fn run_of(pid: u32, supervisors: &[StatusView]) -> Option<RunJson<'_>> {
             sockets: &s.sockets,
         })
     })
+}
+
+/// The `hupwatch run` that reloads master `m`: the one whose socket lists it, or else its parent
+/// when that is a `hupwatch run` (its socket may live in another user's runtime directory).
+/// Such a master is never reloaded from outside: `--strategy auto` does not apply to it.
+pub fn supervisor_of(m: &MasterProcess, supervisors: &[StatusView]) -> Option<u32> {
+    run_of(m.pid, supervisors)
+        .map(|r| r.supervisor)
+        .or_else(|| is_hupwatch_run(m.ppid).then_some(m.ppid))
+}
+
+/// `hupwatch [OPTIONS] run …` by its command line (the words after `--` are Gunicorn's).
+fn is_hupwatch_run(pid: u32) -> bool {
+    let Ok(args) = procfs::read_cmdline(pid) else {
+        return false;
+    };
+    let named = args
+        .first()
+        .is_some_and(|a| Path::new(a).file_name() == Some(OsStr::new("hupwatch")));
+    named
+        && args
+            .iter()
+            .skip(1)
+            .take_while(|a| *a != "--")
+            .any(|a| a == "run")
 }
 
 /// `status --pid SUPERVISOR`: its view, as text or as the JSON object its socket answered.

@@ -14,7 +14,7 @@ use crate::gunicorn::master_env;
 use crate::gunicorn::preload::{self, Preload};
 use crate::gunicorn::procfs;
 use crate::reload::strategy_choice::{self, Surroundings};
-use crate::report::run_status::{RunJson, StatusView, run_of, write_supervisors};
+use crate::report::run_status::{RunJson, StatusView, run_of, supervisor_of, write_supervisors};
 
 #[derive(Serialize)]
 struct MasterJson<'a> {
@@ -42,6 +42,9 @@ struct MasterJson<'a> {
     preload_app_detail: Option<String>,
     /// What `--strategy auto` would do with it (the app's load time aside), and why.
     auto: String,
+    /// `hupwatch run (PID N)` for a master a `hupwatch run` started and reloads, else `null`:
+    /// `auto` then says what a reload from outside would do, which its supervisor never asks.
+    reloaded_by: Option<String>,
     workers: Vec<u32>,
     worker_details: Vec<WorkerJson>,
     /// The `hupwatch run` supervisor that started it, `null` for a master started otherwise.
@@ -85,18 +88,20 @@ fn worker_release(pid: u32, link_target: Option<&Path>) -> (Option<PathBuf>, boo
 }
 
 /// `status`: text for people, `--json` for scripts; the `hupwatch run` supervisors after the
-/// masters (their generations are among the masters too).
+/// masters (their generations are among the masters too). `memory`: the runtime directory,
+/// where an upgraded master's `preload_app` is remembered.
 pub fn print_status(
     masters: &[MasterProcess],
     json: bool,
     link: Option<LinkView<'_>>,
     supervisors: &[StatusView],
+    memory: Option<&Path>,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         let list: Vec<_> = masters
             .iter()
-            .map(|m| master_json(m, judged_target(m, link), supervisors))
+            .map(|m| master_json(m, judged_target(m, link), supervisors, memory))
             .collect();
         serde_json::to_writer_pretty(&mut out, &list)?;
         return writeln!(out);
@@ -114,7 +119,7 @@ pub fn print_status(
             Ok(found) => format!("app {} ({})", found.spec, found.source),
             Err(_) => "app ? (unknown: reloads need --app)".to_string(),
         };
-        let preload_app = preload::preload_app(m);
+        let preload_app = preload::preload_app(m, memory);
         let auto = auto_for(m, &preload_app);
         let preload = match preload_app {
             Preload::No => "no".to_string(),
@@ -134,7 +139,10 @@ pub fn print_status(
             show(master_env::pidfile(m).as_deref())
         )?;
         writeln!(out, "  preload_app: {preload}")?;
-        writeln!(out, "  auto reloads by: {auto}")?;
+        match supervisor_of(m, supervisors) {
+            Some(pid) => writeln!(out, "  reloaded by: {}", run_reloads(pid))?,
+            None => writeln!(out, "  auto reloads by: {auto}")?,
+        }
         for w in &m.workers {
             let age = procfs::age(w.start_ticks).map_or_else(|| "?".into(), human_age);
             let (release, stale) = worker_release(w.pid, link_target);
@@ -159,10 +167,11 @@ fn master_json<'a>(
     m: &'a MasterProcess,
     link_target: Option<&Path>,
     supervisors: &'a [StatusView],
+    memory: Option<&Path>,
 ) -> MasterJson<'a> {
     let app = app_spec::resolve(m, None).ok();
     let titled = m.parsed.title_name.is_some();
-    let preload = preload::preload_app(m);
+    let preload = preload::preload_app(m, memory);
     let auto = auto_for(m, &preload);
     MasterJson {
         pid: m.pid,
@@ -187,6 +196,7 @@ fn master_json<'a>(
             Preload::No => None,
         },
         auto,
+        reloaded_by: supervisor_of(m, supervisors).map(run_reloads),
         workers: m.worker_pids(),
         worker_details: m
             .workers
@@ -203,6 +213,10 @@ fn master_json<'a>(
             .collect(),
         run: run_of(m.pid, supervisors),
     }
+}
+
+fn run_reloads(supervisor: u32) -> String {
+    format!("hupwatch run (PID {supervisor})")
 }
 
 fn human_age(d: Duration) -> String {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::config::health::HealthCheck;
-use crate::preflight::health_request::{HealthAnswer, judge};
+use crate::preflight::health_request::{HealthAnswer, first_lines, judge};
 use crate::report::control::ProcessDir;
 use crate::supervisor::RunSettings;
 use crate::supervisor::bind_address::BindAddress;
@@ -57,10 +57,11 @@ pub struct Check {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     Wait,
-    /// Failed, and why; whether Gunicorn's last lines tell more (not after a health answer).
+    /// Failed, and why; after a health answer, its first lines (the page may name the
+    /// template and line that failed).
     Failed {
         why: String,
-        show_output: bool,
+        response: Option<String>,
     },
     Serve {
         workers: usize,
@@ -139,7 +140,7 @@ impl Candidate {
     pub fn next(&mut self, settings: &RunSettings) -> Next {
         let failed = |why: String| Next::Failed {
             why,
-            show_output: true,
+            response: None,
         };
         let generation = &self.generation;
         if let Some(exit) = generation.exit {
@@ -169,7 +170,7 @@ impl Candidate {
                 Ok(()) => Next::Passed(answer.status.unwrap_or_default()),
                 Err(failure) => Next::Failed {
                     why: format!("the health check GET {path} {failure}"),
-                    show_output: false,
+                    response: Some(first_lines(&answer)),
                 },
             },
         }

@@ -10,7 +10,7 @@ use crate::config::release_link;
 use crate::gunicorn::procfs;
 pub use crate::report::control::{Answer, Control, Incoming, Request};
 pub use crate::report::run_status::GenerationView;
-use crate::report::run_status::StatusView;
+use crate::report::run_status::{StatusView, SwitchView};
 use crate::supervisor::candidate::Candidate;
 use crate::supervisor::generation::Generation;
 use crate::supervisor::listeners::Listener;
@@ -36,24 +36,41 @@ impl Waiters {
         self.current.append(&mut self.pending);
     }
 
-    /// The release now starting serves.
-    pub fn succeeded(&mut self, message: &str) {
+    /// The release now starting serves: `switch` says which generation served before.
+    pub fn succeeded(&mut self, message: &str, switch: &SwitchView) {
         for reply in self.current.drain(..) {
-            let _ = reply.send(Answer::done(message));
+            let _ = reply.send(Answer::done(message).with_switch(switch.clone()));
         }
     }
 
     /// The release now starting failed; the serving generation, if any, serves on.
-    pub fn failed(&mut self, reason: &str) {
+    pub fn failed(&mut self, reason: &str, serving: Option<&Generation>) {
+        let serving = serving.map(|g| view(g, "serving"));
+        let switch = SwitchView {
+            before: serving.clone(),
+            after: serving,
+        };
         for reply in self.current.drain(..) {
-            let _ = reply.send(Answer::failed(reason));
+            let _ = reply.send(Answer::failed(reason).with_switch(switch.clone()));
         }
     }
 
     /// The supervisor stops: nothing will be deployed.
     pub fn stopping(&mut self) {
         self.current.append(&mut self.pending);
-        self.failed("hupwatch is stopping: no new generation will serve");
+        self.failed("hupwatch is stopping: no new generation will serve", None);
+    }
+}
+
+/// A generation as `status` and a `reload`'s answer describe it.
+pub fn view(generation: &Generation, role: &str) -> GenerationView {
+    GenerationView {
+        number: generation.number,
+        role: role.to_string(),
+        master: generation.pid,
+        workers: procfs::read_children(generation.pid).unwrap_or_default(),
+        release: procfs::read_cwd(generation.pid)
+            .map(|cwd| release_link::release_of(&cwd).display().to_string()),
     }
 }
 
@@ -64,14 +81,6 @@ pub fn status_view(
     candidate: Option<&Candidate>,
     retiring: &[Retiring],
 ) -> Answer {
-    let view = |generation: &Generation, role: &str| GenerationView {
-        number: generation.number,
-        role: role.to_string(),
-        master: generation.pid,
-        workers: procfs::read_children(generation.pid).unwrap_or_default(),
-        release: procfs::read_cwd(generation.pid)
-            .map(|cwd| release_link::release_of(&cwd).display().to_string()),
-    };
     let starting = candidate.map(|c| match c.check {
         Some(_) => view(&c.generation, "checking"),
         None => view(&c.generation, "starting"),
@@ -104,11 +113,11 @@ mod tests {
         waiters.release_started();
         let (second, mut second_answer) = oneshot::channel();
         waiters.wait_for_next(second);
-        waiters.succeeded("generation 2 serving");
+        waiters.succeeded("generation 2 serving", &SwitchView::default());
         assert!(first_answer.try_recv().unwrap().ok);
         assert!(second_answer.try_recv().is_err(), "answered too early");
         waiters.release_started();
-        waiters.failed("generation 3 failed");
+        waiters.failed("generation 3 failed", None);
         let answer = second_answer.try_recv().unwrap();
         assert!(!answer.ok);
         assert_eq!(answer.message, "generation 3 failed");

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 use crate::report::control::ProcessDir;
+use crate::report::held_back::Fingerprint;
 use crate::supervisor::candidate::Candidate;
 use crate::supervisor::control::{self, Answer, Control, Incoming, Request, Waiters};
 use crate::supervisor::generation::Generation;
@@ -71,6 +72,8 @@ struct SupervisorLoop<'a> {
     surveys: Surveys,
     /// Under `--max-surge`, when the serving generation's worker target is next checked.
     restore_at: Option<Instant>,
+    /// The release held back last, until one serves: the same one again is not news.
+    held_back: Option<Fingerprint>,
 }
 
 pub async fn run(
@@ -109,6 +112,7 @@ pub async fn run(
         waiters: Waiters::default(),
         surveys: Surveys::default(),
         restore_at: None,
+        held_back: None,
     };
     sup.start_candidate("first start");
     let outcome = loop {
@@ -230,7 +234,8 @@ impl SupervisorLoop<'_> {
             Err(e) => {
                 let report = format!("cannot start generation {}: {e}", self.next_number);
                 error!(generation = self.next_number, "{report}");
-                self.waiters.failed(&report);
+                self.waiters
+                    .failed(&report, self.serving.as_ref().map(|(g, _)| g));
                 return;
             }
         };
@@ -265,7 +270,8 @@ impl SupervisorLoop<'_> {
             Err(e) => {
                 let report = format!("cannot start generation {number}: {e}");
                 error!(generation = number, "{report}");
-                self.waiters.failed(&report);
+                self.waiters
+                    .failed(&report, self.serving.as_ref().map(|(g, _)| g));
             }
         }
     }

@@ -20,7 +20,7 @@
 //!   everything the filter passes counts (as before).
 //!
 //! A file read only at request time (a JSON schema opened per request) is then reached by
-//! `--include`; the README says so.
+//! `--include`; docs/laptop.md says so.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -225,7 +225,7 @@ mod tests {
         );
     }
 
-    /// Not a timing assertion: prints what one judgement costs, for the README's figure.
+    /// Not a timing assertion: prints what one judgement costs, for the figure in docs/laptop.md.
     #[test]
     fn cost_of_one_judgement() {
         let dir = ScratchDir::new("code-files");

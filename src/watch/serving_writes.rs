@@ -262,7 +262,7 @@ mod tests {
         }
     }
 
-    /// Not a timing assertion: prints what one decision costs, for the README's figure.
+    /// Not a timing assertion: prints what one decision costs, for the figure in docs/laptop.md.
     #[test]
     fn cost_of_one_decision() {
         let dir = crate::scratch_dir::ScratchDir::new("serving-writes");

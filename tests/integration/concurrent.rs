@@ -29,7 +29,7 @@ fn hups(g: &Gunicorn) -> usize {
 }
 
 /// `hupwatch reload --pidfile … --runtime-dir …` started in the background.
-fn start_reload(g: &Gunicorn, run: &Path, extra: &[&str]) -> Daemon {
+pub(crate) fn start_reload(g: &Gunicorn, run: &Path, extra: &[&str]) -> Daemon {
     let pidfile = g.pidfile().expect("gunicorn started with a pidfile");
     hupwatch()
         .arg("reload")
@@ -42,7 +42,7 @@ fn start_reload(g: &Gunicorn, run: &Path, extra: &[&str]) -> Daemon {
 }
 
 /// Hold the reload lock of master `pid`, as another hupwatch in the middle of a reload would.
-fn hold_lock(run: &Path, pid: u32) -> File {
+pub(crate) fn hold_lock(run: &Path, pid: u32) -> File {
     std::fs::create_dir_all(run).expect("create the runtime dir");
     let ticks = proc::start_ticks(pid).expect("master's start time");
     let path = run.join(format!("{pid}-{ticks}.lock"));

@@ -3,16 +3,21 @@
 //! Gunicorn venvs, the Gunicorn and hupwatch process fixtures, plain HTTP) are compiled once.
 //! Each test drives the real `hupwatch` binary against a real Gunicorn.
 
+mod ansible;
 mod app_spec;
 mod concurrent;
 mod discovery;
 mod django;
+mod django_urlconf;
 mod exit_codes;
 mod faults;
 mod hostile;
+mod json_result;
 mod layouts;
 mod limits;
+mod log_lines;
 mod multi_app;
+mod readme_quickstart;
 mod releases;
 mod rollback;
 mod run;

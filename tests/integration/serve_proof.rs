@@ -109,3 +109,43 @@ fn a_titled_masters_control_socket_tells_whether_it_preloads() {
         }
     }
 }
+
+/// Asked from a child PID namespace (a container's shell, a `PrivatePIDs=` service), the
+/// master's control socket is answered by a process the kernel names PID 0: no proof that
+/// the master answered, and the status says that instead of a bare errno (issue 19 saw
+/// "control socket …: Success (os error 0)").
+#[test]
+fn a_control_socket_answered_from_outside_our_pid_namespace_is_named_so() {
+    let _host = host_shared();
+    if !crate::support::running_as_root("unshare --pid needs root") {
+        return;
+    }
+    let dir = AppDir::new();
+    dir.write_app("v1");
+    let g = Gunicorn::builder(&dir)
+        .venv(Venv::WithSetproctitle)
+        .control_socket(
+            std::env::temp_dir().join(format!("hupwatch-test-{}-ns.ctl", std::process::id())),
+        )
+        .workers(1)
+        .start();
+    g.wait_for_log("Control socket listening", CEILING);
+    // Without --mount-proc, /proc still shows the host's processes: discovery works as
+    // before, only SO_PEERCRED is translated into the new namespace.
+    let out = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", env!("CARGO_BIN_EXE_hupwatch")])
+        .args(["status", "--json", "--pid", &g.pid().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(list[0]["preload_app"], "unknown", "{list:#?}");
+    let why = list[0]["preload_app_detail"].as_str().unwrap_or_default();
+    assert!(why.contains("outside this PID namespace"), "{why}");
+    assert!(!why.contains("os error"), "{why}");
+}

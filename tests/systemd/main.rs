@@ -14,6 +14,7 @@ mod units;
 
 mod journal;
 mod preflight_sandbox;
+mod readme_server;
 mod run_unit;
 mod security;
 mod service;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::sandbox::{Session, Systemd};
 use crate::service::wait_for_body;
-use crate::support::{AppDir, Venv, app_source, host_shared, http, venv};
-use crate::units::{HUPWATCH, Units, free_port};
+use crate::support::{AppDir, Venv, app_source, host_shared, http, other_users, target_dir, venv};
+use crate::units::{Units, free_port};
 
 const SERVICE: &str = "gunicorn-run.service";
 const SOCKET: &str = "gunicorn-run.socket";
@@ -37,17 +37,25 @@ fn example(name: &str) -> String {
 fn install(units: &mut Units, dir: &AppDir, port: u16, socket: bool) {
     units.install(SERVICE, &example(SERVICE));
     let gunicorn = venv::bin(Venv::SystemPlain, "gunicorn");
+    // hupwatch runs as nobody here: the copy nobody can execute (`support::other_users`).
+    let hupwatch = other_users::hupwatch_binary();
+    // The binary, the venv and the app live in the checkout's target/ (or, for a checkout
+    // nobody can reach, under the other-user fixture root): under /tmp (a CI clone) the unit's
+    // PrivateTmp=yes would hide them. Bound in, they are where they were.
+    let (target, fixtures) = (target_dir(), other_users::fixture_root());
+    let mut bound = target.display().to_string();
+    if fixtures != target {
+        bound.push_str(&format!(" {}", fixtures.display()));
+    }
     let paths = format!(
         "[Service]\nUser=nobody\nGroup=nogroup\n\
-         ExecStart=\nExecStart={HUPWATCH} run --no-watch -- {} --graceful-timeout 5 -w 2 \
+         ExecStart=\nExecStart={hupwatch} run --no-watch -- {} --graceful-timeout 5 -w 2 \
          -b 127.0.0.1:{port} --chdir {} app:app\n\
-         ExecReload=\nExecReload={HUPWATCH} reload --pid $MAINPID\n\
-         BindReadOnlyPaths={target}\n",
+         ExecReload=\nExecReload={hupwatch} reload --pid $MAINPID\n\
+         BindReadOnlyPaths={bound}\n",
         gunicorn.display(),
         dir.path().display(),
-        // The binary, the venv and the app live in the checkout's target/: under /tmp (a CI
-        // clone) the unit's PrivateTmp=yes would hide them. Bound in, they are where they were.
-        target = crate::support::target_dir().display(),
+        hupwatch = hupwatch.display(),
     );
     units.install(&format!("{SERVICE}.d/10-test-paths.conf"), &paths);
     if socket {

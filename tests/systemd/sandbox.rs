@@ -90,8 +90,9 @@ impl std::ops::Deref for Session {
 
 impl Systemd {
     /// The shared systemd, booted on first use, and this test's turn on it. `None`: this
-    /// machine cannot run it and `HUPWATCH_TEST_ALLOW_SKIP=1` allows a visible skip. With
-    /// `HUPWATCH_REQUIRE_SYSTEMD=1` (CI) a machine that cannot run it fails every test.
+    /// machine cannot run it and the test is reported as skipped (outside CI, or with
+    /// `HUPWATCH_TEST_ALLOW_SKIP=1`: `support::skip`). With `HUPWATCH_REQUIRE_SYSTEMD=1` (CI)
+    /// a machine that cannot run it fails every test.
     pub fn session() -> Option<Session> {
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         match BOOTED.get_or_init(boot) {

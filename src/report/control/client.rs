@@ -28,7 +28,7 @@ use crate::config::{By, TargetSelector};
 use crate::gunicorn::unix_sockets::{listening_paths, socket_inodes};
 use crate::gunicorn::{discover, procfs};
 use crate::report::control::PeerKind;
-use crate::report::control::server::{Answer, Request, SOCKET_NAME, StatusView};
+use crate::report::control::server::{Answer, Request, SOCKET_NAME, StatusView, SwitchView};
 
 /// `status`: a supervisor answers it at once.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +48,7 @@ const CONNECT_RETRY: Duration = Duration::from_millis(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(
-        "the control socket {path} is not {who} (PID {pid})'s: it is answered by PID {peer_pid}, uid {peer_uid}; not believed, nothing was asked"
+        "the control socket {path} is not {who} (PID {pid})'s: it is answered by {}, uid {peer_uid}; not believed, nothing was asked", peer_process(*peer_pid)
     )]
     Forged {
         who: &'static str,
@@ -79,8 +79,12 @@ pub enum ControlError {
         pid: u32,
         why: String,
     },
-    #[error("reload failed: {0}")]
-    Failed(String),
+    #[error("reload failed: {message}")]
+    Failed {
+        message: String,
+        /// What the supervisor says serves before and after (the same generation).
+        switch: Option<Box<SwitchView>>,
+    },
     #[error("config reload failed: hupwatch watch (PID {pid}) keeps the config in force: {why}")]
     ConfigRejected { pid: u32, why: String },
 }
@@ -89,6 +93,14 @@ impl ControlError {
     /// Every one of these is a reload that cannot be confirmed: 1, as for a master.
     pub fn exit_code(&self) -> u8 {
         1
+    }
+
+    /// A failed deploy's report of what serves, if the supervisor gave one.
+    pub fn switch(&self) -> Option<&SwitchView> {
+        match self {
+            Self::Failed { switch, .. } => switch.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -159,10 +171,12 @@ impl ControlPeer {
 
     /// `hupwatch reload` aimed at this process: a supervisor deploys ([`Self::deploy`]), a
     /// watch daemon re-reads its config file ([`Self::reload_config`]).
-    pub fn reload(&self, dry_run: bool) -> Result<(), ControlError> {
+    /// A supervisor's answer says what serves before and after (`None` for a dry run and a
+    /// watch daemon).
+    pub fn reload(&self, dry_run: bool) -> Result<Option<SwitchView>, ControlError> {
         match self.kind {
             PeerKind::Run => self.deploy(dry_run),
-            PeerKind::Watch => self.reload_config(dry_run),
+            PeerKind::Watch => self.reload_config(dry_run).map(|()| None),
         }
     }
 
@@ -170,11 +184,11 @@ impl ControlPeer {
     /// been verified (Ok) or has failed (Err, with the supervisor's reason). The reload flags
     /// meant for a master (strategy, signal, preflight) do not apply: the supervisor's own
     /// settings decide how its generations start and are judged.
-    fn deploy(&self, dry_run: bool) -> Result<(), ControlError> {
+    fn deploy(&self, dry_run: bool) -> Result<Option<SwitchView>, ControlError> {
         let pid = self.pid;
         if dry_run {
             info!(supervisor = pid, socket = %self.socket.display(), "dry run: would ask hupwatch run (PID {pid}) to deploy over {}; nothing sent", self.socket.display());
-            return Ok(());
+            return Ok(None);
         }
         info!(
             supervisor = pid,
@@ -187,9 +201,12 @@ impl ControlPeer {
                     supervisor = pid,
                     "reloaded by hupwatch run (PID {pid}): {}", answer.message
                 );
-                Ok(())
+                Ok(answer.switch)
             }
-            false => Err(ControlError::Failed(answer.message)),
+            false => Err(ControlError::Failed {
+                message: answer.message,
+                switch: answer.switch.map(Box::new),
+            }),
         }
     }
 
@@ -329,6 +346,15 @@ fn connect_within(path: &Path, timeout: Duration) -> std::io::Result<UnixStream>
     }
     fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty()))?;
     Ok(UnixStream::from(fd))
+}
+
+/// The answering process as its credentials name it: the kernel says PID 0 for a process
+/// outside our PID namespace, which no `ps` would show.
+fn peer_process(peer_pid: i32) -> String {
+    match peer_pid {
+        0 => "a process outside this PID namespace (SO_PEERCRED PID 0)".into(),
+        p => format!("PID {p}"),
+    }
 }
 
 /// Whether the end of the socket that answered (its `SO_PEERCRED`) is the process meant:

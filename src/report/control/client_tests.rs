@@ -43,6 +43,25 @@ fn only_the_supervisor_itself_run_by_us_or_root_is_believed() {
 }
 
 #[test]
+fn a_peer_outside_our_pid_namespace_is_named_so() {
+    let forged = |peer_pid| ControlError::Forged {
+        who: "hupwatch run",
+        pid: 77,
+        path: PathBuf::from("/run/hupwatch/run-77/control.sock"),
+        peer_pid,
+        peer_uid: 1000,
+    };
+    let hidden = forged(0).to_string();
+    assert!(hidden.contains("outside this PID namespace"), "{hidden}");
+    assert!(!hidden.contains("os error"), "{hidden}");
+    assert!(
+        forged(78)
+            .to_string()
+            .contains("answered by PID 78, uid 1000")
+    );
+}
+
+#[test]
 fn a_connection_to_a_full_backlog_gives_up_in_time() {
     use nix::sys::socket::{
         AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,

@@ -17,7 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-pub use crate::report::run_status::StatusView;
+pub use crate::report::run_status::{StatusView, SwitchView};
 
 /// The socket's name in the process directory (`RUNTIME_DIR/<kind>-<pid>/control.sock`);
 /// clients recognise a long-running hupwatch by holding a listening socket of this name.
@@ -65,6 +65,9 @@ pub struct Answer {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusView>,
+    /// A `reload` of `hupwatch run`: the serving generation before and after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<SwitchView>,
 }
 
 impl Answer {
@@ -73,6 +76,7 @@ impl Answer {
             ok: true,
             message: message.into(),
             status: None,
+            switch: None,
         }
     }
 
@@ -81,6 +85,15 @@ impl Answer {
             ok: false,
             message: message.into(),
             status: None,
+            switch: None,
+        }
+    }
+
+    /// With what a `reload` changed (see [`SwitchView`]).
+    pub fn with_switch(self, switch: SwitchView) -> Self {
+        Self {
+            switch: Some(switch),
+            ..self
         }
     }
 

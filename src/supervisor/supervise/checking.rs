@@ -4,6 +4,7 @@
 use tracing::info;
 
 use super::SupervisorLoop;
+use super::held_back::Evidence;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::pin::Pin;
 use crate::supervisor::release_gate::ReleaseGate;
@@ -43,10 +44,16 @@ impl SupervisorLoop<'_> {
                 self.deploy_pending = pending;
                 Ok(())
             }
-            Err(e) => self.held_back(format!(
-                "the release in {} gets no generation: {e}",
-                check.dir.display()
-            )),
+            Err(e) => self.held_back(
+                format!(
+                    "the release in {} gets no generation: {e}",
+                    check.dir.display()
+                ),
+                Evidence {
+                    release: Some(check.dir.clone()),
+                    ..Evidence::default()
+                },
+            ),
         }
     }
 }

@@ -7,9 +7,12 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use tracing::info;
 
+use super::held_back::Evidence;
 use super::{SupervisorLoop, in_release};
+use crate::report::run_status::SwitchView;
 use crate::supervisor::SupervisorError;
 use crate::supervisor::candidate::Next;
+use crate::supervisor::control;
 use crate::supervisor::service;
 
 impl SupervisorLoop<'_> {
@@ -19,7 +22,7 @@ impl SupervisorLoop<'_> {
         };
         match candidate.next(self.settings) {
             Next::Wait => {}
-            Next::Failed { why, show_output } => return self.candidate_failed(why, show_output),
+            Next::Failed { why, response } => return self.candidate_failed(why, response),
             Next::Serve { workers } => {
                 if !self.roll_on() {
                     self.promote(workers);
@@ -76,6 +79,13 @@ impl SupervisorLoop<'_> {
         if let Some(path) = &self.settings.facts.pidfile {
             service::write_pidfile(path, generation.pid);
         }
+        let switch = SwitchView {
+            before: self
+                .serving
+                .as_ref()
+                .map(|(g, _)| control::view(g, "serving")),
+            after: Some(control::view(&generation, "serving")),
+        };
         let retired = self.serving.take().map(|(old, _)| {
             old.signal(Signal::SIGTERM);
             let line = format!(
@@ -102,13 +112,20 @@ impl SupervisorLoop<'_> {
             generation.number, generation.pid
         );
         service::tell_systemd(self.served.is_none(), &serving);
-        self.waiters.succeeded(&serving);
+        self.waiters.succeeded(&serving, &switch);
         self.serving = Some((generation, Instant::now()));
         self.served = Some(candidate.pin);
+        self.held_back = None;
         self.restart_at = None;
     }
 
-    fn candidate_failed(&mut self, why: String, show_output: bool) -> Result<(), SupervisorError> {
+    /// The report carries the generation's own stderr tail: after a failed health request
+    /// that is where the app's traceback went (Flask and Django log it there).
+    fn candidate_failed(
+        &mut self,
+        why: String,
+        response: Option<String>,
+    ) -> Result<(), SupervisorError> {
         let Some(candidate) = self.candidate.take() else {
             return Ok(());
         };
@@ -118,16 +135,22 @@ impl SupervisorLoop<'_> {
             generation.number, generation.pid
         );
         let lines = generation.last_lines();
-        if show_output && !lines.is_empty() {
+        if !lines.is_empty() {
             report.push_str("; its last lines:");
             for line in &lines {
                 report.push_str("\n  | ");
                 report.push_str(line);
             }
         }
+        let evidence = Evidence {
+            release: Some(candidate.pin.dir().to_path_buf()),
+            generation: Some(generation.number),
+            response,
+            output: (!lines.is_empty()).then(|| lines.join("\n")),
+        };
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
         self.grow_back(candidate.rolling);
-        self.held_back(report)
+        self.held_back(report, evidence)
     }
 }

@@ -157,6 +157,9 @@ fn status_shows_the_supervisor_its_sockets_and_generations() {
 #[test]
 fn the_control_socket_answers_no_other_user_even_when_its_directory_is_opened() {
     use std::os::unix::fs::PermissionsExt;
+    if !crate::support::running_as_root("needs root to ask the control socket as nobody") {
+        return;
+    }
     let _host = host_shared();
     let (dir, quiet, port) = (AppDir::new(), AppDir::new(), free_port());
     dir.write_app("v1");
@@ -189,5 +192,49 @@ fn the_control_socket_answers_no_other_user_even_when_its_directory_is_opened() 
         "{}",
         daemon.output()
     );
+    daemon.stop().assert_success();
+}
+
+/// `status` on a master that `run` started names the supervisor that reloads it, not what
+/// `--strategy auto` would do from outside (issue 20: `auto reloads by: upgrade (preload_app
+/// unknown)`): from the supervisor's socket (plain `status`), and from the master's parent
+/// when no supervisor is asked (`status --pid MASTER`).
+#[test]
+fn status_names_the_run_supervisor_that_reloads_its_master() {
+    let _host = host_shared();
+    let (dir, quiet, port) = (AppDir::new(), AppDir::new(), free_port());
+    dir.write_app("v1");
+    let daemon = run_unwatched(&dir, &quiet, port);
+    let first = master_of(&daemon, 1);
+    let expected = format!("hupwatch run (PID {})", daemon.pid());
+    let pid = first.to_string();
+
+    for selector in [vec![], vec!["--pid", pid.as_str()]] {
+        let status = |json: &[&str]| {
+            let out = hupwatch().arg("status").args(json).args(&selector).output();
+            out.assert_success();
+            out.stdout
+        };
+        let listed = status(&["--json"]);
+        let masters: serde_json::Value = serde_json::from_str(&listed).expect("json");
+        let ours = masters
+            .as_array()
+            .and_then(|list| list.iter().find(|m| m["pid"] == first))
+            .unwrap_or_else(|| panic!("master {first} listed: {masters}"));
+        assert_eq!(ours["reloaded_by"], expected, "{selector:?}: {ours}");
+
+        let text = status(&[]);
+        let head = format!("master {first} ");
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with(&head))
+            .take_while(|l| l.starts_with(&head) || l.starts_with("  "))
+            .collect();
+        assert!(
+            block.contains(&format!("  reloaded by: {expected}").as_str())
+                && !block.iter().any(|l| l.contains("auto reloads by")),
+            "{selector:?}:\n{text}"
+        );
+    }
     daemon.stop().assert_success();
 }

@@ -1,7 +1,8 @@
 //! Per-test directories under `target/test-tmp/<test-name>-<pid>-<counter>`, holding a
 //! test's WSGI app (and release trees, pidfiles, config files). Under `target/` rather than
-//! `/tmp` so a kept directory is easy to find next to the build, and named after the test so
-//! a `HUPWATCH_KEEP_TEST_DIRS=1` run shows which test left what. No tempfile crate: creating
+//! `/tmp` so a kept directory is easy to find next to the build (unless `nobody` cannot reach
+//! `target/`: then beside the other-user fixtures, see `other_users`), and named after the
+//! test so a `HUPWATCH_KEEP_TEST_DIRS=1` run shows which test left what. No tempfile crate: creating
 //! and removing one directory is all this needs.
 
 use std::fs;
@@ -29,9 +30,10 @@ impl AppDir {
         AppDir::named(&name)
     }
 
-    /// A fresh directory named `<name>-<pid>-<counter>`.
+    /// A fresh directory named `<name>-<pid>-<counter>`, where the tests' other user
+    /// (`nobody`) can reach it: `target/test-tmp` unless the clone is out of its reach.
     pub fn named(name: &str) -> AppDir {
-        AppDir::named_in(&super::target_dir().join("test-tmp"), name)
+        AppDir::named_in(&super::other_users::fixture_root().join("test-tmp"), name)
     }
 
     /// A fresh directory `<parent>/<name>-<pid>-<counter>`: somewhere short when a path must

@@ -45,6 +45,8 @@ pub struct GunicornBuilder<'a> {
     user: Option<(u32, u32)>,
     /// `None`: `--no-control-socket` (the default path is shared by every master of a user).
     control_socket: Option<PathBuf>,
+    /// Neither `--control-socket` nor `--no-control-socket`: Gunicorn's default path.
+    default_control_socket: bool,
 }
 
 impl GunicornBuilder<'_> {
@@ -109,6 +111,17 @@ impl GunicornBuilder<'_> {
         self
     }
 
+    /// Gunicorn's default control socket (no flag at all): `$XDG_RUNTIME_DIR/gunicorn.ctl`,
+    /// with `XDG_RUNTIME_DIR` a directory of this master's own, `runtime_dir`, so parallel
+    /// tests do not share the path (shared and unlinked as on a real host by old and new
+    /// master of an upgrade).
+    pub fn default_control_socket(mut self, runtime_dir: &Path) -> Self {
+        std::fs::create_dir_all(runtime_dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", runtime_dir.display()));
+        self.default_control_socket = true;
+        self.env("XDG_RUNTIME_DIR", runtime_dir)
+    }
+
     /// An extra environment variable for the master.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
@@ -169,6 +182,7 @@ impl GunicornBuilder<'_> {
             .args(["--graceful-timeout", "5"]);
         match &self.control_socket {
             Some(path) => cmd.arg("--control-socket").arg(path),
+            None if self.default_control_socket => &mut cmd,
             None => cmd.arg("--no-control-socket"),
         };
         if let Some(name) = &self.name {
@@ -248,6 +262,7 @@ impl Gunicorn {
             env: Vec::new(),
             user: None,
             control_socket: None,
+            default_control_socket: false,
         }
     }
 

@@ -76,6 +76,18 @@ pub fn hupwatch_socket_activated(listener: RawFd) -> HupwatchCommand {
     scrubbed(cmd)
 }
 
+/// A deploy tool (`ansible-playbook`) that runs `hupwatch` itself: it gets the same scrubbed
+/// environment, which its children inherit, and may run up to `ceiling`.
+pub fn deploy_tool(program: &Path, ceiling: Duration) -> HupwatchCommand {
+    let mut cmd = scrubbed(Command::new(program));
+    cmd.ceiling = ceiling;
+    cmd.program = program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    cmd
+}
+
 fn scrubbed(mut cmd: Command) -> HupwatchCommand {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("HUPWATCH_") {
@@ -99,7 +111,12 @@ fn scrubbed(mut cmd: Command) -> HupwatchCommand {
         .stderr(Stdio::piped())
         // Its own process group, so a kill also reaches anything it spawned (a preflight).
         .process_group(0);
-    HupwatchCommand { cmd, cwd: None }
+    HupwatchCommand {
+        cmd,
+        cwd: None,
+        program: "hupwatch".to_string(),
+        ceiling: OUTPUT_CEILING,
+    }
 }
 
 /// `hupwatch watch --watch ROOT --debounce 200ms EXTRA…`, once its `ready` line is out.
@@ -119,6 +136,10 @@ pub fn watch_tree(root: &Path, extra: &[&str]) -> Daemon {
 pub struct HupwatchCommand {
     cmd: Command,
     cwd: Option<PathBuf>,
+    /// What the output lines and the reported command line are labelled with.
+    program: String,
+    /// How long `output` lets it run.
+    ceiling: Duration,
 }
 
 impl HupwatchCommand {
@@ -153,8 +174,22 @@ impl HupwatchCommand {
         self
     }
 
-    /// Run as this uid and gid (the test must run as root).
+    /// Run as this uid and gid (the test must run as root), from a copy of the binary that
+    /// user can execute (`other_users`). Not for [`hupwatch_socket_activated`]: the shim and
+    /// its descriptor placement are not carried over.
     pub fn user(&mut self, uid: u32, gid: u32) -> &mut Self {
+        let mut cmd = scrubbed(Command::new(super::other_users::hupwatch_binary())).cmd;
+        cmd.args(self.cmd.get_args());
+        for (key, value) in self.cmd.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        if let Some(dir) = self.cmd.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        self.cmd = cmd;
         // That user cannot write root's lock directory: it keeps its own default.
         self.cmd.env_remove("HUPWATCH_RUNTIME_DIR");
         std::os::unix::process::CommandExt::uid(&mut self.cmd, uid);
@@ -165,14 +200,16 @@ impl HupwatchCommand {
     /// Runs to completion (60 s at most: then kills it and panics). Output lines are echoed
     /// to the test's stderr behind `[hupwatch] ` as they come, and returned in the [`Outcome`].
     pub fn output(&mut self) -> Outcome {
-        let mut running = self.start("[hupwatch] ");
-        match running.wait_exit(OUTPUT_CEILING) {
+        let ceiling = self.ceiling;
+        let mut running = self.start(&format!("[{}] ", self.program));
+        match running.wait_exit(ceiling) {
             Some(status) => running.finish(status),
             None => {
                 let status = running.kill();
                 let outcome = running.finish(status);
                 panic!(
-                    "hupwatch still running after {OUTPUT_CEILING:?}, killed\n{}",
+                    "{} still running after {ceiling:?}, killed\n{}",
+                    self.program,
                     outcome.report()
                 )
             }
@@ -241,7 +278,7 @@ impl HupwatchCommand {
                 Some(format!("{}={}", key.to_string_lossy(), quote(value)))
             })
             .collect();
-        words.push("hupwatch".to_string());
+        words.push(self.program.clone());
         words.extend(self.cmd.get_args().map(quote));
         words.join(" ")
     }

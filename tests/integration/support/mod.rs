@@ -15,9 +15,12 @@ pub mod daemon;
 pub mod gunicorn;
 pub mod http;
 pub mod hupwatch;
+pub mod json_log;
 pub mod memory;
+pub mod other_users;
 pub mod proc;
 pub mod releases;
+pub mod skip;
 pub mod venv;
 
 use std::fs::File;
@@ -72,19 +75,14 @@ pub fn poll_for<T>(ceiling: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// A test whose prerequisite this machine lacks (root, user namespaces) cannot prove anything.
-/// It fails, naming what is missing, so a skipped test never counts as a pass; a developer
-/// without the prerequisite sets `HUPWATCH_TEST_ALLOW_SKIP=1` to have it reported as skipped
-/// (in the output, not as a pass in CI, which never sets it). Returns whether the test may go on.
+/// A test whose prerequisite this machine lacks (root, user namespaces) cannot prove anything:
+/// outside CI it is reported as skipped, under CI it fails naming what is missing (the
+/// policy is [`skip`]'s). Returns whether the test may go on.
 pub fn prerequisite(met: bool, what: &str) -> bool {
-    if met {
-        return true;
+    if !met {
+        skip::skip_or_fail(what);
     }
-    if std::env::var_os("HUPWATCH_TEST_ALLOW_SKIP").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED (proves nothing): {what} (HUPWATCH_TEST_ALLOW_SKIP=1)");
-        return false;
-    }
-    panic!("cannot run here: {what}; set HUPWATCH_TEST_ALLOW_SKIP=1 to skip such tests visibly");
+    met
 }
 
 /// Tests that start processes as other users need root.

@@ -2,7 +2,8 @@
 //! suite itself so `cargo test` on a fresh machine needs nothing but python3 and PyPI.
 //! Two flavours, because Gunicorn looks different to `ps` with and without setproctitle
 //! (`gunicorn: master [NAME]` versus `…/python …/gunicorn ARGS`) and discovery must handle both;
-//! a third with Django, for the preflight's framework checks on a real Django project.
+//! a third with Django, for the preflight's framework checks on a real Django project; and one
+//! with ansible-core (no Gunicorn), to run the shipped Ansible playbook against those masters.
 //!
 //! A venv is made once and reused: `.hupwatch-ready`, holding the pinned requirements, is
 //! written (atomically) only after pip succeeded, and a venv without a matching marker is
@@ -22,7 +23,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Which virtualenv a Gunicorn runs from.
+/// Which virtualenv a Gunicorn (or the deploy tool driving it) runs from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Venv {
     /// `gunicorn==27.0.1` and `setproctitle==1.3.8`: processes titled `gunicorn: master [NAME]`.
@@ -37,11 +38,26 @@ pub enum Venv {
     /// the master's environment, as on a real host, so the settings module must be found
     /// another way.
     Django,
+    /// ansible-core and its dependencies, pinned: `bin/ansible-playbook` runs
+    /// `examples/ansible/` against local masters as a deploy host would.
+    Ansible,
 }
 
 pub const GUNICORN: &str = "gunicorn==27.0.1";
 pub const SETPROCTITLE: &str = "setproctitle==1.3.8";
 const DJANGO: [&str; 3] = ["django==5.1.15", "asgiref==3.13.0", "sqlparse==0.6.1"];
+/// 2.19 is the newest line that still runs on Python 3.11 (Debian 12's, CI's).
+const ANSIBLE: [&str; 9] = [
+    "ansible-core==2.19.14",
+    "cffi==2.1.1",
+    "cryptography==51.0.1",
+    "jinja2==3.1.6",
+    "markupsafe==3.0.4",
+    "packaging==26.4",
+    "pycparser==3.12",
+    "pyyaml==6.0.4",
+    "resolvelib==1.2.1",
+];
 const MARKER: &str = ".hupwatch-ready";
 
 impl Venv {
@@ -51,6 +67,7 @@ impl Venv {
             Venv::Plain => "gunicorn-27.0.1-plain",
             Venv::SystemPlain => "gunicorn-27.0.1-system",
             Venv::Django => "gunicorn-27.0.1-django-5.1.15",
+            Venv::Ansible => "ansible-core-2.19.14",
         }
     }
 
@@ -59,6 +76,7 @@ impl Venv {
             Venv::WithSetproctitle => &[GUNICORN, SETPROCTITLE],
             Venv::Plain | Venv::SystemPlain => &[GUNICORN],
             Venv::Django => &[GUNICORN, SETPROCTITLE, DJANGO[0], DJANGO[1], DJANGO[2]],
+            Venv::Ansible => &ANSIBLE,
         }
     }
 
@@ -67,11 +85,13 @@ impl Venv {
         static PLAIN: OnceLock<PathBuf> = OnceLock::new();
         static SYSTEM: OnceLock<PathBuf> = OnceLock::new();
         static DJANGO: OnceLock<PathBuf> = OnceLock::new();
+        static ANSIBLE: OnceLock<PathBuf> = OnceLock::new();
         match self {
             Venv::WithSetproctitle => &WITH_SETPROCTITLE,
             Venv::Plain => &PLAIN,
             Venv::SystemPlain => &SYSTEM,
             Venv::Django => &DJANGO,
+            Venv::Ansible => &ANSIBLE,
         }
     }
 }
@@ -89,7 +109,12 @@ pub fn bin(kind: Venv, name: &str) -> PathBuf {
 }
 
 fn provision(kind: Venv) -> PathBuf {
-    let root = super::target_dir().join("test-venvs");
+    // The system venv is the one other users run: it lives where they can reach it.
+    let root = match kind {
+        Venv::SystemPlain => super::other_users::fixture_root(),
+        _ => super::target_dir(),
+    }
+    .join("test-venvs");
     fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
     let dir = root.join(kind.dir_name());
     let python = dir.join("bin").join("python");

@@ -1,0 +1,149 @@
+//! A master's `preload_app` as its own control socket reported it when it took over, kept in
+//! the runtime directory for the reloads after it.
+//!
+//! Why: the default control socket path is shared by a user's masters and unlinked by
+//! whichever master stops, so after a USR2 upgrade the old master's exit removes the path the
+//! new master had just bound. Every later reload of a titled master (whose command line and
+//! environment setproctitle erased) then found `preload_app` unknown and upgraded again: 3 s
+//! per save for an app that imports in 60 ms. The new master re-reads its config from disk, so
+//! the answer can change with a release: the upgrade asks the new master itself once its
+//! workers booted, before the old master's TERM, and writes it down here.
+//!
+//! A record is one file per master, `preload-<PID>-<START_TICKS>` (the PID alone could be
+//! reused), holding `true` or `false`. It is trusted like the reload locks and the memory of
+//! failed releases: in a directory of our own (`config::runtime_dir`), a regular file (never
+//! followed through a symlink) owned by our uid; anything else is no record. Records of
+//! masters that are gone are removed whenever a new one is written.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::config::runtime_dir::own_runtime_dir;
+use crate::gunicorn::discover::MasterProcess;
+use crate::gunicorn::procfs;
+
+const PREFIX: &str = "preload-";
+
+fn record(dir: &Path, pid: u32, start_ticks: u64) -> PathBuf {
+    dir.join(format!("{PREFIX}{pid}-{start_ticks}"))
+}
+
+/// What `dir` remembers of `master`'s `preload_app`; `None` without a trustworthy record.
+pub fn recall(dir: &Path, master: &MasterProcess) -> Option<bool> {
+    // Checked only once it exists: asking must not create it.
+    if !dir.is_dir() || own_runtime_dir(dir).is_err() {
+        return None;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(record(dir, master.pid, master.start_ticks))
+        .ok()?;
+    let own = nix::unistd::geteuid().as_raw();
+    let meta = file.metadata().ok()?;
+    if !meta.file_type().is_file() || meta.uid() != own || meta.mode() & 0o022 != 0 {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(16).read_to_string(&mut text).ok()?;
+    match text.trim() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Write down `preload` for `master` (atomically: a new file renamed into place), and drop
+/// the records of masters no longer running.
+pub fn remember(dir: &Path, master: &MasterProcess, preload: bool) -> std::io::Result<()> {
+    own_runtime_dir(dir).map_err(std::io::Error::other)?;
+    let path = record(dir, master.pid, master.start_ticks);
+    let tmp = dir.join(format!(".{PREFIX}{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    file.write_all(if preload { b"true\n" } else { b"false\n" })?;
+    std::fs::rename(&tmp, &path)?;
+    forget_the_gone(dir);
+    Ok(())
+}
+
+/// Remove the records whose master no longer runs (its PID gone, or reused by another
+/// process with another start time).
+fn forget_the_gone(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, ticks)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        let (Ok(pid), Ok(ticks)) = (pid.parse::<u32>(), ticks.parse::<u64>()) else {
+            continue;
+        };
+        let alive = procfs::read_stat(pid).is_ok_and(|s| s.start_ticks == ticks);
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch_dir::ScratchDir;
+
+    fn me() -> MasterProcess {
+        let pid = std::process::id();
+        let ticks = procfs::read_stat(pid).unwrap().start_ticks;
+        MasterProcess::described(pid, ticks, "gunicorn: master [app:app]")
+    }
+
+    #[test]
+    fn an_answer_is_kept_per_master_and_a_gone_masters_is_dropped() {
+        let scratch = ScratchDir::new("preload-memory");
+        let dir = scratch.join("run");
+        let master = me();
+        assert_eq!(recall(&dir, &master), None);
+        remember(&dir, &master, false).unwrap();
+        assert_eq!(recall(&dir, &master), Some(false));
+        remember(&dir, &master, true).unwrap();
+        assert_eq!(recall(&dir, &master), Some(true));
+
+        // The same PID started at another time is another master.
+        let reused = MasterProcess::described(master.pid, master.start_ticks + 1, "x");
+        assert_eq!(recall(&dir, &reused), None);
+        let gone = record(&dir, master.pid, master.start_ticks + 1);
+        std::fs::write(&gone, "true\n").unwrap();
+        remember(&dir, &master, true).unwrap();
+        assert!(!gone.exists(), "the record of a master that is gone");
+        assert_eq!(recall(&dir, &master), Some(true));
+    }
+
+    #[test]
+    fn a_symlinked_or_garbled_record_is_no_record() {
+        let scratch = ScratchDir::new("preload-memory-trust");
+        let dir = scratch.join("run");
+        own_runtime_dir(&dir).unwrap();
+        let master = me();
+        let path = record(&dir, master.pid, master.start_ticks);
+        let elsewhere = scratch.join("answer");
+        std::fs::write(&elsewhere, "false\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert_eq!(recall(&dir, &master), None, "a symlink is never followed");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "maybe\n").unwrap();
+        assert_eq!(recall(&dir, &master), None);
+    }
+}
