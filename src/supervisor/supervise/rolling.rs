@@ -26,8 +26,9 @@ use crate::gunicorn::process_tree::ProcessTree;
 use crate::supervisor::candidate::Rolling;
 use crate::supervisor::generation::Generation;
 
-/// How long one control socket request may take.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one control socket request may take. The loop waits for it (Gunicorn answers in
+/// milliseconds), so a stopped master must not hold the supervisor up for long.
+const ASK_TIMEOUT: Duration = Duration::from_millis(500);
 /// Beyond Gunicorn's graceful timeout, before a growth goes ahead without the workers given up.
 const SHRINK_MARGIN: Duration = Duration::from_secs(5);
 /// How often the serving generation's worker target is checked under `--max-surge`.
