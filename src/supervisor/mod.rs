@@ -33,6 +33,7 @@ pub mod release_gate;
 pub mod retiring;
 pub mod service;
 pub mod supervise;
+pub mod surge;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ use crate::report::control::{PeerKind, ProcessDir};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
 use crate::supervisor::pin::{Pin, PinInputs};
+use crate::supervisor::surge::{Surge, SurgeError, SurgeInputs};
 use crate::watch::WatchError;
 use crate::watch::serving_writes::ServingWrites;
 
@@ -70,6 +72,8 @@ pub enum SupervisorError {
     #[error("gave up after {attempts} failed restarts in a row: {last}")]
     GaveUp { attempts: u32, last: String },
     #[error(transparent)]
+    Surge(#[from] SurgeError),
+    #[error(transparent)]
     RuntimeDir(#[from] RuntimeDirError),
     #[error("{context}: {source}")]
     Io {
@@ -87,6 +91,7 @@ impl SupervisorError {
             | Self::Command(_)
             | Self::Listen(_)
             | Self::Watch(_)
+            | Self::Surge(_)
             | Self::ZeroBootTimeout => 2,
             Self::RuntimeDir(e) if e.is_unsafe() => 2,
             Self::RuntimeDir(_) => 1,
@@ -117,6 +122,8 @@ pub struct RunSettings {
     pub under_systemd: bool,
     /// `--stop-timeout`: a SIGTERM/SIGINT leaves nothing running within this (`supervise`).
     pub stop: StopTimeout,
+    /// `--max-surge`: switch rolling (`surge`); `None` is blue/green.
+    pub surge: Option<Surge>,
 }
 
 impl RunSettings {
@@ -206,6 +213,30 @@ impl RunSettings {
             .or_else(crate::config::default_runtime_dir)
             .unwrap_or_else(crate::config::runtime_dir::temp_runtime_dir);
         let control_socket = command_line::has_control_socket(gunicorn_version(&args.command));
+        // Where `ProcessDir` will be, with the longest PID: its sockets' paths must fit.
+        let process_dir = runtime_base.join(format!("{}{}", PeerKind::Run.dir_prefix(), u32::MAX));
+        let surge = Surge::decide(SurgeInputs {
+            max_surge: args.generations.max_surge,
+            workers: facts.workers,
+            release_link: release_link.is_some(),
+            control_socket,
+            runtime_dir: &process_dir,
+        })?;
+        match (surge, args.generations.max_surge) {
+            (Some(s), _) => info!(
+                max_surge = s.step,
+                workers = s.workers,
+                "a switch rolls {} worker(s) at a time: at most {} workers run during a deploy (blue/green would run {})",
+                s.step,
+                s.workers + s.step,
+                2 * s.workers
+            ),
+            (None, Some(n)) => info!(
+                max_surge = n,
+                "--max-surge {n} is not below COMMAND's worker count: a switch is blue/green"
+            ),
+            (None, None) => {}
+        }
         Ok(Self {
             command: args.command,
             facts,
@@ -218,6 +249,7 @@ impl RunSettings {
             release_link,
             under_systemd: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
             stop: StopTimeout::new(args.stop.stop_timeout, None)?,
+            surge,
         })
     }
 }

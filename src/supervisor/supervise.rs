@@ -40,6 +40,7 @@ use crate::watch::deploy_stream::DeployStream;
 mod checking;
 mod held_back;
 mod restart;
+mod rolling;
 mod stopping;
 mod switch;
 
@@ -69,6 +70,8 @@ struct SupervisorLoop<'a> {
     waiters: Waiters,
     /// What the serving release's app reads while loading, surveyed by a check of its own.
     surveys: Surveys,
+    /// Under `--max-surge`, when the serving generation's worker target is next checked.
+    restore_at: Option<Instant>,
     /// The release held back last, until one serves: the same one again is not news.
     held_back: Option<Fingerprint>,
 }
@@ -108,6 +111,7 @@ pub async fn run(
         served: None,
         waiters: Waiters::default(),
         surveys: Surveys::default(),
+        restore_at: None,
         held_back: None,
     };
     sup.start_candidate("first start");
@@ -126,7 +130,11 @@ pub async fn run(
         if let Err(e) = sup.step() {
             break Err(e);
         }
+        // A survey imports the app in a process of its own: under `--max-surge` not before the
+        // old generation is gone, or it would stand beside it as one worker too many.
+        let survey_fits = settings.surge.is_none() || sup.retiring.is_empty();
         if let (Some(changes), Some((serving, _))) = (&mut changes, &sup.serving)
+            && survey_fits
             && changes.serving_master(serving.pid)
             && let Some(dir) = serving
                 .release
@@ -149,7 +157,12 @@ impl SupervisorLoop<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let polling =
             (self.in_flight() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
-        polling.into_iter().chain(self.restart_at).min()
+        let restore = self.settings.surge.and(self.restore_at);
+        polling
+            .into_iter()
+            .chain(self.restart_at)
+            .chain(restore)
+            .min()
     }
 
     /// A release is on its way: being checked, or its generation starting.
@@ -276,6 +289,8 @@ impl SupervisorLoop<'_> {
                 self.restart();
             } else if self.deploy_pending {
                 self.start_candidate("a deploy asked for while the last generation started");
+            } else {
+                self.restore_count();
             }
         }
         Ok(())

@@ -16,6 +16,7 @@ pub mod gunicorn;
 pub mod http;
 pub mod hupwatch;
 pub mod json_log;
+pub mod memory;
 pub mod other_users;
 pub mod outcome;
 pub mod proc;
