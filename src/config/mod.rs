@@ -10,6 +10,7 @@ pub mod health_url;
 pub mod release_link;
 pub mod reload_plan;
 pub mod runtime_dir;
+pub mod runtime_record;
 pub mod stop_timeout;
 mod target;
 
