@@ -1292,8 +1292,9 @@ sys.modules.setdefault("bench", sys.modules[__name__])
 import rhythm  # noqa: E402
 import stall  # noqa: E402
 import stall_tools  # noqa: E402
+import surge  # noqa: E402
 
-EXTRA_TABLES = {"stall": stall.markdown_stall, "rhythm": rhythm.markdown_rhythm}
+EXTRA_TABLES = {"stall": stall.markdown_stall, "rhythm": rhythm.markdown_rhythm, "surge": surge.markdown_surge}
 
 SCENARIOS = {
     "tree": scenario_tree,
@@ -1305,6 +1306,7 @@ SCENARIOS = {
     "defaults": scenario_defaults,
     "stall": stall.scenario_stall,
     "rhythm": rhythm.scenario_rhythm,
+    "surge": surge.scenario_surge,
 }
 
 

@@ -8,6 +8,8 @@
 #   BENCH_SCENARIOS=stall BENCH_SETTLE_VARIANT=0 BENCH_STALL_STRATEGIES=hup,upgrade,auto,run bench/run.sh
 #                                      # … with `hupwatch run` beside them (issue 12), ~9 min
 #   BENCH_SCENARIOS=rhythm BENCH_SETTLE_VARIANT=0 bench/run.sh   # save rhythm, ~3 min
+#   BENCH_SCENARIOS=surge BENCH_SETTLE_VARIANT=0 bench/run.sh    # run --max-surge (issue 22), ~4 min;
+#                                      # also redraws docs/img/rolling-memory.svg, reload-latency.svg
 #
 # Not part of `cargo test`. Needs root only to raise fs.inotify.max_user_watches when it is too
 # low for the 100k-file tree (the original value is recorded). Loopback only. Knobs (defaults):
@@ -27,6 +29,9 @@
 #     (s the app's import sleeps) BENCH_STALL_ROUNDS=3 BENCH_STALL_WORKERS=2 BENCH_STALL_CLIENTS=4
 #     BENCH_STALL_PAUSE_MS=20 BENCH_STALL_STEADY_SECS=3 BENCH_STALL_TAIL_MS=500 BENCH_STALL_PREFLIGHT=1
 #     BENCH_STALL_RSS_MS=50 (ms between two samples of the tool's process-tree RSS)
+#   surge (bench/surge.py, plots by bench/svg_plot.py): BENCH_SURGE_TOOLS=run,surge1,surge2,hup,auto,reload
+#     BENCH_SURGE_ROUNDS=2 BENCH_SURGE_WORKERS=4 BENCH_SURGE_MIB=40 (each worker's own memory)
+#     BENCH_SURGE_IMPORT=1.0 (s) BENCH_SURGE_STEADY_SECS=3 BENCH_SURGE_PLOTS=docs/img
 #   rhythm (bench/rhythm.py): BENCH_RHYTHM_SPACINGS=0.4,1.6 (s between saves) BENCH_RHYTHM_SAVES=9
 #     (per train; the first is left out) BENCH_RHYTHM_ROUNDS=3 BENCH_RHYTHM_DEBOUNCE_MS=50
 #   BENCH_SETTLE_VARIANT=1  also build a copy of the source with SWAP_SETTLE flipped 50ms<->0 (in /tmp)

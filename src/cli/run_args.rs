@@ -63,4 +63,10 @@ pub struct GenerationArgs {
     /// generation still starts in the link's target.
     #[arg(long, env = "HUPWATCH_NO_WATCH", conflicts_with = "watch")]
     pub no_watch: bool,
+
+    /// Switch generations rolling, at most N workers beyond COMMAND's count at any time,
+    /// instead of booting a whole second copy (blue/green, the default and the fastest):
+    /// for a host without the memory for two copies. Needs --release-link and -w.
+    #[arg(long, value_name = "N", env = "HUPWATCH_MAX_SURGE")]
+    pub max_surge: Option<u32>,
 }

@@ -12,6 +12,7 @@ pub mod metrics_file;
 pub mod release_link;
 pub mod reload_plan;
 pub mod runtime_dir;
+pub mod runtime_record;
 pub mod stop_timeout;
 mod target;
 

@@ -1,7 +1,9 @@
 //! Gunicorn's control socket (≥ 25.1, on by default): the one place a titled master still
 //! tells its effective `preload_app` after setproctitle erased its command line and
 //! environment. `show config` answers with the running configuration (measured on 27.0.1:
-//! `{"status": "ok", "data": {"preload_app": true, …}}`).
+//! `{"status": "ok", "data": {"preload_app": true, …}}`). `hupwatch run --max-surge` also
+//! resizes its own generations through it (`worker add N` / `worker remove N`, answered with
+//! the new `total`): TTIN/TTOU sent together coalesce, and TTOU never goes below one worker.
 //!
 //! Finding the master's own socket takes care. The default path is the same for every master
 //! of a user and the last one started takes it over, so a path can lead to another master.
@@ -14,7 +16,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::gunicorn::discover::MasterProcess;
@@ -53,7 +55,44 @@ pub fn preload_app(master: &MasterProcess, timeout: Duration) -> Result<(bool, P
 }
 
 /// `show config` on one socket, answered by `pid` itself.
-fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, String> {
+fn ask(path: &Path, pid: u32, timeout: Duration) -> Result<bool, String> {
+    let body = exchange(path, pid, "show", &["config"], timeout)?;
+    parse_preload(&body)
+}
+
+/// A change of a master's worker count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    Add(u32),
+    Remove(u32),
+}
+
+/// `worker add N` / `worker remove N` on the socket at `path`, answered by `pid` itself: the
+/// master's worker count afterwards (Gunicorn keeps at least one).
+pub fn resize(path: &Path, pid: u32, change: Resize, timeout: Duration) -> Result<u32, String> {
+    let (action, n) = match change {
+        Resize::Add(n) => ("add", n),
+        Resize::Remove(n) => ("remove", n),
+    };
+    let body = exchange(path, pid, "worker", &[action, &n.to_string()], timeout)?;
+    parse_data_count(&body, "total")
+}
+
+/// The worker count a master aims at (`show stats`'s `workers_target`): a HUP from elsewhere
+/// resets it to the command line's `-w`.
+pub fn workers_target(path: &Path, pid: u32, timeout: Duration) -> Result<u32, String> {
+    let body = exchange(path, pid, "show", &["stats"], timeout)?;
+    parse_data_count(&body, "workers_target")
+}
+
+/// One request and its answer on one socket, answered by `pid` itself (`SO_PEERCRED`).
+fn exchange(
+    path: &Path,
+    pid: u32,
+    command: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let mut stream = UnixStream::connect(path).map_err(|e| e.to_string())?;
     let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| e.to_string())?;
@@ -64,9 +103,9 @@ fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, Stri
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
-    let request = br#"{"id": 1, "command": "show", "args": ["config"]}"#;
+    let request = serde_json::json!({"id": 1, "command": command, "args": args}).to_string();
     let mut framed = (request.len() as u32).to_be_bytes().to_vec();
-    framed.extend_from_slice(request);
+    framed.extend_from_slice(request.as_bytes());
     stream.write_all(&framed).map_err(|e| e.to_string())?;
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).map_err(|e| e.to_string())?;
@@ -76,7 +115,23 @@ fn ask(path: &std::path::Path, pid: u32, timeout: Duration) -> Result<bool, Stri
     }
     let mut body = vec![0u8; len as usize];
     stream.read_exact(&mut body).map_err(|e| e.to_string())?;
-    parse_preload(&body)
+    Ok(body)
+}
+
+/// A count in an answer's `data` (`total` of `worker add`, `workers_target` of `show stats`).
+pub fn parse_data_count(body: &[u8], key: &str) -> Result<u32, String> {
+    let answer: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    if answer["status"] != "ok" {
+        return Err(format!(
+            "answered {}: {}",
+            answer["status"], answer["error"]
+        ));
+    }
+    answer["data"][key]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| format!("no {key} in its answer"))
 }
 
 /// Why the process that answered (its `SO_PEERCRED` PID) is not the master asked, if it is
@@ -118,6 +173,19 @@ mod tests {
         assert_eq!(parse_preload(off), Ok(false));
         assert!(parse_preload(br#"{"status": "error"}"#).is_err());
         assert!(parse_preload(b"HTTP/1.1 400").is_err());
+    }
+
+    #[test]
+    fn the_answer_of_worker_add_and_show_stats() {
+        let added =
+            br#"{"id": 1, "status": "ok", "data": {"added": 1, "previous": 1, "total": 2}}"#;
+        assert_eq!(parse_data_count(added, "total"), Ok(2));
+        let stats =
+            br#"{"id": 1, "status": "ok", "data": {"workers_current": 4, "workers_target": 1}}"#;
+        assert_eq!(parse_data_count(stats, "workers_target"), Ok(1));
+        let refused = br#"{"id": 1, "status": "error", "error": "Unknown command: worker"}"#;
+        let err = parse_data_count(refused, "total").unwrap_err();
+        assert!(err.contains("Unknown command"), "{err}");
     }
 
     #[test]

@@ -15,19 +15,17 @@
 //! followed through a symlink) owned by our uid; anything else is no record. Records of
 //! masters that are gone are removed whenever a new one is written.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::runtime_dir::own_runtime_dir;
+use crate::config::runtime_record;
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::procfs;
 
 const PREFIX: &str = "preload-";
 
-fn record(dir: &Path, pid: u32, start_ticks: u64) -> PathBuf {
-    dir.join(format!("{PREFIX}{pid}-{start_ticks}"))
+fn record_name(pid: u32, start_ticks: u64) -> String {
+    format!("{PREFIX}{pid}-{start_ticks}")
 }
 
 /// What `dir` remembers of `master`'s `preload_app`; `None` without a trustworthy record.
@@ -36,18 +34,8 @@ pub fn recall(dir: &Path, master: &MasterProcess) -> Option<bool> {
     if !dir.is_dir() || own_runtime_dir(dir).is_err() {
         return None;
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(record(dir, master.pid, master.start_ticks))
-        .ok()?;
-    let own = nix::unistd::geteuid().as_raw();
-    let meta = file.metadata().ok()?;
-    if !meta.file_type().is_file() || meta.uid() != own || meta.mode() & 0o022 != 0 {
-        return None;
-    }
-    let mut text = String::new();
-    file.take(16).read_to_string(&mut text).ok()?;
+    let path = dir.join(record_name(master.pid, master.start_ticks));
+    let text = runtime_record::read_own(&path, 16)?;
     match text.trim() {
         "true" => Some(true),
         "false" => Some(false),
@@ -59,17 +47,8 @@ pub fn recall(dir: &Path, master: &MasterProcess) -> Option<bool> {
 /// the records of masters no longer running.
 pub fn remember(dir: &Path, master: &MasterProcess, preload: bool) -> std::io::Result<()> {
     own_runtime_dir(dir).map_err(std::io::Error::other)?;
-    let path = record(dir, master.pid, master.start_ticks);
-    let tmp = dir.join(format!(".{PREFIX}{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    file.write_all(if preload { b"true\n" } else { b"false\n" })?;
-    std::fs::rename(&tmp, &path)?;
+    let name = record_name(master.pid, master.start_ticks);
+    runtime_record::write_own(dir, &name, if preload { b"true\n" } else { b"false\n" })?;
     forget_the_gone(dir);
     Ok(())
 }
@@ -124,7 +103,7 @@ mod tests {
         // The same PID started at another time is another master.
         let reused = MasterProcess::described(master.pid, master.start_ticks + 1, "x");
         assert_eq!(recall(&dir, &reused), None);
-        let gone = record(&dir, master.pid, master.start_ticks + 1);
+        let gone = dir.join(record_name(master.pid, master.start_ticks + 1));
         std::fs::write(&gone, "true\n").unwrap();
         remember(&dir, &master, true).unwrap();
         assert!(!gone.exists(), "the record of a master that is gone");
@@ -137,7 +116,7 @@ mod tests {
         let dir = scratch.join("run");
         own_runtime_dir(&dir).unwrap();
         let master = me();
-        let path = record(&dir, master.pid, master.start_ticks);
+        let path = dir.join(record_name(master.pid, master.start_ticks));
         let elsewhere = scratch.join("answer");
         std::fs::write(&elsewhere, "false\n").unwrap();
         std::os::unix::fs::symlink(&elsewhere, &path).unwrap();

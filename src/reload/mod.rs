@@ -17,6 +17,7 @@ pub mod rollback;
 pub mod serve_check;
 pub mod strategy_choice;
 pub mod systemd_handover;
+mod unit_journal;
 pub mod unit_reload;
 pub mod upgrade;
 pub mod upgrade_error;

@@ -11,17 +11,19 @@
 //! new directory, and gets its chance.
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::release_link;
+use crate::config::runtime_record;
 use crate::gunicorn::discover::MasterProcess;
 use crate::gunicorn::procfs;
 
 /// The memory's file name in the runtime directory.
 const FILE: &str = "failed-releases";
+/// Far above what any host keeps (a line per failed release, each forgotten once replaced).
+const MAX_FILE: u64 = 1 << 20;
 
 /// One release that failed after it was deployed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,22 +46,7 @@ impl FailedReleases {
     /// when it is written), or not a regular file of our uid's (another user's entries would
     /// hold back a good release, as a foreign lock record would short-circuit a reload).
     pub fn load(dir: &Path) -> Self {
-        let Ok(mut file) = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(dir.join(FILE))
-        else {
-            return Self::default();
-        };
-        let own = nix::unistd::geteuid().as_raw();
-        if !file
-            .metadata()
-            .is_ok_and(|m| m.file_type().is_file() && m.uid() == own)
-        {
-            return Self::default();
-        }
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut file, &mut text);
+        let text = runtime_record::read_own(&dir.join(FILE), MAX_FILE).unwrap_or_default();
         Self::parse(&text)
     }
 
@@ -117,17 +104,7 @@ impl FailedReleases {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         });
-        let tmp = dir.join(format!(".{FILE}.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        file.write_all(self.render().as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, dir.join(FILE))
+        runtime_record::write_own(dir, FILE, self.render().as_bytes())
         // `guard` is closed here, releasing the flock after the rename.
     }
 }

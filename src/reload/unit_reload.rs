@@ -9,14 +9,14 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::info;
 
 use crate::bounded_wait::wait_until;
 use crate::config::ReloadSettings;
 use crate::gunicorn::discover::{self, MasterProcess};
-use crate::reload::systemd_handover;
+use crate::reload::{systemd_handover, unit_journal};
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -25,12 +25,17 @@ pub enum UnitReloadError {
     #[error("cannot run systemctl: {0}")]
     Spawn(std::io::Error),
     #[error(
-        "`systemctl reload {unit}` failed ({status}): {message}; the unit's ExecReload= logged why: journalctl -u {unit}"
+        "`systemctl reload {unit}` failed ({status}): {}", match why {
+            Some(why) => format!("its ExecReload= said: {why}"),
+            None => format!("{message}; the unit's ExecReload= logged why: journalctl -u {unit}"),
+        }
     )]
     Failed {
         unit: String,
         status: String,
         message: String,
+        /// The `ExecReload=` hupwatch's own error, read back from the unit's journal.
+        why: Option<String>,
     },
     #[error("`systemctl reload {unit}` did not finish within {timeout:?}; it was killed")]
     TimedOut { unit: String, timeout: Duration },
@@ -51,6 +56,7 @@ pub fn reload_unit(
     settings: &ReloadSettings,
 ) -> Result<UnitReloaded, UnitReloadError> {
     let started = Instant::now();
+    let asked = SystemTime::now();
     // As long as the ExecReload= hupwatch may take: its preflight, then an upgrade's two
     // verification timeouts, and room for systemd itself.
     let preflight = settings
@@ -88,6 +94,7 @@ pub fn reload_unit(
             unit: unit.to_string(),
             status: status.to_string(),
             message: stderr.trim().lines().next().unwrap_or("no message").into(),
+            why: unit_journal::last_error(unit, asked),
         });
     }
     let main = systemd_handover::main_pid(unit).unwrap_or_default();

@@ -15,12 +15,13 @@ use crate::preflight::health_request::{HealthAnswer, first_lines, judge};
 use crate::report::control::ProcessDir;
 use crate::supervisor::RunSettings;
 use crate::supervisor::bind_address::BindAddress;
-use crate::supervisor::command_line;
+use crate::supervisor::command_line::{self, ControlSocket};
 use crate::supervisor::generation::{Generation, Launch};
 use crate::supervisor::listeners::Listener;
 use crate::supervisor::pin::Pin;
 use crate::supervisor::probe;
 use crate::supervisor::readiness::{Boot, Readiness};
+use crate::supervisor::surge;
 
 pub struct Candidate {
     pub generation: Generation,
@@ -31,6 +32,19 @@ pub struct Candidate {
     /// The release it belongs to, decided before it started; a serving generation after a
     /// passed check gets the same one.
     pub pin: Pin,
+    /// The workers it must have booted now: COMMAND's count, or under `--max-surge` what the
+    /// rolling switch has grown it to so far.
+    pub workers: Option<u32>,
+    /// How far a rolling switch to it has come (`supervise::rolling`).
+    pub rolling: Rolling,
+}
+
+/// A rolling switch's progress: the serving generation's worker count once it has given up
+/// what it was asked to, and since when that is awaited.
+#[derive(Debug, Clone, Copy)]
+pub struct Rolling {
+    pub old_workers: u32,
+    pub shrinking_since: Option<Instant>,
 }
 
 pub struct Check {
@@ -69,10 +83,18 @@ impl Candidate {
         pin: Pin,
     ) -> Result<Self, String> {
         let pidfile = dir.join(format!("generation-{number}.pid"));
+        let control = match (settings.surge, settings.control_socket) {
+            (Some(_), _) => ControlSocket::At(surge::control_socket_path(dir.path(), number)),
+            (None, true) => ControlSocket::Off,
+            (None, false) => ControlSocket::Absent,
+        };
+        // A rolling switch starts it (a check generation too) with its first step.
+        let start_workers = settings.surge.map(|s| s.step);
         let command = pin.exec_line(command_line::for_generation(
             &settings.command,
             &pidfile,
-            settings.control_socket,
+            &control,
+            start_workers,
         ));
         let check = match check {
             false => None,
@@ -95,6 +117,10 @@ impl Candidate {
             sockets: &sockets,
             dir: &pin.start,
             release: pin.release.as_deref(),
+            control: match &control {
+                ControlSocket::At(path) => Some(path),
+                _ => None,
+            },
         };
         let generation = Generation::spawn(launch).map_err(|e| e.to_string())?;
         Ok(Self {
@@ -103,6 +129,11 @@ impl Candidate {
             deadline: Instant::now() + settings.boot_timeout,
             check,
             pin,
+            workers: start_workers.or(settings.facts.workers),
+            rolling: Rolling {
+                old_workers: settings.surge.map_or(0, |s| s.workers),
+                shrinking_since: None,
+            },
         })
     }
 
@@ -115,7 +146,7 @@ impl Candidate {
         if let Some(exit) = generation.exit {
             return failed(format!("its master {exit}"));
         }
-        let workers = match self.readiness.poll(generation.pid, settings.facts.workers) {
+        let workers = match self.readiness.poll(generation.pid, self.workers) {
             Boot::Up { workers } => workers,
             Boot::Booting { booted, seen } if Instant::now() >= self.deadline => {
                 return failed(format!(

@@ -7,7 +7,8 @@
 //! graceful timeout (how long a retired generation may drain) and the user's pidfile. A
 //! generation runs the same command with the pidfile replaced by its own (a second master given
 //! the user's fails with "Already running") and the control socket off (its default path is
-//! shared by every master of the user and unlinked by whichever stops).
+//! shared by every master of the user and unlinked by whichever stops), or under `--max-surge`
+//! its own in hupwatch's runtime directory, with its first step's worker count.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -148,12 +149,29 @@ pub fn has_control_socket(version: Option<(u32, u32)>) -> bool {
     version.is_none_or(|v| v >= (25, 1))
 }
 
+/// A generation's control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlSocket {
+    /// A Gunicorn older than 25.1: it has none, and refuses the option that turns it off.
+    Absent,
+    /// Off: its default path is shared by every master of the user.
+    Off,
+    /// Its own, in hupwatch's 0700 runtime directory (`--max-surge` resizes through it).
+    At(PathBuf),
+}
+
 /// The command a generation runs: the user's, without its `--pid`, with this generation's own
-/// pidfile and (`control_socket`) no control socket. Options go last: Gunicorn's argparse takes
-/// them after the app, and the front may be an interpreter (`python -m gunicorn`) that must
+/// pidfile and control socket, and (`workers`) its own starting worker count (a rolling
+/// switch's first step). Options go last: Gunicorn's argparse takes them after the app, keeps
+/// an option's last value, and the front may be an interpreter (`python -m gunicorn`) that must
 /// not see them.
-pub fn for_generation(args: &[OsString], pidfile: &Path, control_socket: bool) -> Vec<OsString> {
-    let mut out = Vec::with_capacity(args.len() + 3);
+pub fn for_generation(
+    args: &[OsString],
+    pidfile: &Path,
+    control: &ControlSocket,
+    workers: Option<u32>,
+) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len() + 5);
     let mut words = args.iter();
     while let Some(word) = words.next() {
         let text = word.to_string_lossy();
@@ -164,8 +182,18 @@ pub fn for_generation(args: &[OsString], pidfile: &Path, control_socket: bool) -
         }
     }
     out.extend([OsString::from("--pid"), pidfile.as_os_str().to_owned()]);
-    if control_socket {
-        out.push(OsStr::new("--no-control-socket").to_owned());
+    match control {
+        ControlSocket::Absent => {}
+        ControlSocket::Off => out.push(OsStr::new("--no-control-socket").to_owned()),
+        ControlSocket::At(path) => out.extend([
+            OsString::from("--control-socket"),
+            path.as_os_str().to_owned(),
+            OsString::from("--control-socket-mode"),
+            OsString::from("0600"),
+        ]),
+    }
+    if let Some(n) = workers {
+        out.extend([OsString::from("--workers"), OsString::from(n.to_string())]);
     }
     out
 }
@@ -241,18 +269,28 @@ mod tests {
                 .into_iter()
                 .map(OsString::from)
                 .collect();
-        let shown = |control| {
-            let out = for_generation(&args, Path::new("/run/hupwatch/gen-3.pid"), control);
+        let shown = |control, workers| {
+            let out = for_generation(
+                &args,
+                Path::new("/run/hupwatch/gen-3.pid"),
+                &control,
+                workers,
+            );
             let out: Vec<String> = out.iter().map(|w| w.to_string_lossy().into()).collect();
             out.join(" ")
         };
         assert_eq!(
-            shown(true),
+            shown(ControlSocket::Off, None),
             "gunicorn -w 2 app:app --pid /run/hupwatch/gen-3.pid --no-control-socket"
         );
         assert_eq!(
-            shown(false),
+            shown(ControlSocket::Absent, None),
             "gunicorn -w 2 app:app --pid /run/hupwatch/gen-3.pid"
+        );
+        let own = ControlSocket::At(PathBuf::from("/run/hupwatch/generation-3.ctl"));
+        assert_eq!(
+            shown(own, Some(1)),
+            "gunicorn -w 2 app:app --pid /run/hupwatch/gen-3.pid --control-socket /run/hupwatch/generation-3.ctl --control-socket-mode 0600 --workers 1"
         );
     }
 

@@ -50,6 +50,8 @@ pub struct Launch<'a> {
     pub dir: &'a std::path::Path,
     /// The release it belongs to (`pin::Pin::release`), for the log.
     pub release: Option<&'a std::path::Path>,
+    /// Its own control socket, when it has one (`--max-surge` resizes it through that).
+    pub control: Option<&'a std::path::Path>,
 }
 
 /// A started generation.
@@ -61,6 +63,8 @@ pub struct Generation {
     pub started: Instant,
     /// The release it belongs to (resolved: `pin`), for the log.
     pub release: Option<std::path::PathBuf>,
+    /// Its own control socket (`Launch::control`).
+    pub control: Option<std::path::PathBuf>,
     output: Arc<Output>,
     pub exit: Option<Exit>,
 }
@@ -116,6 +120,7 @@ impl Generation {
             pid: child.id(),
             started: Instant::now(),
             release: launch.release.map(std::path::Path::to_path_buf),
+            control: launch.control.map(std::path::Path::to_path_buf),
             output,
             exit: None,
         })

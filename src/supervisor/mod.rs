@@ -34,6 +34,7 @@ pub mod release_gate;
 pub mod retiring;
 pub mod service;
 pub mod supervise;
+pub mod surge;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -51,6 +52,7 @@ use crate::report::control::{PeerKind, ProcessDir};
 use crate::supervisor::command_line::{CommandError, CommandFacts};
 use crate::supervisor::listeners::ListenError;
 use crate::supervisor::pin::{Pin, PinInputs};
+use crate::supervisor::surge::{Surge, SurgeError, SurgeInputs};
 use crate::watch::WatchError;
 use crate::watch::serving_writes::ServingWrites;
 
@@ -73,6 +75,8 @@ pub enum SupervisorError {
     #[error("gave up after {attempts} failed restarts in a row: {last}")]
     GaveUp { attempts: u32, last: String },
     #[error(transparent)]
+    Surge(#[from] SurgeError),
+    #[error(transparent)]
     RuntimeDir(#[from] RuntimeDirError),
     #[error("{context}: {source}")]
     Io {
@@ -90,6 +94,7 @@ impl SupervisorError {
             | Self::Command(_)
             | Self::Listen(_)
             | Self::Watch(_)
+            | Self::Surge(_)
             | Self::ZeroBootTimeout
             | Self::ZeroBeforeDeployTimeout => 2,
             Self::RuntimeDir(e) if e.is_unsafe() => 2,
@@ -130,6 +135,8 @@ pub struct RunSettings {
     /// The `app` label of the metrics: the release link's parent directory's name (the app's
     /// deploy directory), else the working directory's, as `watch` names an app given by flags.
     pub app_name: String,
+    /// `--max-surge`: switch rolling (`surge`); `None` is blue/green.
+    pub surge: Option<Surge>,
 }
 
 impl RunSettings {
@@ -223,6 +230,30 @@ impl RunSettings {
             .or_else(crate::config::default_runtime_dir)
             .unwrap_or_else(crate::config::runtime_dir::temp_runtime_dir);
         let control_socket = command_line::has_control_socket(gunicorn_version(&args.command));
+        // Where `ProcessDir` will be, with the longest PID: its sockets' paths must fit.
+        let process_dir = runtime_base.join(format!("{}{}", PeerKind::Run.dir_prefix(), u32::MAX));
+        let surge = Surge::decide(SurgeInputs {
+            max_surge: args.generations.max_surge,
+            workers: facts.workers,
+            release_link: release_link.is_some(),
+            control_socket,
+            runtime_dir: &process_dir,
+        })?;
+        match (surge, args.generations.max_surge) {
+            (Some(s), _) => info!(
+                max_surge = s.step,
+                workers = s.workers,
+                "a switch rolls {} worker(s) at a time: at most {} workers run during a deploy (blue/green would run {})",
+                s.step,
+                s.workers + s.step,
+                2 * s.workers
+            ),
+            (None, Some(n)) => info!(
+                max_surge = n,
+                "--max-surge {n} is not below COMMAND's worker count: a switch is blue/green"
+            ),
+            (None, None) => {}
+        }
         Ok(Self {
             command: args.command,
             facts,
@@ -242,6 +273,7 @@ impl RunSettings {
             app_name,
             hooks: crate::config::hooks::Hooks::from_args(&args.hooks)?,
             before_deploy: before_deploy(&args.before_deploy)?,
+            surge,
         })
     }
 }

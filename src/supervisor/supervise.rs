@@ -43,6 +43,7 @@ mod checking;
 mod held_back;
 mod reported;
 mod restart;
+mod rolling;
 mod stopping;
 mod switch;
 
@@ -77,6 +78,8 @@ struct SupervisorLoop<'a> {
     deploy_since: Option<Instant>,
     metrics: Metrics,
     hooks: HookThreads,
+    /// Under `--max-surge`, when the serving generation's worker target is next checked.
+    restore_at: Option<Instant>,
     /// The release held back last, until one serves: the same one again is not news.
     held_back: Option<Fingerprint>,
 }
@@ -119,6 +122,7 @@ pub async fn run(
         deploy_since: None,
         metrics: Metrics::new(settings.metrics_file.clone()),
         hooks: HookThreads::default(),
+        restore_at: None,
         held_back: None,
     };
     sup.metrics.app(&settings.app_name);
@@ -140,7 +144,11 @@ pub async fn run(
         if let Err(e) = sup.step() {
             break Err(e);
         }
+        // A survey imports the app in a process of its own: under `--max-surge` not before the
+        // old generation is gone, or it would stand beside it as one worker too many.
+        let survey_fits = settings.surge.is_none() || sup.retiring.is_empty();
         if let (Some(changes), Some((serving, _))) = (&mut changes, &sup.serving)
+            && survey_fits
             && changes.serving_master(serving.pid)
             && let Some(dir) = serving
                 .release
@@ -163,7 +171,12 @@ impl SupervisorLoop<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let polling =
             (self.in_flight() || !self.retiring.is_empty()).then(|| Instant::now() + POLL);
-        polling.into_iter().chain(self.restart_at).min()
+        let restore = self.settings.surge.and(self.restore_at);
+        polling
+            .into_iter()
+            .chain(self.restart_at)
+            .chain(restore)
+            .min()
     }
 
     /// A release is on its way: being checked, or its generation starting.
@@ -294,6 +307,8 @@ impl SupervisorLoop<'_> {
                 self.restart();
             } else if self.deploy_pending {
                 self.start_candidate("a deploy asked for while the last generation started");
+            } else {
+                self.restore_count();
             }
         }
         Ok(())

@@ -7,7 +7,7 @@
 //! Under a request every 20 ms to an app whose import takes 1.5 s: the swapped release is
 //! served with no failed request and none over 0.5 s, the journal says `reloaded master N ->
 //! new master M`; a release that cannot import is held back (by the unit's `ExecReload=`
-//! hupwatch, whose journal says why), the last good one serving on.
+//! hupwatch, whose reason the service's journal repeats), the last good one serving on.
 //!
 //! Liberties, each forced by sharing the host: `/srv/app` is a directory under `target/` (the
 //! namespace shares the host's file systems but for `/run`, `/tmp` and `/var/tmp`); `enable`
@@ -146,14 +146,20 @@ fn server_quick_start_deploys_a_symlink_swap() {
     tree.broken("44");
     run_readme_command(&sd, &swap.replace("releases/43", "releases/44"), &root);
     // The watch service hands the reload to the unit's ExecReload= hupwatch, whose preflight
-    // holds the release back: the service's journal says the reload failed and where the
-    // reason is, the unit's journal has it.
-    sd.wait_for_journal(
-        UNIT,
-        &format!("reload failed: reload of master {new} through systemd failed"),
-        1,
-    );
+    // holds the release back: the unit's journal has the reason, and the service's journal
+    // says the reload failed and why, read back from the unit's.
     sd.wait_for_journal(APP_UNIT, "release held back", 1);
+    let failed = format!("reload failed: reload of master {new} through systemd failed");
+    sd.wait_for_journal(UNIT, &failed, 1);
+    let shown = sd.journal(&["-u", "hupwatch"]);
+    let line = shown
+        .lines()
+        .find(|l| l.contains(&failed))
+        .unwrap_or_else(|| panic!("no failure line:\n{shown}"));
+    assert!(
+        line.contains("its ExecReload= said:") && line.contains("held back"),
+        "the service's journal gives the reason: {line}"
+    );
     wait_for_body(port, "43");
     assert_eq!(units.main_pid(APP_UNIT), new, "the master was left alone");
     assert_eq!(sd.show(APP_UNIT, "ActiveState"), "active");

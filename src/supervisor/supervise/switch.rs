@@ -23,7 +23,11 @@ impl SupervisorLoop<'_> {
         match candidate.next(self.settings) {
             Next::Wait => {}
             Next::Failed { why, response } => return self.candidate_failed(why, response),
-            Next::Serve { workers } => self.promote(workers),
+            Next::Serve { workers } => {
+                if !self.roll_on() {
+                    self.promote(workers);
+                }
+            }
             Next::Probe => {
                 if let Some(health) = &self.settings.health {
                     candidate.start_probe(health);
@@ -154,6 +158,7 @@ impl SupervisorLoop<'_> {
         };
         generation.signal(Signal::SIGTERM);
         self.retire(generation);
+        self.grow_back(candidate.rolling);
         self.held_back(report, evidence)
     }
 }

@@ -14,6 +14,7 @@ mod log_lines;
 mod no_watch;
 mod pinning;
 mod release_link;
+mod rolling;
 mod stop;
 
 use std::net::TcpListener;

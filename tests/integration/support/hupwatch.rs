@@ -8,6 +8,7 @@
 //! `NOTIFY_SOCKET`, `WATCHDOG_*`). `NO_COLOR=1` keeps output greppable. A failing assertion
 //! prints the command line, cwd, exit code, stdout and stderr.
 
+pub use super::outcome::Outcome;
 use std::ffi::OsStr;
 use std::os::fd::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -294,60 +295,6 @@ fn quote(word: &OsStr) -> String {
         word.into_owned()
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-/// How a finished `hupwatch` ended. `code` is the exit code, or 128 + N for a death by signal N.
-#[derive(Debug)]
-pub struct Outcome {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    command: String,
-    cwd: PathBuf,
-}
-
-impl Outcome {
-    /// Panics, printing the command line, cwd, code, stdout and stderr, unless the exit code is `code`.
-    pub fn assert_code(&self, code: i32) -> &Self {
-        if self.code != code {
-            panic!(
-                "expected exit code {code}, got {}\n{}",
-                self.code,
-                self.report()
-            );
-        }
-        self
-    }
-
-    pub fn assert_success(&self) -> &Self {
-        self.assert_code(0)
-    }
-
-    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
-        if !self.stdout.contains(needle) {
-            panic!("stdout does not contain {needle:?}\n{}", self.report());
-        }
-        self
-    }
-
-    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
-        if !self.stderr.contains(needle) {
-            panic!("stderr does not contain {needle:?}\n{}", self.report());
-        }
-        self
-    }
-
-    /// Everything a reader of a failed test needs, as one block of text.
-    pub fn report(&self) -> String {
-        format!(
-            "command: {}\ncwd: {}\nexit code: {}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
-            self.command,
-            self.cwd.display(),
-            self.code,
-            self.stdout,
-            self.stderr
-        )
     }
 }
 
