@@ -13,6 +13,7 @@ mod sandbox;
 mod units;
 
 mod journal;
+mod metrics_file;
 mod preflight_sandbox;
 mod readme_server;
 mod run_unit;
