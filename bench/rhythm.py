@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import time
 
-import bench as h
+import harness as h
 
 RHYTHM_CONFIG = {
     "spacings": [float(x) for x in os.environ.get("BENCH_RHYTHM_SPACINGS", "0.4,1.6").split(",") if x.strip()],

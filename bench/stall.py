@@ -31,7 +31,7 @@ import subprocess
 import threading
 import time
 
-import bench as h
+import harness as h
 from stall_tools import GUNICORN_RELOAD, RUN, RssSampler, RunTarget, Target, rss_in, supported_strategies, \
     write_slow_app
 

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-import bench as h
+import harness as h
 
 GUNICORN_RELOAD = "gunicorn --reload"
 RUN = "run"

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-import bench as h
+import harness as h
 import stall
 import stall_tools
 import svg_plot
