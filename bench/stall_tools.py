@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import harness as h
