@@ -143,6 +143,10 @@ fn every_generation_serves_every_held_socket_and_sighup_deploys() {
     daemon.wait_for_line("generation 2 serving", CEILING);
     let second = master_of(&daemon, 2);
     let workers = proc::children(second);
+    // Until generation 1 has stopped, its workers still accept on the same held sockets
+    // (the overlap that makes the switch stall-free): only then must every answer be
+    // generation 2's.
+    daemon.wait_for_line(&format!("generation 1 (master {first}) stopped"), CEILING);
     for body in [
         get(port, Duration::from_secs(5)).expect("TCP"),
         get_unix(&socket).expect("Unix"),
@@ -152,7 +156,6 @@ fn every_generation_serves_every_held_socket_and_sighup_deploys() {
             "served by generation 2 ({second}: {workers:?}): {body}"
         );
     }
-    daemon.wait_for_line(&format!("generation 1 (master {first}) stopped"), CEILING);
     assert!(
         socket.exists(),
         "Gunicorn leaves the held socket's file alone"
