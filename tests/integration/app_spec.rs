@@ -9,6 +9,7 @@
 //! (The systemd-unit source needs a real systemd; its parsing is unit-tested in
 //! `src/systemd_unit.rs` and `src/app_spec_tests.rs`.)
 
+use crate::support::json_log::{events_in, first_with};
 use crate::support::{AppDir, CEILING, Gunicorn, Venv, host_shared, hupwatch, watch_tree};
 
 /// A `--name` no other master of this run (or another test process) carries.
@@ -136,21 +137,6 @@ fn a_titled_named_master_whose_app_nothing_tells_is_refused_naming_where_it_look
     assert!(g.get().starts_with("v1 "));
 }
 
-/// The JSON log lines of a `--log-format json` run.
-fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
-    stderr
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// The first JSON log line whose message contains `needle`.
-fn line_with<'a>(lines: &'a [serde_json::Value], needle: &str) -> Option<&'a serde_json::Value> {
-    lines
-        .iter()
-        .find(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
-}
-
 #[test]
 fn a_django_style_module_only_master_under_setproctitle_is_known_by_its_title_and_reloaded() {
     let _host = host_shared();
@@ -254,8 +240,8 @@ fn a_master_whose_app_nothing_tells_is_upgraded_with_the_upgrade_as_its_prefligh
         .default_strategy()
         .output();
     out.assert_code(0);
-    let lines = json_lines(&out.stderr);
-    let why = line_with(&lines, "the upgrade is the preflight")
+    let lines = events_in(&out.stderr);
+    let why = first_with(&lines, "the upgrade is the preflight")
         .unwrap_or_else(|| panic!("no line says so\n{}", out.report()));
     assert_eq!(why["strategy"], "upgrade", "{why}");
     let text = why["message"].as_str().unwrap_or_default();
@@ -266,7 +252,7 @@ fn a_master_whose_app_nothing_tells_is_upgraded_with_the_upgrade_as_its_prefligh
             && detail.contains("pass --app MODULE:CALLABLE"),
         "{why}"
     );
-    let done = line_with(&lines, "reloaded master")
+    let done = first_with(&lines, "reloaded master")
         .unwrap_or_else(|| panic!("no reload line\n{}", out.report()));
     assert_eq!(done["action"], "upgrade", "{done}");
     let new_pid = done["master"].as_u64().expect("the new master's pid") as u32;
@@ -315,8 +301,8 @@ fn after_an_upgrade_the_next_reload_of_a_fast_app_knows_preload_app_and_hups() {
         .args(["--pid", &g.pid().to_string()])
         .output();
     out.assert_code(0);
-    let lines = json_lines(&out.stderr);
-    let done = line_with(&lines, "reloaded master")
+    let lines = events_in(&out.stderr);
+    let done = first_with(&lines, "reloaded master")
         .unwrap_or_else(|| panic!("no reload line\n{}", out.report()));
     let new_pid = done["master"].as_u64().expect("the new master's pid");
     assert_ne!(new_pid, u64::from(g.pid()), "{done}");
@@ -341,7 +327,7 @@ fn after_an_upgrade_the_next_reload_of_a_fast_app_knows_preload_app_and_hups() {
         .default_strategy()
         .output();
     out.assert_code(0);
-    let lines = json_lines(&out.stderr);
+    let lines = events_in(&out.stderr);
     let chose = lines
         .iter()
         .find(|l| {
@@ -351,7 +337,7 @@ fn after_an_upgrade_the_next_reload_of_a_fast_app_knows_preload_app_and_hups() {
         })
         .unwrap_or_else(|| panic!("no strategy line\n{}", out.report()));
     assert_eq!(chose["strategy"], "HUP", "{chose}\n{}", out.report());
-    let done = line_with(&lines, "reloaded master")
+    let done = first_with(&lines, "reloaded master")
         .unwrap_or_else(|| panic!("no reload line\n{}", out.report()));
     assert_eq!(done["master"], new_pid, "the same master, HUPed: {done}");
     assert!(g.get().starts_with("v3 "), "{}", out.report());

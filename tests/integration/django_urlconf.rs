@@ -6,14 +6,14 @@
 use serde_json::Value;
 
 use crate::django::{APP, django_project, view};
-use crate::support::json_log::{events, message};
+use crate::support::json_log::{events, events_in, message};
 use crate::support::{AppDir, CEILING, Gunicorn, Venv, host_shared, hupwatch};
 
 /// The line that warms the URLconf in `wsgi.py` (the fix the warning names).
 const WARM: &str = "from django.urls import get_resolver; get_resolver().url_patterns";
 
-fn urlconf_warnings(lines: &[String]) -> Vec<Value> {
-    events(lines)
+fn urlconf_warnings(events: Vec<Value>) -> Vec<Value> {
+    events
         .into_iter()
         .filter(|e| e["level"] == "WARN" && e.get("urlconf").is_some())
         .collect()
@@ -43,7 +43,7 @@ fn a_django_urlconf_left_to_the_first_request_is_warned_about_once_with_the_fix(
     dir.replace("project/shop/views.py", &view("v2"));
     daemon.wait_for_line("reloaded master", CEILING);
     g.wait_for_body("v2 pid=", CEILING);
-    let warnings = urlconf_warnings(&daemon.lines());
+    let warnings = urlconf_warnings(events(&daemon.lines()));
     assert_eq!(warnings.len(), 1, "once per process:\n{}", daemon.output());
     assert_eq!(warnings[0]["urlconf"], "mysite.urls", "{}", warnings[0]);
     assert_eq!(warnings[0]["fix"], WARM, "{}", warnings[0]);
@@ -66,14 +66,13 @@ fn a_django_urlconf_left_to_the_first_request_is_warned_about_once_with_the_fix(
         ])
         .output();
     out.assert_code(0);
-    let lines: Vec<String> = out.stderr.lines().map(str::to_string).collect();
+    let all = events_in(&out.stderr);
     assert!(
-        events(&lines)
-            .iter()
+        all.iter()
             .any(|e| message(e).starts_with("Django's system checks passed")),
         "the Django checks ran: {}",
         out.report()
     );
-    assert_eq!(urlconf_warnings(&lines).len(), 0, "{}", out.report());
+    assert_eq!(urlconf_warnings(all).len(), 0, "{}", out.report());
     g.wait_for_body("v3 pid=", CEILING);
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::symlink;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::json_log::{events, message};
+use crate::support::json_log::{events_in, message};
 use crate::support::{AppDir, CEILING, Gunicorn, Venv, host_shared, hupwatch, running_as_root};
 
 const NOBODY: u32 = 65534;
@@ -138,8 +138,7 @@ fn user_keeps_other_users_masters_out_of_reach_and_lines_name_the_user() {
     out.assert_code(0);
     // The reload line names the master's user: its `user` field (issue 20 made the details
     // fields, the message stays short).
-    let lines: Vec<String> = out.stderr.lines().map(str::to_string).collect();
-    let all = events(&lines);
+    let all = events_in(&out.stderr);
     let done = all
         .iter()
         .find(|e| message(e).starts_with(&format!("reloaded master {}", nobody_g.pid())))

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::support::json_log::{events, flagged, message};
+use crate::support::json_log::{events, events_in, flagged, message};
 use crate::support::{AppDir, CEILING, Daemon, Gunicorn, Venv, host_shared, hupwatch, watch_tree};
 
 /// An app module that does not compile.
@@ -86,8 +86,7 @@ fn the_reload_line_gives_the_strategy_once_as_a_field_and_fits_on_a_line() {
         .args(["--log-format", "json", "reload", "--pid", &pid])
         .output();
     out.assert_code(0);
-    let lines: Vec<String> = out.stderr.lines().map(str::to_string).collect();
-    let all = events(&lines);
+    let all = events_in(&out.stderr);
     let done = all
         .iter()
         .find(|e| message(e).starts_with("reloaded master"))
@@ -141,8 +140,7 @@ fn an_unproven_hup_gives_its_reason_once_and_the_details_as_a_field() {
         ])
         .output();
     out.assert_code(0);
-    let lines: Vec<String> = out.stderr.lines().map(str::to_string).collect();
-    let all = events(&lines);
+    let all = events_in(&out.stderr);
     let warning = all
         .iter()
         .find(|e| e["level"] == "WARN" && message(e).starts_with("HUP as asked"))

@@ -13,6 +13,17 @@ pub fn events(lines: &[String]) -> Vec<Value> {
         .collect()
 }
 
+/// The events of a finished command's output (its stderr, where hupwatch logs).
+pub fn events_in(output: &str) -> Vec<Value> {
+    let lines: Vec<String> = output.lines().map(str::to_string).collect();
+    events(&lines)
+}
+
+/// The first event whose message contains `needle`.
+pub fn first_with<'a>(events: &'a [Value], needle: &str) -> Option<&'a Value> {
+    events.iter().find(|e| message(e).contains(needle))
+}
+
 /// The events whose `field` is the JSON `true`.
 pub fn flagged<'a>(events: &'a [Value], field: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e[field] == true).collect()
