@@ -64,15 +64,11 @@ fn forget_the_gone(dir: &Path) {
         let Some((pid, ticks)) = name
             .to_str()
             .and_then(|n| n.strip_prefix(PREFIX))
-            .and_then(|rest| rest.split_once('-'))
+            .and_then(procfs::identity_in_name)
         else {
             continue;
         };
-        let (Ok(pid), Ok(ticks)) = (pid.parse::<u32>(), ticks.parse::<u64>()) else {
-            continue;
-        };
-        let alive = procfs::read_stat(pid).is_ok_and(|s| s.start_ticks == ticks);
-        if !alive {
+        if !procfs::is_alive(pid, ticks) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -93,6 +93,19 @@ pub fn parse_ns_pid(status: &str) -> Option<u32> {
         .ok()
 }
 
+/// Is the process with this identity still alive (same start time, not a zombie)? A PID
+/// alone may have been reused; the start time says it is still the same process.
+pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
+    read_stat(pid).is_ok_and(|s| s.start_ticks == start_ticks && !s.is_dead())
+}
+
+/// A file named after a process, `<pid>-<start ticks>` (a reload lock, a remembered answer):
+/// the identity it names.
+pub fn identity_in_name(stem: &str) -> Option<(u32, u64)> {
+    let (pid, ticks) = stem.split_once('-')?;
+    Some((pid.parse().ok()?, ticks.parse().ok()?))
+}
+
 /// /proc/PID/status, the one reader of it: signal masks (above), the namespace PID, the
 /// credentials (`master_env::credentials`) all come from here.
 pub fn read_status(pid: u32) -> io::Result<String> {
@@ -237,6 +250,20 @@ pub fn age(start_ticks: u64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_named_after_a_process_names_its_identity() {
+        assert_eq!(identity_in_name("812-4242"), Some((812, 4242)));
+        assert_eq!(identity_in_name("812"), None);
+        assert_eq!(identity_in_name("812-x"), None);
+        assert_eq!(identity_in_name("-4242"), None);
+        let me = read_stat(std::process::id()).unwrap();
+        assert!(is_alive(std::process::id(), me.start_ticks));
+        assert!(
+            !is_alive(std::process::id(), me.start_ticks + 1),
+            "another start time"
+        );
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_comm() {

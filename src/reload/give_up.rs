@@ -42,7 +42,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn alive(self) -> bool {
-        pidfd_signal::is_alive(self.pid, self.start_ticks)
+        procfs::is_alive(self.pid, self.start_ticks)
     }
 }
 

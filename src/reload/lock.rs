@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::config::runtime_dir::{RuntimeDirError, own_runtime_dir};
+use crate::gunicorn::procfs;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -185,12 +186,11 @@ pub fn sweep(dir: &Path) {
         let Some((pid, ticks)) = name
             .to_str()
             .and_then(|n| n.strip_suffix(".lock"))
-            .and_then(|n| n.split_once('-'))
-            .and_then(|(p, t)| Some((p.parse::<u32>().ok()?, t.parse::<u64>().ok()?)))
+            .and_then(procfs::identity_in_name)
         else {
             continue;
         };
-        if crate::reload::pidfd_signal::is_alive(pid, ticks) {
+        if procfs::is_alive(pid, ticks) {
             continue;
         }
         if let Ok(Some(lock)) = ReloadLock::try_acquire(dir, pid, ticks) {

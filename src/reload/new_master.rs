@@ -18,7 +18,6 @@ use crate::gunicorn::process_tree::ProcessTree;
 use crate::gunicorn::procfs;
 use crate::reload::give_up::{self, Proc};
 use crate::reload::handoff::Handoff;
-use crate::reload::pidfd_signal;
 use crate::reload::upgrade_error::UpgradeError;
 use crate::reload::verify::SETTLE;
 
@@ -65,7 +64,7 @@ pub fn await_new_master(
                 rollback: give_up_on(b, seen.as_ref(), reexec, stop.deadline),
             });
         }
-        if !pidfd_signal::is_alive(old.pid, old.start_ticks) {
+        if !procfs::is_alive(old.pid, old.start_ticks) {
             return Err(UpgradeError::OldMasterDied { old: old.pid });
         }
         reexec = reexec.or_else(|| reexec_child(old.pid));
@@ -81,7 +80,7 @@ pub fn await_new_master(
         // master and its workers without scanning every process 20 times a second.
         let child = ProcessTree::around(old.pid).child_master_of(old.pid);
         match (&child, &seen) {
-            (None, Some(gone)) if !pidfd_signal::is_alive(gone.pid, gone.start_ticks) => {
+            (None, Some(gone)) if !procfs::is_alive(gone.pid, gone.start_ticks) => {
                 return Err(UpgradeError::NewMasterDied {
                     pid: gone.pid,
                     old: old.pid,

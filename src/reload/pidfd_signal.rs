@@ -133,11 +133,6 @@ fn map_errno(master: &MasterProcess, signal: Signal, errno: Errno) -> SignalErro
     }
 }
 
-/// Is the master with this identity still alive (same start time, not a zombie)?
-pub fn is_alive(pid: u32, start_ticks: u64) -> bool {
-    procfs::read_stat(pid).is_ok_and(|s| s.start_ticks == start_ticks && !s.is_dead())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,10 +166,10 @@ mod tests {
         // Same start time but not a Gunicorn master: refused too.
         let err = send(&described(pid, real_start), Signal::SIGHUP).unwrap_err();
         assert!(matches!(err, SignalError::NoLongerMaster { .. }), "{err}");
-        assert!(is_alive(pid, real_start), "nothing was delivered");
+        assert!(procfs::is_alive(pid, real_start), "nothing was delivered");
         newcomer.kill().unwrap();
         newcomer.wait().unwrap();
-        assert!(!is_alive(pid, real_start));
+        assert!(!procfs::is_alive(pid, real_start));
     }
 
     /// pidfd_open refuses a thread that does not lead its process: the error must name the

@@ -193,7 +193,7 @@ fn retire_old(
     let Err(source) = send(old, Signal::SIGTERM) else {
         return Ok(());
     };
-    if !pidfd_signal::is_alive(old.pid, old.start_ticks) {
+    if !procfs::is_alive(old.pid, old.start_ticks) {
         warn!(
             master = old.pid,
             "the old master {} exited before its TERM ({source}); the new master {} takes over",
@@ -229,10 +229,10 @@ fn await_takeover(
     let started = Instant::now();
     let mut old_gone_at: Option<Instant> = None;
     loop {
-        if !pidfd_signal::is_alive(new.pid, new.start_ticks) {
+        if !procfs::is_alive(new.pid, new.start_ticks) {
             return Err(UpgradeError::NewMasterLost { pid: new.pid });
         }
-        if old_gone_at.is_none() && !pidfd_signal::is_alive(old.pid, old.start_ticks) {
+        if old_gone_at.is_none() && !procfs::is_alive(old.pid, old.start_ticks) {
             old_gone_at = Some(Instant::now());
         }
         if let Some(gone_at) = old_gone_at {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::gunicorn::discover::DiscoverError;
 use crate::gunicorn::heartbeat::{self, BootTimes, BootWatch};
 use crate::gunicorn::process_tree::ProcessTree;
+use crate::gunicorn::procfs;
 use crate::reload::handoff::Handoff;
-use crate::reload::pidfd_signal;
 
 /// How long the new workers must stay up, unchanged, before the reload counts. Gunicorn halts
 /// within a few hundred milliseconds of a worker failing to boot.
@@ -131,7 +131,7 @@ pub fn await_reload(
         }
     };
     loop {
-        let alive = pidfd_signal::is_alive(master.pid, master.start_ticks);
+        let alive = procfs::is_alive(master.pid, master.start_ticks);
         let current: BTreeSet<u32> = if alive {
             current_workers(master.pid)
         } else {
