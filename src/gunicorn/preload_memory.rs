@@ -79,17 +79,11 @@ mod tests {
     use super::*;
     use crate::scratch_dir::ScratchDir;
 
-    fn me() -> MasterProcess {
-        let pid = std::process::id();
-        let ticks = procfs::read_stat(pid).unwrap().start_ticks;
-        MasterProcess::described(pid, ticks, "gunicorn: master [app:app]")
-    }
-
     #[test]
     fn an_answer_is_kept_per_master_and_a_gone_masters_is_dropped() {
         let scratch = ScratchDir::new("preload-memory");
         let dir = scratch.join("run");
-        let master = me();
+        let master = MasterProcess::this_test_process();
         assert_eq!(recall(&dir, &master), None);
         remember(&dir, &master, false).unwrap();
         assert_eq!(recall(&dir, &master), Some(false));
@@ -111,7 +105,7 @@ mod tests {
         let scratch = ScratchDir::new("preload-memory-trust");
         let dir = scratch.join("run");
         own_runtime_dir(&dir).unwrap();
-        let master = me();
+        let master = MasterProcess::this_test_process();
         let path = dir.join(record_name(master.pid, master.start_ticks));
         let elsewhere = scratch.join("answer");
         std::fs::write(&elsewhere, "false\n").unwrap();

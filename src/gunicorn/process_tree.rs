@@ -35,6 +35,17 @@ pub struct WorkerProcess {
 }
 
 impl MasterProcess {
+    /// The test process itself standing in for a master: alive, with its real start time, so
+    /// a test can ask what is done to a live master without starting one.
+    #[cfg(test)]
+    pub fn this_test_process() -> Self {
+        let pid = std::process::id();
+        let ticks = crate::gunicorn::procfs::read_stat(pid)
+            .expect("the test's own /proc/self/stat")
+            .start_ticks;
+        Self::described(pid, ticks, "gunicorn: master [app:app]")
+    }
+
     /// A master as discovery would describe one with this command line (a title, or the
     /// arguments split on spaces), for unit tests of the stages that read it.
     #[cfg(test)]

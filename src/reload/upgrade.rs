@@ -273,16 +273,9 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    /// This test process stands in for the old master: alive, with its real start time.
-    fn me() -> MasterProcess {
-        let pid = std::process::id();
-        let ticks = procfs::read_stat(pid).unwrap().start_ticks;
-        MasterProcess::described(pid, ticks, "gunicorn: master [app:app]")
-    }
-
     #[test]
     fn a_failed_term_to_a_live_old_master_stops_the_new_one() {
-        let old = me();
+        let old = MasterProcess::this_test_process();
         let new = MasterProcess::described(4_000_001, 1, "gunicorn: master [app:app.2]");
         let sent = RefCell::new(Vec::new());
         let send = |m: &MasterProcess, s: Signal| {
@@ -323,7 +316,7 @@ mod tests {
     fn a_failed_term_to_an_old_master_already_gone_keeps_the_new_one() {
         // Start ticks no live process has: the old master is gone.
         let old = MasterProcess::described(std::process::id(), u64::MAX, "gunicorn: master [a]");
-        let new = me();
+        let new = MasterProcess::this_test_process();
         let sent = RefCell::new(Vec::new());
         let send = |m: &MasterProcess, s: Signal| {
             sent.borrow_mut().push((m.pid, s));
@@ -336,7 +329,10 @@ mod tests {
 
     #[test]
     fn a_term_sent_rolls_nothing_back() {
-        let (old, new) = (me(), me());
+        let (old, new) = (
+            MasterProcess::this_test_process(),
+            MasterProcess::this_test_process(),
+        );
         let sent = RefCell::new(0);
         let send = |_: &MasterProcess, _: Signal| {
             *sent.borrow_mut() += 1;
